@@ -1,0 +1,49 @@
+"""Reading SPM files: ``read(path) -> Scan``. Pure Python + numpy; never imports napari or Qt."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .scan import Channel, ReaderError, Scan
+from .sniff import find_format
+
+__all__ = ["Channel", "ReaderError", "Scan", "read", "find_format"]
+
+log = logging.getLogger(__name__)
+
+
+def read(path: str | Path) -> Scan:
+    """Read every channel of an SPM file.
+
+    Raises :class:`ReaderError` -- naming the file and the reason -- for anything that is not
+    a readable SPM image or movie: unknown content, truncation, spectroscopy, a bad header.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ReaderError(path, "no such file")
+    if path.is_dir():
+        raise ReaderError(path, "is a folder, not a file")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ReaderError(path, f"cannot access the file ({exc.strerror})") from None
+    if size == 0:
+        raise ReaderError(path, "file is empty (0 bytes)")
+    module = find_format(path)
+    if module is None:
+        raise ReaderError(path, "not a scanning probe microscopy file napari-scanprobe can read")
+    try:
+        scan = module.read(path)
+    except ReaderError:
+        raise
+    except MemoryError:
+        raise ReaderError(path, f"not enough memory to read this {module.FORMAT} file") from None
+    except OSError as exc:
+        raise ReaderError(path, f"cannot read the file ({exc.strerror or exc})") from None
+    except Exception as exc:  # the safety net: a corrupt file must never surface a parser traceback
+        log.debug("parser failure", exc_info=True)
+        raise ReaderError(path, f"corrupt or unsupported {module.FORMAT} file ({type(exc).__name__}: {exc})") from None
+    if not scan.channels:
+        raise ReaderError(path, f"{module.FORMAT} file holds no image channel")
+    return scan
