@@ -1,0 +1,92 @@
+"""The one place that maps the core's data model onto napari layers and back.
+
+A :class:`~napari_scanprobe.io.scan.Channel` becomes an image ``LayerDataTuple`` with the
+physical ``scale`` (nm per pixel; seconds per frame for movies), ``translate`` from the file's
+offsets, ``units``, ``axis_labels``, a name ``"<file stem> | <channel> (<direction>)"`` and
+``metadata`` holding everything a later step (or a recipe) needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..io.scan import Channel, Scan
+
+#: napari's colormap per kind of channel: heights get the AFM convention.
+_HEIGHT_COLORMAP = "afmhot"
+
+
+def layer_name(scan: Scan, channel: Channel) -> str:
+    return f"{scan.stem} | {channel.title}"
+
+
+def contrast_limits(data: Any) -> list[float]:
+    """Limits from the data (the first frame of a movie): finite min/max, never empty."""
+    frame = data[0] if data.ndim == 3 else data
+    frame = np.asarray(frame)
+    finite = frame[np.isfinite(frame)]
+    if finite.size == 0:
+        return [0.0, 1.0]
+    low, high = float(finite.min()), float(finite.max())
+    if high <= low:
+        pad = abs(low) * 1e-6 or 1.0
+        low, high = low - pad, high + pad
+    return [low, high]
+
+
+def channel_metadata(scan: Scan, channel: Channel) -> dict:
+    return {
+        "channel": channel.name,
+        "direction": channel.direction,
+        "z_unit": channel.z_unit,
+        "xy_unit": channel.xy_unit,
+        "pixel_size": list(channel.pixel_size),
+        "offset": list(channel.offset),
+        "frame_time_s": channel.frame_time_s,
+        "source": scan.path,
+        "format": scan.format,
+        "header": scan.header,
+        "channel_header": channel.header,
+        "processing": [],
+    }
+
+
+def channel_to_layer(scan: Scan, channel: Channel) -> tuple:
+    """A ``(data, kwargs, "image")`` tuple napari turns into an image layer."""
+    data = channel.data
+    scale = list(channel.pixel_size)
+    translate = list(channel.offset)
+    xy_unit = channel.xy_unit or "pixel"
+    units = [xy_unit, xy_unit]
+    labels = ["y", "x"]
+    if data.ndim == 3:
+        scale.insert(0, channel.frame_time_s or 1.0)
+        translate.insert(0, 0.0)
+        units.insert(0, "s" if channel.frame_time_s else "pixel")
+        labels.insert(0, "t")
+    kwargs = {
+        "name": layer_name(scan, channel),
+        "scale": scale,
+        "translate": translate,
+        "units": units,
+        "axis_labels": labels,
+        "metadata": channel_metadata(scan, channel),
+        "contrast_limits": contrast_limits(data),
+        "colormap": _HEIGHT_COLORMAP if channel.z_unit == "nm" else "gray",
+        "multiscale": False,
+    }
+    return (data, kwargs, "image")
+
+
+def scan_to_layers(scan: Scan) -> list[tuple]:
+    return [channel_to_layer(scan, ch) for ch in scan.channels]
+
+
+def layer_to_array(layer) -> tuple[Any, dict]:
+    """An image layer back into ``(array, metadata)`` for the core; scale and units kept."""
+    metadata = dict(layer.metadata)
+    metadata.setdefault("pixel_size", [float(s) for s in layer.scale[-2:]])
+    metadata.setdefault("offset", [float(t) for t in layer.translate[-2:]])
+    return layer.data, metadata

@@ -1,0 +1,88 @@
+"""The plugin in a real napari viewer (under Xvfb): open real files, sample data, widgets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_scanprobe.gui.browser_widget import grid_of
+from napari_scanprobe.gui.reader import napari_get_reader
+from napari_scanprobe.io import read
+
+PLUGIN = "napari-scanprobe"
+
+
+def test_get_reader_declines_what_it_cannot_read(tmp_path):
+    junk = tmp_path / "noise.spm"
+    junk.write_bytes(np.random.default_rng(0).bytes(5000))
+    empty = tmp_path / "empty.sxm"
+    empty.write_bytes(b"")
+    assert napari_get_reader(str(junk)) is None
+    assert napari_get_reader(str(empty)) is None
+    assert napari_get_reader(str(tmp_path / "missing.ibw")) is None
+    assert napari_get_reader(str(tmp_path)) is None
+    assert napari_get_reader([str(junk)]) is None
+
+
+def test_open_multichannel_file_in_viewer(make_napari_viewer, sample, tmp_path):
+    path = sample("nanonis_sxm/test.sxm")
+    scan = read(path)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin=PLUGIN)
+    assert len(layers) == len(scan.channels) == 4
+    for layer, ch in zip(layers, scan.channels):
+        assert layer.name == f"test | {ch.title}"
+        np.testing.assert_allclose(layer.scale, ch.pixel_size)
+        np.testing.assert_allclose(layer.translate, ch.offset)
+        assert [str(u) for u in layer.units] == ["nanometer", "nanometer"]
+        assert layer.metadata["channel"] == ch.name
+        assert layer.metadata["direction"] == ch.direction
+        assert layer.metadata["z_unit"] == ch.z_unit
+        assert layer.metadata["source"] == str(path)
+        assert isinstance(layer.metadata["header"], dict) and layer.metadata["header"]
+    viewer.scale_bar.visible = True
+    assert str(viewer.scale_bar.unit or layers[0].units[0]) in ("nm", "nanometer")
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert shot.ndim == 3 and shot[..., :3].std() > 1, "the canvas rendered nothing"
+
+
+def test_open_movie_lazily_with_contrast_limits(make_napari_viewer, sample):
+    import dask.array as da
+
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(sample("hsafm_asd/asd_sample_0.asd")), plugin=PLUGIN)
+    layer = layers[0]
+    assert isinstance(layer.data, da.Array)
+    assert layer.ndim == 3
+    assert layer.axis_labels[0] == "t"
+    lo, hi = layer.contrast_limits
+    assert hi > lo
+
+
+def test_bad_file_gives_one_clear_error(make_napari_viewer, sample):
+    viewer = make_napari_viewer()
+    path = sample("bruker_nanoscope/bruker_data_header.000")
+    with pytest.raises(Exception) as info:
+        viewer.open(str(path), plugin=PLUGIN)
+    text = str(info.value) + str(getattr(info.value, "__cause__", ""))
+    assert "bruker_data_header.000" in text
+
+
+def test_sample_data_and_browser_widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample(PLUGIN, "afm_scan")
+    assert [l.name for l in layers] == [
+        "synthetic_afm_scan | Height (trace)",
+        "synthetic_afm_scan | Height (retrace)",
+        "synthetic_afm_scan | Phase (trace)",
+    ]
+    assert layers[0].metadata["z_unit"] == "nm"
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Scan browser")
+    assert widget.scan_box.count() == 1
+    widget.side_by_side.setChecked(True)
+    assert grid_of(viewer).enabled
+    viewer.layers.selection.active = layers[2]
+    assert "Phase" in widget.summary.text()
+    assert widget.tree.topLevelItemCount() == 2
+    widget.side_by_side.setChecked(False)
+    assert not grid_of(viewer).enabled

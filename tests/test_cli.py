@@ -1,0 +1,43 @@
+"""The scanprobe command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from napari_scanprobe.cli import main
+
+
+def test_info_human(sample, capsys):
+    assert main(["info", str(sample("nanonis_sxm/test.sxm"))]) == 0
+    out = capsys.readouterr().out
+    assert "sxm" in out and "Z (forward)" in out and "256 x 256" in out and "nm" in out
+
+
+def test_info_json_one_object_per_file(sample, capsys):
+    files = [str(sample("nanonis_sxm/test.sxm")), str(sample("hsafm_asd/asd_sample_0.asd"))]
+    assert main(["info", "--json", *files]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    first, movie = (json.loads(line) for line in lines)
+    assert first["format"] == "sxm" and len(first["channels"]) == 4
+    assert first["channels"][0]["shape"] == [256, 256]
+    assert movie["channels"][0]["frames"] == 32
+
+
+def test_info_bad_file_fails_clearly(tmp_path, capsys):
+    bad = tmp_path / "broken.sxm"
+    bad.write_bytes(b"\x00" * 10)
+    assert main(["info", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "broken.sxm" in err and "Traceback" not in err
+
+
+def test_demo_headless_runs_the_pipeline():
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_scanprobe.cli", "demo", "--headless"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "3 layers" in result.stdout
+    assert "Height (trace)" in result.stdout and "nm" in result.stdout

@@ -1,0 +1,64 @@
+"""The npe2 manifest: valid, the root file is the packaged one, menus exist, patterns cover every format."""
+
+from __future__ import annotations
+
+import fnmatch
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+import napari_scanprobe
+from napari_scanprobe.io.sniff import all_format_modules
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGED = Path(napari_scanprobe.__file__).parent / "napari.yaml"
+
+
+def test_npe2_validate_passes():
+    npe2 = Path(sys.executable).with_name("npe2")
+    result = subprocess.run([str(npe2), "validate", "napari-scanprobe"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid" in result.stdout
+
+
+def test_root_manifest_is_the_packaged_one():
+    root = ROOT / "napari.yaml"
+    assert root.is_symlink(), "napari.yaml at the repository root must be a symlink"
+    assert root.resolve() == PACKAGED.resolve()
+
+
+def _manifest() -> dict:
+    return yaml.safe_load(PACKAGED.read_text())
+
+
+def test_menu_ids_exist_in_napari():
+    from napari._app_model.constants import MenuId
+
+    known = {m.value for m in MenuId}
+    for menu in _manifest()["contributions"].get("menus", {}):
+        assert menu in known, f"menu id {menu!r} does not exist in napari: the menu would never appear"
+
+
+def test_filename_patterns_cover_every_format_extension():
+    patterns = _manifest()["contributions"]["readers"][0]["filename_patterns"]
+    for module in all_format_modules():
+        for ext in module.EXTENSIONS:
+            name = f"scan{ext}"
+            assert any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name.lower(), p.lower()) for p in patterns), (
+                f"{module.FORMAT}: no reader pattern matches {name}"
+            )
+
+
+def test_nanoscope_numbered_extensions_match():
+    patterns = _manifest()["contributions"]["readers"][0]["filename_patterns"]
+    assert any(fnmatch.fnmatch("image.007", p) for p in patterns)
+
+
+def test_manifest_commands_import():
+    import importlib
+
+    for command in _manifest()["contributions"]["commands"]:
+        module, attr = command["python_name"].split(":")
+        assert hasattr(importlib.import_module(module), attr), command["python_name"]
