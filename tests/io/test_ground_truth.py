@@ -23,6 +23,15 @@ GT_PATH = SAMPLES_DIR / "ground_truth.json"
 GT = json.loads(GT_PATH.read_text()) if GT_PATH.is_file() else {}
 
 
+#: Where we knowingly differ from the reference, and why. Everything else must match.
+KNOWN_DEVIATIONS = {
+    "wsxm/WSxM2DReader_jumpingmodeimage_0002_Topography.f.dy.top": {
+        "lateral_factor": 1000.0,
+        "why": "the header says 'X Amplitude: 15 µm' (Latin-1 µ); Gwyddion 2.62 loses the µ and reports 15 nm",
+    },
+}
+
+
 def _files(kind: str) -> list[str]:
     return sorted(k for k, v in GT.items() if v.get("kind") == kind) or ["<no samples>"]
 
@@ -50,7 +59,7 @@ def test_image_matches_reference(relpath, samples_dir, ground_truth):
         if ref["title"]:
             assert _norm(ch.name) in _norm(ref["title"]), f"{label}: channel named {ch.name!r}"
         assert ch.data.shape == (ref["yres"], ref["xres"]), label
-        xy = 1e9 if ref["unit_xy"] == "m" else 1.0
+        xy = (1e9 if ref["unit_xy"] == "m" else 1.0) * KNOWN_DEVIATIONS.get(relpath, {}).get("lateral_factor", 1.0)
         assert ch.xy_unit == ("nm" if ref["unit_xy"] == "m" else ref["unit_xy"]), label
         _close(ch.pixel_size[0], ref["yreal"] / ref["yres"] * xy, 0, f"{label} dy")
         _close(ch.pixel_size[1], ref["xreal"] / ref["xres"] * xy, 0, f"{label} dx")
