@@ -1,0 +1,1 @@
+"""Preprocessing: flatten, denoise, upscale. numpy in, numpy out; no napari or Qt."""

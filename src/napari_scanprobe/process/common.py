@@ -1,0 +1,104 @@
+"""What every preprocessing function shares: input checks, frame-by-frame application, progress.
+
+* :func:`as_image` validates the input and gives a float copy-free view: 2-D ``(y, x)`` or a 3-D
+  ``(t, y, x)`` stack (numpy or dask). Functions never modify their input.
+* :func:`map_frames` applies a 2-D function to an image or to every frame of a stack -- lazily,
+  frame by frame, when the stack is a dask array.
+* Long work (CNN training) is written as a generator that yields :class:`Progress` and returns
+  its result; :func:`run_to_end` drives one to completion for the plain scripting API, and the
+  napari widget wraps the same generator in a ``thread_worker`` (quit = cancel at the next yield).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Progress:
+    """One step of long work: ``step`` of ``total``, the current loss, a short message."""
+
+    step: int
+    total: int
+    loss: float | None = None
+    message: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 1.0
+
+
+def is_dask(array: Any) -> bool:
+    return type(array).__module__.startswith("dask.")
+
+
+def as_image(image: Any, name: str = "image") -> Any:
+    """Check that ``image`` is a 2-D image or a 3-D ``(t, y, x)`` stack of numbers.
+
+    Returns a float array (numpy, or dask for dask input) without changing the input.
+    Raises ValueError naming ``name`` and the reason.
+    """
+    if is_dask(image):
+        arr = image
+    else:
+        try:
+            arr = np.asarray(image)
+        except Exception as exc:  # ragged lists etc.
+            raise ValueError(f"{name}: not an array of numbers ({exc})") from None
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{name}: expected a 2-D image (y, x) or a 3-D stack (t, y, x), got {arr.ndim}-D {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{name}: expected real numbers, got dtype {arr.dtype}")
+    if min(arr.shape[-2:]) < 2:
+        raise ValueError(f"{name}: an image needs at least 2 x 2 pixels, got {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def as_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A boolean feature mask (True = excluded from fits) matching the image's (y, x) shape."""
+    if mask is None:
+        return None
+    m = np.asarray(mask).astype(bool)
+    if m.shape != tuple(shape[-2:]) and m.shape != tuple(shape):
+        raise ValueError(f"mask: shape {m.shape} does not match the image {tuple(shape)}")
+    return m
+
+
+def map_frames(func: Callable[[np.ndarray], np.ndarray], image: Any, dtype=np.float64) -> Any:
+    """``func`` on a 2-D image, or on every frame of a ``(t, y, x)`` stack (lazily for dask).
+
+    ``func`` receives a float 2-D numpy array it may not modify and returns a new 2-D array
+    (its shape may differ from the input's, e.g. for upscaling).
+    """
+    if image.ndim == 2:
+        return func(np.asarray(image))
+    if is_dask(image):
+        import dask.array as da
+
+        sample = func(np.asarray(image[0]))
+        frames = image.rechunk({0: 1, 1: -1, 2: -1})
+        return da.map_blocks(
+            lambda block: func(np.asarray(block[0]))[np.newaxis],
+            frames,
+            dtype=sample.dtype,
+            chunks=((1,) * image.shape[0], (sample.shape[0],), (sample.shape[1],)),
+        )
+    return np.stack([func(np.asarray(frame)) for frame in image])
+
+
+def run_to_end(steps: Generator[Progress, None, Any], progress: Callable[[Progress], Any] | None = None) -> Any:
+    """Drive a long-work generator to its end and return its result; ``progress`` sees every step."""
+    while True:
+        try:
+            update = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(update)
