@@ -114,6 +114,12 @@ def main() -> None:
     import logging
 
     logging.disable(logging.CRITICAL)
+    try:  # AFMReader logs every load through loguru
+        from loguru import logger
+
+        logger.remove()
+    except ImportError:
+        pass
     truth = json.loads((SAMPLES / "ground_truth.json").read_text())
     files = [k for k, v in truth.items() if v.get("kind") in ("image", "movie")]
     if len(sys.argv) > 1:
