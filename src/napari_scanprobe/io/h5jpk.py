@@ -1,0 +1,376 @@
+"""JPK (Bruker) high-speed AFM movies in HDF5 (``.h5-jpk``), as written by JPK SPM 8.x.
+
+Layout (pycroscopy/USID style), learned with ``h5py``:
+
+* root attributes ``file-format-info = "JPK SCAN"``, ``file-format-version``;
+* one group per measurement, ``Measurement_000``, whose attributes hold the scan:
+  ``position-pattern.grid.ilength``/``jlength`` (pixels along the fast/slow axis),
+  ``ulength``/``vlength`` (scan size, unit ``position-pattern.grid.unit.unit``, metres),
+  ``xcenter``/``ycenter``, ``reflect``, ``timing-settings.scanRate`` (lines per second) and
+  the whole JPK property tree; ``Position_Indices``/``Position_Values`` list the pixels (x
+  fastest, y growing with the row index); ``meta-data/start-times`` (ms) the frame starts;
+* one group per channel, ``Channel_000`` ..., with attributes ``channel.name``,
+  ``channel.fancy-name``, ``retrace`` (``"true"``/``"false"``) and the calibration slots
+  (``encoder.*``, ``conversion.<slot>.*``, ``conversions.default``). The composed scaling of
+  the default slot is stored as ``net-encoder.scaling.multiplier``/``offset`` with its unit in
+  ``net-encoder.scaling.unit.unit`` (e.g. Error: 5.2e-9 V/count * 2.0 * 2.79e-9 m/V =
+  ``net-encoder`` 2.9e-17 m/count);
+* in each channel group one dataset of raw integers, shape ``(jlength * ilength, frames)``
+  (one column per frame, chunked one frame per chunk) plus a ``thumbnail``.
+
+Rules:
+
+* values = ``raw * net multiplier + net offset`` in the net-encoder unit, then lengths -> nm
+  and the rest SI via ``value_scale`` (AFMReader 0.0.7 does the same and multiplies
+  lengths by 1e9), falling back to ``encoder.scaling`` when there is no net encoder;
+* rows are stored bottom-up (row index grows with y, as ``Position_Values`` shows), so they
+  are flipped for display unless ``position-pattern.grid.reflect`` is true -- the same rule
+  as JPK's TIFF scans (Gwyddion's ``jpkscan``) and what AFMReader's default
+  ``flip_image=True`` does;
+* pixel size = ``ulength / ilength`` (x) and ``vlength / jlength`` (y); offset = grid centre
+  minus half the scan size (the grid origin, as JPK TIFF files store it);
+* ``frame_time_s`` = mean interval between the recorded frame start times
+  (``meta-data/start-times``); without them, ``jlength / scanRate`` (AFMReader's frame
+  period, which leaves out the pause between frames);
+* every channel group becomes a Channel in file order, named by its fancy name ("Height",
+  "Height (measured)", "Lock-In Amplitude" ...) with direction ``"trace"``/``"retrace"``.
+
+Frames are read lazily: ``Channel.data`` is a ``(t, y, x)`` float32 dask array, one chunk per
+frame; each chunk opens the file, reads its column(s) and closes it, so no HDF5 handle
+outlives a read and the graph pickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable
+from .units import length_to_nm, value_scale
+
+FORMAT = "h5-jpk"
+EXTENSIONS = (".h5-jpk",)
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_SUPERBLOCK_OFFSETS = (0, 512, 1024, 2048)
+
+
+def _has_magic(head: bytes) -> bool:
+    return any(head[o : o + 8] == HDF5_MAGIC for o in _SUPERBLOCK_OFFSETS)
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return decode(value)
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return _text(value.reshape(-1)[0])
+    return str(value)
+
+
+def _number(attrs, key: str, default=None):
+    try:
+        value = attrs[key]
+    except KeyError:
+        return default
+    try:
+        if isinstance(value, (bytes, str, np.bytes_)):
+            value = _text(value)
+        value = np.asarray(value, dtype=np.float64).reshape(-1)
+        return float(value[0]) if value.size else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _flag(attrs, key: str) -> bool:
+    value = attrs.get(key, False)
+    if isinstance(value, (bytes, str, np.bytes_)):
+        return _text(value).strip().lower() in ("true", "1", "yes")
+    try:
+        return bool(np.asarray(value).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
+def _measurements(f) -> list[str]:
+    import h5py
+
+    names = [k for k, v in f.items() if k.startswith("Measurement_") and isinstance(v, h5py.Group)]
+    return sorted(names)
+
+
+def _is_jpk(f) -> bool:
+    info = f.attrs.get("file-format-info")
+    if info is not None and _text(info).strip().upper().startswith("JPK"):
+        return True
+    for name in _measurements(f):
+        attrs = f[name].attrs
+        if "position-pattern.grid.ilength" in attrs and (
+            "jpkspm_version" in attrs or "description.source-software" in attrs
+        ):
+            return True
+    return False
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    """HDF5 magic, then (only then) a look inside with h5py for JPK's scan attributes."""
+    try:
+        if not _has_magic(head):
+            return False
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return _is_jpk(f)
+    except Exception:  # noqa: BLE001 - a sniffer must never raise
+        return False
+
+
+# --------------------------------------------------------------------------------------
+# Lazy frames
+# --------------------------------------------------------------------------------------
+
+
+class FrameSource:
+    """Array-like ``(t, y, x)`` float32 view of one channel dataset, read frame by frame.
+
+    Only the path, the dataset name and numbers are kept (picklable); each ``__getitem__``
+    opens the file, reads the requested frame columns and closes it again.
+    """
+
+    def __init__(self, path: str, dataset: str, frames_last: bool, shape, mult: float, offset: float, flip: bool):
+        self.path = path
+        self.dataset = dataset
+        self.frames_last = frames_last  # dataset is (pixels, frames), else (frames, pixels)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 3
+        self.mult = mult
+        self.offset = offset
+        self.flip = flip
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        import h5py
+
+        _, ny, nx = self.shape
+        if stop <= start:
+            return np.empty((0, ny, nx), np.float32)
+        try:
+            with h5py.File(self.path, "r") as f:
+                dset = f[self.dataset]
+                if dset.ndim == 1:
+                    raw = dset[()][None, :]
+                elif self.frames_last:
+                    raw = dset[:, start:stop].T
+                else:
+                    raw = dset[start:stop, :]
+        except (OSError, KeyError, ValueError) as exc:
+            raise ReaderError(self.path, f"cannot read frames {start}..{stop - 1} of {self.dataset} ({exc})") from None
+        raw = raw.reshape(stop - start, ny, nx)
+        if self.flip:
+            raw = raw[:, ::-1, :]
+        out = np.multiply(raw, self.mult, dtype=np.float64)
+        if self.offset:
+            out += self.offset
+        return out.astype(np.float32)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        tkey, rest = key[0], key[1:]
+        n = self.shape[0]
+        if isinstance(tkey, (int, np.integer)):
+            t = int(tkey) + (n if tkey < 0 else 0)
+            if not 0 <= t < n:
+                raise IndexError(f"frame {tkey} out of range for {n} frames")
+            return self.frames(t, t + 1)[0][rest]
+        if isinstance(tkey, slice) and tkey.step in (None, 1):
+            start, stop, _ = tkey.indices(n)
+            return self.frames(start, max(start, stop))[(slice(None),) + rest]
+        index = np.arange(n)[tkey]
+        if index.size == 0:
+            return np.empty((0, *self.shape[1:]), np.float32)[(slice(None),) + rest]
+        lo, hi = int(index.min()), int(index.max()) + 1
+        return self.frames(lo, hi)[index - lo][(slice(None),) + rest]
+
+    def __array__(self, dtype=None, copy=None):
+        data = self.frames(0, self.shape[0])
+        return data if dtype is None else data.astype(dtype)
+
+
+def _lazy(source: FrameSource, token: str):
+    import dask.array as da
+
+    return da.from_array(
+        source,
+        chunks=(1, *source.shape[1:]),
+        name=f"h5jpk-{token}",
+        meta=np.empty((0, 0, 0), np.float32),
+        asarray=False,
+        lock=False,
+        fancy=False,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Reader
+# --------------------------------------------------------------------------------------
+
+
+def _attrs(obj, keys=None) -> dict:
+    out = {}
+    for key in obj.attrs if keys is None else [k for k in keys if k in obj.attrs]:
+        try:
+            out[key] = obj.attrs[key]
+        except (OSError, TypeError, ValueError, KeyError):  # unreadable types (dangling references ...)
+            out[key] = "<unreadable>"
+    return jsonable(out)
+
+
+def _scaling(attrs) -> tuple[float, float, str, str]:
+    """(multiplier, offset, unit, which) of the composed default calibration slot."""
+    for prefix in ("net-encoder", "encoder"):
+        mult = _number(attrs, f"{prefix}.scaling.multiplier")
+        if mult is not None and np.isfinite(mult):
+            offset = _number(attrs, f"{prefix}.scaling.offset", 0.0)
+            offset = offset if offset is not None and np.isfinite(offset) else 0.0
+            unit = _text(attrs.get(f"{prefix}.scaling.unit.unit", b""))
+            return mult, offset, unit, prefix
+    return 1.0, 0.0, "", "raw"
+
+
+def _frame_time(path: Path, group, ny: int) -> tuple[float | None, str]:
+    times = group.get("meta-data/start-times")
+    if times is not None and getattr(times, "size", 0) >= 2 and times.size <= 10**7:
+        try:
+            starts = np.asarray(times[()], dtype=np.float64).reshape(-1)
+            steps = np.diff(starts)
+            if steps.size and np.all(np.isfinite(steps)) and np.all(steps > 0):
+                return float(steps.mean()) / 1000.0, "mean interval of meta-data/start-times (ms)"
+        except (OSError, ValueError, TypeError):
+            pass
+    rate = _number(group.attrs, "timing-settings.scanRate")
+    if rate and np.isfinite(rate) and rate > 0:
+        return ny / rate, "lines / timing-settings.scanRate"
+    return None, "unknown"
+
+
+def _channel_dataset(group, npix: int):
+    """(name, frames_last, frames) of the channel's data set (not the thumbnail)."""
+    import h5py
+
+    for key, obj in group.items():
+        if not isinstance(obj, h5py.Dataset) or key.lower() == "thumbnail":
+            continue
+        shape = obj.shape
+        if len(shape) == 2 and shape[0] == npix:
+            return key, True, shape[1]
+        if len(shape) == 2 and shape[1] == npix:
+            return key, False, shape[0]
+        if len(shape) == 1 and shape[0] == npix:
+            return key, True, 1
+    return None, True, 0
+
+
+def read(path: Path) -> Scan:
+    path = Path(path)
+    try:
+        import h5py
+    except ImportError:  # pragma: no cover - h5py is a dependency
+        raise ReaderError(path, "reading .h5-jpk files needs the h5py package") from None
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ReaderError(path, f"not a readable HDF5 file (truncated or corrupt: {exc})") from None
+
+    stat = path.stat()
+    base = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    with f:
+        if not _is_jpk(f):
+            raise ReaderError(path, "HDF5 file without JPK scan attributes (not a JPK high-speed movie)")
+        header = {"root": _attrs(f)}
+        channels: list[Channel] = []
+        for mname in _measurements(f):
+            group = f[mname]
+            attrs = group.attrs
+            nx = _number(attrs, "position-pattern.grid.ilength")
+            ny = _number(attrs, "position-pattern.grid.jlength")
+            ulen = _number(attrs, "position-pattern.grid.ulength")
+            vlen = _number(attrs, "position-pattern.grid.vlength")
+            if nx is None or ny is None:
+                raise ReaderError(path, f"{mname} has no image grid (not an image movie: force map or spectroscopy?)")
+            if not (np.isfinite(nx) and np.isfinite(ny)) or nx != int(nx) or ny != int(ny):
+                raise ReaderError(path, f"{mname}: invalid grid size {nx!r} x {ny!r}")
+            nx, ny = int(nx), int(ny)
+            check_shape(path, (ny, nx), "frame")
+            npix = nx * ny
+            unit = _text(attrs.get("position-pattern.grid.unit.unit", b"m")) or "m"
+            try:
+                width_nm = abs(length_to_nm(ulen, unit)) if ulen is not None else float("nan")
+                height_nm = abs(length_to_nm(vlen, unit)) if vlen is not None else float("nan")
+            except ValueError:
+                width_nm = height_nm = float("nan")
+            if np.isfinite(width_nm) and np.isfinite(height_nm) and width_nm > 0 and height_nm > 0:
+                pixel_size, xy_unit = (height_nm / ny, width_nm / nx), "nm"
+                xc = _number(attrs, "position-pattern.grid.xcenter", 0.0) or 0.0
+                yc = _number(attrs, "position-pattern.grid.ycenter", 0.0) or 0.0
+                x0 = length_to_nm(xc, unit) - width_nm / 2
+                y0 = length_to_nm(yc, unit) - height_nm / 2
+                offset = (y0, x0) if np.isfinite(x0) and np.isfinite(y0) else (0.0, 0.0)
+            else:
+                pixel_size, xy_unit, offset = (1.0, 1.0), "", (0.0, 0.0)
+            flip = not _flag(attrs, "position-pattern.grid.reflect")
+            frame_time_s, timing = _frame_time(path, group, ny)
+            header[mname] = _attrs(group)
+            header[mname]["frame_time_rule"] = timing
+
+            names = sorted(
+                (k for k, v in group.items() if k.startswith("Channel_") and isinstance(v, h5py.Group)),
+                key=lambda k: (len(k), k),
+            )
+            for cname in names:
+                cgroup = group[cname]
+                cattrs = cgroup.attrs
+                dname, frames_last, nframes = _channel_dataset(cgroup, npix)
+                if dname is None:
+                    continue  # no image data set of this grid's size
+                if nframes <= 0:
+                    raise ReaderError(path, f"{mname}/{cname} holds no frame")
+                title = _text(cattrs.get("channel.fancy-name", b"")) or _text(cattrs.get("channel.name", b"")) or dname
+                name = clean_name(title)
+                direction = "retrace" if _flag(cattrs, "retrace") else "trace"
+                mult, off, zunit_file, which = _scaling(cattrs)
+                factor, z_unit = value_scale(zunit_file)
+                dpath = f"{mname}/{cname}/{dname}"
+                source = FrameSource(
+                    str(path), dpath, frames_last, (nframes, ny, nx), mult * factor, off * factor, flip
+                )
+                token = hashlib.sha1(f"{base}|{dpath}".encode()).hexdigest()[:16]
+                chan_header = _attrs(cgroup)
+                chan_header.update(
+                    {
+                        "dataset": dpath,
+                        "dataset_attrs": _attrs(cgroup[dname], ("quantity", "units")),
+                        "scaling_used": which,
+                        "value_rule": f"raw * {mult!r} + {off!r} ({zunit_file or 'no unit'})",
+                        "flipped_rows": flip,
+                    }
+                )
+                channels.append(
+                    Channel(
+                        data=_lazy(source, token),
+                        name=name,
+                        direction=direction,
+                        z_unit=z_unit,
+                        pixel_size=pixel_size,
+                        xy_unit=xy_unit,
+                        offset=offset,
+                        frame_time_s=frame_time_s,
+                        header=jsonable(chan_header),
+                    )
+                )
+    if not channels:
+        raise ReaderError(path, "JPK HDF5 file holds no image channel")
+    return Scan(path=str(path), format=FORMAT, channels=channels, header=jsonable(header))

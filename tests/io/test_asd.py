@@ -1,0 +1,274 @@
+"""High-speed AFM ``.asd`` movies: against AFMReader (ground_truth.json), synthetic files of
+every header version, laziness, sniffing and bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from napari_scanprobe.io import ReaderError, asd, find_format, read
+from tests.io.synth_asd import expected_values, write_asd
+
+SAMPLES = ("hsafm_asd/202110200146.asd", "hsafm_asd/asd_sample_0.asd")
+_CHANNEL_OF_CALL = {"TP": "Height", "ER": "Error", "PH": "Phase"}
+
+
+def _close(actual, expected, span, what):
+    tol = 1e-4 * span if span > 0 else 1e-4 * abs(expected) + 1e-12
+    assert abs(float(actual) - float(expected)) <= tol, f"{what}: {actual!r} != {expected!r} (tol {tol:g})"
+
+
+# --------------------------------------------------------------------------------------
+# Real samples against AFMReader
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("relpath", SAMPLES)
+def test_matches_afmreader(relpath, sample, ground_truth):
+    import dask.array as da
+
+    refs = ground_truth[relpath]["channels"]
+    scan = read(sample(relpath))
+    assert scan.format == "asd" and scan.path == str(sample(relpath))
+    assert len(scan.channels) == len(refs)
+    for ch, ref in zip(scan.channels, refs):
+        kind = ref["call"].split("channel='")[1][:2]
+        label = f"{relpath} [{kind}]"
+        assert ch.name == _CHANNEL_OF_CALL[kind], label
+        assert ch.direction is None
+        assert ch.header["kind"] == kind
+        assert ch.z_unit == ("deg" if kind == "PH" else "nm"), label
+        assert isinstance(ch.data, da.Array) and ch.data.dtype == np.float32, label
+        assert ch.data.shape == tuple(ref["shape"]), label
+        assert ch.xy_unit == "nm"
+        _close(ch.pixel_size[0], ref["pixel_to_nm"], 0, f"{label} dy")
+        _close(ch.pixel_size[1], ref["pixel_to_nm"], 0, f"{label} dx")
+        assert ch.offset == (0.0, 0.0)
+        data = np.asarray(ch.data, dtype=np.float64)
+        span = ref["max"] - ref["min"]
+        # whole-movie statistics
+        _close(data.min(), ref["min"], span, f"{label} min")
+        _close(data.max(), ref["max"], span, f"{label} max")
+        _close(data.mean(), ref["mean"], span, f"{label} mean")
+        # AFMReader's corners and edge means are those of frame 0 (row 0 = top row)
+        frame = data[0]
+        corners = (frame[0, 0], frame[0, -1], frame[-1, 0], frame[-1, -1])
+        for name, value, want in zip(("TL", "TR", "BL", "BR"), corners, ref["corners_TL_TR_BL_BR"]):
+            _close(value, want, span, f"{label} corner {name}")
+        _close(frame[0].mean(), ref["row0_mean"], span, f"{label} row 0 mean")
+        _close(frame[:, 0].mean(), ref["col0_mean"], span, f"{label} column 0 mean")
+        # frame time comes from the header (ms -> s)
+        assert ch.frame_time_s == pytest.approx(scan.header["frame_time_ms"] / 1000.0)
+
+
+def test_header_is_json_and_describes_the_file(sample):
+    scan = read(sample("hsafm_asd/202110200146.asd"))
+    text = json.dumps(scan.header)
+    assert "TP" in text and "PH" in text
+    assert scan.header["file_version"] == 1
+    assert scan.header["x_pixels"] == scan.channels[0].data.shape[2]
+    assert scan.header["operator_name"] == "Anonymous"
+    for ch in scan.channels:
+        json.dumps(ch.header)
+        assert "conversion" in ch.header
+
+
+# --------------------------------------------------------------------------------------
+# Synthetic files: every header version, conversions, text encodings
+# --------------------------------------------------------------------------------------
+
+
+def _levels(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 4096, size=shape).astype(np.int16)
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+@pytest.mark.parametrize("ad_range", [0x1, 0x3, 0x20000, 0x40000])
+def test_synthetic_versions_and_ad_ranges(tmp_path, version, ad_range):
+    levels = _levels((2, 3, 5, 7))  # two channels, 3 frames of 5 x 7 (non-square)
+    path = write_asd(
+        tmp_path / "movie.asd", levels, channels=("TP", "PH"), version=version, ad_range=ad_range,
+        scan_size_nm=(140, 50), frame_time_ms=250.0, comment="sample: actin", comment_offset_size=3 if version == 0 else 0,
+    )  # fmt: skip
+    scan = read(path)
+    assert [(c.name, c.z_unit) for c in scan.channels] == [("Height", "nm"), ("Phase", "deg")]
+    assert scan.header["file_version"] == version
+    assert scan.header["comment"] == "sample: actin"
+    for ch, lv, kind in zip(scan.channels, levels, ("TP", "PH")):
+        assert ch.data.shape == (3, 5, 7)
+        assert ch.pixel_size == pytest.approx((50 / 5, 140 / 7))
+        assert ch.frame_time_s == pytest.approx(0.25)
+        want = expected_values(lv, kind, ad_range=ad_range)
+        np.testing.assert_allclose(np.asarray(ch.data), want, rtol=1e-5, atol=1e-5 * np.ptp(want))
+
+
+def test_single_channel_and_larger_frame_header(tmp_path):
+    levels = _levels((4, 6, 6), seed=1)
+    path = write_asd(tmp_path / "er.asd", levels, channels=("ER",), frame_header_size=48, ad_range=0x10000)
+    scan = read(path)
+    (ch,) = scan.channels
+    assert (ch.name, ch.z_unit) == ("Error", "nm")
+    np.testing.assert_allclose(
+        np.asarray(ch.data), expected_values(levels, "ER", ad_range=0x10000), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_shift_jis_text_is_decoded(tmp_path):
+    path = write_asd(tmp_path / "jp.asd", _levels((1, 4, 4)), operator="安藤", comment="ミオシン V, 緩衝液 pH 7")
+    scan = read(path)
+    assert scan.header["operator_name"] == "安藤"
+    assert scan.header["comment"] == "ミオシン V, 緩衝液 pH 7"
+    json.dumps(scan.header, ensure_ascii=False)
+
+
+def test_stray_bytes_in_text_never_crash(tmp_path):
+    path = write_asd(tmp_path / "junk.asd", _levels((1, 4, 4)), operator="abc", comment="x" * 10)
+    raw = bytearray(path.read_bytes())
+    start = 165 + 3  # comment of a version 1 header
+    raw[start : start + 4] = b"\xff\xfe\x81\x00"
+    path.write_bytes(bytes(raw))
+    scan = read(path)
+    assert isinstance(scan.header["comment"], str)
+    json.dumps(scan.header)
+
+
+# --------------------------------------------------------------------------------------
+# Laziness
+# --------------------------------------------------------------------------------------
+
+
+def test_movie_is_lazy_only_the_indexed_frame_is_read(tmp_path, monkeypatch):
+    n, ny, nx = 2000, 48, 64
+    base = _levels((3, ny, nx), seed=2)
+    path = write_asd(tmp_path / "long.asd", base, n_frames=n)
+    assert path.stat().st_size > n * ny * nx * 2
+
+    reads = []
+    original = asd._read_span
+
+    def counting(p, offset, nbytes):
+        reads.append((offset, nbytes))
+        return original(p, offset, nbytes)
+
+    monkeypatch.setattr(asd, "_read_span", counting)
+    scan = read(path)
+    (ch,) = scan.channels
+    assert ch.data.shape == (n, ny, nx)
+    assert reads == [], "opening the movie must not read frame data"
+
+    start = scan.header["data_start"]
+    stride = 32 + 2 * ny * nx
+
+    def frames_read():
+        got = sorted({(off - start) // stride for off, _ in reads})
+        assert all(nbytes <= stride for _, nbytes in reads), "a chunk read more than one frame"
+        return got
+
+    frame0 = np.asarray(ch.data[0])
+    assert frames_read() == [0]
+    np.testing.assert_allclose(frame0, expected_values(base[0], "TP"), rtol=1e-5, atol=1e-4)
+
+    reads.clear()
+    frame = np.asarray(ch.data[1234])
+    assert frames_read() == [1234]
+    np.testing.assert_allclose(frame, expected_values(base[1234 % 3], "TP"), rtol=1e-5, atol=1e-4)
+
+    reads.clear()
+    corner = ch.data[7, :4, -3:].compute()
+    assert frames_read() == [7] and corner.shape == (4, 3)
+
+
+def test_graph_is_picklable_and_holds_no_open_file(sample):
+    scan = read(sample("hsafm_asd/asd_sample_0.asd"))
+    data = scan.channels[0].data
+    clone = pickle.loads(pickle.dumps(data))
+    np.testing.assert_array_equal(np.asarray(clone[5]), np.asarray(data[5]))
+
+
+# --------------------------------------------------------------------------------------
+# Sniffing
+# --------------------------------------------------------------------------------------
+
+
+def test_recognised_by_content_under_any_name(sample, tmp_path):
+    for rel in SAMPLES:
+        copy = tmp_path / (sample(rel).stem + ".dat")
+        shutil.copy(sample(rel), copy)
+        assert find_format(copy) is asd
+        assert len(read(copy).channels) >= 1
+
+
+def test_other_files_are_not_claimed(samples_dir, tmp_path):
+    rng = np.random.default_rng(5)
+    noise = tmp_path / "noise.asd"
+    noise.write_bytes(rng.integers(0, 256, 8192, dtype=np.uint8).tobytes())
+    assert not asd.sniff(noise, noise.read_bytes()[:4096])
+    zeros = tmp_path / "zeros.asd"
+    zeros.write_bytes(b"\x00" * 4096)
+    assert not asd.sniff(zeros, zeros.read_bytes())
+    others = [p for p in samples_dir.rglob("*") if p.is_file() and p.suffix != ".asd" and p.name != "ground_truth.json"]
+    assert others
+    for path in others:
+        with open(path, "rb") as fh:
+            assert not asd.sniff(path, fh.read(4096)), f"asd claims {path.name}"
+
+
+# --------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------
+
+
+def _declined(path):
+    with pytest.raises(ReaderError) as info:
+        read(path)
+    assert path.name in str(info.value)
+    return info.value.reason
+
+
+@pytest.mark.parametrize("cut", [40, 120, 170, 174, 5000, 250_000, 500_301])
+def test_truncated_sample(sample, tmp_path, cut):
+    raw = sample("hsafm_asd/202110200146.asd").read_bytes()
+    path = tmp_path / "cut.asd"
+    path.write_bytes(raw[:cut])
+    reason = _declined(path)
+    if cut >= 174:
+        assert "truncated" in reason
+
+
+def test_absurd_dimensions_do_not_allocate(sample, tmp_path):
+    raw = bytearray(sample("hsafm_asd/asd_sample_0.asd").read_bytes())
+    for offset, value in ((48, 1_000_000), (52, 1_000_000), (48, -5), (36, 10**9), (36, 0)):
+        bad = bytearray(raw)
+        bad[offset : offset + 4] = struct.pack("<i", value)  # x/y pixels, number of frames
+        path = tmp_path / f"bad_{offset}_{value}.asd"
+        path.write_bytes(bytes(bad))
+        _declined(path)
+
+
+def test_corrupt_header_fields(sample, tmp_path):
+    raw = bytes(sample("hsafm_asd/asd_sample_0.asd").read_bytes())
+    cases = {
+        "adrange": (133, struct.pack("<I", 0x1234)),  # unknown AD range code
+        "namesize": (16, struct.pack("<i", -7)),
+        "headersize": (4, struct.pack("<i", 10**8)),
+        "framehdr": (8, struct.pack("<i", 3000)),  # frame header larger than the data
+    }
+    for name, (offset, patch) in cases.items():
+        path = tmp_path / f"{name}.asd"
+        path.write_bytes(raw[:offset] + patch + raw[offset + len(patch) :])
+        if name != "headersize":  # an absurd header size is not even taken for an .asd file
+            assert find_format(path) is asd, name
+        _declined(path)
+
+
+def test_unknown_version_not_claimed(sample, tmp_path):
+    raw = sample("hsafm_asd/asd_sample_0.asd").read_bytes()
+    path = tmp_path / "v7.asd"
+    path.write_bytes(struct.pack("<i", 7) + raw[4:])
+    assert find_format(path) is None
+    _declined(path)
