@@ -40,8 +40,14 @@ def best_time(fn, repeats: int = REPEATS) -> float:
 
 
 def ours(path: Path):
+    """Read and materialise every channel (movies: all frames, in one synchronous dask compute)."""
     scan = napari_scanprobe.read(path)
-    return [np.asarray(ch.data) for ch in scan.channels]
+    lazy = [ch.data for ch in scan.channels if not isinstance(ch.data, np.ndarray)]
+    if lazy:
+        import dask
+
+        dask.compute(*lazy, scheduler="sync")
+    return scan
 
 
 def _peer_calls(relpath: str, ref: dict) -> dict:
