@@ -81,6 +81,8 @@ def cmd_demo(args) -> int:
         return _demo_headless(args.files)
     import napari
 
+    from .gui.compat import scale_bar_of
+
     viewer = napari.Viewer(title="napari-scanprobe demo")
     if args.files:
         for name in args.files:
@@ -88,7 +90,7 @@ def cmd_demo(args) -> int:
     else:
         viewer.open_sample("napari-scanprobe", "afm_scan")
     viewer.window.add_plugin_dock_widget("napari-scanprobe", "Scan browser")
-    viewer.scale_bar.visible = True
+    scale_bar_of(viewer).visible = True
     napari.run()
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_scanprobe.gui.browser_widget import grid_of
+from napari_scanprobe.gui.compat import grid_of, scale_bar_of
 from napari_scanprobe.gui.reader import napari_get_reader
 from napari_scanprobe.io import read
 
@@ -27,7 +27,7 @@ def test_get_reader_declines_what_it_cannot_read(tmp_path):
 def test_open_multichannel_file_in_viewer(make_napari_viewer, sample, tmp_path):
     path = sample("nanonis_sxm/test.sxm")
     scan = read(path)
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # a hidden canvas renders nothing under Xvfb
     layers = viewer.open(str(path), plugin=PLUGIN)
     assert len(layers) == len(scan.channels) == 4
     for layer, ch in zip(layers, scan.channels):
@@ -40,10 +40,15 @@ def test_open_multichannel_file_in_viewer(make_napari_viewer, sample, tmp_path):
         assert layer.metadata["z_unit"] == ch.z_unit
         assert layer.metadata["source"] == str(path)
         assert isinstance(layer.metadata["header"], dict) and layer.metadata["header"]
-    viewer.scale_bar.visible = True
-    assert str(viewer.scale_bar.unit or layers[0].units[0]) in ("nm", "nanometer")
+    for layer in layers[1:]:
+        layer.visible = False
+    scale_bar_of(viewer).visible = True
     shot = viewer.screenshot(canvas_only=True, flash=False)
     assert shot.ndim == 3 and shot[..., :3].std() > 1, "the canvas rendered nothing"
+    # the scale bar: napari derives its unit from the layers' units (nm) and draws it on the canvas
+    scale_bar_of(viewer).visible = False
+    without_bar = viewer.screenshot(canvas_only=True, flash=False)
+    assert (shot != without_bar).any(), "the scale bar drew nothing"
 
 
 def test_open_movie_lazily_with_contrast_limits(make_napari_viewer, sample):

@@ -21,13 +21,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .compat import grid_of
+
 _MAX_TREE_ITEMS = 2000
-
-
-def grid_of(viewer):
-    """The viewer's grid settings (``viewer.canvas.grid`` from napari 0.9, ``viewer.grid`` before)."""
-    canvas = getattr(viewer, "canvas", None)
-    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
 
 
 def scans_in(viewer) -> dict[str, list]:
