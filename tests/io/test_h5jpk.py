@@ -135,13 +135,13 @@ def test_lazy_per_frame_and_no_leaked_handle(sample, tmp_path, monkeypatch):
     path = tmp_path / "movie.h5-jpk"
     shutil.copy(sample(SAMPLE), path)
     calls = []
-    original = h5jpk.FrameSource.frames
+    original = h5jpk.H5jpkFrames.frames
 
     def counting(self, start, stop):
         calls.append((self.dataset, start, stop))
         return original(self, start, stop)
 
-    monkeypatch.setattr(h5jpk.FrameSource, "frames", counting)
+    monkeypatch.setattr(h5jpk.H5jpkFrames, "frames", counting)
     movie = read(path)
     assert calls == []
     frame = np.asarray(movie.channels[1].data[2])

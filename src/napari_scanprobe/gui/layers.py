@@ -8,10 +8,12 @@ offsets, ``units``, ``axis_labels``, a name ``"<file stem> | <channel> (<directi
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
 
+from .. import __version__
 from ..io.scan import Channel, Scan
 
 #: napari's colormap per kind of channel: heights get the AFM convention.
@@ -90,3 +92,41 @@ def layer_to_array(layer) -> tuple[Any, dict]:
     metadata.setdefault("pixel_size", [float(s) for s in layer.scale[-2:]])
     metadata.setdefault("offset", [float(t) for t in layer.translate[-2:]])
     return layer.data, metadata
+
+
+def processing_step(step: str, method: str, options: dict) -> dict:
+    """One entry of ``metadata["processing"]``: enough to redo the step from a script."""
+    return {"step": step, "method": method, "options": dict(options), "version": __version__}
+
+
+def derived_layer(layer, data: Any, step: dict, suffix: str, zoom: int = 1) -> tuple:
+    """A new image layer computed from ``layer``: same frame, metadata + one processing step.
+
+    ``zoom`` > 1 is for upscaled data: the pixel size is divided by ``zoom`` and the origin moved
+    so that output pixel ``i`` lies at input position ``(i + 0.5) / zoom - 0.5`` -- the result
+    overlays the input exactly.
+    """
+    metadata = copy.deepcopy({k: v for k, v in layer.metadata.items() if k not in ("header", "channel_header")})
+    metadata["header"] = layer.metadata.get("header", {})  # shared, never modified: no need to copy
+    metadata["channel_header"] = layer.metadata.get("channel_header", {})
+    metadata["processing"] = list(layer.metadata.get("processing", [])) + [step]
+    scale = np.asarray(layer.scale, dtype=float).copy()
+    translate = np.asarray(layer.translate, dtype=float).copy()
+    if zoom != 1:
+        translate[-2:] -= scale[-2:] * (1 - 1 / zoom) / 2
+        scale[-2:] /= zoom
+        if "pixel_size" in metadata:
+            metadata["pixel_size"] = [float(s) for s in scale[-2:]]
+            metadata["offset"] = [float(t) for t in translate[-2:]]
+    kwargs = {
+        "name": f"{layer.name} | {suffix}",
+        "scale": list(scale),
+        "translate": list(translate),
+        "units": [str(u) for u in layer.units] if hasattr(layer, "units") else None,
+        "axis_labels": list(layer.axis_labels) if hasattr(layer, "axis_labels") else None,
+        "metadata": metadata,
+        "colormap": layer.colormap.name,
+        "contrast_limits": contrast_limits(data),
+        "multiscale": False,
+    }
+    return (data, {k: v for k, v in kwargs.items() if v is not None}, "image")

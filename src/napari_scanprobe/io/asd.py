@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .movie import FrameSource, lazy_movie
 from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable
 
 FORMAT = "asd"
@@ -287,7 +288,7 @@ def _read_span(path: str, offset: int, nbytes: int) -> bytes:
     return data
 
 
-class FrameSource:
+class AsdFrames(FrameSource):
     """Array-like ``(t, y, x)`` float32 view of one channel's frames, read on demand.
 
     Picklable (only the path and numbers are kept); every ``__getitem__`` opens the file,
@@ -295,13 +296,10 @@ class FrameSource:
     """
 
     def __init__(self, path: str, first: int, stride: int, skip: int, shape: tuple[int, int, int], a: float, b: float):
-        self.path = path
+        super().__init__(path, shape)
         self.first = first  # offset of frame 0's frame header
         self.stride = stride  # frame header + frame data
         self.skip = skip  # frame header size
-        self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(np.float32)
-        self.ndim = 3
         self.a = a
         self.b = b
 
@@ -319,44 +317,6 @@ class FrameSource:
         if self.b:
             out += np.float32(self.b)
         return out
-
-    def __getitem__(self, key):
-        if not isinstance(key, tuple):
-            key = (key,)
-        key = key + (slice(None),) * (3 - len(key))
-        tkey, rest = key[0], key[1:]
-        n = self.shape[0]
-        if isinstance(tkey, (int, np.integer)):
-            t = int(tkey) + (n if tkey < 0 else 0)
-            if not 0 <= t < n:
-                raise IndexError(f"frame {tkey} out of range for {n} frames")
-            return self.frames(t, t + 1)[0][rest]
-        if isinstance(tkey, slice) and tkey.step in (None, 1):
-            start, stop, _ = tkey.indices(n)
-            return self.frames(start, max(start, stop))[(slice(None),) + rest]
-        index = np.arange(n)[tkey]
-        if index.size == 0:
-            return np.empty((0, *self.shape[1:]), np.float32)[(slice(None),) + rest]
-        lo, hi = int(index.min()), int(index.max()) + 1
-        return self.frames(lo, hi)[index - lo][(slice(None),) + rest]
-
-    def __array__(self, dtype=None, copy=None):
-        data = self.frames(0, self.shape[0])
-        return data if dtype is None else data.astype(dtype)
-
-
-def _lazy(source: FrameSource, token: str):
-    import dask.array as da
-
-    return da.from_array(
-        source,
-        chunks=(1, *source.shape[1:]),
-        name=f"asd-{token}",
-        meta=np.empty((0, 0, 0), np.float32),
-        asarray=False,
-        lock=False,
-        fancy=False,
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -425,11 +385,11 @@ def read(path: Path) -> Scan:
             raise ReaderError(path, f"corrupt header: non-finite conversion factors for {kind}")
         name = _KIND_INFO.get(kind, (clean_name(kind) or f"Channel {c + 1}",))[0]
         first = data_start + c * nframes * stride
-        source = FrameSource(str(path), first, stride, frame_header, (nframes, ny, nx), a, b)
+        source = AsdFrames(str(path), first, stride, frame_header, (nframes, ny, nx), a, b)
         token = hashlib.sha1(f"{base}|{c}".encode()).hexdigest()[:16]
         channels.append(
             Channel(
-                data=_lazy(source, token),
+                data=lazy_movie(source, f"asd-{token}"),
                 name=name,
                 direction=None,
                 z_unit=unit,

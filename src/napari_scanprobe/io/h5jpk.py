@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .movie import FrameSource, lazy_movie
 from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable
 from .units import length_to_nm, value_scale
 
@@ -131,7 +132,7 @@ def sniff(path: Path, head: bytes) -> bool:
 # --------------------------------------------------------------------------------------
 
 
-class FrameSource:
+class H5jpkFrames(FrameSource):
     """Array-like ``(t, y, x)`` float32 view of one channel dataset, read frame by frame.
 
     Only the path, the dataset name and numbers are kept (picklable); each ``__getitem__``
@@ -139,12 +140,9 @@ class FrameSource:
     """
 
     def __init__(self, path: str, dataset: str, frames_last: bool, shape, mult: float, offset: float, flip: bool):
-        self.path = path
+        super().__init__(path, shape)
         self.dataset = dataset
         self.frames_last = frames_last  # dataset is (pixels, frames), else (frames, pixels)
-        self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(np.float32)
-        self.ndim = 3
         self.mult = mult
         self.offset = offset
         self.flip = flip
@@ -173,44 +171,6 @@ class FrameSource:
         if self.offset:
             out += self.offset
         return out.astype(np.float32)
-
-    def __getitem__(self, key):
-        if not isinstance(key, tuple):
-            key = (key,)
-        key = key + (slice(None),) * (3 - len(key))
-        tkey, rest = key[0], key[1:]
-        n = self.shape[0]
-        if isinstance(tkey, (int, np.integer)):
-            t = int(tkey) + (n if tkey < 0 else 0)
-            if not 0 <= t < n:
-                raise IndexError(f"frame {tkey} out of range for {n} frames")
-            return self.frames(t, t + 1)[0][rest]
-        if isinstance(tkey, slice) and tkey.step in (None, 1):
-            start, stop, _ = tkey.indices(n)
-            return self.frames(start, max(start, stop))[(slice(None),) + rest]
-        index = np.arange(n)[tkey]
-        if index.size == 0:
-            return np.empty((0, *self.shape[1:]), np.float32)[(slice(None),) + rest]
-        lo, hi = int(index.min()), int(index.max()) + 1
-        return self.frames(lo, hi)[index - lo][(slice(None),) + rest]
-
-    def __array__(self, dtype=None, copy=None):
-        data = self.frames(0, self.shape[0])
-        return data if dtype is None else data.astype(dtype)
-
-
-def _lazy(source: FrameSource, token: str):
-    import dask.array as da
-
-    return da.from_array(
-        source,
-        chunks=(1, *source.shape[1:]),
-        name=f"h5jpk-{token}",
-        meta=np.empty((0, 0, 0), np.float32),
-        asarray=False,
-        lock=False,
-        fancy=False,
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -344,7 +304,7 @@ def read(path: Path) -> Scan:
                 mult, off, zunit_file, which = _scaling(cattrs)
                 factor, z_unit = value_scale(zunit_file)
                 dpath = f"{mname}/{cname}/{dname}"
-                source = FrameSource(
+                source = H5jpkFrames(
                     str(path), dpath, frames_last, (nframes, ny, nx), mult * factor, off * factor, flip
                 )
                 token = hashlib.sha1(f"{base}|{dpath}".encode()).hexdigest()[:16]
@@ -360,7 +320,7 @@ def read(path: Path) -> Scan:
                 )
                 channels.append(
                     Channel(
-                        data=_lazy(source, token),
+                        data=lazy_movie(source, f"h5jpk-{token}"),
                         name=name,
                         direction=direction,
                         z_unit=z_unit,
