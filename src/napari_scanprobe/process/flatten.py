@@ -1,0 +1,621 @@
+"""Plane flattening and levelling of SPM height images: numpy in, numpy out.
+
+::
+
+    from napari_scanprobe.process.flatten import flatten
+    flat = flatten(height)                               # "auto": rows + tilt + bow, features ignored
+    flat = flatten(height, "polynomial", degree_x=3, degree_y=1, mask=particles)
+    flat = flatten(stack, "rows_median")                 # a (t, y, x) stack, frame by frame
+
+Every method subtracts a background fitted on the *valid* pixels: finite and not in ``mask``
+(``mask`` True = a feature, left out of every fit; NaN pixels are left out too and stay NaN).
+Images are (y, x) with x the fast-scan direction, so a "row" is one scan line.
+
+Methods (their options and defaults are in :data:`FLATTEN_OPTIONS`, for a GUI to build controls):
+
+``plane``
+    least-squares plane ``a + b x + c y`` subtracted.
+``polynomial``
+    least-squares polynomial with every term ``x^i y^j``, ``i <= degree_x``, ``j <= degree_y``.
+``rows_median``, ``rows_mean``, ``rows_trimmed_mean``
+    each scan line's median / mean / trimmed mean (``trim`` = fraction cut off each end)
+    subtracted: the line-by-line offset correction.
+``rows_median_diff``
+    each line shifted by the median of its differences from the line above (robust to features
+    that continue from line to line); the result's median is then set to 0.
+``rows_polynomial``
+    a polynomial of ``degree`` in x fitted to and subtracted from each line.
+``scars``
+    scar (streak) removal: runs of pixels along a line that jump by more than ``threshold``
+    robust sigmas (of the line-to-line differences) relative to BOTH the lines above and below
+    (after aligning the lines), by more than the surface steps just outside them (so the crest
+    of a small tall particle is not a scar), at least ``min_length`` and at most ``max_length``
+    pixels long (0 = any length) and at most ``max_width`` lines tall, are replaced by linear
+    interpolation between the neighbour lines. Every other pixel is returned unchanged.
+``auto``
+    iterative: line offsets and tilt + bow (a polynomial of total ``degree``) fitted together
+    (the polynomial by least squares with a free offset per line, then each line's offset as
+    its median -- with the line-to-line steps taken from the medians of differences between
+    neighbour lines, which do not band on rough surfaces); then the features that stick out by
+    more than ``threshold`` robust sigmas (``features``: above, below or both) are marked,
+    grown by hysteresis into their connected pixels above 1.5 sigma and dilated by ``dilation``
+    pixels, and lines and background are refitted on the background only; ``iterations`` times
+    (stops early when the mask no longer changes). ``scars=True`` removes scars first. The
+    result's background median is 0. :func:`background_mask` gives the final background.
+
+Rows that the mask covers completely (but which have finite pixels) take their offset from the
+nearest aligned line (median of the differences), so they are aligned too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from .common import as_image, as_mask, is_dask, map_frames
+
+__all__ = [
+    "FLATTEN_HELP",
+    "FLATTEN_METHODS",
+    "FLATTEN_OPTIONS",
+    "OPTION_INFO",
+    "background_mask",
+    "flatten",
+]
+
+#: Method name -> {option name: default value}. The type of the default is the option's type
+#: (int, float, bool, or str with its choices in OPTION_INFO).
+FLATTEN_OPTIONS: dict[str, dict[str, Any]] = {
+    "auto": {"iterations": 3, "threshold": 3.0, "dilation": 2, "degree": 2, "features": "above", "scars": True},
+    "plane": {},
+    "polynomial": {"degree_x": 2, "degree_y": 2},
+    "rows_median": {},
+    "rows_mean": {},
+    "rows_median_diff": {},
+    "rows_trimmed_mean": {"trim": 0.25},
+    "rows_polynomial": {"degree": 1},
+    "scars": {"threshold": 4.0, "min_length": 3, "max_length": 0, "max_width": 2},
+}
+
+_GROW_SIGMA = 1.5  # auto: features grow into the connected pixels above this many sigma
+_ROW_SMOOTH = 8.0  # lines: auto takes the line level from medians above this scale
+
+#: The method names, "auto" first.
+FLATTEN_METHODS: tuple[str, ...] = tuple(FLATTEN_OPTIONS)
+
+#: Method name -> one line for a tooltip.
+FLATTEN_HELP: dict[str, str] = {
+    "auto": "Align lines, remove tilt and bow, ignoring features that stick out; iterated.",
+    "plane": "Subtract the least-squares plane.",
+    "polynomial": "Subtract a least-squares polynomial of degree_x in x and degree_y in y.",
+    "rows_median": "Subtract each scan line's median.",
+    "rows_mean": "Subtract each scan line's mean.",
+    "rows_median_diff": "Shift each line by the median of its differences from the previous line.",
+    "rows_trimmed_mean": "Subtract each line's mean after cutting the `trim` fraction off each end.",
+    "rows_polynomial": "Subtract a polynomial of `degree` in x fitted to each line.",
+    "scars": "Replace short streaks that jump relative to the lines above and below.",
+}
+
+#: Option name -> (help, lower bound, upper bound) for numbers, (help, choices) for strings,
+#: (help,) for booleans. Bounds are inclusive except where the help says otherwise.
+OPTION_INFO: dict[str, tuple] = {
+    "iterations": ("Rounds of feature masking and refitting", 0, 20),
+    "threshold": ("Features / scars: robust sigmas away from the background", 0.5, 100.0),
+    "dilation": ("Pixels added around each feature mask", 0, 50),
+    "degree": ("Polynomial degree (auto: total degree of the bow; rows_polynomial: per line)", 0, 10),
+    "features": ("Which side of the background features stick out to", ("above", "below", "both")),
+    "scars": ("Remove scars first",),
+    "degree_x": ("Polynomial degree in x (fast scan)", 0, 10),
+    "degree_y": ("Polynomial degree in y (slow scan)", 0, 10),
+    "trim": ("Fraction cut off each end of a line (0 = mean, towards 0.5 = median; below 0.5)", 0.0, 0.5),
+    "min_length": ("Shortest scar, pixels along the line", 1, 100000),
+    "max_length": ("Longest scar, pixels along the line (0 = any length)", 0, 100000),
+    "max_width": ("Tallest scar, in lines", 1, 10),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+
+
+def flatten(image: Any, method: str = "auto", mask: Any = None, **options: Any) -> Any:
+    """Flatten a 2-D height image, or each frame of a ``(t, y, x)`` stack (lazily for dask).
+
+    ``method`` is one of :data:`FLATTEN_METHODS`; ``options`` are that method's options
+    (:data:`FLATTEN_OPTIONS` lists them with their defaults). ``mask`` (True = feature,
+    excluded from the fits) has the image's (y, x) shape, or the stack's full shape.
+    Returns a new float array (float32 stays float32, anything else becomes float64);
+    NaN pixels stay NaN. Raises ValueError naming the bad parameter.
+    """
+    arr = as_image(image)
+    method, opts = _check_options(method, options)
+    m = as_mask(mask, arr.shape)
+    out_dtype = np.float32 if arr.dtype == np.float32 else np.float64
+
+    def one(frame: np.ndarray, frame_mask: np.ndarray | None) -> np.ndarray:
+        return _flatten_2d(frame, method, frame_mask, opts).astype(out_dtype, copy=False)
+
+    return _apply(one, arr, m, out_dtype)
+
+
+def background_mask(image: Any, mask: Any = None, **options: Any) -> Any:
+    """The background that ``flatten(image, "auto", mask, **options)`` fits: True = background.
+
+    Pixels that are NaN, in ``mask``, or features found by the auto pipeline are False. Takes
+    the auto options (:data:`FLATTEN_OPTIONS` ``["auto"]``). Pass ``~background_mask(...)`` as
+    the ``mask`` of another method to fit only the background.
+    """
+    arr = as_image(image)
+    _, opts = _check_options("auto", options)
+    m = as_mask(mask, arr.shape)
+
+    def one(frame: np.ndarray, frame_mask: np.ndarray | None) -> np.ndarray:
+        return _auto(frame, frame_mask, **opts)[1]
+
+    return _apply(one, arr, m, bool)
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameters and dispatch
+
+
+def _check_options(method: Any, options: dict) -> tuple[str, dict]:
+    if not isinstance(method, str) or method not in FLATTEN_OPTIONS:
+        raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(FLATTEN_METHODS)}")
+    defaults = FLATTEN_OPTIONS[method]
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        allowed = ", ".join(defaults) if defaults else "none"
+        raise ValueError(f"{unknown[0]}: not an option of method {method!r} (its options: {allowed})")
+    opts = dict(defaults)
+    for name, value in options.items():
+        opts[name] = _check_value(name, value, defaults[name])
+    return method, opts
+
+
+def _check_value(name: str, value: Any, default: Any) -> Any:
+    info = OPTION_INFO[name]
+    if isinstance(default, bool):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name}: expected True or False, got {value!r}")
+        return bool(value)
+    if isinstance(default, str):
+        if value not in info[1]:
+            raise ValueError(f"{name}: unknown {value!r}; choose one of {', '.join(info[1])}")
+        return value
+    lo, hi = info[1], info[2]
+    if isinstance(default, int):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name}: expected a whole number, got {value!r}")
+        value = int(value)
+    else:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{name}: expected a number, got {value!r}")
+        value = float(value)
+        if not np.isfinite(value):
+            raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    if not lo <= value <= hi or (name == "trim" and value >= 0.5):
+        bound = f"[{lo}, {hi})" if name == "trim" else f"[{lo}, {hi}]"
+        raise ValueError(f"{name}: {value!r} is outside {bound}")
+    return value
+
+
+def _apply(func, arr, mask, dtype):
+    """``func(frame, frame_mask)`` over a 2-D image or each frame of a stack (mask 2-D or 3-D)."""
+    if mask is None or mask.ndim == 2:
+        return map_frames(lambda frame: func(frame, mask), arr, dtype=dtype)
+    if is_dask(arr):
+        import dask.array as da
+
+        frames = arr.rechunk({0: 1, 1: -1, 2: -1})
+        masks = da.from_array(mask, chunks=(1, -1, -1))
+        return da.map_blocks(
+            lambda block, mblock: func(np.asarray(block[0]), np.asarray(mblock[0]))[np.newaxis],
+            frames,
+            masks,
+            dtype=dtype,
+        )
+    return np.stack([func(np.asarray(arr[i]), mask[i]) for i in range(arr.shape[0])])
+
+
+def _flatten_2d(z: np.ndarray, method: str, mask: np.ndarray | None, opts: dict) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    finite = np.isfinite(z)
+    valid = finite if mask is None else finite & ~mask
+    if method == "auto":
+        return _auto(z, mask, **opts)[0]
+    if method == "plane":
+        return z - _poly_surface(z, valid, _plane_terms())
+    if method == "polynomial":
+        return z - _poly_surface(z, valid, _tensor_terms(opts["degree_x"], opts["degree_y"]))
+    if method == "rows_median":
+        return z - _row_offsets(z, valid, "median")[:, None]
+    if method == "rows_mean":
+        return z - _row_offsets(z, valid, "mean")[:, None]
+    if method == "rows_trimmed_mean":
+        return z - _row_offsets(z, valid, "trimmed", opts["trim"])[:, None]
+    if method == "rows_median_diff":
+        return z - _row_offsets_diff(z, valid)[:, None]
+    if method == "rows_polynomial":
+        return z - _row_polynomials(z, valid, opts["degree"])
+    if method == "scars":
+        return _remove_scars(z, mask, **opts)[0]
+    raise AssertionError(method)  # pragma: no cover - _check_options lets only known names through
+
+
+# ----------------------------------------------------------------------------------------------
+# Polynomial surfaces: a least-squares fit through normal equations built from separable
+# Legendre bases in x and y (coordinates scaled to [-1, 1]), so no (pixels x terms) matrix is
+# ever formed and large images cost little.
+
+
+def _plane_terms() -> list[tuple[int, int]]:
+    return [(0, 0), (1, 0), (0, 1)]
+
+
+def _tensor_terms(degree_x: int, degree_y: int) -> list[tuple[int, int]]:
+    return [(i, j) for j in range(degree_y + 1) for i in range(degree_x + 1)]
+
+
+def _total_terms(degree: int, with_pure_y: bool = True) -> list[tuple[int, int]]:
+    return [(i, j) for j in range(degree + 1) for i in range(degree + 1 - j) if with_pure_y or i > 0]
+
+
+def _legendre(n: int, degree: int) -> np.ndarray:
+    """(n, degree + 1) Legendre polynomials on n points spread over [-1, 1]."""
+    t = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+    return np.ascontiguousarray(np.polynomial.legendre.legvander(t, degree))  # C order: fast BLAS
+
+
+def _poly_surface(
+    z: np.ndarray, valid: np.ndarray, terms: list[tuple[int, int]], free_rows: bool = False
+) -> np.ndarray:
+    """The least-squares surface ``sum c_ij P_i(x) P_j(y)`` over ``valid`` pixels (0 if none).
+
+    ``free_rows``: fit ``z = offset_y + surface`` with a free offset for every row, solved
+    exactly by centring each row (over its valid pixels) before the fit; the offsets are not
+    returned, so the surface should have no pure-y terms.
+    """
+    ny, nx = z.shape
+    if not terms:
+        return np.zeros_like(z)
+    if not valid.any():
+        valid = np.isfinite(z)
+        if not valid.any():
+            return np.zeros_like(z)
+    dx = max(i for i, _ in terms)
+    dy = max(j for _, j in terms)
+    px = _legendre(nx, dx)  # (nx, dx+1)
+    py = _legendre(ny, dy)  # (ny, dy+1)
+    w = valid.astype(np.float64)
+    zw = np.where(valid, z, 0.0)
+    # Gram matrix: G[(i,j),(k,l)] = sum_y Py_j Py_l sum_x W Px_i Px_k
+    t = w @ np.ascontiguousarray((px[:, :, None] * px[:, None, :]).reshape(nx, -1))  # (ny, (dx+1)^2)
+    t = t.reshape(ny, dx + 1, dx + 1)
+    s = zw @ px  # (ny, dx+1): sum_x zW Px_i
+    if free_rows:  # centre each row: Px_i -> Px_i - m_i(y), z -> z - zbar(y) over the valid pixels
+        n = w.sum(axis=1)
+        m = (w @ px) / np.maximum(n, 1.0)[:, None]
+        t = t - n[:, None, None] * m[:, :, None] * m[:, None, :]
+        s = s - zw.sum(axis=1)[:, None] * m
+    full = np.einsum("yj,yl,yik->ijkl", py, py, t, optimize=True)  # (dx+1, dy+1, dx+1, dy+1)
+    rhs_full = py.T @ s  # (dy+1, dx+1): sum_y Py_j sum_x zW Px_i
+    ii = np.array([i for i, _ in terms])
+    jj = np.array([j for _, j in terms])
+    gram = full[ii[:, None], jj[:, None], ii[None, :], jj[None, :]]
+    rhs = rhs_full[jj, ii]
+    scale = np.sqrt(np.clip(np.diag(gram), 1e-300, None))
+    coef = np.linalg.lstsq(gram / np.outer(scale, scale), rhs / scale, rcond=1e-10)[0] / scale
+    c = np.zeros((dy + 1, dx + 1))
+    c[jj, ii] = coef
+    return py @ c @ px.T
+
+
+# ----------------------------------------------------------------------------------------------
+# Line (row) alignment
+
+
+def _nanmedian_rows(w: np.ndarray) -> np.ndarray:
+    """Median of each row over its non-NaN values (NaN for a row without any); quicker than
+    np.nanmedian for many short rows."""
+    s = np.sort(w, axis=1)  # NaN sort last
+    n = np.isfinite(w).sum(axis=1)
+    rows = np.arange(w.shape[0])
+    lo, hi = np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0)
+    out = 0.5 * (s[rows, lo] + s[rows, hi])
+    out[n == 0] = np.nan
+    return out
+
+
+def _row_stat(z: np.ndarray, valid: np.ndarray, stat: str, trim: float = 0.25) -> np.ndarray:
+    """Per-row statistic over the valid pixels; NaN for rows without any."""
+    w = np.where(valid, z, np.nan)
+    if stat == "median":
+        return _nanmedian_rows(w)
+    if stat == "mean":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(w, axis=1)
+    # trimmed mean: sort (NaN last), drop floor(trim * n) from each end of the n valid values
+    s = np.sort(w, axis=1)
+    n = valid.sum(axis=1)
+    cut = np.floor(trim * n).astype(int)
+    lo, hi = cut, n - cut
+    csum = np.concatenate([np.zeros((z.shape[0], 1)), np.cumsum(np.nan_to_num(s), axis=1)], axis=1)
+    rows = np.arange(z.shape[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (csum[rows, hi] - csum[rows, lo]) / (hi - lo)
+    out[n == 0] = np.nan
+    return out
+
+
+def _fill_offsets(z: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Give rows with finite pixels but no offset (fully masked) one from the nearest aligned row."""
+    finite = np.isfinite(z)
+    has_data = finite.any(axis=1)
+    missing = np.flatnonzero(has_data & ~np.isfinite(offsets))
+    if missing.size == 0:
+        return offsets
+    offsets = offsets.copy()
+    known = np.flatnonzero(np.isfinite(offsets))
+    if known.size == 0:  # nothing aligned at all: fall back to the plain row medians
+        return _row_stat(z, finite, "median")
+    # two passes: from the row above (top-down), then from the row below (bottom-up)
+    for order, step in ((missing, -1), (missing[::-1], 1)):
+        for r in order:
+            if np.isfinite(offsets[r]):
+                continue
+            ref = r + step
+            while 0 <= ref < z.shape[0] and not np.isfinite(offsets[ref]):
+                ref += step
+            if not 0 <= ref < z.shape[0]:
+                continue
+            offsets[r] = offsets[ref] + _pair_shift(z, r, ref, finite)
+    return offsets
+
+
+def _pair_shift(z: np.ndarray, row: int, ref: int, valid: np.ndarray) -> float:
+    """Median of ``z[row] - z[ref]`` over pixels valid in both; median difference if none."""
+    both = valid[row] & valid[ref]
+    if both.any():
+        return float(np.median(z[row, both] - z[ref, both]))
+    fr, ff = np.isfinite(z[row]), np.isfinite(z[ref])
+    both = fr & ff
+    if both.any():
+        return float(np.median(z[row, both] - z[ref, both]))
+    return float(np.median(z[row, fr]) - np.median(z[ref, ff]))
+
+
+def _row_offsets(z: np.ndarray, valid: np.ndarray, stat: str, trim: float = 0.25) -> np.ndarray:
+    """Per-row offsets (NaN for all-NaN rows); fully masked rows aligned to their neighbours."""
+    return _fill_offsets(z, _row_stat(z, valid, stat, trim))
+
+
+def _row_offsets_diff(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Offsets from the medians of differences between consecutive lines; median of result 0."""
+    ny = z.shape[0]
+    finite = np.isfinite(z)
+    rows = np.flatnonzero(finite.any(axis=1))
+    offsets = np.full(ny, np.nan)
+    if rows.size == 0:
+        return offsets
+    a, b = rows[1:], rows[:-1]
+    both = valid[a] & valid[b]
+    steps = _nanmedian_rows(np.where(both, z[a] - z[b], np.nan))
+    for k in np.flatnonzero(~np.isfinite(steps)):
+        steps[k] = _pair_shift(z, a[k], b[k], valid)
+    offsets[rows] = np.concatenate([[0.0], np.cumsum(steps)])
+    level = z - offsets[:, None]
+    pick = valid if valid.any() else finite
+    offsets += np.median(level[pick])
+    return offsets
+
+
+def _row_polynomials(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarray:
+    """Per-row least-squares polynomials of ``degree`` in x; fully masked rows get an offset."""
+    ny, nx = z.shape
+    px = _legendre(nx, degree)  # (nx, K)
+    w = valid.astype(np.float64)
+    zw = np.where(valid, z, 0.0)
+    k = px.shape[1]
+    gram = (w @ np.ascontiguousarray((px[:, :, None] * px[:, None, :]).reshape(nx, -1))).reshape(ny, k, k)
+    rhs = zw @ px
+    coef = np.einsum("ykl,yl->yk", np.linalg.pinv(gram, rcond=1e-10, hermitian=True), rhs)
+    surface = coef @ px.T
+    empty = ~valid.any(axis=1)
+    if empty.any():
+        offsets = np.where(empty, np.nan, 0.0)
+        offsets = _fill_offsets(z - surface, offsets)
+        surface = surface + np.nan_to_num(offsets)[:, None]
+    return surface
+
+
+# ----------------------------------------------------------------------------------------------
+# Scars
+
+
+def _robust_sigma(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation; the standard deviation if that is 0."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0
+    sigma = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    if sigma <= 0:
+        sigma = float(np.std(values))
+    return sigma
+
+
+def _runs(flags: np.ndarray, min_length: int, max_length: int) -> np.ndarray:
+    """Keep the horizontal runs of True in each row whose length is within the limits."""
+    ny, nx = flags.shape
+    padded = np.zeros((ny, nx + 2), dtype=np.int8)
+    padded[:, 1:-1] = flags
+    edges = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    ends = np.nonzero(edges == -1)[1]  # row-major order: pairs up with the starts
+    length = ends - starts
+    bad = (length < min_length) | ((max_length > 0) & (length > max_length))
+    marks = np.zeros((ny, nx + 1), dtype=np.int32)
+    np.add.at(marks, (rows[bad], starts[bad]), 1)
+    np.add.at(marks, (rows[bad], ends[bad]), -1)
+    return flags & (np.cumsum(marks, axis=1)[:, :nx] == 0)
+
+
+def _remove_scars(
+    z: np.ndarray, mask: np.ndarray | None, threshold: float, min_length: int, max_length: int, max_width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scar-free copy of ``z`` and the scar mask. Lines are aligned for detection only."""
+    ny, nx = z.shape
+    finite = np.isfinite(z)
+    valid = finite if mask is None else finite & ~mask
+    scar_mask = np.zeros(z.shape, dtype=bool)
+    if ny < 3 or not finite.any():
+        return z.copy(), scar_mask
+    offsets = np.nan_to_num(_row_offsets_diff(z, valid))
+    a = z - offsets[:, None]
+    sigma = _robust_sigma((a[1:] - a[:-1])[valid[1:] & valid[:-1]])
+    if not sigma > 0:
+        return z.copy(), scar_mask
+    hard, soft = threshold * sigma, 0.5 * threshold * sigma
+    editable = valid.copy()
+    for width in range(1, min(max_width, ny - 2) + 1):
+        n_blocks = ny - width - 1  # blocks of `width` lines starting at 1 .. ny-width-1
+        above, below = a[:n_blocks], a[width + 1 : width + 1 + n_blocks]
+        # how steep the surface is just outside the block: a scar jumps by more than that, a
+        # feature's crest (which also stands above the lines on both sides) does not
+        outer = np.zeros((n_blocks, nx))
+        outer[1:] = np.abs(a[1:n_blocks] - a[: n_blocks - 1])  # line above vs the one above it
+        beyond = np.abs(below[:-1] - a[width + 2 : width + 1 + n_blocks])
+        outer[:-1] = np.fmax(outer[:-1], beyond)
+        outer = np.nan_to_num(outer)
+        strong = np.ones((n_blocks, nx), dtype=bool)
+        weak = np.ones((n_blocks, nx), dtype=bool)
+        strong_neg = np.ones((n_blocks, nx), dtype=bool)
+        weak_neg = np.ones((n_blocks, nx), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            for k in range(width):
+                line = a[1 + k : 1 + k + n_blocks]
+                up, down = line - above, line - below
+                lo = np.minimum(up, down)  # NaN neighbours: no comparison holds
+                hi = np.maximum(up, down)
+                lo = np.where(lo > outer, lo, np.nan)
+                hi = np.where(-hi > outer, hi, np.nan)
+                strong &= lo > hard
+                weak &= lo > soft
+                strong_neg &= hi < -hard
+                weak_neg &= hi < -soft
+                weak &= editable[1 + k : 1 + k + n_blocks]
+                weak_neg &= editable[1 + k : 1 + k + n_blocks]
+        found = np.zeros((n_blocks, nx), dtype=bool)
+        for w_flags, s_flags in ((weak, strong), (weak_neg, strong_neg)):
+            runs = _runs(w_flags, min_length, max_length)
+            if not runs.any():
+                continue
+            labels, _ = ndimage.label(runs, structure=[[0, 0, 0], [1, 1, 1], [0, 0, 0]])
+            keep = np.unique(labels[runs & s_flags])
+            found |= np.isin(labels, keep[keep > 0])
+        b, x = np.nonzero(found)
+        top, bottom = a[b, x], a[b + width + 1, x]
+        for k in range(width):  # linear interpolation between the lines above and below
+            a[b + 1 + k, x] = top + (k + 1) / (width + 1) * (bottom - top)
+            scar_mask[b + 1 + k, x] = True
+            editable[b + 1 + k, x] = False
+    return np.where(scar_mask, a + offsets[:, None], z), scar_mask  # other pixels bit for bit
+
+
+# ----------------------------------------------------------------------------------------------
+# Auto
+
+
+def _feature_mask(r: np.ndarray, background: np.ndarray, threshold: float, dilation: int, features: str) -> np.ndarray:
+    """Pixels sticking out of the background by > threshold sigma, grown into their connected
+    pixels above _GROW_SIGMA sigma (hysteresis), dilated by ``dilation`` pixels."""
+    values = r[background]
+    if values.size == 0:
+        return np.zeros(r.shape, dtype=bool)
+    center = float(np.median(values))
+    sigma = _robust_sigma(values)
+    if not sigma > 0:
+        return np.zeros(r.shape, dtype=bool)
+    dev = np.nan_to_num(r - center, nan=0.0)
+    side = {"above": dev, "below": -dev, "both": np.abs(dev)}[features]
+    seeds = side > threshold * sigma
+    if not seeds.any():
+        return seeds
+    labels, _ = ndimage.label(side > min(_GROW_SIGMA, threshold) * sigma)  # hysteresis
+    keep = np.unique(labels[seeds])
+    found = np.isin(labels, keep[keep > 0])
+    if dilation > 0:
+        yy, xx = np.mgrid[-dilation : dilation + 1, -dilation : dilation + 1]
+        found = ndimage.binary_dilation(found, structure=(yy**2 + xx**2) <= dilation**2 + dilation)
+    return found
+
+
+def _auto_row_offsets(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Line offsets for auto: the line medians' level, the line-to-line steps of the medians of
+    differences.
+
+    Medians of the background alone band on rough surfaces, where the background pixels of
+    consecutive lines sit on different grains; the differences between neighbour lines do not,
+    but drift over many lines. So the medians are kept over scales above ``_ROW_SMOOTH`` lines
+    and the differences below.
+    """
+    med = _row_offsets(z, valid, "median")
+    diff = _row_offsets_diff(z, valid)
+    corr = med - diff
+    ok = np.isfinite(corr)
+    if not ok.any():
+        return med
+    num = ndimage.gaussian_filter1d(np.where(ok, corr, 0.0), _ROW_SMOOTH, mode="nearest")
+    den = ndimage.gaussian_filter1d(ok.astype(np.float64), _ROW_SMOOTH, mode="nearest")
+    return diff + num / np.maximum(den, 1e-12)
+
+
+def _fit_rows_and_bow(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarray:
+    """Line offsets plus tilt and bow: the polynomial (total ``degree``, its x-dependent terms:
+    anything depending on y alone is a line offset) fitted jointly with free line offsets by
+    least squares, then the line offsets taken robustly from what is left."""
+    terms = _total_terms(degree, with_pure_y=False)
+    bow = _poly_surface(z, valid, terms, free_rows=True) if terms else np.zeros_like(z)
+    return _auto_row_offsets(z - bow, valid)[:, None] + bow
+
+
+def _auto(
+    z: np.ndarray,
+    mask: np.ndarray | None,
+    iterations: int,
+    threshold: float,
+    dilation: int,
+    degree: int,
+    features: str,
+    scars: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened image (background median 0) and the background mask it was fitted on."""
+    z = np.asarray(z, dtype=np.float64)
+    finite = np.isfinite(z)
+    user = np.zeros(z.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if not finite.any():
+        return z.copy(), np.zeros(z.shape, dtype=bool)
+    if scars:
+        defaults = FLATTEN_OPTIONS["scars"]
+        first = z - _fit_rows_and_bow(z, finite & ~user, degree)
+        repaired, scar_mask = _remove_scars(first, user, **defaults)
+        if scar_mask.any():  # interpolated on the levelled image; put the background back
+            z = np.where(scar_mask, repaired + (z - first), z)
+    background = finite & ~user
+    result = z - _fit_rows_and_bow(z, background, degree)
+    for _ in range(iterations):
+        feats = _feature_mask(result, background, threshold, dilation, features)
+        new_background = finite & ~user & ~feats
+        if not new_background.any():
+            break
+        if np.array_equal(new_background, background):
+            break
+        background = new_background
+        result = z - _fit_rows_and_bow(z, background, degree)
+    pick = background if background.any() else finite
+    result = result - np.median(result[pick])
+    return result, background
