@@ -158,7 +158,12 @@ def run_topostats(scans: list[dict]) -> tuple[dict[str, list[np.ndarray]], dict[
         np.savez(npz, **{f"image{i}": s["image"] for i, s in enumerate(scans)})
         stem = str(Path(tmp) / "flat")
         proc = subprocess.run(
-            [python, "-c", TOPOSTATS_SCRIPT, str(npz), stem], capture_output=True, text=True, timeout=900, check=False
+            [python, "-c", TOPOSTATS_SCRIPT, str(npz), stem],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+            cwd=tmp,  # TopoStats writes log files into its working folder
         )
         if proc.returncode != 0:
             print(f"TopoStats: failed to run ({proc.stderr.strip().splitlines()[-1:]})")
