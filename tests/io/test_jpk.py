@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -108,6 +110,17 @@ def test_values_are_the_default_slot_scaling_of_the_raw_integers(sample):
         raw = tif.pages[ch.header["tiff_directory"]].asarray().astype(np.float64)
     expected = (raw * slot["multiplier"] + slot["offset"]) * 1e9
     np.testing.assert_allclose(ch.data, expected[::-1], rtol=1e-12)
+
+
+def test_reading_does_not_import_tifffile(sample):
+    """The TIFF structure is parsed by napari_scanprobe.io.tiff: tifffile (slow to import) stays out."""
+    code = (
+        "import sys, napari_scanprobe\n"
+        f"scan = napari_scanprobe.read({str(sample(SAMPLES[0]))!r})\n"
+        "assert scan.format == 'jpk', scan.format\n"
+        "assert 'tifffile' not in sys.modules, 'tifffile was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -96,6 +98,17 @@ def test_int32_data_type(sample, tmp_path):
     start, count = block(src, park.TAG_DATA)
     raw = np.frombuffer(src.read_bytes(), "<i4", count=count // 4, offset=start).reshape(h["yres"], h["xres"])
     np.testing.assert_allclose(scan.channels[0].data, raw[::-1] * h["data_gain"] * 1e3, rtol=1e-12)
+
+
+def test_reading_does_not_import_tifffile(sample):
+    """The TIFF structure is parsed by napari_scanprobe.io.tiff: tifffile (slow to import) stays out."""
+    code = (
+        "import sys, napari_scanprobe\n"
+        f"scan = napari_scanprobe.read({str(sample(SAMPLE))!r})\n"
+        "assert scan.format == 'park', scan.format\n"
+        "assert 'tifffile' not in sys.modules, 'tifffile was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --------------------------------------------------------------------------------------

@@ -18,22 +18,20 @@ default slot in that slot's unit; rows are stored bottom-up unless the grid is r
 (``0x8045``); the pixel size is grid length / pixel count; the offset is the grid origin
 (``0x8040``/``0x8041``); channels come in file order, named by the fancy name with
 ``(retrace)`` for retrace channels.
+
+The TIFF structure is read by :mod:`.tiff` (the pixels are views on the file bytes).
 """
 
 from __future__ import annotations
 
-import io
-import logging
 import math
 import re
-import struct
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, jsonable
+from .scan import Channel, ReaderError, Scan, clean_name, jsonable
+from .tiff import Ifd, first_ifd_entries, is_tiff, read_tiff
 from .units import value_scale
 
 FORMAT = "jpk"
@@ -96,125 +94,7 @@ CHANNEL_TAG_NAMES = {
     0x8061: "calibration_operator", TAG_NR_OF_SLOTS: "nr_of_slots", TAG_DEFAULT_SLOT: "default_slot",
 }  # fmt: skip
 
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
-_DOUBLE = 12
-
-
-# --------------------------------------------------------------------------------------
-# TIFF structure (shared with park.py): cheap checks by hand, before and beside tifffile
-# --------------------------------------------------------------------------------------
-
-
-def tiff_ifd0_entries(path: Path, head: bytes) -> dict[int, tuple[int, int, int]] | None:
-    """``{tag code: (type, count, value or offset)}`` of a classic TIFF's first directory.
-
-    Reads the entry table from ``head`` when it lies there, else from the file. A table cut
-    short by the end of the file yields the entries it holds (a truncated file is still
-    recognised, so that ``read`` can say it is truncated).
-    """
-    if len(head) < 8 or head[:4] not in _TIFF_MAGIC:
-        return None
-    bo = "<" if head[:2] == b"II" else ">"
-    (ifd,) = struct.unpack(bo + "I", head[4:8])
-    if ifd < 8:
-        return None
-    if ifd + 2 <= len(head):
-        (n,) = struct.unpack(bo + "H", head[ifd : ifd + 2])
-        table = head[ifd + 2 : ifd + 2 + 12 * n]
-    else:
-        n, table = 0, b""
-    if len(table) < 12 * n or ifd + 2 > len(head):
-        with open(path, "rb") as fh:
-            fh.seek(ifd)
-            raw = fh.read(2)
-            if len(raw) < 2:
-                return None
-            (n,) = struct.unpack(bo + "H", raw)
-            table = fh.read(12 * n)
-    entries = {}
-    for i in range(len(table) // 12):
-        code, typ, count, value = struct.unpack_from(bo + "HHII", table, 12 * i)
-        entries[code] = (typ, count, value)
-    return entries
-
-
-#: Bytes per value of each TIFF field type.
-_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
-_SIZE_LUT = np.zeros(256, dtype=np.uint64)
-for _code, _size in _TYPE_SIZE.items():
-    _SIZE_LUT[_code] = _size
-
-
-def check_tiff_structure(path: Path, buf: bytes | memoryview) -> list[int]:
-    """Walk a classic TIFF's directory chain; return the directory offsets.
-
-    Raises :class:`ReaderError` when a directory, or a tag value stored outside its
-    directory, lies beyond the end of the file (a truncated file), or the chain loops.
-    tifffile would otherwise drop such tags or directories with only a log message.
-    """
-    size = len(buf)
-    if size < 8 or bytes(buf[:4]) not in _TIFF_MAGIC:
-        raise ReaderError(path, "not a TIFF file")
-    bo = "<" if bytes(buf[:2]) == b"II" else ">"
-    entry = np.dtype([("code", bo + "u2"), ("type", bo + "u2"), ("count", bo + "u4"), ("value", bo + "u4")])
-    (offset,) = struct.unpack_from(bo + "I", buf, 4)
-    offsets: list[int] = []
-    seen: set[int] = set()
-    while offset:
-        k = len(offsets)
-        if offset in seen:
-            raise ReaderError(path, "corrupt TIFF file: its directory chain loops back on itself")
-        if offset < 8 or offset + 2 > size:
-            raise ReaderError(
-                path, f"file is truncated: TIFF directory {k} at byte {offset} lies beyond its end ({size} bytes)"
-            )
-        (n,) = struct.unpack_from(bo + "H", buf, offset)
-        if n == 0 or offset + 2 + 12 * n + 4 > size:
-            raise ReaderError(
-                path, f"file is truncated or corrupt: TIFF directory {k} ({n} tags at byte {offset}) does not fit"
-            )
-        table = np.frombuffer(buf, dtype=entry, count=n, offset=offset + 2)
-        types = table["type"]
-        nbytes = np.where(types < 256, _SIZE_LUT[np.minimum(types, 255)], 0) * table["count"].astype(np.uint64)
-        outside = nbytes > 4
-        ends = table["value"].astype(np.uint64) + nbytes
-        bad = outside & (ends > size)
-        if bad.any():
-            code = int(table["code"][bad][0])
-            raise ReaderError(
-                path,
-                f"file is truncated: tag 0x{code:04X} of TIFF directory {k} lies beyond the end of the file ({size} bytes)",
-            )
-        seen.add(offset)
-        offsets.append(offset)
-        if len(offsets) > size // 14:  # cannot hold more directories than this
-            raise ReaderError(path, "corrupt TIFF file: too many directories")
-        (offset,) = struct.unpack_from(bo + "I", buf, offset + 2 + 12 * n)
-    return offsets
-
-
-_quiet = threading.local()
-
-
-class _QuietFilter(logging.Filter):
-    """Drops tifffile's log records raised while this thread parses a file for us."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(_quiet, "on", False)
-
-
-@contextmanager
-def quiet_tifffile():
-    """Silence tifffile's complaints about a corrupt file: our ReaderError says it instead."""
-    logger = logging.getLogger("tifffile")
-    if not any(isinstance(f, _QuietFilter) for f in logger.filters):
-        logger.addFilter(_QuietFilter())
-    previous = getattr(_quiet, "on", False)
-    _quiet.on = True
-    try:
-        yield
-    finally:
-        _quiet.on = previous
+_DOUBLE = 12  # the TIFF field type of the grid lengths
 
 
 # --------------------------------------------------------------------------------------
@@ -225,7 +105,7 @@ def quiet_tifffile():
 def sniff(path: Path, head: bytes) -> bool:
     """A TIFF whose first directory carries JPK's grid lengths and a channel/name tag."""
     try:
-        entries = tiff_ifd0_entries(Path(path), head)
+        entries = first_ifd_entries(path, head)
         if not entries:
             return False
         return (
@@ -259,21 +139,6 @@ def _properties(text: str) -> dict[str, str]:
         if sep and key.strip():
             props[key.strip()] = _unescape(value.strip())
     return props
-
-
-def _tag_values(page) -> dict[int, object]:
-    """``{code: value}`` of one TIFF directory, read once; text decoded, 1-element tuples unpacked."""
-    values = {}
-    for tag in page.tags.values():
-        value = tag.value
-        if isinstance(value, bytes):
-            value = decode(value)
-        elif isinstance(value, tuple) and len(value) == 1:
-            value = value[0]
-        if isinstance(value, np.generic):
-            value = value.item()
-        values[tag.code] = value
-    return values
 
 
 def _text(values: dict, code: int) -> str | None:
@@ -341,102 +206,54 @@ def _scaling(path: Path, title: str, slots: list[dict], default: str | None) -> 
     return 1.0, 0.0, "", "raw"
 
 
-def _raw_image(path: Path, buf: bytes, page, byteorder: str, title: str) -> np.ndarray:
-    """The channel's stored integers/floats as a (rows, columns) array, file row order."""
-    height, width = check_shape(path, (page.imagelength, page.imagewidth), f"channel {title!r}")
-    dtype = np.dtype(page.dtype).newbyteorder(byteorder)
-    stored = sum(int(n) for n in page.databytecounts)
-    if page.compression == 1 and stored < height * width * dtype.itemsize:
-        raise ReaderError(
-            path,
-            f"channel {title!r} declares {width} x {height} pixels "
-            f"({height * width * dtype.itemsize} bytes) but stores only {stored} bytes",
-        )
-    if page.is_contiguous and page.fillorder == 1 and page.predictor == 1 and page.planarconfig == 1:
-        offsets = page.dataoffsets
-        if not offsets:
-            raise ReaderError(path, f"channel {title!r} has no image data")
-        return array_from(path, buf, int(offsets[0]), dtype, (height, width), f"channel {title!r}")
-    end = max((int(o) + int(n) for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
-    if end > len(buf):
-        raise ReaderError(path, f"file is truncated: channel {title!r} ends at byte {end}, the file holds {len(buf)}")
-    try:
-        data = page.asarray()
-    except Exception as exc:
-        raise ReaderError(path, f"cannot decode channel {title!r} ({type(exc).__name__}: {exc})") from None
-    return np.asarray(data).reshape(height, width)
-
-
 def read(path: Path) -> Scan:
-    with quiet_tifffile():
-        return _read(path)
-
-
-def _read(path: Path) -> Scan:
-    import tifffile
-
     path = Path(path)
     buf = path.read_bytes()
-    if len(buf) < 8 or buf[:4] not in _TIFF_MAGIC:
+    if not is_tiff(buf[:16]):
         raise ReaderError(path, "not a JPK image scan (no TIFF header)")
-    check_tiff_structure(path, buf)
-    try:
-        tif = tifffile.TiffFile(io.BytesIO(buf), name=path.name)
-    except Exception as exc:
-        raise ReaderError(path, f"not a readable TIFF file ({type(exc).__name__}: {exc})") from None
+    tiff = read_tiff(path, buf)
+    ifds = tiff.ifds
+    tags0 = ifds[0].values(0x8000)
 
-    with tif:
-        try:
-            pages = [tif.pages[i] for i in range(len(tif.pages))]
-        except Exception as exc:
-            raise ReaderError(path, f"corrupt TIFF directory ({type(exc).__name__}: {exc})") from None
-        if not pages:
-            raise ReaderError(path, "TIFF file holds no directory")
-        tags0 = _tag_values(pages[0])
+    ulen = _number(tags0, TAG_GRID_ULENGTH)
+    vlen = _number(tags0, TAG_GRID_VLENGTH)
+    if ulen is None or vlen is None:
+        raise ReaderError(path, "not a JPK image scan: grid dimensions (scan size) are missing")
+    ulen, vlen = abs(ulen), abs(vlen)
+    if not (ulen > 0 and vlen > 0 and np.isfinite(ulen) and np.isfinite(vlen)):
+        raise ReaderError(path, f"invalid scan size {ulen!r} x {vlen!r} m")
+    x0 = _number(tags0, TAG_GRID_X0) or 0.0
+    y0 = _number(tags0, TAG_GRID_Y0) or 0.0
+    reflect = bool(_number(tags0, TAG_GRID_REFLECT) or 0)
 
-        ulen = _number(tags0, TAG_GRID_ULENGTH)
-        vlen = _number(tags0, TAG_GRID_VLENGTH)
-        if ulen is None or vlen is None:
-            raise ReaderError(path, "not a JPK image scan: grid dimensions (scan size) are missing")
-        ulen, vlen = abs(ulen), abs(vlen)
-        if not (ulen > 0 and vlen > 0 and np.isfinite(ulen) and np.isfinite(vlen)):
-            raise ReaderError(path, f"invalid scan size {ulen!r} x {vlen!r} m")
-        x0 = _number(tags0, TAG_GRID_X0) or 0.0
-        y0 = _number(tags0, TAG_GRID_Y0) or 0.0
-        reflect = bool(_number(tags0, TAG_GRID_REFLECT) or 0)
+    header = {
+        "tiff_byteorder": "little" if tiff.byteorder == "<" else "big",
+        "directories": len(ifds),
+        **_private_tags(tags0, IFD0_TAG_NAMES),
+    }
 
-        header = {
-            "tiff_byteorder": "little" if tif.byteorder == "<" else "big",
-            "directories": len(pages),
-            **_private_tags(tags0, IFD0_TAG_NAMES),
-        }
+    found = []
+    for ifd in ifds[1:]:
+        if not _is_channel(ifd):
+            continue
+        tags = ifd.values(0x8000)
+        name = _text(tags, TAG_FANCY_NAME) or _text(tags, TAG_CHANNEL)
+        if not name:
+            continue
+        name = clean_name(name)
+        retrace = bool(_number(tags, TAG_RETRACE) or 0)
+        direction = "retrace" if retrace else "trace"
+        title = f"{name} ({direction})"
 
-        found = []
-        for index, page in enumerate(pages[1:], start=1):
-            if (
-                int(page.photometric) != 1  # min-is-black grey scale
-                or page.bitspersample not in (16, 32)
-                or page.samplesperpixel != 1
-            ):
-                continue
-            tags = _tag_values(page)
-            name = _text(tags, TAG_FANCY_NAME) or _text(tags, TAG_CHANNEL)
-            if not name:
-                continue
-            name = clean_name(name)
-            retrace = bool(_number(tags, TAG_RETRACE) or 0)
-            direction = "retrace" if retrace else "trace"
-            title = f"{name} ({direction})"
-
-            slots = _slots(tags)
-            mult, offset, unit, used_slot = _scaling(path, title, slots, _text(tags, TAG_DEFAULT_SLOT))
-            factor, z_unit = value_scale(unit)
-            raw = _raw_image(path, buf, page, tif.byteorder, title)
-            if not reflect:  # stored bottom-up
-                raw = raw[::-1]
-            chan_header = _private_tags(tags, CHANNEL_TAG_NAMES, stop=SLOT_BASE)
-            chan_header.update({"tiff_directory": index, "slots": slots, "slot_used": used_slot})
-            found.append((raw, mult * factor, offset * factor, name, direction, z_unit, chan_header))
+        slots = _slots(tags)
+        mult, offset, unit, used_slot = _scaling(path, title, slots, _text(tags, TAG_DEFAULT_SLOT))
+        factor, z_unit = value_scale(unit)
+        raw = ifd.image(f"channel {title!r}")  # (rows, columns): samples_per_pixel is 1
+        if not reflect:  # stored bottom-up
+            raw = raw[::-1]
+        chan_header = _private_tags(tags, CHANNEL_TAG_NAMES, stop=SLOT_BASE)
+        chan_header.update({"tiff_directory": ifd.index, "slots": slots, "slot_used": used_slot})
+        found.append((raw, mult * factor, offset * factor, name, direction, z_unit, chan_header))
 
     if not found:
         raise ReaderError(path, "JPK file holds no image channel (only a thumbnail, or the file is truncated)")
@@ -445,7 +262,9 @@ def _read(path: Path) -> Scan:
     block = np.empty((len(found), *found[0][0].shape)) if len(shapes) == 1 else None
     channels = []
     for i, (raw, scale, shift, name, direction, z_unit, chan_header) in enumerate(found):
-        data = np.multiply(raw, scale, out=block[i] if block is not None else None, dtype=np.float64)
+        data = block[i] if block is not None else np.empty(raw.shape)
+        np.copyto(data, raw)  # int -> float64, then scaled in place: faster than one mixed-type multiply
+        data *= scale
         if shift:
             data += shift
         height, width = data.shape
@@ -463,3 +282,8 @@ def _read(path: Path) -> Scan:
         )
 
     return Scan(path=str(path), format=FORMAT, channels=channels, header=jsonable(header))
+
+
+def _is_channel(ifd: Ifd) -> bool:
+    """A 16- or 32-bit min-is-black grey-scale page (the thumbnail and anything else are not)."""
+    return ifd.photometric == 1 and ifd.bits_per_sample in (16, 32) and ifd.samples_per_pixel == 1

@@ -29,18 +29,20 @@ Rules (after Gwyddion's ``psia.c``): value = ``raw * gain * z_scale + gain * z_o
 the header's z unit (``z_scale`` 0 means 1); rows are stored bottom-up; pixel size = scan
 size / pixel count. Gwyddion does not apply the header's x/y offset to the image; neither
 do we (it is kept in the header).
+
+The TIFF structure is read by :mod:`.tiff`; the image itself lies in tag 50434, not in the
+TIFF page (which holds the 8-bit preview).
 """
 
 from __future__ import annotations
 
-import io
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from .jpk import check_tiff_structure, quiet_tifffile, tiff_ifd0_entries
 from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, jsonable
+from .tiff import Tag, first_ifd_entries, is_tiff, read_tiff
 from .units import value_scale
 
 FORMAT = "park"
@@ -76,7 +78,6 @@ CHANNEL_KEYS = (
     "scan_up",
 )
 
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 _LONG = 4
 _U32, _I32, _F64 = struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<d")
 
@@ -84,7 +85,7 @@ _U32, _I32, _F64 = struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<d")
 def sniff(path: Path, head: bytes) -> bool:
     """A TIFF whose first directory holds Park's magic number and a known version."""
     try:
-        entries = tiff_ifd0_entries(Path(path), head)
+        entries = first_ifd_entries(path, head)
         if not entries:
             return False
         magic, version = entries.get(TAG_MAGIC), entries.get(TAG_VERSION)
@@ -170,9 +171,9 @@ def parse_header(raw: bytes, version: int) -> dict:
     return h
 
 
-def _block(path: Path, buf: bytes, tag, what: str) -> tuple[int, int]:
-    """(offset, length) of a tag's value block, checked against the file size."""
-    offset, count = int(tag.valueoffset), int(tag.count)
+def _block(path: Path, buf: bytes, tag: Tag, what: str) -> tuple[int, int]:
+    """(offset, length in bytes) of a tag's value block, checked against the file size."""
+    offset, count = tag.pos, tag.nbytes
     if offset < 8 or offset + count > len(buf):
         raise ReaderError(
             path, f"file is truncated: the {what} needs {count} bytes at offset {offset}, the file holds {len(buf)}"
@@ -181,33 +182,17 @@ def _block(path: Path, buf: bytes, tag, what: str) -> tuple[int, int]:
 
 
 def read(path: Path) -> Scan:
-    with quiet_tifffile():
-        return _read(path)
-
-
-def _read(path: Path) -> Scan:
-    import tifffile
-
     path = Path(path)
     buf = path.read_bytes()
-    if len(buf) < 8 or buf[:4] not in _TIFF_MAGIC:
+    if not is_tiff(buf[:16]):
         raise ReaderError(path, "not a Park Systems file (no TIFF header)")
-    check_tiff_structure(path, buf)
-    try:
-        with tifffile.TiffFile(io.BytesIO(buf), name=path.name) as tif:
-            tags = tif.pages.first.tags
-            magic = tags.valueof(TAG_MAGIC)
-            version = tags.valueof(TAG_VERSION)
-            header_tag = tags.get(TAG_HEADER)
-            data_tag = tags.get(TAG_DATA)
-            extra = {
-                name: tags.valueof(code)
-                for code, name in ((TAG_COMMENTS, "comment"), (305, "software"), (306, "datetime"))
-            }
-    except Exception as exc:
-        raise ReaderError(path, f"not a readable TIFF file ({type(exc).__name__}: {exc})") from None
-
-    if magic != MAGIC or version not in HEADER_SIZE:
+    ifd = read_tiff(path, buf).ifds[0]
+    magic = ifd.value(TAG_MAGIC)
+    version = ifd.value(TAG_VERSION)
+    header_tag = ifd.tag(TAG_HEADER)
+    data_tag = ifd.tag(TAG_DATA)
+    extra = {name: ifd.value(code) for code, name in ((TAG_COMMENTS, "comment"), (305, "software"), (306, "datetime"))}
+    if not (isinstance(magic, int) and isinstance(version, int)) or magic != MAGIC or version not in HEADER_SIZE:
         raise ReaderError(path, "not a Park Systems file (magic number or version tag missing)")
     if header_tag is None:
         raise ReaderError(path, "Park Systems image header (tag 50435) is missing")
@@ -252,6 +237,8 @@ def _read(path: Path) -> Scan:
 
     scan_header = {"version": f"{version:08x}", "image_type_name": IMAGE_TYPES[kind], **header}
     for key, value in extra.items():
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
         if value:
             scan_header[key] = decode(value) if isinstance(value, bytes) else str(value)
 

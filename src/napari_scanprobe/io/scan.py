@@ -145,8 +145,13 @@ def array_from(
 
 def jsonable(obj: Any) -> Any:
     """Turn a parsed header (bytes, numpy scalars, tuples, nested dicts) into plain JSON types."""
+    kind = type(obj)
+    if kind is str or kind is int or kind is bool or obj is None:  # the common leaves first
+        return obj
+    if kind is float:
+        return obj if math.isfinite(obj) else str(obj)
     if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        return {str(k): v if type(v) is str else jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
     if isinstance(obj, bytes):
@@ -155,8 +160,16 @@ def jsonable(obj: Any) -> Any:
         return jsonable(obj.tolist()) if obj.size <= 4096 else f"<array {obj.shape} {obj.dtype}>"
     if isinstance(obj, np.generic):
         return jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
+    if isinstance(obj, (str, int, float)):  # subclasses (np.str_ is a str, IntEnum an int ...)
+        return _plain(obj)
     return str(obj)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    return jsonable(float(obj))
