@@ -50,6 +50,15 @@ def ours(path: Path):
     return scan
 
 
+def _silence_loguru() -> None:
+    try:
+        from loguru import logger
+
+        logger.remove()
+    except ImportError:
+        pass
+
+
 def _peer_calls(relpath: str, ref: dict) -> dict:
     """Peer readers able to read this file, as zero-argument callables (None when not installed)."""
     path = str(SAMPLES / relpath)
@@ -61,6 +70,7 @@ def _peer_calls(relpath: str, ref: dict) -> dict:
         import importlib
 
         mod = importlib.import_module(f"AFMReader.{module}")
+        _silence_loguru()  # AFMReader adds its log handler on import
         return lambda: getattr(mod, fn)(path, *args, **kw)
 
     try:
@@ -120,12 +130,6 @@ def main() -> None:
     import logging
 
     logging.disable(logging.CRITICAL)
-    try:  # AFMReader logs every load through loguru
-        from loguru import logger
-
-        logger.remove()
-    except ImportError:
-        pass
     truth = json.loads((SAMPLES / "ground_truth.json").read_text())
     files = [k for k, v in truth.items() if v.get("kind") in ("image", "movie")]
     if len(sys.argv) > 1:
