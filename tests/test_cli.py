@@ -39,5 +39,5 @@ def test_demo_headless_runs_the_pipeline():
         [sys.executable, "-m", "napari_scanprobe.cli", "demo", "--headless"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert "3 layers" in result.stdout
+    assert "4 layers" in result.stdout and "flatten auto" in result.stdout
     assert "Height (trace)" in result.stdout and "nm" in result.stdout

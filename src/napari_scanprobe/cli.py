@@ -10,7 +10,8 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
+
+import numpy as np
 
 from . import __version__
 from .io import ReaderError, read
@@ -89,7 +90,8 @@ def cmd_demo(args) -> int:
             viewer.open(name, plugin="napari-scanprobe")
     else:
         viewer.open_sample("napari-scanprobe", "afm_scan")
-    viewer.window.add_plugin_dock_widget("napari-scanprobe", "Scan browser")
+    for widget in ("Scan browser", "Preprocess"):
+        viewer.window.add_plugin_dock_widget("napari-scanprobe", widget)
     scale_bar_of(viewer).visible = True
     napari.run()
     return 0
@@ -119,6 +121,16 @@ def _demo_headless(files) -> int:
             f"  layer {layer.name!r}: {kind} {tuple(layer.data.shape)}, scale {scale} ({units}), "
             f"values {lo:.4g} .. {hi:.4g} {layer.metadata.get('z_unit', '')}"
         )
+    height = next((layer for layer in viewer.layers if layer.metadata.get("z_unit") == "nm"), None)
+    if height is not None:  # what the Preprocess widget's default does, without the widget
+        from .gui.layers import derived_layer, processing_step
+        from .process.flatten import FLATTEN_OPTIONS, flatten
+
+        options = FLATTEN_OPTIONS["auto"]
+        data, kwargs, kind = derived_layer(height, flatten(height.data, "auto"), processing_step("flatten", "auto", options), "flatten auto")
+        flat = viewer.add_layer(_make_layer(data, kwargs, kind))
+        lo, hi = np.nanpercentile(np.asarray(flat.data), [1, 99])
+        print(f"  flattened {height.name!r} -> {flat.name!r}: 1-99 % height range {lo:.3g} .. {hi:.3g} nm")
     print(f"{len(viewer.layers)} layers; widgets need a window: run `scanprobe demo` on a desktop to see them docked")
     return 0
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import __version__
 from ..io.scan import Channel, Scan
+from ..process.superres import upscaled_geometry
 
 #: napari's colormap per kind of channel: heights get the AFM convention.
 _HEIGHT_COLORMAP = "afmhot"
@@ -110,18 +111,16 @@ def derived_layer(layer, data: Any, step: dict, suffix: str, zoom: int = 1) -> t
     metadata["header"] = layer.metadata.get("header", {})  # shared, never modified: no need to copy
     metadata["channel_header"] = layer.metadata.get("channel_header", {})
     metadata["processing"] = list(layer.metadata.get("processing", [])) + [step]
-    scale = np.asarray(layer.scale, dtype=float).copy()
-    translate = np.asarray(layer.translate, dtype=float).copy()
+    scale, translate = list(layer.scale), list(layer.translate)
     if zoom != 1:
-        translate[-2:] -= scale[-2:] * (1 - 1 / zoom) / 2
-        scale[-2:] /= zoom
+        scale, translate = upscaled_geometry(scale, translate, zoom)
         if "pixel_size" in metadata:
             metadata["pixel_size"] = [float(s) for s in scale[-2:]]
             metadata["offset"] = [float(t) for t in translate[-2:]]
     kwargs = {
         "name": f"{layer.name} | {suffix}",
-        "scale": list(scale),
-        "translate": list(translate),
+        "scale": [float(v) for v in scale],
+        "translate": [float(v) for v in translate],
         "units": [str(u) for u in layer.units] if hasattr(layer, "units") else None,
         "axis_labels": list(layer.axis_labels) if hasattr(layer, "axis_labels") else None,
         "metadata": metadata,

@@ -22,7 +22,7 @@ _BASE = {
 #: Spellings files use for the same unit.
 _ALIAS = {
     "°": "deg", "degree": "deg", "degrees": "deg", "Deg": "deg", "DEG": "deg", "Degree": "deg",
-    "Å": (1e-10, "m"), "Å": (1e-10, "m"), "Angstrom": (1e-10, "m"), "angstrom": (1e-10, "m"),
+    "\u00c5": (1e-10, "m"), "\u212b": (1e-10, "m"), "Angstrom": (1e-10, "m"), "angstrom": (1e-10, "m"),
     "A°": (1e-10, "m"), "ohm": "Ohm", "volt": "V", "Volt": "V", "Volts": "V", "meter": "m",
     "hz": "Hz", "HZ": "Hz", "arb": "", "a.u.": "", "au": "", "arb.u.": "", "none": "", "None": "",
 }  # fmt: skip
