@@ -1,0 +1,346 @@
+"""Preprocessing dock widget: flatten, denoise and upscale napari image layers.
+
+Thin by design: each section picks a method and its options (built from the core's option
+tables), runs the core function in a ``thread_worker`` and adds the result as a new layer that
+keeps the input's frame and extends its ``metadata["processing"]`` history. CNN methods run the
+core's generator, so the progress bar shows the loss and Cancel stops at the next step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Layer
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
+
+from ..process import denoise as _denoise
+from ..process import flatten as _flatten
+from ..process import superres as _superres
+from .layers import derived_layer, layer_to_array, processing_step
+
+_PREVIEW_DELAY_MS = 250
+
+
+@dataclass
+class Operation:
+    """What the widget needs to know about one kind of preprocessing."""
+
+    step: str  # "flatten" -> the processing-history step and the layer suffix
+    options: dict[str, dict[str, Any]]  # method -> {option: default}
+    option_info: dict[str, tuple]  # option -> (help, lo, hi) | (help, choices) | (help,)
+    help: dict[str, str]  # method -> one line
+    run: Callable[..., Any]  # run(image, method, **options) -> array
+    steps: Callable[..., Any] | None = None  # steps(image, method, **options) -> generator (CNN)
+    long_methods: frozenset = frozenset()  # methods run through `steps`, with progress and cancel
+    preview_methods: frozenset = frozenset()  # methods fast enough for a live preview
+    extra: dict[str, tuple] = field(default_factory=dict)  # top-level parameters: name -> (default, choices)
+
+    def zoom(self, params: dict) -> int:
+        return int(params.get("factor", 1))
+
+
+def operations() -> list[Operation]:
+    return [
+        Operation(
+            "flatten",
+            _flatten.FLATTEN_OPTIONS,
+            _flatten.OPTION_INFO,
+            _flatten.FLATTEN_HELP,
+            run=_flatten.flatten,
+            preview_methods=frozenset(_flatten.FLATTEN_OPTIONS),
+        ),
+        Operation(
+            "denoise",
+            _denoise.DENOISE_METHODS,
+            {},
+            {},
+            run=_denoise.denoise,
+            steps=_denoise.denoise_steps,
+            long_methods=frozenset({"auto", "n2v", "n2n"}),
+            preview_methods=frozenset({"median", "gaussian", "tv", "bilateral"}),
+        ),
+        Operation(
+            "upscale",
+            _superres.UPSCALE_OPTIONS,
+            _superres.OPTION_INFO,
+            _superres.UPSCALE_HELP,
+            run=_superres.upscale,
+            steps=_superres.upscale_steps,
+            long_methods=frozenset(_superres.CNN_METHODS),
+            extra={"factor": (2, (2, 4))},
+        ),
+    ]
+
+
+def _option_widget(name: str, default: Any, info: tuple):
+    text = info[0] if info else ""
+    if isinstance(default, bool):
+        return CheckBox(name=name, label=name, value=default, tooltip=text)
+    if isinstance(default, str):
+        choices = info[1] if len(info) > 1 else (default,)
+        return ComboBox(name=name, label=name, choices=list(choices), value=default, tooltip=text)
+    if isinstance(default, int):
+        lo, hi = (info[1], info[2]) if len(info) > 2 else (0, 10**9)
+        return SpinBox(name=name, label=name, value=default, min=int(lo), max=int(hi), tooltip=text)
+    lo, hi = (info[1], info[2]) if len(info) > 2 else (-1e12, 1e12)
+    # the step sets the shown decimals: a tenth of the default's order of magnitude
+    step = 10.0 ** (math.floor(math.log10(abs(default))) - 1) if default else 0.01
+    return FloatSpinBox(name=name, label=name, value=float(default), min=float(lo), max=float(hi), step=step, tooltip=text)
+
+
+class OperationPanel(Container):
+    """One section: method, its options, live preview, Run / Cancel and progress."""
+
+    def __init__(self, dock: PreprocessWidget, op: Operation):
+        super().__init__(labels=True)
+        self.dock, self.op = dock, op
+        self.method = ComboBox(name="method", label="method", choices=list(op.options))
+        self.extras = {name: ComboBox(name=name, label=name, choices=list(choices), value=default) for name, (default, choices) in op.extra.items()}
+        self.pair = ComboBox(name="pair", label="second observation", choices=self._pair_choices, nullable=True, visible=False)
+        self.option_box = Container(labels=True)
+        self.preview = CheckBox(name="preview", label="live preview (current frame)", value=False)
+        self.run_button = PushButton(text=f"Run {op.step}")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(value=0, max=100, visible=False)
+        self.status = Label(value="")
+        self.extend([self.method, *self.extras.values(), self.pair, self.option_box, self.preview, self.run_button, self.cancel_button, self.progress, self.status])
+        self.worker = None
+        self._preview_timer = QTimer(self.native)  # dies with the panel: no late previews
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.timeout.connect(self.update_preview)
+        self.method.changed.connect(self._method_changed)
+        self.preview.changed.connect(self._schedule_preview)
+        self.run_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.cancel)
+        for widget in self.extras.values():
+            widget.changed.connect(self._schedule_preview)
+        self._method_changed()
+
+    # -- parameters ----------------------------------------------------------------------
+    def _method_changed(self, *args):
+        method = self.method.value
+        self.option_box.clear()
+        for name, default in self.op.options[method].items():
+            if default is None or isinstance(default, (list, tuple, dict)):
+                continue  # script-only options (arrays, devices): not shown
+            widget = _option_widget(name, default, self.op.option_info.get(name, ()))
+            widget.changed.connect(self._schedule_preview)
+            self.option_box.append(widget)
+        self.method.tooltip = self.op.help.get(method, "")
+        self.preview.enabled = method in self.op.preview_methods
+        if not self.preview.enabled:
+            self.preview.value = False
+        self.pair.visible = self._wants_pair()
+        if self._wants_pair():
+            self.pair.reset_choices()
+            self.pair.value = self.dock.partner_of(self.dock.layer)
+        self._schedule_preview()
+
+    def _wants_pair(self) -> bool:
+        """Noise2Noise learns from a second observation of the same scan (retrace, next frame)."""
+        return self.method.value == "n2n"
+
+    def _pair_choices(self, widget=None):
+        return [layer for layer in self.dock.viewer.layers if isinstance(layer, Image)]
+
+    def params(self) -> dict:
+        """The method's options plus top-level parameters, as plain Python values."""
+        values = {w.name: w.value for w in self.option_box}
+        values.update({name: w.value for name, w in self.extras.items()})
+        if self._wants_pair() and self.pair.value is not None:
+            values["pair"] = self.pair.value
+        return values
+
+    def _call_args(self) -> tuple[str, dict, dict]:
+        """(method, kwargs for the core, options for the history -- layers replaced by their names)."""
+        method, params = self.method.value, self.params()
+        kwargs, record = dict(params), dict(params)
+        if "pair" in params:
+            kwargs["pair"] = layer_to_array(params["pair"])[0]
+            record["pair"] = params["pair"].name
+        return method, kwargs, record
+
+    # -- preview ---------------------------------------------------------------------------
+    def _schedule_preview(self, *args):
+        if self.preview.value:
+            self._preview_timer.start(_PREVIEW_DELAY_MS)
+        else:
+            self.dock.remove_preview()
+
+    def update_preview(self):
+        layer = self.dock.layer
+        if layer is None or not self.preview.value:
+            return
+        method, kwargs, _ = self._call_args()
+        frame = self.dock.current_frame(layer)
+        try:
+            result = self.op.run(frame, method=method, **kwargs)
+        except Exception as exc:  # a bad parameter: say it, keep the widget alive
+            self.status.value = f"preview: {exc}"
+            return
+        self.status.value = ""
+        self.dock.show_preview(layer, result, zoom=self.op.zoom(kwargs))
+
+    # -- run ---------------------------------------------------------------------------------
+    def start(self, *args):
+        layer = self.dock.layer
+        if layer is None:
+            show_info("Choose an image layer first.")
+            return
+        method, kwargs, record = self._call_args()
+        image, _ = layer_to_array(layer)
+        long = method in self.op.long_methods and self.op.steps is not None
+        if long:
+            worker = create_worker(self.op.steps, image, method=method, **kwargs, _start_thread=False, _ignore_errors=True)
+            worker.yielded.connect(self._on_progress)
+            self.progress.visible = True
+            self.progress.value = 0
+        else:
+            worker = create_worker(self.op.run, image, method=method, **kwargs, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda result: self._finished(layer, result, method, record))
+        worker.errored.connect(self._failed)
+        worker.finished.connect(self._stopped)
+        self.worker = worker
+        self.run_button.enabled = False
+        self.cancel_button.enabled = long
+        self.status.value = f"{self.op.step} ({method}) running…"
+        self.dock.remove_preview()
+        worker.start()
+
+    def _on_progress(self, update):
+        self.progress.value = int(100 * update.fraction)
+        loss = f", loss {update.loss:.4g}" if update.loss is not None else ""
+        self.status.value = f"step {update.step}/{update.total}{loss} {update.message}".strip()
+
+    def _finished(self, layer: Layer, result, method: str, record: dict):
+        step = processing_step(self.op.step, method, record)
+        suffix = f"{self.op.step} {method}" + (f" x{record['factor']}" if "factor" in record else "")
+        data, kwargs, kind = derived_layer(layer, result, step, suffix, zoom=self.op.zoom(record))
+        self.dock.viewer.add_layer(Layer.create(data, kwargs, kind))
+        self.status.value = f"added '{kwargs['name']}'"
+
+    def _failed(self, exc: Exception):
+        self.status.value = f"failed: {exc}"
+        show_error(f"{self.op.step} failed: {exc}")
+
+    def _stopped(self):
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+        self.progress.visible = False
+        if self.worker is not None and self.worker.abort_requested:
+            self.status.value = "cancelled"
+        self.worker = None
+
+    def cancel(self, *args):
+        if self.worker is not None:
+            self.worker.quit()
+
+
+class PreprocessWidget(QWidget):
+    """Dock widget: input layer at the top, one tab per operation."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self._preview_layer = None
+        self.input = ComboBox(label="input layer", choices=self._image_layers)
+        self.tabs = QTabWidget()
+        self.panels = {op.step: OperationPanel(self, op) for op in operations()}
+        for step, panel in self.panels.items():
+            self.tabs.addTab(panel.native, step)
+        top = Container(widgets=[self.input], labels=True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(top.native)
+        layout.addWidget(self.tabs)
+        layout.addStretch(1)
+        self.viewer.layers.events.inserted.connect(self._layers_changed)
+        self.viewer.layers.events.removed.connect(self._layers_changed)
+        self.input.changed.connect(self._input_changed)
+        self.viewer.dims.events.current_step.connect(self._input_changed)
+
+    # -- layers ------------------------------------------------------------------------------
+    def _image_layers(self, widget=None):
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer is not self._preview_layer and not layer.rgb]
+
+    def _layers_changed(self, event=None):
+        try:
+            self.input.reset_choices()
+            for panel in self.panels.values():
+                panel.pair.reset_choices()
+        except RuntimeError:  # the dock was closed: its Qt widgets are gone
+            self._disconnect()
+
+    def _disconnect(self):
+        self.viewer.layers.events.inserted.disconnect(self._layers_changed)
+        self.viewer.layers.events.removed.disconnect(self._layers_changed)
+        self.viewer.dims.events.current_step.disconnect(self._input_changed)
+
+    @property
+    def layer(self) -> Image | None:
+        return self.input.value
+
+    def _input_changed(self, *args):
+        try:
+            for panel in self.panels.values():
+                panel._schedule_preview()
+        except RuntimeError:
+            self._disconnect()
+
+    def partner_of(self, layer) -> Image | None:
+        """The trace/retrace (forward/backward) twin of ``layer`` from the same file, if open."""
+        if layer is None:
+            return None
+        meta = layer.metadata
+        twins = {"trace": "retrace", "retrace": "trace", "forward": "backward", "backward": "forward"}
+        want = twins.get(meta.get("direction"))
+        for other in self._image_layers():
+            m = other.metadata
+            if other is not layer and want and m.get("source") == meta.get("source") and m.get("channel") == meta.get("channel") and m.get("direction") == want:
+                return other
+        return None
+
+    def current_frame(self, layer: Image) -> np.ndarray:
+        """The 2-D frame of ``layer`` the viewer shows now."""
+        data = layer.data
+        if data.ndim == 2:
+            return np.asarray(data)
+        index = int(layer.world_to_data(self.viewer.dims.point)[0])
+        return np.asarray(data[int(np.clip(index, 0, data.shape[0] - 1))])
+
+    # -- preview layer -----------------------------------------------------------------------
+    def show_preview(self, layer: Image, result: np.ndarray, zoom: int = 1):
+        scale, translate = list(layer.scale[-2:]), list(layer.translate[-2:])
+        if zoom != 1:
+            scale, translate = _superres.upscaled_geometry(scale, translate, zoom)
+        finite = result[np.isfinite(result)]
+        limits = (float(finite.min()), float(finite.max())) if finite.size and np.ptp(finite) > 0 else None
+        if self._preview_layer is None or self._preview_layer not in self.viewer.layers:
+            self._preview_layer = self.viewer.add_image(result, name=f"{layer.name} | preview", scale=scale, translate=translate, colormap=layer.colormap.name, metadata={"preview": True})
+        else:
+            self._preview_layer.data = result
+            self._preview_layer.scale = scale
+            self._preview_layer.translate = translate
+        if limits:
+            self._preview_layer.contrast_limits = limits
+
+    def remove_preview(self):
+        if self._preview_layer is not None and self._preview_layer in self.viewer.layers:
+            self.viewer.layers.remove(self._preview_layer)
+        self._preview_layer = None

@@ -1,0 +1,547 @@
+"""Denoising: classical filters (scipy / scikit-image) and self-supervised CNNs (torch).
+
+``denoise(image, method="auto", mask=None, seed=0, progress=None, **options)`` returns a new float
+array; :data:`DENOISE_METHODS` lists every method's options and defaults (the napari widget builds its
+controls from it); :func:`denoise_steps` is the same work as a generator that yields
+:class:`~napari_scanprobe.process.common.Progress` and returns the result (the widget runs it in a
+worker thread and cancels at a yield).
+
+Methods
+-------
+``median`` (``size`` px), ``gaussian`` (``sigma`` px), ``nl_means`` (``h``, ``patch_size``,
+``patch_distance``), ``tv`` (total variation, ``weight``), ``bilateral`` (``sigma_color``,
+``sigma_spatial`` px): the classical filters.
+
+``n2v``: Noise2Void-style self-supervised blind-spot CNN trained on the image (or the whole stack)
+itself; ``structured=True`` (default) masks whole scan lines, because SPM noise is correlated along
+the fast scan direction. ``n2n``: Noise2Noise from a second noisy observation ``pair=`` (the
+retrace, registered on the identical grid), or, for a movie stack without ``pair``, from
+consecutive frames. See :mod:`napari_scanprobe.process.n2v` for how they work.
+
+``auto``: ``n2v`` (structured) when torch is installed and a frame has at least
+:data:`AUTO_MIN_PIXELS` pixels (96 x 96), else ``nl_means`` with an estimated ``h``. Reason: on
+line-correlated SPM noise the structured blind-spot CNN beats the best classical filter by ~2-3 dB
+(``benchmarks/denoise_quality.py``) and needs no parameter; on small images there are too few
+distinct patches to train it, and non-local means is the best classical filter of the benchmark.
+It costs about a CPU minute, against a fraction of a second for nl_means.
+
+Units
+-----
+Heights may be in any unit, negative, with NaNs. Each frame is scaled to a *working range*: its
+1st..99th percentile (of the valid pixels outside ``mask``) maps to 0..1, and the result is scaled
+back. So ``h``, ``weight`` and ``sigma_color`` are fractions of the image's height range and behave
+the same for nm, m or V; ``size``, ``sigma``, ``sigma_spatial``, ``patch_size`` and
+``patch_distance`` are in pixels. NaNs (and infinities) are filled from the nearest valid pixel for
+the filtering and put back afterwards; a constant image comes back unchanged.
+
+``mask`` (True = excluded, as for flattening) marks pixels that must not steer the result: they are
+left out of the working-range statistics, the noise estimate and the CNN's training loss. They are
+still denoised.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Generator
+from typing import Any
+
+import numpy as np
+
+from .common import Progress, as_image, as_mask, is_dask, map_frames, run_to_end
+
+#: method -> {option: default}; ``auto`` takes no options of its own
+DENOISE_METHODS: dict[str, dict[str, Any]] = {
+    "auto": {},
+    "median": {"size": 3},
+    "gaussian": {"sigma": 1.0},
+    "nl_means": {"h": None, "patch_size": 5, "patch_distance": 6},
+    "tv": {"weight": 0.05},
+    "bilateral": {"sigma_color": 0.05, "sigma_spatial": 2.0},
+    "n2v": {
+        "iterations": 1500,
+        "patch_size": 64,
+        "batch_size": 4,
+        "learning_rate": 2e-3,
+        "structured": True,
+        "features": 12,
+        "tta": True,
+        "device": None,
+    },
+    "n2n": {
+        "pair": None,
+        "iterations": 1000,
+        "patch_size": 64,
+        "batch_size": 4,
+        "learning_rate": 2e-3,
+        "features": 12,
+        "tta": True,
+        "device": None,
+    },
+}
+
+#: ``auto`` trains the CNN from this many pixels per frame on (96 x 96)
+AUTO_MIN_PIXELS = 96 * 96
+#: the working range: these percentiles of the valid pixels map to 0 and 1
+RANGE_PERCENTILES = (1.0, 99.0)
+#: dask stacks train the CNN on at most this many frames (evenly spaced), then denoise lazily
+MAX_TRAIN_FRAMES = 8
+#: ``h=None`` in nl_means: h = this factor x the estimated noise sigma (tuned in the benchmark)
+NL_MEANS_H_FACTOR = 1.5
+
+_CNN = ("n2v", "n2n")
+
+
+# --------------------------------------------------------------------------------------------------
+# option checks
+
+
+def _check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(method, str) or method not in DENOISE_METHODS:
+        raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(DENOISE_METHODS)}")
+    known = DENOISE_METHODS[method]
+    for key in options:
+        if key not in known:
+            allowed = ", ".join(known) or "none"
+            raise ValueError(f"{key}: not an option of method {method!r} (its options: {allowed})")
+    merged = {**known, **options}
+
+    def number(name: str, minimum: float, strict: bool, integer: bool = False):
+        value = merged[name]
+        kind = numbers.Integral if integer else numbers.Real
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind) or not np.isfinite(value):
+            raise ValueError(f"{name}: expected {'an integer' if integer else 'a finite number'}, got {value!r}")
+        if value < minimum or (strict and value == minimum):
+            raise ValueError(f"{name}: must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
+        merged[name] = int(value) if integer else float(value)
+
+    def boolean(name: str):
+        if not isinstance(merged[name], (bool, np.bool_)):
+            raise ValueError(f"{name}: expected True or False, got {merged[name]!r}")
+        merged[name] = bool(merged[name])
+
+    if method == "median":
+        number("size", 1, False, integer=True)
+    elif method == "gaussian":
+        number("sigma", 0, False)
+    elif method == "nl_means":
+        if merged["h"] is not None:
+            number("h", 0, True)
+        number("patch_size", 1, False, integer=True)
+        number("patch_distance", 1, False, integer=True)
+    elif method == "tv":
+        number("weight", 0, True)
+    elif method == "bilateral":
+        number("sigma_color", 0, True)
+        number("sigma_spatial", 0, True)
+    elif method in _CNN:
+        number("iterations", 1, False, integer=True)
+        number("patch_size", 8, False, integer=True)
+        number("batch_size", 1, False, integer=True)
+        number("learning_rate", 0, True)
+        number("features", 2, False, integer=True)
+        boolean("tta")
+        if method == "n2v":
+            boolean("structured")
+        device = merged["device"]
+        if device is not None and not isinstance(device, str) and type(device).__name__ != "device":
+            raise ValueError(f"device: expected None, 'cpu', 'cuda' or a torch.device, got {device!r}")
+    return merged
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed: expected an integer, got {seed!r}")
+    return int(seed)
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_auto(shape: tuple[int, ...]) -> str:
+    """What ``method="auto"`` picks for an image of ``shape`` (see the module docstring)."""
+    if shape[-2] * shape[-1] >= AUTO_MIN_PIXELS and _torch_available():
+        return "n2v"
+    return "nl_means"
+
+
+# --------------------------------------------------------------------------------------------------
+# scaling and NaN filling
+
+
+def working_range(values: np.ndarray) -> tuple[float, float] | None:
+    """``(offset, scale)`` mapping ``values`` to the working range, or None when they are constant.
+
+    The 1st..99th percentile becomes 0..1; when that span is zero (a mostly flat image with a few
+    features) the full min..max span is used instead.
+    """
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    lo, hi = np.percentile(values, RANGE_PERCENTILES)
+    if not hi - lo > _tiny(lo, hi):
+        lo, hi = float(values.min()), float(values.max())
+        if not hi - lo > _tiny(lo, hi):
+            return None
+    return float(lo), float(hi - lo)
+
+
+def _tiny(lo: float, hi: float) -> float:
+    return 64 * np.finfo(np.float64).eps * max(abs(lo), abs(hi), np.finfo(np.float64).tiny)
+
+
+def fill_invalid(frame: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """A copy of ``frame`` with the ``bad`` pixels set to their nearest good pixel's value."""
+    out = np.array(frame, dtype=np.float64)
+    if bad.any() and not bad.all():
+        from scipy import ndimage
+
+        _, (iy, ix) = ndimage.distance_transform_edt(bad, return_indices=True)
+        out[bad] = out[iy[bad], ix[bad]]
+    return out
+
+
+def estimate_noise_sigma(work: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Robust white-noise sigma of a 2-D image (Immerkaer's Laplacian-difference estimate, MAD form).
+
+    Correlated (line) noise is partly seen as signal, so this underestimates it; ``nl_means``'s
+    ``h=None`` default compensates with :data:`NL_MEANS_H_FACTOR`.
+    """
+    from scipy import ndimage
+
+    kernel = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+    response = ndimage.convolve(work, kernel, mode="reflect")
+    if valid is not None:
+        response = response[valid]
+    if response.size == 0:
+        return 0.0
+    return float(np.median(np.abs(response)) / 0.6745 / 6.0)
+
+
+def _frame_parts(frame: np.ndarray, mask2d: np.ndarray | None):
+    """Common preparation of one frame: (bad, stats-valid, offset/scale or None)."""
+    bad = ~np.isfinite(frame)
+    valid = ~bad if mask2d is None else ~bad & ~mask2d
+    if not valid.any():
+        valid = ~bad
+    scaling = working_range(frame[valid]) if valid.any() else None
+    return bad, valid, scaling
+
+
+# --------------------------------------------------------------------------------------------------
+# classical filters (each on one 2-D working-range frame without NaNs)
+
+
+def _median(work: np.ndarray, o: dict, valid) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.median_filter(work, size=o["size"], mode="reflect")
+
+
+def _gaussian(work: np.ndarray, o: dict, valid) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(work, sigma=o["sigma"], mode="reflect")
+
+
+def _nl_means(work: np.ndarray, o: dict, valid) -> np.ndarray:
+    from skimage.restoration import denoise_nl_means
+
+    sigma = estimate_noise_sigma(work, valid)
+    h = o["h"] if o["h"] is not None else NL_MEANS_H_FACTOR * sigma
+    if h <= 0:  # a noise-free image: nothing to do
+        return work.copy()
+    return denoise_nl_means(
+        work,
+        patch_size=o["patch_size"],
+        patch_distance=o["patch_distance"],
+        h=h,
+        sigma=sigma,
+        fast_mode=True,
+        preserve_range=True,
+    )
+
+
+def _tv(work: np.ndarray, o: dict, valid) -> np.ndarray:
+    from skimage.restoration import denoise_tv_chambolle
+
+    return denoise_tv_chambolle(work, weight=o["weight"])
+
+
+def _bilateral(work: np.ndarray, o: dict, valid) -> np.ndarray:
+    from skimage.restoration import denoise_bilateral
+
+    low = float(work.min())  # skimage's colour table wants values from 0 up
+    smoothed = denoise_bilateral(
+        work - low, sigma_color=o["sigma_color"], sigma_spatial=o["sigma_spatial"], mode="reflect"
+    )
+    return smoothed + low
+
+
+_CLASSICAL: dict[str, Callable[[np.ndarray, dict, Any], np.ndarray]] = {
+    "median": _median,
+    "gaussian": _gaussian,
+    "nl_means": _nl_means,
+    "tv": _tv,
+    "bilateral": _bilateral,
+}
+
+
+def _classical_frame(frame: np.ndarray, mask2d: np.ndarray | None, method: str, o: dict) -> np.ndarray:
+    frame = np.asarray(frame)
+    bad, valid, scaling = _frame_parts(frame, mask2d)
+    if scaling is None:  # constant, or nothing valid: nothing to smooth
+        return np.array(frame, dtype=np.float64)
+    offset, scale = scaling
+    work = fill_invalid((frame - offset) / scale, bad)
+    out = _CLASSICAL[method](work, o, valid) * scale + offset
+    out[bad] = frame[bad]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# CNN methods
+
+
+def _cnn_scaling(values: np.ndarray) -> tuple[float, float] | None:
+    """Working range for the CNN: the percentile span becomes about 4 (unit-ish spread), centred."""
+    scaling = working_range(values)
+    if scaling is None:
+        return None
+    offset, scale = scaling
+    return offset + 0.5 * scale, scale / 4.0
+
+
+def _frames_of(arr: Any) -> list[np.ndarray]:
+    return [np.asarray(arr)] if arr.ndim == 2 else [np.asarray(f) for f in arr]
+
+
+def _mask_frames(mask: np.ndarray | None, n: int, index: list[int] | None = None) -> list[np.ndarray | None]:
+    if mask is None:
+        return [None] * n
+    if mask.ndim == 2:
+        return [mask] * n
+    index = list(range(n)) if index is None else index
+    return [mask[i] for i in index]
+
+
+def _cnn_steps(
+    image: Any, mask: np.ndarray | None, method: str, o: dict, seed: int
+) -> Generator[Progress, None, Any]:
+    from . import n2v as cnn
+
+    device = cnn.resolve_device(o["device"])
+    lazy = is_dask(image)
+    ntotal = 1 if image.ndim == 2 else image.shape[0]
+
+    # ---- the training frames (all of a numpy stack; a few evenly spaced ones of a dask stack)
+    pair = o["pair"] if method == "n2n" else None
+    pair_lazy = False
+    if pair is not None:
+        pair = as_image(pair, "pair")
+        if tuple(pair.shape) != tuple(image.shape):
+            raise ValueError(
+                f"pair: shape {tuple(pair.shape)} does not match the image {tuple(image.shape)}; "
+                "the second observation must be registered on the identical grid"
+            )
+        pair_lazy = is_dask(pair)
+    if method == "n2n" and pair is None and image.ndim == 2:
+        raise ValueError(
+            "pair: n2n needs a second noisy observation of the same surface (pair=..., e.g. the "
+            "retrace on the identical grid), or a (t, y, x) movie stack to pair consecutive frames"
+        )
+    if method == "n2n" and pair is None and ntotal < 2:
+        raise ValueError("pair: a stack of one frame has no consecutive frame to pair with")
+
+    if image.ndim == 2:
+        index = [0]
+    elif lazy and ntotal > MAX_TRAIN_FRAMES:
+        if method == "n2n" and pair is None:  # consecutive pairs: take them in runs of two
+            starts = np.linspace(0, ntotal - 2, MAX_TRAIN_FRAMES // 2).round().astype(int)
+            index = sorted({int(i) for s in starts for i in (s, s + 1)})
+        else:
+            index = sorted({int(i) for i in np.linspace(0, ntotal - 1, MAX_TRAIN_FRAMES).round()})
+    else:
+        index = list(range(ntotal))
+    if image.ndim == 2:
+        train = [np.asarray(image, dtype=np.float64)]
+    else:
+        train = [np.asarray(image[i], dtype=np.float64) for i in index]
+    train_pair = None
+    if pair is not None:
+        train_pair = [np.asarray(pair, dtype=np.float64)] if pair.ndim == 2 else [np.asarray(pair[i], dtype=np.float64) for i in index]
+    masks = _mask_frames(mask, len(index), index)
+
+    # ---- one scaling for the whole stack (and its pair), from the training frames
+    samples = []
+    for k, f in enumerate(train + (train_pair or [])):
+        m = masks[k % len(index)]
+        ok = np.isfinite(f) if m is None else np.isfinite(f) & ~m
+        if not ok.any():
+            ok = np.isfinite(f)
+        samples.append(f[ok])
+    scaling = _cnn_scaling(np.concatenate(samples)) if samples else None
+    if scaling is None:  # constant (or all-NaN) data: nothing to denoise
+        result = image.astype(np.float64) if lazy else np.array(image, dtype=np.float64)
+        return result
+    offset, scale = scaling
+
+    def normalise(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bad = ~np.isfinite(f)
+        return fill_invalid((f - offset) / scale, bad).astype(np.float32), bad
+
+    frames, valid = [], []
+    for k, f in enumerate(train + (train_pair or [])):
+        z, bad = normalise(f)
+        m = masks[k % len(index)]
+        frames.append(z)
+        valid.append(~bad if m is None else ~bad & ~m)
+
+    if method == "n2v":
+        pairs = None
+    elif pair is not None:
+        n = len(train)
+        pairs = [(k, n + k) for k in range(n)]
+    else:
+        position = {i: k for k, i in enumerate(index)}
+        pairs = [(position[i], position[i + 1]) for i in index if i + 1 in position]
+
+    net = yield from cnn.train_steps(
+        frames,
+        pairs=pairs,
+        valid=valid,
+        iterations=o["iterations"],
+        patch_size=o["patch_size"],
+        batch_size=o["batch_size"],
+        learning_rate=o["learning_rate"],
+        structured=o.get("structured", True),
+        features=o["features"],
+        seed=seed,
+        device=device,
+        label=method,
+    )
+
+    def denoise_one_steps(f: np.ndarray, what: str) -> Generator[Progress, None, np.ndarray]:
+        z, bad = normalise(np.asarray(f, dtype=np.float64))
+        out = yield from cnn.predict_steps(net, z, tta=o["tta"], device=device, label=f"{method}: denoising {what}")
+        out = out.astype(np.float64) * scale + offset
+        out[bad] = np.asarray(f)[bad]
+        return out
+
+    def denoise_pair_steps(a: np.ndarray, b: np.ndarray, what: str) -> Generator[Progress, None, np.ndarray]:
+        # both observations show the same surface: the result is the mean of both denoised ones
+        # (the image's alone where the pair has a hole; the image's NaNs stay NaN)
+        first = yield from denoise_one_steps(a, what)
+        second = yield from denoise_one_steps(b, f"{what} (pair)")
+        return np.where(np.isfinite(second), 0.5 * (first + second), first)
+
+    if (lazy or pair_lazy) and image.ndim == 3:
+        if pair is None:
+            return map_frames(lambda f: run_to_end(denoise_one_steps(f, "frame")), image)
+        return _map_pairs(lambda a, b: run_to_end(denoise_pair_steps(a, b, "frame")), image, pair)
+
+    # eager: predict frame by frame, yielding between network passes
+    if image.ndim == 2:
+        sources = [(np.asarray(image), None if pair is None else np.asarray(pair))]
+    else:
+        sources = [(np.asarray(image[t]), None if pair is None else np.asarray(pair[t])) for t in range(ntotal)]
+    results = []
+    for t, (a, b) in enumerate(sources):
+        what = "image" if image.ndim == 2 else f"frame {t + 1} of {len(sources)}"
+        steps = denoise_one_steps(a, what) if b is None else denoise_pair_steps(a, b, what)
+        results.append((yield from steps))
+    return results[0] if image.ndim == 2 else np.stack(results)
+
+
+def _map_pairs(func: Callable[[np.ndarray, np.ndarray], np.ndarray], image: Any, pair: Any) -> Any:
+    """``func(frame, pair_frame)`` for every frame of a stack, lazily -- map_frames for two inputs."""
+    import dask.array as da
+
+    a = da.asarray(image).rechunk({0: 1, 1: -1, 2: -1})
+    b = da.asarray(pair).rechunk({0: 1, 1: -1, 2: -1})
+    return da.map_blocks(
+        lambda x, y: func(np.asarray(x[0]), np.asarray(y[0]))[np.newaxis], a, b, dtype=np.float64
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+
+
+def denoise_steps(
+    image: Any, method: str = "auto", mask: Any = None, seed: int = 0, **options: Any
+) -> Generator[Progress, None, Any]:
+    """:func:`denoise` as a generator: yields Progress (training steps, frames), returns the result.
+
+    The CNN methods yield at every training step (well under 0.2 s each on a CPU), so a worker
+    thread can cancel between them.
+    """
+    arr = as_image(image)
+    if not isinstance(method, str) or method not in DENOISE_METHODS:
+        raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(DENOISE_METHODS)}")
+    if method == "auto":
+        if options:
+            raise ValueError(f"{next(iter(options))}: method 'auto' takes no options; choose a method to set them")
+        method = choose_auto(arr.shape)
+    o = _check_options(method, options)
+    seed = _check_seed(seed)
+    m = as_mask(mask, arr.shape)
+    dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64
+
+    if method in _CNN:
+        result = yield from _cnn_steps(arr, m, method, o, seed)
+        return result.astype(dtype, copy=False) if not is_dask(result) else result.astype(dtype)
+
+    if arr.ndim == 3 and m is not None and m.ndim == 3:
+        if is_dask(arr):
+            import dask.array as da
+
+            frames = arr.rechunk({0: 1, 1: -1, 2: -1})
+            return da.map_blocks(
+                lambda block, block_info=None: _classical_frame(
+                    np.asarray(block[0]), m[block_info[0]["chunk-location"][0]], method, o
+                )[np.newaxis].astype(dtype),
+                frames,
+                dtype=dtype,
+            )
+        out = []
+        for t in range(arr.shape[0]):
+            out.append(_classical_frame(np.asarray(arr[t]), m[t], method, o))
+            yield Progress(t + 1, arr.shape[0], None, f"{method}: frame {t + 1} of {arr.shape[0]}")
+        return np.stack(out).astype(dtype, copy=False)
+
+    def one(frame: np.ndarray) -> np.ndarray:
+        return _classical_frame(frame, m, method, o).astype(dtype, copy=False)
+
+    if arr.ndim == 2 or is_dask(arr):
+        result = map_frames(one, arr, dtype=dtype)
+        yield Progress(1, 1, None, f"{method}: done")
+        return result
+    out = []
+    for t in range(arr.shape[0]):
+        out.append(one(np.asarray(arr[t])))
+        yield Progress(t + 1, arr.shape[0], None, f"{method}: frame {t + 1} of {arr.shape[0]}")
+    return np.stack(out)
+
+
+def denoise(
+    image: Any,
+    method: str = "auto",
+    mask: Any = None,
+    seed: int = 0,
+    progress: Callable[[Progress], Any] | None = None,
+    **options: Any,
+) -> Any:
+    """Denoise a 2-D image or a (t, y, x) stack; returns a new float array (dask stays lazy).
+
+    ``method``: one of :data:`DENOISE_METHODS` (``options`` are that method's, see its defaults
+    there and the module docstring for their units). ``mask``: True where pixels must not steer the
+    result (left out of statistics and CNN training; still denoised). ``seed``: all randomness
+    (CNN patches, masks, weights) -- the same seed on the CPU gives the same result. ``progress``:
+    called with every :class:`Progress`.
+    """
+    return run_to_end(denoise_steps(image, method, mask=mask, seed=seed, **options), progress)

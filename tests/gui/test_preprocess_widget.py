@@ -1,0 +1,142 @@
+"""The preprocessing dock widget in a real viewer: real file in, new layers out, history kept."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_scanprobe.process.flatten import flatten
+from napari_scanprobe.process.superres import upscale
+
+PLUGIN = "napari-scanprobe"
+
+
+@pytest.fixture
+def viewer_with_scan(make_napari_viewer, sample):
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Preprocess")
+    widget.input.value = layers[0]
+    return viewer, widget, layers
+
+
+def _results(viewer):
+    return [layer for layer in viewer.layers if not layer.metadata.get("preview")]
+
+
+def run_and_wait(qtbot, viewer, panel, timeout=60_000):
+    before = len(_results(viewer))
+    panel.start()
+    qtbot.waitUntil(lambda: panel.worker is None and len(_results(viewer)) == before + 1, timeout=timeout)
+    return _results(viewer)[-1]
+
+
+def test_flatten_adds_a_layer_with_scale_and_history(qtbot, viewer_with_scan):
+    viewer, widget, layers = viewer_with_scan
+    panel = widget.panels["flatten"]
+    panel.method.value = "plane"
+    source = layers[0]
+    original = np.array(source.data, copy=True)
+    out = run_and_wait(qtbot, viewer, panel)
+    assert out.name == f"{source.name} | flatten plane"
+    np.testing.assert_allclose(out.scale, source.scale)
+    np.testing.assert_allclose(out.translate, source.translate)
+    assert [str(u) for u in out.units] == [str(u) for u in source.units]
+    np.testing.assert_array_equal(source.data, original)  # input untouched
+    np.testing.assert_allclose(out.data, flatten(original, "plane"))
+    history = out.metadata["processing"]
+    assert history[-1]["step"] == "flatten" and history[-1]["method"] == "plane"
+    assert out.metadata["source"] == source.metadata["source"]
+    # a second step extends the history
+    widget.input.value = out
+    panel.method.value = "rows_median"
+    out2 = run_and_wait(qtbot, viewer, panel)
+    assert [h["method"] for h in out2.metadata["processing"]] == ["plane", "rows_median"]
+
+
+def test_live_preview_follows_the_parameters(qtbot, viewer_with_scan):
+    viewer, widget, layers = viewer_with_scan
+    panel = widget.panels["flatten"]
+    panel.method.value = "polynomial"
+    panel.preview.value = True
+    qtbot.waitUntil(lambda: widget._preview_layer is not None, timeout=5000)
+    first = np.array(widget._preview_layer.data)
+    np.testing.assert_allclose(first, flatten(np.asarray(layers[0].data), "polynomial"))
+    panel.option_box["degree_x"].value = 0
+    qtbot.waitUntil(lambda: not np.allclose(widget._preview_layer.data, first), timeout=5000)
+    panel.preview.value = False
+    assert widget._preview_layer is None
+    assert all("preview" not in layer.name for layer in viewer.layers)
+
+
+def test_upscale_overlays_the_input(qtbot, viewer_with_scan):
+    viewer, widget, layers = viewer_with_scan
+    panel = widget.panels["upscale"]
+    panel.method.value = "bicubic"
+    panel.extras["factor"].value = 2
+    source = layers[0]
+    out = run_and_wait(qtbot, viewer, panel)
+    assert out.data.shape == (512, 512)
+    np.testing.assert_allclose(out.scale, np.asarray(source.scale) / 2)
+    # output pixel i lies at input position (i + 0.5) / 2 - 0.5
+    np.testing.assert_allclose(out.translate, np.asarray(source.translate) - np.asarray(source.scale) / 4)
+    np.testing.assert_allclose(out.data, upscale(np.asarray(source.data), 2, "bicubic"))
+    assert out.metadata["processing"][-1]["options"]["factor"] == 2
+
+
+def test_cnn_training_reports_progress_and_cancels_within_a_second(qtbot, viewer_with_scan):
+    viewer, widget, layers = viewer_with_scan
+    panel = widget.panels["upscale"]
+    panel.method.value = "cnn"
+    panel.option_box["steps"].value = 100000  # far more than the test waits for
+    before = len(viewer.layers)
+    panel.start()
+    qtbot.waitUntil(lambda: panel.progress.value > 0 or "step" in panel.status.value, timeout=60_000)
+    t0 = time.perf_counter()
+    panel.cancel()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=5_000)
+    assert time.perf_counter() - t0 < 1.0
+    assert len(viewer.layers) == before
+    assert panel.status.value == "cancelled"
+    assert panel.run_button.enabled
+
+
+def test_bad_parameter_is_reported_not_raised(qtbot, viewer_with_scan):
+    viewer, widget, layers = viewer_with_scan
+    panel = widget.panels["flatten"]
+    panel.method.value = "rows_trimmed_mean"
+    panel.option_box["trim"].value = 0.5  # outside [0, 0.5)
+    before = len(viewer.layers)
+    panel.start()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=10_000)
+    assert len(viewer.layers) == before
+    assert "trim" in panel.status.value
+
+
+def test_classical_denoise_previews_and_runs(qtbot, viewer_with_scan):
+    from napari_scanprobe.process.denoise import denoise
+
+    viewer, widget, layers = viewer_with_scan
+    panel = widget.panels["denoise"]
+    panel.method.value = "median"
+    panel.preview.value = True
+    qtbot.waitUntil(lambda: widget._preview_layer is not None, timeout=5000)
+    out = run_and_wait(qtbot, viewer, panel)
+    assert out.name.endswith("| denoise median")
+    np.testing.assert_allclose(out.data, denoise(np.asarray(layers[0].data), "median", size=3))
+
+
+def test_n2n_pairs_trace_with_retrace_and_trains_in_a_worker(qtbot, viewer_with_scan):
+    viewer, widget, layers = viewer_with_scan
+    panel = widget.panels["denoise"]
+    panel.method.value = "n2n"
+    assert not panel.pair.native.isHidden()
+    assert panel.pair.value is layers[1]  # "Z (backward)" is the twin of "Z (forward)"
+    panel.option_box["iterations"].value = 20
+    panel.option_box["tta"].value = False
+    out = run_and_wait(qtbot, viewer, panel, timeout=120_000)
+    step = out.metadata["processing"][-1]
+    assert step["method"] == "n2n" and step["options"]["pair"] == layers[1].name
+    assert out.data.shape == layers[0].data.shape and np.isfinite(out.data).all()

@@ -1,0 +1,331 @@
+"""Denoising: classical filters and the self-supervised CNNs, on synthetic truth and a real scan."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_scanprobe.process.common import Progress
+from napari_scanprobe.process.denoise import (
+    AUTO_MIN_PIXELS,
+    DENOISE_METHODS,
+    choose_auto,
+    denoise,
+    denoise_steps,
+    estimate_noise_sigma,
+)
+from napari_scanprobe.synthetic import synthetic_surface
+
+CLASSICAL = ["median", "gaussian", "nl_means", "tv", "bilateral"]
+# small and quick: the benchmark does the big runs
+FAST_CNN = {"iterations": 150, "patch_size": 32, "batch_size": 4}
+
+
+def psnr(result, truth):
+    return 20 * np.log10(np.ptp(truth) / np.sqrt(np.mean((result - truth) ** 2)))
+
+
+def line_noise(shape, seed, white=0.25, correlated=0.3):
+    """White noise plus noise correlated along x within each line (as after flattening)."""
+    rng = np.random.default_rng(seed)
+    corr = ndimage.gaussian_filter1d(rng.normal(0, 1, shape), 2.0, axis=1)
+    return rng.normal(0, white, shape) + correlated * corr / corr.std()
+
+
+@pytest.fixture(scope="module")
+def surface():
+    truth, _ = synthetic_surface((64, 64), 1.5, n_particles=6, seed=3)
+    return truth
+
+
+@pytest.fixture(scope="module")
+def noisy(surface):
+    return surface + line_noise(surface.shape, 7)
+
+
+@pytest.fixture(scope="module")
+def n2v_result(noisy):
+    return denoise(noisy, "n2v", seed=0, **FAST_CNN)
+
+
+# --------------------------------------------------------------------------------------------------
+# classical filters
+
+
+@pytest.mark.parametrize("method", CLASSICAL)
+def test_classical_improves_psnr_and_leaves_input(method, surface):
+    noisy = surface + np.random.default_rng(1).normal(0, 0.8, surface.shape)
+    before = noisy.copy()
+    out = denoise(noisy, method)
+    np.testing.assert_array_equal(noisy, before)
+    assert out is not noisy and out.shape == noisy.shape and out.dtype == np.float64
+    assert psnr(out, surface) > psnr(noisy, surface) + 1.5
+
+
+@pytest.mark.parametrize("method", CLASSICAL)
+def test_classical_is_unit_and_offset_invariant(method, noisy):
+    """Parameters act in the working range, so metres + an offset give the same answer as nm."""
+    nm = denoise(noisy, method)
+    metres = denoise(noisy * 1e-9 - 3e-7, method)
+    np.testing.assert_allclose((metres + 3e-7) * 1e9, nm, rtol=0, atol=1e-6 * np.ptp(nm))
+
+
+@pytest.mark.parametrize("method", CLASSICAL)
+def test_nans_stay_nan_and_do_not_poison(method, noisy):
+    holey = noisy.copy()
+    holey[10:15, 20:40] = np.nan
+    holey[0, 0] = np.nan
+    out = denoise(holey, method)
+    assert np.array_equal(np.isnan(out), np.isnan(holey))
+    far = np.ones_like(noisy, bool)
+    far[:25, 10:50] = False
+    far[:6, :6] = False
+    clean = denoise(noisy, method)
+    # away from the holes the result is what it is without them (TV and nl_means are slightly global)
+    assert np.abs(out - clean)[far].max() < 0.05 * np.ptp(noisy)
+
+
+@pytest.mark.parametrize("method", CLASSICAL + ["n2v", "n2n"])
+def test_constant_image_comes_back_unchanged(method):
+    flat = np.full((40, 40), -7.25, dtype=np.float32)
+    flat[3, 4] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = denoise(flat, method, **({"pair": flat} if method == "n2n" else {}))
+    assert out.dtype == np.float32
+    assert np.isnan(out[3, 4]) and np.all(out[np.isfinite(flat)] == np.float32(-7.25))
+
+
+def test_all_nan_image():
+    out = denoise(np.full((8, 8), np.nan), "tv")
+    assert np.isnan(out).all()
+
+
+def test_float32_negative_heights(noisy):
+    data = (noisy - 500.0).astype(np.float32)
+    out = denoise(data, "nl_means")
+    assert out.dtype == np.float32
+    assert abs(float(np.mean(out)) - float(np.mean(data))) < 0.05
+
+
+def test_mask_keeps_outliers_out_of_the_statistics(surface, noisy):
+    """A masked scar (1000 nm) does not stretch the working range that ``h`` is relative to."""
+    scarred = noisy.copy()
+    scarred[:, :12] += 1000.0  # 19 % of the pixels: beyond the 99th percentile
+    mask = np.zeros(noisy.shape, bool)
+    mask[:, :12] = True
+    reference = denoise(noisy, "nl_means", h=0.05, mask=mask)
+    masked = denoise(scarred, "nl_means", h=0.05, mask=mask)
+    unmasked = denoise(scarred, "nl_means", h=0.05)
+    far = np.s_[:, 24:]  # nl_means reaches 8 px
+    assert np.abs(masked - reference)[far].max() < 1e-3 * np.ptp(surface)
+    assert np.abs(unmasked - reference)[far].max() > 0.02 * np.ptp(surface)
+
+
+def test_numpy_stack_is_frame_by_frame(noisy):
+    stack = np.stack([noisy, noisy[::-1] + 3.0, noisy * 2])
+    out = denoise(stack, "bilateral", sigma_color=0.1)
+    for t in range(3):
+        np.testing.assert_allclose(out[t], denoise(stack[t], "bilateral", sigma_color=0.1))
+
+
+def test_dask_stack_is_lazy():
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    calls = []
+    truth, _ = synthetic_surface((48, 48), 3.9, n_particles=6, seed=1)
+
+    def frame(i):
+        calls.append(i)
+        return truth + np.random.default_rng(i).normal(0, 0.3, truth.shape)
+
+    stack = da.stack([da.from_delayed(dask.delayed(frame)(i), truth.shape, float) for i in range(4)])
+    mask = np.zeros(truth.shape, bool)
+    out = denoise(stack, "median", size=3, mask=mask)
+    assert type(out).__module__.startswith("dask") and out.shape == stack.shape
+    assert set(calls) <= {0}  # map_frames may look at the first frame for the output's type
+    calls.clear()
+    second = out[2].compute()
+    assert calls == [2]
+    np.testing.assert_allclose(second, denoise(frame(2), "median", size=3))
+    # a per-frame mask stack works lazily too
+    out3 = denoise(stack, "gaussian", mask=np.zeros((4, 48, 48), bool))
+    assert out3[2].compute().shape == truth.shape
+
+
+# --------------------------------------------------------------------------------------------------
+# parameters and the method table
+
+
+def test_every_listed_method_runs_with_its_defaults(noisy):
+    for method, defaults in DENOISE_METHODS.items():
+        if method in ("auto", "n2v", "n2n"):
+            continue
+        out = denoise(noisy, method, **defaults)
+        assert out.shape == noisy.shape and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"method": "foo"}, "method: unknown 'foo'"),
+        ({"method": "median", "sigma": 1}, "sigma: not an option of method 'median'"),
+        ({"method": "median", "size": 0}, "size: must be >= 1"),
+        ({"method": "median", "size": 2.5}, "size: expected an integer"),
+        ({"method": "gaussian", "sigma": -1.0}, "sigma: must be >= 0"),
+        ({"method": "gaussian", "sigma": float("nan")}, "sigma: expected a finite number"),
+        ({"method": "nl_means", "h": 0}, "h: must be > 0"),
+        ({"method": "tv", "weight": "big"}, "weight: expected a finite number"),
+        ({"method": "bilateral", "sigma_spatial": 0}, "sigma_spatial: must be > 0"),
+        ({"method": "n2v", "iterations": 0}, "iterations: must be >= 1"),
+        ({"method": "n2v", "patch_size": 4}, "patch_size: must be >= 8"),
+        ({"method": "n2v", "structured": "yes"}, "structured: expected True or False"),
+        ({"method": "n2v", "learning_rate": 0.0}, "learning_rate: must be > 0"),
+        ({"method": "n2v", "device": "warp-drive"}, "device:"),
+        ({"method": "n2n"}, "pair: n2n needs a second noisy observation"),
+        ({"method": "n2n", "pair": np.zeros((10, 10))}, "pair: shape (10, 10) does not match"),
+        ({"method": "auto", "size": 3}, "size: method 'auto' takes no options"),
+        ({"method": "tv", "seed": True}, "seed: expected an integer"),
+        ({"method": "tv", "mask": np.zeros((3, 3), bool)}, "mask: shape"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(noisy, kwargs, message):
+    with pytest.raises(ValueError) as info:
+        denoise(noisy, **kwargs)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(5), np.zeros((2, 2, 2, 2)), np.array([["a", "b"], ["c", "d"]])])
+def test_bad_images(bad):
+    with pytest.raises(ValueError, match="image:"):
+        denoise(bad, "median")
+
+
+def test_auto_choice():
+    assert choose_auto((32, 32)) == "nl_means"
+    side = int(np.ceil(np.sqrt(AUTO_MIN_PIXELS)))
+    assert choose_auto((side, side)) == "n2v"
+    assert choose_auto((5, side, side)) == "n2v"
+    small = np.random.default_rng(0).normal(size=(40, 40))
+    np.testing.assert_array_equal(denoise(small), denoise(small, "nl_means"))
+
+
+def test_package_imports_without_torch():
+    code = "import sys, napari_scanprobe.process.denoise, napari_scanprobe.process.n2v; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------------------
+# CNNs
+
+
+def test_n2v_structured_improves_psnr(surface, noisy, n2v_result):
+    assert n2v_result.shape == noisy.shape
+    assert psnr(n2v_result, surface) > psnr(noisy, surface) + 2.0
+
+
+def test_n2v_seeded_runs_repeat(noisy, n2v_result):
+    torch = pytest.importorskip("torch")
+    state = torch.random.get_rng_state()
+    again = denoise(noisy, "n2v", seed=0, **FAST_CNN)
+    np.testing.assert_array_equal(again, n2v_result)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG is left alone
+    short = {**FAST_CNN, "iterations": 10}
+    assert not np.array_equal(denoise(noisy, "n2v", seed=1, **short), denoise(noisy, "n2v", seed=2, **short))
+
+
+def test_n2v_plain_on_white_noise(surface):
+    noisy = surface + np.random.default_rng(5).normal(0, 0.4, surface.shape)
+    out = denoise(noisy, "n2v", structured=False, **FAST_CNN)
+    assert psnr(out, surface) > psnr(noisy, surface) + 3.0
+
+
+def test_n2n_with_pair_improves_psnr(surface, noisy):
+    pair = surface + line_noise(surface.shape, 8)
+    before = (noisy.copy(), pair.copy())
+    out = denoise(noisy, "n2n", pair=pair, **FAST_CNN)
+    np.testing.assert_array_equal(noisy, before[0])
+    np.testing.assert_array_equal(pair, before[1])
+    # averaging the two observations alone would give +3 dB
+    assert psnr(out, surface) > psnr(noisy, surface) + 4.5
+
+
+def test_n2n_on_a_movie_pairs_consecutive_frames(surface):
+    movie = np.stack([surface + line_noise(surface.shape, 20 + t) for t in range(2)])
+    out = denoise(movie, "n2n", **FAST_CNN)
+    assert out.shape == movie.shape
+    for t in range(2):
+        assert psnr(out[t], surface) > psnr(movie[t], surface) + 1.5
+
+
+def test_n2v_nans_mask_and_input(noisy):
+    holey = noisy.copy()
+    holey[5:9, 5:30] = np.nan
+    before = holey.copy()
+    mask = np.zeros(noisy.shape, bool)
+    mask[40:50, 40:50] = True
+    out = denoise(holey, "n2v", mask=mask, iterations=20, patch_size=32)
+    np.testing.assert_array_equal(holey, before)
+    assert np.array_equal(np.isnan(out), np.isnan(holey))
+
+
+def test_n2v_dask_stack_trains_then_denoises_lazily(surface):
+    da = pytest.importorskip("dask.array")
+    stack = da.from_array(np.stack([surface + line_noise(surface.shape, t) for t in range(3)]), chunks=(1, 64, 64))
+    out = denoise(stack, "n2v", iterations=20, patch_size=32)
+    assert type(out).__module__.startswith("dask") and out.shape == stack.shape
+    frame = out[2].compute()
+    assert frame.shape == surface.shape and np.isfinite(frame).all()
+
+
+def test_steps_yield_progress_and_return_the_result(noisy):
+    steps = denoise_steps(noisy, "n2v", iterations=12, patch_size=32)
+    seen = []
+    while True:
+        try:
+            update = next(steps)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        assert isinstance(update, Progress)
+        seen.append(update)
+    training = [p for p in seen if p.message == "n2v: training"]
+    assert [p.step for p in training] == list(range(1, 13)) and all(p.total == 12 for p in training)
+    assert all(np.isfinite(p.loss) for p in training)
+    assert result.shape == noisy.shape
+    # the widget cancels by closing the generator at a yield
+    cancelled = denoise_steps(noisy, "n2v", iterations=1000, patch_size=32)
+    next(cancelled)
+    cancelled.close()
+    calls = []
+    denoise(noisy, "tv", progress=calls.append)
+    assert calls and calls[-1].fraction == 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# a real scan
+
+
+def test_real_nanonis_scan(sample):
+    import napari_scanprobe
+
+    scan = napari_scanprobe.read(sample("nanonis_sxm/test.sxm"))
+    z = scan.channels[0].data  # Z forward, nm, around -500 nm
+    crop = np.array(z[64:128, 64:128], dtype=float)
+    before = crop.copy()
+    for method in ("nl_means", "n2v"):
+        out = denoise(crop, method, **({"iterations": 60, "patch_size": 32} if method == "n2v" else {}))
+        np.testing.assert_array_equal(crop, before)
+        assert out.shape == crop.shape and np.isfinite(out).all()
+        # smoother (less pixel noise), but the same surface: offset and relief kept
+        span = np.ptp(crop)
+        assert estimate_noise_sigma(out / span) < 0.8 * estimate_noise_sigma(crop / span)
+        assert abs(out.mean() - crop.mean()) < 0.02 * span
+        assert np.corrcoef(out.ravel(), crop.ravel())[0, 1] > 0.9
