@@ -4,13 +4,30 @@ The scripting API::
 
     import napari_scanprobe as sp
     scan = sp.read("sample.spm")          # every channel, with physical scale and units
-    for ch in scan.channels:
-        print(ch.title, ch.data.shape, ch.pixel_size, ch.z_unit)
+    height = scan.channels[0].data
+    flat = sp.flatten(height)             # auto: rows, tilt, bow; features masked out
+    clean = sp.denoise(flat, "nl_means")
+    big = sp.upscale(clean, factor=2)     # zero-shot CNN
 
-This module stays light: importing it loads numpy, never napari, Qt or torch.
+This module stays light: importing it loads numpy, never napari, Qt or torch; the
+preprocessing functions are imported on first use.
 """
 
 from .io import Channel, ReaderError, Scan, read
 
 __version__ = "0.1.0"
-__all__ = ["Channel", "ReaderError", "Scan", "read", "__version__"]
+__all__ = ["Channel", "ReaderError", "Scan", "read", "flatten", "denoise", "upscale", "__version__"]
+
+_LAZY = {
+    "flatten": "napari_scanprobe.process.flatten",
+    "denoise": "napari_scanprobe.process.denoise",
+    "upscale": "napari_scanprobe.process.superres",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'napari_scanprobe' has no attribute {name!r}")
