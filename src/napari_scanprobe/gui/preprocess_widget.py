@@ -332,7 +332,15 @@ class PreprocessWidget(QWidget):
         finite = result[np.isfinite(result)]
         limits = (float(finite.min()), float(finite.max())) if finite.size and np.ptp(finite) > 0 else None
         if self._preview_layer is None or self._preview_layer not in self.viewer.layers:
-            self._preview_layer = self.viewer.add_image(result, name=f"{layer.name} | preview", scale=scale, translate=translate, colormap=layer.colormap.name, metadata={"preview": True})
+            self._preview_layer = self.viewer.add_image(
+                result,
+                name=f"{layer.name} | preview",
+                scale=scale,
+                translate=translate,
+                units=[str(u) for u in layer.units[-2:]],
+                colormap=layer.colormap.name,
+                metadata={"preview": True},
+            )
         else:
             self._preview_layer.data = result
             self._preview_layer.scale = scale
