@@ -162,7 +162,8 @@ def main() -> int:
             continue
         ok = db - best_classical[0] >= TARGET_DB and err <= TARGET_RQ
         met_any |= ok
-        print(f"  {name:<16} {db - best_classical[0]:+6.2f} dB, Rq err {100 * err:5.2f} %  -> {'MET' if ok else 'missed'}")
+        verdict = "MET" if ok else "missed"
+        print(f"  {name:<16} {db - best_classical[0]:+6.2f} dB, Rq err {100 * err:5.2f} %  -> {verdict}")
     self_supervised = [scores[k] for k in ("n2v", "n2v structured")]
     met_single = any(db - best_classical[0] >= TARGET_DB and err <= TARGET_RQ for db, err, _ in self_supervised)
     print(f"target {'MET' if met_any else 'MISSED'}"

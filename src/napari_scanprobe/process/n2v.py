@@ -142,12 +142,12 @@ def count_parameters(net) -> int:
 
 def _shift(x, dy: int, dx: int):
     """``x`` (B, 1, H, W) moved so that out[y, x] = x[y + dy, x + dx], mirrored at the borders."""
-    import torch
     from torch.nn import functional as F
 
-    padded = F.pad(x, (abs(dx), abs(dx), abs(dy), abs(dy)), mode="reflect") if (dx or dy) else x
     h, w = x.shape[-2:]
-    return padded[..., abs(dy) + dy : abs(dy) + dy + h, abs(dx) + dx : abs(dx) + dx + w] if (dx or dy) else torch.clone(x)
+    padded = F.pad(x, (abs(dx), abs(dx), abs(dy), abs(dy)), mode="reflect")
+    top, left = abs(dy) + dy, abs(dx) + dx
+    return padded[..., top : top + h, left : left + w]
 
 
 def blind_input(x, phase, structured: bool):
