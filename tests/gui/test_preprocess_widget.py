@@ -140,3 +140,18 @@ def test_n2n_pairs_trace_with_retrace_and_trains_in_a_worker(qtbot, viewer_with_
     step = out.metadata["processing"][-1]
     assert step["method"] == "n2n" and step["options"]["pair"] == layers[1].name
     assert out.data.shape == layers[0].data.shape and np.isfinite(out.data).all()
+
+
+def test_movie_is_flattened_lazily_frame_by_frame(qtbot, make_napari_viewer, sample):
+    import dask.array as da
+
+    viewer = make_napari_viewer()
+    (movie,) = viewer.open(str(sample("hsafm_asd/asd_sample_0.asd")), plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Preprocess")
+    widget.input.value = movie
+    panel = widget.panels["flatten"]
+    panel.method.value = "rows_median"
+    out = run_and_wait(qtbot, viewer, panel)
+    assert isinstance(out.data, da.Array) and out.data.shape == movie.data.shape
+    np.testing.assert_allclose(out.scale, movie.scale)  # frame time and pixel size kept
+    np.testing.assert_allclose(np.asarray(out.data[5]), flatten(np.asarray(movie.data[5]), "rows_median"), rtol=1e-5, atol=1e-4)
