@@ -65,7 +65,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +72,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import __version__
+from ..atomic import atomic_write
+from ..torch_setup import resolve_device, torch_threads
 from .common import Progress, as_image, is_dask, map_frames, run_to_end
 
 __all__ = [
@@ -442,52 +444,9 @@ def _build_net(arch: dict):
     return ResidualESPCN(arch["factor"], arch["features"], arch["layers"], arch["head_kernel"])
 
 
-def _resolve_device(device: Any):
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: {device!r} is not a torch device ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} asked for, but torch sees no CUDA device")
-    return dev
-
-
-class _Threads:
-    """Set torch's CPU thread count for the duration of a block (None: leave it)."""
-
-    def __init__(self, threads: int | None):
-        self.threads, self.saved = threads, None
-
-    def __enter__(self):
-        if self.threads is not None:
-            import torch
-
-            self.saved = torch.get_num_threads()
-            torch.set_num_threads(int(self.threads))
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            import torch
-
-            torch.set_num_threads(self.saved)
-
-
 # --------------------------------------------------------------------------------------
 # The reusable model
 # --------------------------------------------------------------------------------------
-
-
-def _package_version() -> str:
-    try:
-        from .. import __version__
-
-        return str(__version__)
-    except Exception:  # pragma: no cover
-        return "unknown"
 
 
 @dataclass
@@ -501,7 +460,7 @@ class UpscalerModel:
     architecture: dict
     state: dict[str, np.ndarray]
     normalisation: dict = field(default_factory=lambda: dict(NORMALISATION))
-    package_version: str = field(default_factory=_package_version)
+    package_version: str = field(default_factory=lambda: __version__)
     training: dict = field(default_factory=dict)
 
     @property
@@ -544,8 +503,8 @@ class UpscalerModel:
             "n_parameters": self.n_parameters,
             "training": self.training,
         }
-        _atomic_write(weights_path, blob)
-        _atomic_write(sidecar_path, (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write(weights_path, blob)
+        atomic_write(sidecar_path, (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
         return weights_path
 
 
@@ -554,22 +513,6 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     if p.suffix.lower() in (".safetensors", ".json"):
         p = p.with_suffix("")
     return p.parent / (p.name + ".safetensors"), p.parent / (p.name + ".json")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def load_upscaler(path: str | os.PathLike) -> UpscalerModel:
@@ -832,8 +775,8 @@ def train_upscaler_steps(
     if not pairs:
         side = _MIN_LEARN_SIDE * factor
         raise ValueError(f"images: nothing to learn from (each needs at least {side} x {side} pixels and some height variation)")
-    dev = _resolve_device(device)
-    with _Threads(opts["threads"]), torch.random.fork_rng(devices=[]):
+    dev = resolve_device(device)
+    with torch_threads(opts["threads"]), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = _new_net(arch, seed, dev)
         loss = yield from _train_steps(net, pairs, factor, opts["steps"], opts["batch"], opts["patch"], opts["learning_rate"], seed, dev)
@@ -981,7 +924,7 @@ def _torch_available() -> bool:
 def _cnn_steps(arr: Any, factor: int, seed: int, weights: Any, opts: dict) -> Generator[Progress, None, Any]:
     import torch
 
-    dev = _resolve_device(opts["device"])
+    dev = resolve_device(opts["device"])
     frames = _training_frames([arr], "image")
     extra = _training_frames(_as_list(opts["training_images"], "training_images"), "training_images")
     adaptive, ensemble = bool(opts["adaptive"]), bool(opts["ensemble"])
@@ -991,13 +934,13 @@ def _cnn_steps(arr: Any, factor: int, seed: int, weights: Any, opts: dict) -> Ge
     train_threads = opts["threads"] if opts["threads"] is not None else (1 if dev.type == "cpu" else None)
 
     def train(net, pairs, steps, rate, step_seed, offset=0, total=None):
-        with _Threads(train_threads):
+        with torch_threads(train_threads):
             loss = yield from _train_steps(net, pairs, net.factor, steps, batch, patch, rate, step_seed, dev, offset, total)
         net.eval()
         return loss
 
     info: dict[str, Any] = {}
-    with _Threads(opts["threads"]), torch.random.fork_rng(devices=[]):
+    with torch_threads(opts["threads"]), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if weights is not None:
             model = _as_model(weights, factor)

@@ -1,0 +1,51 @@
+"""Atomic file writes: a temporary file in the target's folder, then one rename.
+
+An interrupted write (Ctrl-C, full disk, crash) never leaves a half-written file under the
+target name; an existing file under that name stays as it was until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _check_folder(path: Path) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        raise OSError(f"{path}: cannot write, the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{path}: cannot write, the folder {folder} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
+
+    For writers that need a file name (tifffile, h5py ...). On any error the temporary file
+    is removed and the error propagates; ``path`` is untouched.
+    """
+    target = Path(path)
+    _check_folder(target)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    target = Path(path)
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+    return target
