@@ -61,8 +61,6 @@ computation and come back as NaN blocks (``factor x factor``) in the output.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from collections.abc import Callable, Generator, Iterable
@@ -74,6 +72,7 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_write
+from ..weights_file import check_shapes, load_weights, save_weights, weight_paths
 from ..torch_setup import resolve_device, torch_threads
 from .common import Progress, as_image, is_dask, map_frames, run_to_end
 
@@ -482,37 +481,17 @@ class UpscalerModel:
         records the architecture, factor, normalisation, package version and the SHA-256 of
         the weights file. Returns the weights file's path.
         """
-        from safetensors.numpy import save as st_save
-
-        weights_path, sidecar_path = _paths(path)
+        weights_path, _ = weight_paths(path)
         weights_path.parent.mkdir(parents=True, exist_ok=True)
-        blob = st_save(
-            {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.state.items()},
-            metadata={"format": FORMAT, "architecture": json.dumps(self.architecture, sort_keys=True)},
-        )
-        sidecar = {
-            "format": FORMAT,
+        description = {
             "format_version": FORMAT_VERSION,
             "architecture": self.architecture,
             "factor": self.factor,
             "normalisation": self.normalisation,
             "package_version": self.package_version,
-            "weights_file": weights_path.name,
-            "weights_sha256": hashlib.sha256(blob).hexdigest(),
-            "weights_bytes": len(blob),
-            "n_parameters": self.n_parameters,
             "training": self.training,
         }
-        atomic_write(weights_path, blob)
-        atomic_write(sidecar_path, (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
-        return weights_path
-
-
-def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    p = Path(path)
-    if p.suffix.lower() in (".safetensors", ".json"):
-        p = p.with_suffix("")
-    return p.parent / (p.name + ".safetensors"), p.parent / (p.name + ".json")
+        return save_weights(weights_path, self.state, description, FORMAT)
 
 
 def load_upscaler(path: str | os.PathLike) -> UpscalerModel:
@@ -522,16 +501,8 @@ def load_upscaler(path: str | os.PathLike) -> UpscalerModel:
     Raises FileNotFoundError when either file is missing, and ValueError naming the file when
     it is truncated, modified after saving, or not compatible with this version.
     """
-    weights_path, sidecar_path = _paths(path)
-    for p in (sidecar_path, weights_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: upscaler file not found (expected {weights_path.name} with its sidecar {sidecar_path.name})")
-    try:
-        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{sidecar_path}: not a valid upscaler sidecar (truncated or damaged JSON: {exc})") from None
-    if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
-        raise ValueError(f"{sidecar_path}: not a {FORMAT} sidecar")
+    weights_path, sidecar_path = weight_paths(path)
+    state, sidecar = load_weights(path, FORMAT, "upscaler")
     version = sidecar.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(f"{sidecar_path}: format version {version!r} is not supported (this version reads {FORMAT_VERSION})")
@@ -557,30 +528,7 @@ def load_upscaler(path: str | os.PathLike) -> UpscalerModel:
     if sidecar.get("normalisation", NORMALISATION) != NORMALISATION:
         raise ValueError(f"{sidecar_path}: normalisation {sidecar.get('normalisation')!r} is not the one this version uses ({NORMALISATION!r})")
 
-    blob = weights_path.read_bytes()
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != sidecar.get("weights_sha256"):
-        raise ValueError(
-            f"{weights_path}: the weights do not match their sidecar {sidecar_path.name} "
-            f"(SHA-256 differs; {len(blob)} bytes, sidecar says {sidecar.get('weights_bytes')}): "
-            "the file is truncated or was modified after saving"
-        )
-    from safetensors.numpy import load as st_load
-
-    try:
-        state = st_load(blob)
-    except Exception as exc:
-        raise ValueError(f"{weights_path}: not a readable safetensors file ({exc})") from None
-    expected = _expected_shapes(arch)
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if got != expected:
-        missing = sorted(set(expected) - set(got))
-        extra = sorted(set(got) - set(expected))
-        wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
-        raise ValueError(f"{weights_path}: tensors do not fit the architecture (missing {missing}, unexpected {extra}, wrong shape {wrong})")
-    for k, v in state.items():
-        if not np.issubdtype(v.dtype, np.floating) or not np.isfinite(v).all():
-            raise ValueError(f"{weights_path}: tensor {k!r} is not finite floating point")
+    check_shapes(weights_path, state, _expected_shapes(arch))
     return UpscalerModel(
         architecture=arch,
         state={k: np.asarray(v, dtype=np.float32) for k, v in state.items()},
