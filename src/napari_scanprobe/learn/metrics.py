@@ -1,0 +1,62 @@
+"""Classification metrics from true labels and predicted probabilities (numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def roc_auc(truth: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for the positive class (ties count half); NaN if undefined."""
+    truth = np.asarray(truth).astype(bool)
+    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(score)
+    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def classification_report(truth: np.ndarray, probabilities: np.ndarray, categories: list[str]) -> dict:
+    """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix, ROC AUC.
+
+    ``confusion[i][j]`` counts images of true class ``i`` predicted as ``j``. ROC AUC is the
+    positive class's for two categories, else the mean one-vs-rest AUC over the classes present.
+    """
+    truth = np.asarray(truth, dtype=int)
+    probabilities = np.asarray(probabilities, dtype=float)
+    predicted = probabilities.argmax(axis=1)
+    k = len(categories)
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (truth, predicted), 1)
+    per_class = {}
+    recalls = []
+    for i, name in enumerate(categories):
+        support = int(confusion[i].sum())
+        called = int(confusion[:, i].sum())
+        tp = int(confusion[i, i])
+        precision = tp / called if called else float("nan")
+        recall = tp / support if support else float("nan")
+        f1 = 2 * precision * recall / (precision + recall) if called and support and (precision + recall) else float("nan")
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+        if support:
+            recalls.append(recall)
+    if k == 2:
+        auc = roc_auc(truth == 1, probabilities[:, 1])
+    else:
+        aucs = [roc_auc(truth == i, probabilities[:, i]) for i in range(k)]
+        aucs = [a for a in aucs if np.isfinite(a)]
+        auc = float(np.mean(aucs)) if aucs else float("nan")
+    return {
+        "n": int(truth.size),
+        "accuracy": float((predicted == truth).mean()) if truth.size else float("nan"),
+        "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "roc_auc": auc,
+    }
+
+
+def cross_entropy(truth: np.ndarray, probabilities: np.ndarray) -> float:
+    p = np.clip(np.asarray(probabilities, dtype=float)[np.arange(len(truth)), np.asarray(truth, dtype=int)], 1e-12, 1.0)
+    return float(-np.log(p).mean())

@@ -1,0 +1,126 @@
+"""Apply a trained classifier: category and probabilities per image, per frame for a movie.
+
+An image larger than the network input is cut into tiles (see ``data.tiles``); its
+probabilities are the mean of its tiles' softmax probabilities. A movie gets one prediction per
+frame, and overall the category of the mean probabilities over its frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..process.common import Progress, run_to_end
+from .data import Example, as_example, model_input, tiles
+from .modelfile import ClassifierModel, as_model
+
+
+@dataclass
+class Prediction:
+    """The result for one input. ``frames`` (movies only): one dict per frame."""
+
+    source: str
+    label: str
+    probabilities: dict[str, float]
+    frames: list[dict] | None = None
+
+    def as_dict(self) -> dict:
+        out = {"path": self.source, "label": self.label, "probabilities": self.probabilities}
+        if self.frames is not None:
+            out["frames"] = self.frames
+        return out
+
+
+def _result(model: ClassifierModel, probs: np.ndarray) -> tuple[str, dict[str, float]]:
+    return model.categories[int(np.argmax(probs))], {c: float(p) for c, p in zip(model.categories, probs, strict=True)}
+
+
+def network_probabilities(net, batch: np.ndarray, device) -> np.ndarray:
+    """Softmax probabilities ``(N, classes)`` of a ``(N, C, S, S)`` float32 batch."""
+    import torch
+
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+def predict_steps(
+    model: Any,
+    inputs: Iterable[Any],
+    pixel_size: Any = None,
+    device: Any = None,
+    batch_size: int = 64,
+) -> Generator[Progress, None, list[Prediction]]:
+    """:func:`predict_many` as a generator yielding Progress per input; returns the predictions."""
+    from ..torch_setup import resolve_device
+
+    model = as_model(model)
+    dev = resolve_device(device)
+    net = model.network(dev)
+    inputs = list(inputs)
+    examples: list[Example] = []
+    results: list[Prediction] = []
+    pending: list[tuple[int, int, int]] = []  # (input, frame, tile count) of the batched tiles
+    batch: list[np.ndarray] = []
+    frame_probs: dict[int, list[np.ndarray]] = {}
+
+    def flush():
+        if not batch:
+            return
+        probs = network_probabilities(net, np.concatenate(batch), dev)
+        start = 0
+        for i, _frame, count in pending:
+            frame_probs.setdefault(i, []).append(probs[start : start + count].mean(axis=0))
+            start += count
+        batch.clear()
+        pending.clear()
+
+    for i, obj in enumerate(inputs):
+        example = as_example(obj, model.channels, pixel_size, name=f"input {i}")
+        examples.append(example)
+        if len(example.channels) != max(1, len(model.channels)):
+            raise ValueError(f"{example.source}: the model needs {max(1, len(model.channels))} channel(s), got {len(example.channels)}")
+        for f in range(example.n_frames):
+            view = model_input(example.frame(f), example.pixel_size, model.spec, example.source)
+            cut, _ = tiles(view, model.input_size)
+            batch.append(cut)
+            pending.append((i, f, len(cut)))
+            if sum(len(b) for b in batch) >= batch_size:
+                flush()
+        yield Progress(i + 1, len(inputs), message=example.source)
+    flush()
+    for i, example in enumerate(examples):
+        per_frame = np.stack(frame_probs[i])
+        label, probs = _result(model, per_frame.mean(axis=0))
+        frames = None
+        if example.is_movie:
+            frames = []
+            for f, p in enumerate(per_frame):
+                fl, fp = _result(model, p)
+                frames.append({"frame": f, "label": fl, "probabilities": fp})
+        results.append(Prediction(example.source, label, probs, frames))
+    return results
+
+
+def predict_many(
+    model: Any,
+    inputs: Iterable[Any],
+    pixel_size: Any = None,
+    device: Any = None,
+    batch_size: int = 64,
+    progress: Callable[[Progress], Any] | None = None,
+) -> list[Prediction]:
+    """Predict every input (paths, Scans, arrays, dicts name -> array, Examples), batched."""
+    return run_to_end(predict_steps(model, inputs, pixel_size, device, batch_size), progress)
+
+
+def predict(model: Any, image: Any, pixel_size: Any = None, device: Any = None) -> Prediction:
+    """Category and probabilities of one input (a file path, Scan, array or dict name -> array).
+
+    ``model``: a :class:`ClassifierModel` or the path of a saved one. ``pixel_size`` (nm/px)
+    is for plain arrays; files and Scans carry their own.
+    """
+    return predict_many(model, [image], pixel_size, device)[0]

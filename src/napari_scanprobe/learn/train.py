@@ -1,0 +1,535 @@
+"""Training the classifier on few SPM images without fooling oneself.
+
+``train(data, ...)`` takes a folder with one sub-folder per category, or a dict
+``{category: [inputs]}`` (paths, Scans, arrays, dicts name -> array, Examples), and returns a
+:class:`~napari_scanprobe.learn.modelfile.ClassifierModel` carrying its metrics and history.
+
+What it does, in order:
+
+* reads every input (unreadable files, wrong channels and too-small images are skipped and
+  listed in ``model.training["skipped"]``), picks the model pixel size (``"auto"``: the median
+  pixel size of the inputs), and prepares each image once as the network sees it
+  (``data.model_input``). Each frame of a movie is one sample; frames of one file always stay
+  on the same side of a split.
+* splits by file, stratified by category: a validation fraction (default 0.2) or ``folds``-fold
+  cross-validation.
+* trains (an epoch: every training image once, or at least 8 batches) with SPM augmentation (random crops, 90° rotations, flips, small noise, random row
+  offsets), class-balanced sampling, AdamW, a learning rate halved when the validation loss
+  stalls, and early stopping on the validation loss (the best epoch's weights are kept).
+* reports per-epoch loss/accuracy (train and validation) and, at the end, accuracy, balanced
+  accuracy, per-class precision/recall, confusion matrix and ROC AUC on the validation images
+  (pooled out-of-fold predictions for cross-validation, after which the final model is trained on
+  all images for the median best epoch count). The validation images also chose the stopping
+  epoch, so the figures are slightly optimistic: keep a test set apart for a claim.
+* optionally a label-permutation test: the same training on shuffled labels ``permutations``
+  times; ``p_value = (1 + #{permuted accuracy >= observed}) / (1 + permutations)``.
+
+A fixed ``seed`` makes a run repeatable on the CPU. ``should_stop()`` (polled every batch) ends
+training early and keeps the best model so far.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..io import ReaderError
+from ..process.common import Progress, run_to_end
+from ..process.steps import check_steps
+from .data import Example, as_example, check_pixel_size, list_folder, model_input, read_example, tiles
+from .metrics import classification_report, cross_entropy
+from .modelfile import ClassifierModel
+from .network import build_network, check_architecture, pooling_count
+
+#: Row-offset and tilt removal: cheap (well under a millisecond per 128² image) and robust.
+DEFAULT_PREPROCESSING = [
+    {"step": "flatten", "method": "rows_median", "options": {}},
+    {"step": "flatten", "method": "plane", "options": {}},
+]
+
+DEFAULTS = {
+    "epochs": 40,
+    "batch_size": 16,
+    "learning_rate": 2e-3,
+    "weight_decay": 1e-4,
+    "validation": 0.2,
+    "folds": 0,
+    "patience": 8,
+    "augment": True,
+    "balance": True,
+    "noise": 0.05,
+    "row_offsets": 0.05,
+    "permutations": 0,
+    "seed": 0,
+}
+
+
+# --------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Samples:
+    """Prepared training views: ``views[i]`` (C, H, W) float32, label, and the file it came from."""
+
+    views: list[np.ndarray]
+    labels: np.ndarray
+    groups: np.ndarray  # index of the source file
+
+
+def _collect(data: Any, channels: Sequence[str]) -> tuple[list[str], list[tuple[Any, str]]]:
+    """``(categories, [(input, category), ...])`` from a folder or a dict."""
+    if isinstance(data, (str, os.PathLike)):
+        categories, files = list_folder(data)
+        return categories, [(p, c) for p, c in files]
+    if isinstance(data, dict):
+        categories = [str(c) for c, items in data.items() if items is not None and len(items)]
+        if len(categories) < 2:
+            raise ValueError(f"data: training needs at least two categories with images, got {categories or 'none'}")
+        return categories, [(item, str(c)) for c, items in data.items() if items is not None for item in items]
+    raise ValueError(f"data: expected a folder (one sub-folder per category) or a dict category -> images, got {type(data).__name__}")
+
+
+def _load(items: list[tuple[Any, str]], channels: Sequence[str], skipped: list) -> Generator[Progress, None, list[Example]]:
+    examples = []
+    for i, (item, category) in enumerate(items):
+        name = str(item) if isinstance(item, (str, os.PathLike)) else f"{category} image {i}"
+        try:
+            if isinstance(item, (str, os.PathLike)):
+                example = read_example(item, channels)
+            else:
+                example = as_example(item, channels, name=name)
+        except (ReaderError, ValueError, OSError) as exc:
+            skipped.append({"input": name, "reason": str(exc)})
+        else:
+            example.label = category
+            examples.append(example)
+        yield Progress(i + 1, len(items), message=f"reading {i + 1}/{len(items)}")
+    return examples
+
+
+def _target_pixel_size(examples: list[Example], pixel_size: Any) -> float | None:
+    if pixel_size is None:
+        return None
+    if isinstance(pixel_size, str):
+        if pixel_size != "auto":
+            raise ValueError(f"pixel_size: expected 'auto', None or nm per pixel, got {pixel_size!r}")
+        sizes = [e.pixel_size for e in examples]
+        known = [s for s in sizes if s is not None]
+        if not known:
+            return None
+        if len(known) < len(sizes):
+            unknown = [e.source for e in examples if e.pixel_size is None][:3]
+            raise ValueError(
+                f"pixel_size: {len(sizes) - len(known)} input(s) have no physical pixel size (e.g. {', '.join(unknown)}) "
+                "while others have one; pass pixel_size=None to use every image as it is, or give .npy/.tif "
+                "images the same scale as the rest"
+            )
+        return float(np.median([math.sqrt(dy * dx) for dy, dx in known]))
+    dy, dx = check_pixel_size(pixel_size, "pixel_size")
+    if dy != dx:
+        raise ValueError(f"pixel_size: the model pixel size must be square, got {pixel_size!r}")
+    return dy
+
+
+def _prepare(examples: list[Example], categories: list[str], spec: dict, skipped: list) -> Generator[Progress, None, _Samples]:
+    views, labels, groups = [], [], []
+    for g, example in enumerate(examples):
+        try:
+            frames = [model_input(example.frame(f), example.pixel_size, spec, example.source) for f in range(example.n_frames)]
+        except ValueError as exc:
+            skipped.append({"input": example.source, "reason": str(exc)})
+            continue
+        views += frames
+        labels += [categories.index(example.label)] * len(frames)
+        groups += [g] * len(frames)
+        yield Progress(g + 1, len(examples), message=f"preparing {g + 1}/{len(examples)}")
+    return _Samples(views, np.array(labels, dtype=int), np.array(groups, dtype=int))
+
+
+# --------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------
+
+
+def _group_labels(samples: _Samples) -> tuple[np.ndarray, np.ndarray]:
+    groups = np.unique(samples.groups)
+    return groups, np.array([samples.labels[samples.groups == g][0] for g in groups])
+
+
+def _stratified_folds(samples: _Samples, folds: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``folds`` disjoint lists of sample indices, files kept together, categories spread evenly."""
+    groups, labels = _group_labels(samples)
+    assignment = {}
+    for c in np.unique(labels):
+        members = rng.permutation(groups[labels == c])
+        offset = int(rng.integers(folds))
+        for i, g in enumerate(members):
+            assignment[g] = (i + offset) % folds
+    fold_of_sample = np.array([assignment[g] for g in samples.groups])
+    return [np.flatnonzero(fold_of_sample == f) for f in range(folds)]
+
+
+def _splits(samples: _Samples, opts: dict, categories: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(opts["seed"])
+    groups, labels = _group_labels(samples)
+    counts = {categories[c]: int((labels == c).sum()) for c in range(len(categories))}
+    everything = np.arange(len(samples.labels))
+    if opts["folds"]:
+        k = opts["folds"]
+        if min(counts.values()) < k:
+            raise ValueError(f"folds: {k}-fold cross-validation needs at least {k} files per category; have {counts}")
+        parts = _stratified_folds(samples, k, rng)
+        return [(np.setdiff1d(everything, part), part) for part in parts]
+    fraction = opts["validation"]
+    if not fraction:
+        return [(everything, np.array([], dtype=int))]
+    if min(counts.values()) < 2:
+        raise ValueError(f"validation: a validation split needs at least 2 files per category; have {counts}")
+    val_groups = []
+    for c in np.unique(labels):
+        members = rng.permutation(groups[labels == c])
+        n_val = min(len(members) - 1, max(1, round(fraction * len(members))))
+        val_groups += list(members[:n_val])
+    val = np.flatnonzero(np.isin(samples.groups, val_groups))
+    return [(np.setdiff1d(everything, val), val)]
+
+
+# --------------------------------------------------------------------------------------
+# One training run
+# --------------------------------------------------------------------------------------
+
+
+def _batch(samples: _Samples, labels: np.ndarray, idx: np.ndarray, size: int, opts: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    out = np.empty((len(idx), samples.views[0].shape[0], size, size), dtype=np.float32)
+    for j, i in enumerate(idx):
+        view = samples.views[i]
+        y = int(rng.integers(view.shape[1] - size + 1))
+        x = int(rng.integers(view.shape[2] - size + 1))
+        crop = view[:, y : y + size, x : x + size]
+        if opts["augment"]:
+            crop = np.rot90(crop, int(rng.integers(4)), axes=(1, 2))
+            if rng.random() < 0.5:
+                crop = crop[:, :, ::-1]
+            crop = crop + rng.normal(0, opts["noise"], crop.shape) + rng.normal(0, opts["row_offsets"], (crop.shape[0], size, 1))
+        out[j] = crop
+    return out, labels[idx]
+
+
+#: An epoch is at least this many batches: few images still get enough optimiser steps per epoch.
+MIN_BATCHES_PER_EPOCH = 8
+
+
+def _batches_per_epoch(n_train: int, batch_size: int) -> int:
+    return max(MIN_BATCHES_PER_EPOCH, math.ceil(n_train / batch_size))
+
+
+def _evaluate(net, samples: _Samples, idx: np.ndarray, size: int, device, n_classes: int, batch_size: int = 64) -> np.ndarray:
+    """Probabilities ``(len(idx), classes)``: the mean over each view's tiles, like prediction."""
+    from .predict import network_probabilities
+
+    net.eval()
+    out = np.zeros((len(idx), n_classes))
+    pending, owners = [], []
+    for j, i in enumerate(idx):
+        cut, _ = tiles(samples.views[i], size)
+        pending.append(cut)
+        owners.append((j, len(cut)))
+    if not pending:
+        return out
+    all_tiles = np.concatenate(pending)
+    probs = np.concatenate([network_probabilities(net, all_tiles[s : s + batch_size], device) for s in range(0, len(all_tiles), batch_size)])
+    start = 0
+    for j, count in owners:
+        out[j] = probs[start : start + count].mean(axis=0)
+        start += count
+    return out
+
+
+@dataclass
+class _Run:
+    state: dict  # best weights (numpy)
+    history: list[dict]
+    best_epoch: int
+    val_probabilities: np.ndarray | None
+    stopped_by_user: bool
+
+
+def _train_run(
+    samples: _Samples,
+    labels: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    arch: dict,
+    opts: dict,
+    device,
+    run_name: str,
+    epochs: int,
+    should_stop: Callable[[], bool] | None,
+    counter: list[int],
+    total: int,
+) -> Generator[Progress, None, _Run]:
+    import torch
+
+    torch.manual_seed(opts["seed"])
+    rng = np.random.default_rng(opts["seed"])
+    net = build_network(arch).to(device)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=opts["learning_rate"], weight_decay=opts["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.5, patience=max(1, opts["patience"] // 3))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    size, n_classes = arch["input_size"], arch["n_classes"]
+    train_labels = labels[train_idx]
+    if opts["balance"]:
+        freq = np.bincount(train_labels, minlength=n_classes).astype(float)
+        weights = 1.0 / freq[train_labels]
+        weights /= weights.sum()
+    n_batches = _batches_per_epoch(len(train_idx), opts["batch_size"])
+    history, best_loss, best_state, best_epoch, bad_epochs = [], math.inf, None, 0, 0
+    val_probs_best, stopped = None, False
+
+    def snapshot():
+        return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items() if v.is_floating_point()}
+
+    for epoch in range(1, epochs + 1):
+        net.train()
+        n_draw = n_batches * opts["batch_size"]
+        if opts["balance"]:
+            order = rng.choice(train_idx, size=n_draw, p=weights)
+        else:
+            order = np.concatenate([rng.permutation(train_idx) for _ in range(math.ceil(n_draw / len(train_idx)))])[:n_draw]
+        losses, correct, seen = [], 0, 0
+        for b in range(n_batches):
+            chosen = order[b * opts["batch_size"] : (b + 1) * opts["batch_size"]]
+            if len(chosen) == 0:
+                continue
+            x, y = _batch(samples, labels, chosen, size, opts, rng)
+            xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            if len(chosen) == 1 and arch["batch_norm"]:
+                net.eval()  # batch norm cannot train on a single image
+            optimiser.zero_grad()
+            logits = net(xt)
+            loss = loss_fn(logits, yt)
+            loss.backward()
+            optimiser.step()
+            net.train()
+            losses.append(loss.item() * len(chosen))
+            correct += int((logits.argmax(1) == yt).sum())
+            seen += len(chosen)
+            counter[0] += 1
+            yield Progress(counter[0], total, losses[-1] / len(chosen), f"{run_name}epoch {epoch}/{epochs}, batch {b + 1}/{n_batches}", {"run": run_name})
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+        if stopped and seen == 0:
+            break
+        entry = {"epoch": epoch, "train_loss": sum(losses) / seen, "train_accuracy": correct / seen, "learning_rate": optimiser.param_groups[0]["lr"]}
+        if len(val_idx):
+            probs = _evaluate(net, samples, val_idx, size, device, n_classes)
+            entry["val_loss"] = cross_entropy(labels[val_idx], probs)
+            entry["val_accuracy"] = float((probs.argmax(1) == labels[val_idx]).mean())
+            monitored = entry["val_loss"]
+        else:
+            probs, monitored = None, entry["train_loss"]
+        history.append(entry)
+        if monitored < best_loss - 1e-4:
+            best_loss, best_state, best_epoch, bad_epochs, val_probs_best = monitored, snapshot(), epoch, 0, probs
+        else:
+            bad_epochs += 1
+        scheduler.step(monitored)
+        yield Progress(counter[0], total, entry["train_loss"], f"{run_name}epoch {epoch}/{epochs} done", {"run": run_name, "epoch": entry})
+        if stopped or bad_epochs >= opts["patience"]:
+            break
+    if best_state is None:  # stopped inside the first epoch
+        best_state = snapshot()
+        val_probs_best = _evaluate(net, samples, val_idx, size, device, n_classes) if len(val_idx) else None
+    return _Run(best_state, history, best_epoch, val_probs_best, stopped)
+
+
+# --------------------------------------------------------------------------------------
+# The API
+# --------------------------------------------------------------------------------------
+
+
+def _options(options: dict) -> dict:
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    opts = {**DEFAULTS, **options}
+    for key in ("epochs", "batch_size", "patience", "folds", "permutations", "seed"):
+        value = opts[key]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{key}: expected a whole number >= 0, got {value!r}")
+        opts[key] = int(value)
+    if opts["epochs"] < 1 or opts["batch_size"] < 1 or opts["patience"] < 1:
+        raise ValueError("epochs, batch_size and patience must be at least 1")
+    if opts["folds"] == 1:
+        raise ValueError("folds: cross-validation needs at least 2 folds (0 = a single validation split)")
+    for key in ("learning_rate", "weight_decay", "noise", "row_offsets", "validation"):
+        value = opts[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{key}: expected a number >= 0, got {value!r}")
+        opts[key] = float(value)
+    if opts["learning_rate"] <= 0 or opts["validation"] >= 1:
+        raise ValueError("learning_rate must be > 0 and validation a fraction below 1")
+    opts["augment"], opts["balance"] = bool(opts["augment"]), bool(opts["balance"])
+    return opts
+
+
+def train_steps(
+    data: Any,
+    channels: Sequence[str] = (),
+    pixel_size: Any = "auto",
+    input_size: int = 128,
+    preprocessing: Any = DEFAULT_PREPROCESSING,
+    architecture: dict | None = None,
+    device: Any = None,
+    threads: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    **options: Any,
+) -> Generator[Progress, None, ClassifierModel]:
+    """:func:`train` as a generator yielding Progress; returns the model. Epoch ends carry
+    ``extra["epoch"]`` (that epoch's history entry) and every update ``extra["run"]``."""
+    import torch
+
+    from ..torch_setup import resolve_device, torch_threads
+
+    started = time.perf_counter()
+    opts = _options(options)
+    channels = [str(c) for c in channels]
+    steps = check_steps(preprocessing, "preprocessing")
+    dev = resolve_device(device)
+    categories, items = _collect(data, channels)
+    skipped: list[dict] = []
+    examples = yield from _load(items, channels, skipped)
+    target = _target_pixel_size(examples, pixel_size)
+    arch = check_architecture(architecture, max(1, len(channels)), len(categories), int(input_size))
+    spec = {"pixel_size": target, "input_size": arch["input_size"], "preprocessing": steps}
+    samples = yield from _prepare(examples, categories, spec, skipped)
+    present = {categories[c] for c in np.unique(samples.labels)} if len(samples.labels) else set()
+    if len(present) < 2:
+        reasons = "; ".join(s["reason"] for s in skipped[:3])
+        raise ValueError(
+            f"data: after skipping {len(skipped)} unusable input(s), images remain for {sorted(present) or 'no'} "
+            f"category; training needs at least two{': ' + reasons if reasons else ''}"
+        )
+    splits = _splits(samples, opts, categories)
+    labels = samples.labels
+    n_batches = _batches_per_epoch(len(splits[0][0]), opts["batch_size"])
+    runs = len(splits) + (1 if opts["folds"] else 0)
+    total = n_batches * opts["epochs"] * runs * (1 + opts["permutations"])
+    counter = [0]
+    with torch_threads(threads), torch.random.fork_rng(devices=[]):
+        results = []
+        for f, (tr, va) in enumerate(splits):
+            name = f"fold {f + 1}/{len(splits)}: " if opts["folds"] else ""
+            run = yield from _train_run(samples, labels, tr, va, arch, opts, dev, name, opts["epochs"], should_stop, counter, total)
+            results.append(run)
+            if run.stopped_by_user:
+                break
+        stopped = any(r.stopped_by_user for r in results)
+        metrics = _report(results, splits, labels, categories)
+        if opts["folds"] and not stopped:
+            epochs = max(1, int(np.median([r.best_epoch for r in results])))
+            everything = np.arange(len(labels))
+            final = yield from _train_run(samples, labels, everything, np.array([], dtype=int), arch, opts, dev, "final: ", epochs, should_stop, counter, total)
+            # all images, for the epoch count cross-validation chose (best training loss kept)
+            state, history = final.state, final.history
+            metrics["cross_validation"] = {
+                "folds": opts["folds"],
+                "fold_accuracy": [_fold_accuracy(r, labels, va) for r, (_, va) in zip(results, splits, strict=True)],
+                "final_epochs": epochs,
+            }
+        else:
+            state, history = results[0].state, results[0].history
+        if opts["permutations"] and not stopped:
+            metrics["permutation_test"] = yield from _permutation_test(samples, splits, arch, opts, dev, metrics, should_stop, counter, total)
+    model = ClassifierModel(
+        architecture=arch,
+        state=state,
+        categories=categories,
+        channels=channels,
+        pixel_size=target,
+        input_size=arch["input_size"],
+        preprocessing=steps,
+        metrics=metrics,
+        history=history,
+        training={
+            "options": opts,
+            "images_per_category": {c: int(sum(1 for e in examples if e.label == c)) for c in categories},
+            "samples": int(len(labels)),
+            "validation_samples": int(sum(len(va) for _, va in splits)),
+            "skipped": skipped,
+            "stopped_by_user": stopped,
+            "best_epoch": results[0].best_epoch,
+            "device": str(dev),
+            "seconds": round(time.perf_counter() - started, 2),
+            "receptive_field_px": _receptive_field(arch),
+        },
+    )
+    return model
+
+
+def _fold_accuracy(run: _Run, labels: np.ndarray, val_idx: np.ndarray) -> float:
+    return float((run.val_probabilities.argmax(1) == labels[val_idx]).mean())
+
+
+def _report(results: list[_Run], splits, labels: np.ndarray, categories: list[str]) -> dict:
+    truth, probs = [], []
+    for run, (_, va) in zip(results, splits, strict=False):
+        if run.val_probabilities is not None and len(va):
+            truth.append(labels[va])
+            probs.append(run.val_probabilities)
+    if not truth:
+        return {"evaluated_on": "nothing (no validation images)"}
+    report = classification_report(np.concatenate(truth), np.concatenate(probs), categories)
+    report["evaluated_on"] = "validation images (out-of-fold for cross-validation)"
+    return report
+
+
+def _permutation_test(samples, splits, arch, opts, dev, metrics, should_stop, counter, total) -> Generator[Progress, None, dict]:
+    observed = metrics.get("accuracy", float("nan"))
+    rng = np.random.default_rng(opts["seed"] + 1)
+    groups, group_labels = _group_labels(samples)
+    accuracies = []
+    for p in range(opts["permutations"]):
+        shuffled = dict(zip(groups, rng.permutation(group_labels), strict=True))
+        labels = np.array([shuffled[g] for g in samples.groups])
+        results = []
+        for f, (tr, va) in enumerate(splits):
+            run = yield from _train_run(samples, labels, tr, va, arch, opts, dev, f"permutation {p + 1}/{opts['permutations']}: ", opts["epochs"], should_stop, counter, total)
+            results.append(run)
+        accuracies.append(_report(results, splits, labels, [str(i) for i in range(arch["n_classes"])]).get("accuracy", float("nan")))
+        if any(r.stopped_by_user for r in results):
+            break
+    higher = sum(1 for a in accuracies if a >= observed)
+    return {"permutations": len(accuracies), "accuracies": accuracies, "observed_accuracy": observed, "p_value": (1 + higher) / (1 + len(accuracies))}
+
+
+def _receptive_field(arch: dict) -> int:
+    rf, jump = 1, 1
+    for i in range(arch["blocks"]):
+        rf += (arch["kernel_size"] - 1) * jump
+        if i < pooling_count(arch):
+            rf += jump
+            jump *= 2
+    return rf
+
+
+def train(data: Any, channels: Sequence[str] = (), progress: Callable[[Progress], Any] | None = None, **options: Any) -> ClassifierModel:
+    """Train a classifier (see the module docstring); ``progress`` sees every step.
+
+    ``data``: a folder with one sub-folder per category, or ``{category: [inputs]}``.
+    ``channels``: channel names to stack (``[]``: the first channel of each file).
+    Keyword options: ``pixel_size`` ("auto", None or nm/px), ``input_size`` (px),
+    ``preprocessing`` (steps), ``architecture`` (see ``network.DEFAULT_ARCHITECTURE``),
+    ``device``, ``threads``, ``should_stop`` and the training options of :data:`DEFAULTS`.
+    """
+    return run_to_end(train_steps(data, channels, **options), progress)
+
