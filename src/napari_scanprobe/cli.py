@@ -2,6 +2,9 @@
 
     scanprobe info FILE... [--json]     what each file holds: channels, shapes, pixel sizes, units
     scanprobe demo [--headless]         napari with the sample scan loaded and the widgets docked
+    scanprobe train DATA_DIR -o MODEL   train a classifier on a folder with one sub-folder per category
+    scanprobe predict MODEL PATH...     category and probabilities per file (per frame for movies)
+    scanprobe cam MODEL PATH... -o DIR  class activation maps as DIR/<stem>.cam.tif
 """
 
 from __future__ import annotations
@@ -141,6 +144,219 @@ def _make_layer(data, kwargs, kind):
     return Layer.create(data, kwargs, kind)
 
 
+class ProgressBar:
+    """A one-line text progress bar on stderr (redrawn in place on a terminal, sparse otherwise)."""
+
+    def __init__(self, label: str, stream=None):
+        self.label, self.stream = label, stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.last_percent = -1
+
+    def update(self, fraction: float, text: str = "") -> None:
+        percent = int(100 * min(max(fraction, 0.0), 1.0))
+        if not self.tty and percent // 10 == self.last_percent // 10:
+            return
+        self.last_percent = percent
+        filled = percent // 5
+        line = f"{self.label} [{'#' * filled}{'.' * (20 - filled)}] {percent:3d}% {text}"
+        if self.tty:
+            self.stream.write("\r" + line[:120].ljust(120))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _expand_inputs(paths: list[str]) -> list[str]:
+    """Files as given; folders replaced by the files inside them (recursively, sorted)."""
+    from pathlib import Path
+
+    out = []
+    for name in paths:
+        p = Path(name)
+        if p.is_dir():
+            out += [str(f) for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith(".")]
+        else:
+            out.append(name)
+    return out
+
+
+def _print_metrics(metrics: dict, categories: list[str]) -> None:
+    if "accuracy" not in metrics:
+        print(f"  no validation metrics ({metrics.get('evaluated_on', 'no validation images')})")
+        return
+    print(f"  evaluated on {metrics['n']} {metrics['evaluated_on']}")
+    print(f"  accuracy {metrics['accuracy']:.3f}   balanced accuracy {metrics['balanced_accuracy']:.3f}   ROC AUC {metrics['roc_auc']:.3f}")
+    for name in categories:
+        c = metrics["per_class"][name]
+        print(f"  {name:<20} precision {c['precision']:.3f}   recall {c['recall']:.3f}   ({c['support']} images)")
+    print("  confusion matrix (rows: true, columns: predicted): " + "  ".join(f"{categories[i]}: {row}" for i, row in enumerate(metrics["confusion_matrix"])))
+    perm = metrics.get("permutation_test")
+    if perm:
+        print(f"  permutation test: {perm['permutations']} label shufflings, p = {perm['p_value']:.3g} (observed accuracy {perm['observed_accuracy']:.3f})")
+
+
+def cmd_train(args) -> int:
+    from .learn.train import train_steps
+    from .process.common import run_to_end
+
+    options = {"epochs": args.epochs, "seed": args.seed, "permutations": args.permutations}
+    if args.folds:
+        options["folds"] = args.folds
+    if args.validation is not None:
+        options["validation"] = args.validation
+    bar = ProgressBar("training")
+
+    def show(update):
+        epoch = update.extra.get("epoch")
+        text = update.message
+        if epoch and "val_accuracy" in epoch:
+            text += f"  val acc {epoch['val_accuracy']:.3f}"
+        bar.update(update.fraction, text)
+
+    try:
+        pixel_size = "auto" if args.pixel_size is None else args.pixel_size
+        model = run_to_end(
+            train_steps(args.data, args.channel or [], pixel_size=pixel_size, input_size=args.input_size, device=args.device, **options),
+            show,
+        )
+        bar.close()
+        out = model.save(args.output)
+    except (ValueError, OSError) as exc:
+        bar.close()
+        print(f"scanprobe train: error: {exc}", file=sys.stderr)
+        return 1
+    info = model.training
+    counts = ", ".join(f"{c}: {n}" for c, n in info["images_per_category"].items())
+    print(f"trained on {counts} ({info['samples']} samples, {info['seconds']:.1f} s on {info['device']}); best epoch {info['best_epoch']}")
+    scale = f"{model.pixel_size:.4g} nm/px" if model.pixel_size else "images as they are"
+    print(f"  input {model.input_size} px at {scale}; channels {', '.join(model.channels) or 'first of each file'}")
+    for skip in info["skipped"]:
+        print(f"  skipped {skip['input']}: {skip['reason']}")
+    if info["skipped"]:
+        print(f"  {len(info['skipped'])} input(s) skipped")
+    _print_metrics(model.metrics, model.categories)
+    print(f"model written to {out} (+ {out.with_suffix('.json').name})")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .learn.modelfile import load_model
+    from .learn.predict import predict_many
+
+    try:
+        model = load_model(args.model)
+    except (ValueError, OSError) as exc:
+        print(f"scanprobe predict: error: {exc}", file=sys.stderr)
+        return 1
+    failures = []
+
+    def failed(obj, exc):
+        failures.append(obj)
+        message = exc.reason if isinstance(exc, ReaderError) else str(exc)
+        if args.json:
+            print(json.dumps({"path": str(obj), "error": message}), flush=True)
+        else:
+            print(f"scanprobe predict: error: {obj}: {message}", file=sys.stderr)
+
+    inputs = _expand_inputs(args.paths)
+    try:
+        results = predict_many(model, inputs, device=args.device, on_error=failed)
+    except ValueError as exc:
+        print(f"scanprobe predict: error: {exc}", file=sys.stderr)
+        return 1
+    for path, result in zip(inputs, results, strict=True):
+        if result is None:
+            continue
+        if args.json:
+            print(json.dumps({**result.as_dict(), "path": path}))
+        else:
+            probs = "  ".join(f"{c} {p:.3f}" for c, p in result.probabilities.items())
+            frames = f"  ({len(result.frames)} frames)" if result.frames else ""
+            print(f"{path}: {result.label}  [{probs}]{frames}")
+    return 1 if failures else 0
+
+
+def cmd_cam(args) -> int:
+    """One class activation map per input: ``OUTDIR/<input stem>.cam.tif`` (float32, the input's frame)."""
+    from pathlib import Path
+
+    from .io.scan import Channel
+    from .io.write import write
+    from .learn.cam import cam_lazy, check_layer, check_method, target_index
+    from .learn.data import ARRAY_SUFFIXES, example_from_scan, pick_channels, read_example
+    from .learn.modelfile import load_model
+    from .torch_setup import resolve_device
+
+    try:
+        model = load_model(args.model)
+        method = check_method(args.method)
+        layer = check_layer(model, method, args.layer)
+        target = args.target
+        if target is not None and target not in model.categories and target.isdigit():
+            target = int(target)  # a category index
+        target = target_index(model, target)
+        resolve_device(args.device)
+        outdir = Path(args.output)
+        if outdir.exists() and not outdir.is_dir():
+            raise ValueError(f"{outdir}: not a folder (-o takes the folder the maps are written to)")
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"cannot create the output folder {outdir}: {exc.strerror or exc}") from None
+    except (ValueError, OSError) as exc:
+        print(f"scanprobe cam: error: {exc}", file=sys.stderr)
+        return 1
+    failed, written = 0, {}
+    for name in _expand_inputs(args.paths):
+        out = outdir / f"{Path(name).stem}.cam.tif"
+        try:
+            if out in written:
+                raise ValueError(f"its map {out} would overwrite the one of {written[out]} (same file name)")
+            source = None  # the first channel used: its frame is the map's
+            try:
+                scan = read(name)
+            except ReaderError:
+                if Path(name).suffix.lower() not in ARRAY_SUFFIXES:
+                    raise
+                example = read_example(name, model.channels)  # .npy/.tif arrays
+            else:
+                example = example_from_scan(scan, model.channels)
+                source = pick_channels(scan, model.channels)[0]
+            result = cam_lazy(model, example, method, target, layer, device=args.device)
+            header = {
+                "model": model.name,
+                "model_path": model.path,
+                "method": result.method,
+                "layer": result.layer,
+                "category": result.category,
+                "probability": result.probability,
+                "probabilities": result.probabilities,
+                "source": str(name),
+            }
+            if result.frame_categories is not None:
+                header.update(frame_categories=result.frame_categories, frame_probabilities=result.frame_probabilities)
+            geometry = {"xy_unit": ""}  # a plain array: pixels
+            if source is not None:
+                geometry = {"direction": source.direction, "pixel_size": source.pixel_size, "xy_unit": source.xy_unit, "offset": source.offset}
+                if example.is_movie:
+                    geometry["frame_time_s"] = source.frame_time_s
+            write(out, Channel(result.map, f"CAM {result.category}", z_unit="", header=header, **geometry))
+            written[out] = name
+        except (ReaderError, ValueError, OSError) as exc:
+            failed += 1
+            message = exc.reason if isinstance(exc, ReaderError) else str(exc)
+            print(f"scanprobe cam: error: {message if str(name) in message else f'{name}: {message}'}", file=sys.stderr)
+            continue
+        frames = f", {example.n_frames} frames" if example.is_movie else ""
+        print(f"{name}: CAM {result.category} (p {result.probability:.3f}, {result.method} at {result.layer}{frames}) -> {out}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scanprobe", description="Scanning probe microscopy data: read, inspect, view.")
     parser.add_argument("--version", action="version", version=f"napari-scanprobe {__version__}")
@@ -155,6 +371,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("files", nargs="*", metavar="FILE", help="SPM files to open instead of the sample scan")
     demo.add_argument("--headless", action="store_true", help="run the same pipeline without a window and print it")
     demo.set_defaults(func=cmd_demo)
+
+    tr = sub.add_parser("train", help="train a CNN classifier on DATA_DIR (one sub-folder per category)")
+    tr.add_argument("data", metavar="DATA_DIR")
+    tr.add_argument("-o", "--output", required=True, metavar="MODEL", help="model path (writes MODEL.safetensors and MODEL.json)")
+    tr.add_argument("--channel", action="append", metavar="NAME", help="channel to use (repeat to stack several); default: the first of each file")
+    tr.add_argument("--epochs", type=int, default=40)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--input-size", type=int, default=128, help="network input in pixels (default 128)")
+    tr.add_argument("--pixel-size", type=float, default=None, help="nm per pixel the network sees (default: the median of the data)")
+    tr.add_argument("--validation", type=float, default=None, help="validation fraction (default 0.2)")
+    tr.add_argument("--folds", type=int, default=0, help="k-fold cross-validation instead of one split")
+    tr.add_argument("--permutations", type=int, default=0, help="label-permutation test: how many shuffled trainings")
+    tr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    tr.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="classify SPM files (folders: every file inside)")
+    pr.add_argument("model", metavar="MODEL")
+    pr.add_argument("paths", nargs="+", metavar="PATH")
+    pr.add_argument("--json", action="store_true", help="one JSON object per line: path, label, probabilities")
+    pr.add_argument("--device", default=None)
+    pr.set_defaults(func=cmd_predict)
+
+    cm = sub.add_parser("cam", help="class activation maps: OUTDIR/<input stem>.cam.tif per input")
+    cm.add_argument("model", metavar="MODEL")
+    cm.add_argument("paths", nargs="+", metavar="PATH")
+    cm.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the maps (created if missing)")
+    cm.add_argument("--method", default="gradcam", help="cam, gradcam (default), gradcam++ or layercam")
+    cm.add_argument("--target", default=None, metavar="CATEGORY", help="category to explain (default: the predicted one)")
+    cm.add_argument("--layer", default=None, metavar="L", help="network layer, block1 ... blockN (default: the last)")
+    cm.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    cm.set_defaults(func=cmd_cam)
     return parser
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io import ReaderError
 from ..process.common import Progress, run_to_end
 from .data import Example, as_example, model_input, tiles
 from .modelfile import ClassifierModel, as_model
@@ -53,16 +54,21 @@ def predict_steps(
     pixel_size: Any = None,
     device: Any = None,
     batch_size: int = 64,
-) -> Generator[Progress, None, list[Prediction]]:
-    """:func:`predict_many` as a generator yielding Progress per input; returns the predictions."""
+    on_error: Callable[[Any, Exception], Any] | None = None,
+) -> Generator[Progress, None, list[Prediction | None]]:
+    """:func:`predict_many` as a generator yielding Progress per input; returns the predictions.
+
+    With ``on_error(input, exception)`` an input that cannot be read or used is reported there
+    and gets ``None`` in the results; without it the first such input raises.
+    """
     from ..torch_setup import resolve_device
 
     model = as_model(model)
     dev = resolve_device(device)
     net = model.network(dev)
     inputs = list(inputs)
-    examples: list[Example] = []
-    results: list[Prediction] = []
+    examples: list[Example | None] = []
+    results: list[Prediction | None] = []
     pending: list[tuple[int, int, int]] = []  # (input, frame, tile count) of the batched tiles
     batch: list[np.ndarray] = []
     frame_probs: dict[int, list[np.ndarray]] = {}
@@ -79,12 +85,22 @@ def predict_steps(
         pending.clear()
 
     for i, obj in enumerate(inputs):
-        example = as_example(obj, model.channels, pixel_size, name=f"input {i}")
+        try:
+            example = as_example(obj, model.channels, pixel_size, name=f"input {i}")
+            if len(example.channels) != max(1, len(model.channels)):
+                raise ValueError(f"{example.source}: the model needs {max(1, len(model.channels))} channel(s), got {len(example.channels)}")
+            first = model_input(example.frame(0), example.pixel_size, model.spec, example.source)
+        except (ReaderError, ValueError, OSError) as exc:
+            if on_error is None:
+                raise
+            on_error(obj, exc)
+            examples.append(None)
+            yield Progress(i + 1, len(inputs), message=f"failed: {obj}")
+            continue
         examples.append(example)
-        if len(example.channels) != max(1, len(model.channels)):
-            raise ValueError(f"{example.source}: the model needs {max(1, len(model.channels))} channel(s), got {len(example.channels)}")
         for f in range(example.n_frames):
-            view = model_input(example.frame(f), example.pixel_size, model.spec, example.source)
+            # movie frames are prepared one at a time: a long movie is never held whole
+            view = first if f == 0 else model_input(example.frame(f), example.pixel_size, model.spec, example.source)
             cut, _ = tiles(view, model.input_size)
             batch.append(cut)
             pending.append((i, f, len(cut)))
@@ -93,6 +109,9 @@ def predict_steps(
         yield Progress(i + 1, len(inputs), message=example.source)
     flush()
     for i, example in enumerate(examples):
+        if example is None:
+            results.append(None)
+            continue
         per_frame = np.stack(frame_probs[i])
         label, probs = _result(model, per_frame.mean(axis=0))
         frames = None
@@ -112,9 +131,12 @@ def predict_many(
     device: Any = None,
     batch_size: int = 64,
     progress: Callable[[Progress], Any] | None = None,
-) -> list[Prediction]:
-    """Predict every input (paths, Scans, arrays, dicts name -> array, Examples), batched."""
-    return run_to_end(predict_steps(model, inputs, pixel_size, device, batch_size), progress)
+    on_error: Callable[[Any, Exception], Any] | None = None,
+) -> list[Prediction | None]:
+    """Predict every input (paths, Scans, arrays, dicts name -> array, Examples), batched.
+
+    See :func:`predict_steps` for ``on_error``."""
+    return run_to_end(predict_steps(model, inputs, pixel_size, device, batch_size, on_error), progress)
 
 
 def predict(model: Any, image: Any, pixel_size: Any = None, device: Any = None) -> Prediction:

@@ -1,0 +1,96 @@
+"""Model files: a round trip keeps predictions; damaged, tampered or foreign files are refused."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from napari_scanprobe.learn.modelfile import load_model
+from napari_scanprobe.learn.predict import predict
+
+from .conftest import blob_data
+
+
+def test_round_trip_keeps_everything_and_predictions(blob_model, tmp_path):
+    path = blob_model.save(tmp_path / "blobs")
+    assert path.name == "blobs.safetensors" and (tmp_path / "blobs.json").is_file()
+    loaded = load_model(tmp_path / "blobs.json")
+    for attr in ("architecture", "categories", "channels", "pixel_size", "input_size", "preprocessing"):
+        assert getattr(loaded, attr) == getattr(blob_model, attr)
+    assert loaded.metrics["accuracy"] == pytest.approx(blob_model.metrics["accuracy"])
+    assert loaded.history == blob_model.history
+    image = blob_data(1, seed=42)["blob"][0]
+    a, b = predict(blob_model, image), predict(loaded, tmp_path / "blobs.safetensors" and image)
+    assert a.label == b.label
+    assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+    doc = json.loads((tmp_path / "blobs.json").read_text())
+    assert doc["format"] == "napari-scanprobe classifier" and doc["package_version"]
+    assert doc["weights_sha256"] and doc["n_parameters"] > 0
+
+
+def test_path_may_be_the_stem(blob_model, tmp_path):
+    blob_model.save(tmp_path / "m.safetensors")
+    assert load_model(tmp_path / "m").categories == blob_model.categories
+
+
+def test_tampered_weights_are_refused(blob_model, tmp_path):
+    blob_model.save(tmp_path / "m")
+    raw = bytearray((tmp_path / "m.safetensors").read_bytes())
+    raw[-5] ^= 0xFF
+    (tmp_path / "m.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="truncated or was modified"):
+        load_model(tmp_path / "m")
+
+
+def test_truncated_description_is_refused(blob_model, tmp_path):
+    blob_model.save(tmp_path / "m")
+    text = (tmp_path / "m.json").read_text()
+    (tmp_path / "m.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match="m.json.*damaged JSON"):
+        load_model(tmp_path / "m")
+
+
+def test_a_pickle_is_never_loaded(tmp_path, blob_model):
+    blob_model.save(tmp_path / "m")
+    (tmp_path / "m.safetensors").write_bytes(pickle.dumps({"x": np.zeros(3)}))
+    with pytest.raises(ValueError):
+        load_model(tmp_path / "m")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(format="napari-scanprobe upscaler"), "not a classifier model"),
+        (lambda d: d.update(format_version=99), "version 99 is not supported"),
+        (lambda d: d.update(categories=["a", "b", "c"]), "do not fit the architecture|disagrees"),
+        (lambda d: d["architecture"].update(filters=4), "do not fit the architecture"),
+        (lambda d: d.update(input_size="big"), "incompatible or damaged"),
+        (lambda d: d.update(preprocessing=[{"step": "exec"}]), "unknown step"),
+        (lambda d: d.pop("channels"), "incompatible or damaged"),
+    ],
+)
+def test_incompatible_descriptions_are_refused(blob_model, tmp_path, edit, message):
+    blob_model.save(tmp_path / "m")
+    doc = json.loads((tmp_path / "m.json").read_text())
+    edit(doc)
+    (tmp_path / "m.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=message):
+        load_model(tmp_path / "m")
+
+
+def test_missing_files_are_named(tmp_path, blob_model):
+    with pytest.raises(FileNotFoundError, match="nothing.json"):
+        load_model(tmp_path / "nothing")
+    blob_model.save(tmp_path / "m")
+    (tmp_path / "m.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="m.safetensors"):
+        load_model(tmp_path / "m")
+
+
+def test_save_into_a_missing_folder_is_a_clear_error(blob_model, tmp_path):
+    with pytest.raises(OSError, match="does not exist"):
+        blob_model.save(tmp_path / "no" / "such" / "m")
+    assert not (tmp_path / "no").exists()
