@@ -129,3 +129,71 @@ def derived_layer(layer, data: Any, step: dict, suffix: str, zoom: int = 1) -> t
         "multiscale": False,
     }
     return (data, {k: v for k, v in kwargs.items() if v is not None}, "image")
+
+
+def _axis_unit(unit: Any) -> str:
+    """A napari axis unit (a pint ``Unit`` or a string) as a short string; pixel/None -> ``""``."""
+    if unit is None:
+        return ""
+    text = unit if isinstance(unit, str) else format(unit, "~")
+    text = text.strip()
+    return "" if text in ("pixel", "px", "pixels", "dimensionless", "") else text
+
+
+def layer_to_channel(data: Any, attributes: dict) -> Channel:
+    """An image layer's ``(data, attributes)`` (as napari hands them to writers) -> a Channel.
+
+    The inverse of :func:`channel_to_layer`: the last two axes' ``scale`` -> ``pixel_size``
+    and ``translate`` -> ``offset``; their ``units`` -> ``xy_unit`` (a length -> nm, scale
+    and translate converted; ``"pixel"``/None -> ``""``); a 3-D layer is a ``(t, y, x)``
+    movie whose frame time is ``scale[0]`` when that axis is in seconds, else
+    ``metadata["frame_time_s"]``; ``metadata["z_unit"]`` -> ``z_unit``; the layer name ->
+    ``name``; the whole metadata (``processing`` included), made JSON-safe, -> ``header``.
+    Raises ``ValueError`` for RGB, multiscale or non-2-D/3-D layers.
+    """
+    from ..io.scan import jsonable
+    from ..io.units import parse_unit
+
+    name = str(attributes.get("name") or "image")
+    if attributes.get("multiscale"):
+        raise ValueError(f"layer {name!r} is multiscale; save one of its levels as its own layer")
+    if attributes.get("rgb"):
+        raise ValueError(f"layer {name!r} is an RGB image; only single-channel images can be saved")
+    ndim = getattr(data, "ndim", None)
+    if ndim not in (2, 3):
+        shape = getattr(data, "shape", None)
+        raise ValueError(f"layer {name!r} must be a 2-D image or a 3-D (t, y, x) movie, not shape {shape}")
+    scale = attributes.get("scale")
+    scale = [1.0] * ndim if scale is None else [float(s) for s in scale]
+    translate = attributes.get("translate")
+    translate = [0.0] * ndim if translate is None else [float(t) for t in translate]
+    units = list(attributes.get("units") or [None] * ndim)
+    metadata = dict(attributes.get("metadata") or {})
+
+    pixel_size, offset, xy_units = [], [], []
+    for unit, step, origin in zip((_axis_unit(u) for u in units[-2:]), scale[-2:], translate[-2:]):
+        factor, si = parse_unit(unit)
+        if unit and si == "m":  # any length -> nm
+            factor, unit = factor * 1e9, "nm"
+        else:
+            factor = 1.0
+        pixel_size.append(step * factor)
+        offset.append(origin * factor)
+        xy_units.append(unit)
+    if xy_units[0] != xy_units[1]:
+        raise ValueError(f"layer {name!r} has different units on its y and x axes ({xy_units[0]!r}, {xy_units[1]!r})")
+    frame_time = metadata.get("frame_time_s")
+    if ndim == 3:
+        factor, si = parse_unit(_axis_unit(units[0]))
+        if si == "s":
+            frame_time = scale[0] * factor
+    return Channel(
+        data=data,
+        name=name,
+        z_unit=str(metadata.get("z_unit") or ""),
+        pixel_size=(pixel_size[0], pixel_size[1]),
+        xy_unit=xy_units[0],
+        offset=(offset[0], offset[1]),
+        frame_time_s=float(frame_time) if ndim == 3 and isinstance(frame_time, (int, float)) else None,
+        header=jsonable(metadata),
+    )

@@ -14,6 +14,11 @@ Images are ``GwyDataField`` objects under ``/N/data`` (``xres``, ``yres``, ``xre
 ``xoff``, ``yoff``, ``si_unit_xy``/``si_unit_z`` as ``GwySIUnit`` with ``unitstr``, ``data`` as a
 ``D`` array, row 0 = top), titled by ``/N/data/title``, metadata in the ``/N/meta`` container.
 Gwyddion keeps values in base SI units and ignores any prefix written in ``unitstr``.
+
+:func:`write` writes several 2-D channels as ``/0/data``, ``/1/data`` ... (GWYP, float64 values,
+lengths in metres), each titled ``"<name> (<direction>)"`` in ``/N/data/title``, with the
+channel's ``header`` as the ``/N/meta`` container of strings (text as it is, other values --
+``processing``, nested headers -- as JSON text).
 """
 
 from __future__ import annotations
@@ -22,14 +27,17 @@ import math
 import operator
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from ..atomic import atomic_write
 from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable
 from .units import display_unit, parse_unit
+from .write import check_channel, header_text, write_errors
 
 FORMAT = "gwy"
 EXTENSIONS = (".gwy",)
@@ -261,6 +269,15 @@ def unit_scale(unitstr: str | None) -> tuple[float, str]:
     return display_unit(si)
 
 
+def gwyddion_unit(unit: str | None) -> tuple[float, str]:
+    """Factor and unit string to store one of our values in a Gwyddion file.
+
+    The inverse of :func:`unit_scale`: ``"nm"`` -> ``(1e-9, "m")`` (values become metres),
+    ``"V"`` -> ``(1.0, "V")``, ``""`` -> ``(1.0, "")``.
+    """
+    return parse_unit(unit)
+
+
 def real_size(value: Any) -> float:
     """A physical size as Gwyddion sanitises it: absolute value, 0/NaN/missing -> 1.0."""
     try:
@@ -391,3 +408,98 @@ def read(path: Path) -> Scan:
     header = {"magic": magic}
     header.update((key, v) for key, v in items.items() if _plain(v) and not key.startswith("/meta/"))
     return Scan(path=str(path), format=FORMAT, channels=channels, header=jsonable(header))
+
+
+# --------------------------------------------------------------------------------------
+# The writer
+# --------------------------------------------------------------------------------------
+
+#: Every size in a GWYP file is a uint32.
+MAX_OBJECT_BYTES = 2**32 - 1
+
+
+def _cstr(text: str) -> bytes:
+    return text.replace("\0", "").encode("utf-8") + b"\0"
+
+
+def _object(name: str, components: list[bytes]) -> bytes:
+    body = b"".join(components)
+    if len(body) > MAX_OBJECT_BYTES:
+        raise ValueError(f"a {name} of {len(body)} bytes is more than a .gwy file can hold (4 GiB)")
+    return _cstr(name) + struct.pack("<I", len(body)) + body
+
+
+def _component(key: str, code: str, payload: bytes) -> bytes:
+    return _cstr(key) + code.encode("ascii") + payload
+
+
+def _si_unit(unitstr: str) -> bytes:
+    return _object("GwySIUnit", [_component("unitstr", STRING, _cstr(unitstr))])
+
+
+def _data_field(channel: Channel) -> bytes:
+    data = np.asarray(channel.data)
+    yres, xres = data.shape
+    xy_factor, xy_unit = gwyddion_unit(channel.xy_unit)
+    z_factor, z_unit = gwyddion_unit(channel.z_unit)
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = np.multiply(data, z_factor, dtype="<f8") if z_factor != 1.0 else data.astype("<f8")
+    dy, dx = channel.pixel_size
+    y0, x0 = channel.offset
+    doubles = {
+        "xreal": dx * xres * xy_factor,
+        "yreal": dy * yres * xy_factor,
+        "xoff": x0 * xy_factor,
+        "yoff": y0 * xy_factor,
+    }
+    return _object(
+        "GwyDataField",
+        [
+            _component("xres", "i", struct.pack("<i", xres)),
+            _component("yres", "i", struct.pack("<i", yres)),
+            *(_component(key, "d", struct.pack("<d", value)) for key, value in doubles.items()),
+            _component("si_unit_xy", OBJECT, _si_unit(xy_unit)),
+            _component("si_unit_z", OBJECT, _si_unit(z_unit)),
+            _component("data", "D", struct.pack("<I", values.size) + np.ascontiguousarray(values).tobytes()),
+        ],
+    )
+
+
+def _meta(header: dict) -> bytes:
+    """A GwyContainer of strings: Gwyddion's metadata browser shows it."""
+    items = {(str(key).replace("\0", "") or "Meta"): header_text(value) for key, value in header.items()}
+    return _object(CONTAINER, [_component(key, STRING, _cstr(value)) for key, value in items.items()])
+
+
+def to_bytes(channels: list[Channel]) -> bytes:
+    """The .gwy file (GWYP) holding ``channels`` as ``/0/data``, ``/1/data`` ..."""
+    components = []
+    for n, channel in enumerate(channels):
+        components.append(_component(f"/{n}/data", OBJECT, _data_field(channel)))
+        components.append(_component(f"/{n}/data/title", STRING, _cstr(clean_name(channel.title))))
+        if channel.header:
+            components.append(_component(f"/{n}/meta", OBJECT, _meta(channel.header)))
+    return MAGIC_GWYP + _object(CONTAINER, components)
+
+
+def write(path: str | Path, channels: Sequence[Channel]) -> Path:
+    """Write 2-D ``channels`` to ``path`` as one Gwyddion .gwy file, atomically.
+
+    Raises ``ValueError`` for data a .gwy data field cannot hold (a movie, non-real values,
+    no channel) and ``OSError`` naming the file when it cannot be written.
+    """
+    path = Path(path)
+    if isinstance(channels, Channel):
+        channels = [channels]
+    channels = list(channels)
+    if not channels:
+        raise ValueError(f"{path}: nothing to write (no channel given)")
+    for channel in channels:
+        check_channel(path, channel)
+    try:
+        content = to_bytes(channels)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    with write_errors(path):
+        atomic_write(path, content)
+    return path

@@ -27,6 +27,7 @@ HEAD_BYTES = 4096
 FORMAT_MODULES: tuple[str, ...] = (
     "nanoscope",
     "ibw",
+    "scanprobe_tif",
     "jpk",
     "h5jpk",
     "park",
