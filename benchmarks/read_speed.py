@@ -1,21 +1,37 @@
 """Reading speed of every real sample: napari-scanprobe vs the Python peers vs the raw-bytes floor.
 
-    python benchmarks/read_speed.py            # run it where the peers are installed:
-    pip install -r benchmarks/requirements.txt # AFMReader, pySPM, igor2, gwyfile, SurfaceTopography
+    python benchmarks/read_speed.py [NAME ...] [--repeats N] [--clock cpu] [--default-malloc]
+    pip install -r benchmarks/requirements.txt # the peers: AFMReader, pySPM, igor2, gwyfile, SurfaceTopography
 
-For each sample file: the best of several runs of
+For each sample file (or those whose path contains a NAME): the best of several runs of
   * floor  -- ``np.fromfile(path, np.uint8)``, the time to get the file's bytes into numpy,
-  * ours   -- ``napari_scanprobe.read(path)`` with EVERY channel's pixels materialised (movies too),
-  * each peer that reads that format (most read ONE channel per call; we read all of them).
+  * ours   -- ``napari_scanprobe.read(path)`` with EVERY channel's pixels materialised (movies too,
+    in one synchronous dask compute),
+  * 1 ch   -- ours, materialising only the first channel: the work most peers do per call,
+  * each peer that reads that format (most read ONE channel per call; "ours" reads all of them).
 Targets (issue #2): ours <= the fastest peer, and ours <= max(3 x floor, 2 ms).
 Figures are measured side by side in one run on the same machine.
+
+The allocator: by default glibc's malloc thresholds are fixed first (``mallopt``: blocks up to
+32 MB come from the heap, which is trimmed only above 256 MB). glibc otherwise adapts them to
+the largest block freed so far, so whether a reader's few-MB outputs are served from the heap
+or from fresh, page-faulted memory (~2 us per 4 kB page on a VM) depended on which files ran
+before it: the same file measured 0.35 or 2.7 ms. Fixed thresholds make every file, ours and
+the peers', measured in the same state -- that of a long-running process such as napari.
+``--default-malloc`` keeps glibc's adaptive behaviour (figures then depend on the file order).
+
+The clock: wall time by default. On a machine busy with other work, ``--clock cpu`` measures
+the process's CPU time instead (``time.process_time``: user + system time of all its threads),
+which waiting for a core does not inflate; every reader here works in one thread.
 """
 
 from __future__ import annotations
 
+import argparse
+import ctypes
+import ctypes.util
 import json
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -29,20 +45,37 @@ SAMPLES = ROOT.parent / "shared" / "spm-samples"
 REPEATS = 15
 
 
+def fix_malloc() -> bool:
+    """Fix glibc's malloc thresholds (see the module docstring); False where there is no glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
+
+
+CLOCK = time.perf_counter
+
+
 def best_time(fn, repeats: int = REPEATS) -> float:
     fn()  # warm-up: file cache, lazy imports
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return min(times)
 
 
-def ours(path: Path):
-    """Read and materialise every channel (movies: all frames, in one synchronous dask compute)."""
+def ours(path: Path, first_only: bool = False):
+    """Read and materialise every channel (movies: all frames, in one synchronous dask compute);
+    ``first_only``: only the first channel."""
     scan = napari_scanprobe.read(path)
-    lazy = [ch.data for ch in scan.channels if not isinstance(ch.data, np.ndarray)]
+    channels = scan.channels[:1] if first_only else scan.channels
+    lazy = [ch.data for ch in channels if not isinstance(ch.data, np.ndarray)]
     if lazy:
         import dask
 
@@ -126,26 +159,42 @@ def _peer_calls(relpath: str, ref: dict) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help="only the samples whose path contains one of these")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="runs per figure (the best counts)")
+    parser.add_argument("--default-malloc", action="store_true", help="keep glibc's adaptive malloc thresholds")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time or process CPU time")
+    args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    fixed = not args.default_malloc and fix_malloc()
     warnings.simplefilter("ignore")
     import logging
 
     logging.disable(logging.CRITICAL)
     truth = json.loads((SAMPLES / "ground_truth.json").read_text())
     files = [k for k, v in truth.items() if v.get("kind") in ("image", "movie")]
-    if len(sys.argv) > 1:
-        files = [f for f in files if any(a in f for a in sys.argv[1:])]
-    print(f"{'file':<52} {'floor':>8} {'ours':>8} {'x floor':>8} {'fastest peer':>24} {'peer/ours':>9}")
+    if args.names:
+        files = [f for f in files if any(a in f for a in args.names)]
+    print(
+        f"malloc thresholds: {'fixed' if fixed else 'glibc default (adaptive)'}; "
+        f"{args.clock} clock, best of {args.repeats} runs (peers: {max(5, args.repeats // 3)})"
+    )
+    print(
+        f"{'file':<52} {'floor':>8} {'ours':>8} {'x floor':>8} {'1 ch':>8} {'fastest peer':>24} {'peer/ours':>9}"
+    )
     ratios_floor, ratios_peer, misses = [], [], []
     for relpath in files:
         path = SAMPLES / relpath
-        floor = best_time(lambda: np.fromfile(path, np.uint8))
-        t_ours = best_time(lambda: ours(path))
+        floor = best_time(lambda: np.fromfile(path, np.uint8), args.repeats)
+        t_ours = best_time(lambda: ours(path), args.repeats)
+        t_first = best_time(lambda: ours(path, first_only=True), args.repeats)
         peers = {}
         for name, call in _peer_calls(relpath, truth[relpath]).items():
             if call is None:
                 continue
             try:
-                peers[name] = best_time(call, repeats=5)
+                peers[name] = best_time(call, repeats=max(5, args.repeats // 3))
             except Exception as exc:  # a peer that cannot read the file is reported, not timed
                 peers[name] = f"fails ({type(exc).__name__})"
         timed = {k: v for k, v in peers.items() if isinstance(v, float)}
@@ -163,7 +212,7 @@ def main() -> None:
                 misses.append(f"{relpath}: {best[0]} is faster ({best[1] * 1e3:.2f} ms vs {t_ours * 1e3:.2f} ms)")
         print(
             f"{relpath[:52]:<52} {floor * 1e3:6.2f}ms {t_ours * 1e3:6.2f}ms {t_ours / floor:7.1f}x "
-            f"{peer_text:>24} {ratio:>9}"
+            f"{t_first * 1e3:6.2f}ms {peer_text:>24} {ratio:>9}"
         )
         failing = {k: v for k, v in peers.items() if isinstance(v, str)}
         if failing:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, asd, find_format, read
+from napari_scanprobe.io import movie as movie_module
 from tests.io.synth_asd import expected_values, write_asd
 
 SAMPLES = ("hsafm_asd/202110200146.asd", "hsafm_asd/asd_sample_0.asd")
@@ -142,7 +143,40 @@ def test_stray_bytes_in_text_never_crash(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
+def test_small_movie_is_read_whole_into_one_chunk(tmp_path, monkeypatch):
+    """Under movie.EAGER_BYTES the frames are read when the file is opened, one read per channel,
+    into one in-memory chunk, with exactly the values the lazy frame-by-frame path gives."""
+    base = _levels((2, 3, 24, 32), seed=4)  # (channel, frame, y, x)
+    path = write_asd(tmp_path / "small.asd", base, n_frames=40, channels=("TP", "ER"))
+    reads = []
+    original = asd._read_span
+
+    def counting(p, offset, nbytes):
+        reads.append((offset, nbytes))
+        return original(p, offset, nbytes)
+
+    monkeypatch.setattr(asd, "_read_span", counting)
+    small = read(path)
+    assert len(reads) == 2, "one read per channel"
+    for ch in small.channels:
+        assert ch.data.shape == (40, 24, 32) and ch.data.numblocks == (1, 1, 1)
+        (chunk,) = ch.data.__dask_graph__().values()
+        assert isinstance(chunk, np.ndarray) and chunk.dtype == np.float32
+    reads.clear()
+    np.asarray(small.channels[1].data[7])
+    assert reads == [], "an in-memory movie never reads the file again"
+    monkeypatch.setattr(movie_module, "EAGER_BYTES", 0)
+    lazy = read(path)
+    assert lazy.channels[0].data.numblocks == (40, 1, 1)
+    for a, b in zip(small.channels, lazy.channels):
+        np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
+    want = expected_values(base[1, 5 % 3], "ER")
+    np.testing.assert_allclose(np.asarray(small.channels[1].data[5]), want, rtol=1e-5, atol=1e-4)
+
+
 def test_movie_is_lazy_only_the_indexed_frame_is_read(tmp_path, monkeypatch):
+    """A movie above movie.EAGER_BYTES: nothing read at opening, one frame read per frame shown."""
+    monkeypatch.setattr(movie_module, "EAGER_BYTES", 0)
     n, ny, nx = 2000, 48, 64
     base = _levels((3, ny, nx), seed=2)
     path = write_asd(tmp_path / "long.asd", base, n_frames=n)

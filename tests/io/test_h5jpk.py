@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, h5jpk, read
+from napari_scanprobe.io import movie as movie_module
 
 SAMPLE = "jpk/sample_0.h5-jpk"
 
@@ -126,12 +127,65 @@ def test_header_is_json(scan):
         assert ch.header["dataset"].startswith("Measurement_000/Channel_")
 
 
+def test_header_holds_every_measurement_attribute_and_the_channel_keys(scan, sample):
+    """Measurement groups: every attribute, with h5py's values. Channels: CHANNEL_KEYS, and
+    read_attributes gives all the others."""
+    path = sample(SAMPLE)
+    with h5py.File(path, "r") as f:
+        group = f["Measurement_000"]
+        expected = {k: group.attrs[k] for k in group.attrs}
+        chan = {k: f["Measurement_000/Channel_001"].attrs[k] for k in f["Measurement_000/Channel_001"].attrs}
+    header = scan.header["Measurement_000"]
+    assert set(expected) <= set(header) and len(expected) > 300
+    for key, value in expected.items():
+        got = header[key]
+        if isinstance(value, (bytes, np.bytes_)):
+            assert got == value.decode("utf-8", "replace").replace("\x00", ""), key
+        elif np.isnan(value):
+            assert got == "nan", key
+        else:
+            assert got == pytest.approx(float(value)), key
+    height = scan.channels[1]
+    assert height.header["group"] == "Measurement_000/Channel_001"
+    assert set(height.header) >= set(h5jpk.CHANNEL_KEYS)
+    assert height.header["net-encoder.scaling.multiplier"] == pytest.approx(chan["net-encoder.scaling.multiplier"])
+    everything = h5jpk.read_attributes(path, height.header["group"])
+    assert set(everything) == set(chan) and len(chan) > len(h5jpk.CHANNEL_KEYS)
+    assert everything["conversions.list"] == chan["conversions.list"].decode()
+    assert everything["encoder.scaling.offset"] == pytest.approx(chan["encoder.scaling.offset"])
+    json.dumps(everything)
+    with pytest.raises(ReaderError) as info:
+        h5jpk.read_attributes(path, "Measurement_000/Channel_999")
+    assert path.name in str(info.value)
+
+
 # --------------------------------------------------------------------------------------
 # Laziness, handles, pickling
 # --------------------------------------------------------------------------------------
 
 
+def test_small_movie_is_read_whole_into_one_chunk(scan, sample, tmp_path, monkeypatch):
+    """Under movie.EAGER_BYTES every channel is read when the file is opened (one chunk, in
+    memory, no file handle kept) and holds exactly what the lazy frame-by-frame path reads."""
+    for ch in scan.channels:
+        assert ch.data.numblocks == (1, 1, 1)
+        (chunk,) = ch.data.__dask_graph__().values()
+        assert isinstance(chunk, np.ndarray) and chunk.dtype == np.float32
+    path = tmp_path / "movie.h5-jpk"
+    shutil.copy(sample(SAMPLE), path)
+    small = read(path)
+    with h5py.File(path, "r+") as f:  # nothing holds the file open
+        assert "Measurement_000" in f
+    monkeypatch.setattr(movie_module, "EAGER_BYTES", 0)
+    lazy = read(path)
+    assert lazy.channels[0].data.numblocks == (4, 1, 1)
+    for a, b in zip(small.channels, lazy.channels):
+        np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
+
+
 def test_lazy_per_frame_and_no_leaked_handle(sample, tmp_path, monkeypatch):
+    """A movie above movie.EAGER_BYTES: nothing read at opening, one frame read per frame shown."""
+    monkeypatch.setattr(movie_module, "EAGER_BYTES", 0)
     path = tmp_path / "movie.h5-jpk"
     shutil.copy(sample(SAMPLE), path)
     calls = []

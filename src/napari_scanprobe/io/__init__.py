@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 
 from .scan import Channel, ReaderError, Scan
@@ -20,15 +22,15 @@ def read(path: str | Path) -> Scan:
     a readable SPM image or movie: unknown content, truncation, spectroscopy, a bad header.
     """
     path = Path(path)
-    if not path.exists():
-        raise ReaderError(path, "no such file")
-    if path.is_dir():
-        raise ReaderError(path, "is a folder, not a file")
     try:
-        size = path.stat().st_size
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ReaderError(path, "no such file") from None
     except OSError as exc:
         raise ReaderError(path, f"cannot access the file ({exc.strerror})") from None
-    if size == 0:
+    if stat.S_ISDIR(info.st_mode):
+        raise ReaderError(path, "is a folder, not a file")
+    if info.st_size == 0:
         raise ReaderError(path, "file is empty (0 bytes)")
     module = find_format(path)
     if module is None:

@@ -40,8 +40,10 @@ Pixel size = scan range (nm) / pixels; rows are kept in file order (AFMReader do
 flip either); ``frame_time_s`` = frame time (ms) / 1000. Header text (operator name, comment)
 is Shift-JIS in Japanese-lab files (text encoding 932) and is decoded leniently.
 
-The movie is never loaded: ``Channel.data`` is a ``(t, y, x)`` float32 dask array with one
-chunk per frame; each chunk reads only its own frame's bytes (open, seek, read, close).
+``Channel.data`` is a ``(t, y, x)`` float32 dask array (``movie.py``): a small movie (at most
+``movie.EAGER_BYTES`` as float32, all channels) is read whole when the file is opened -- one
+read per channel, one vectorised conversion -- and held as one chunk; a larger one is never
+loaded: one chunk per frame, each reading only its own frame's bytes (open, seek, read, close).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .movie import FrameSource, lazy_movie
+from .movie import FrameSource, is_small, movie_array
 from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable
 
 FORMAT = "asd"
@@ -312,7 +314,7 @@ class AsdFrames(FrameSource):
         nbytes = (count - 1) * self.stride + self.skip + 2 * ny * nx
         buf = _read_span(self.path, self.first + start * self.stride, nbytes)
         raw = np.ndarray((count, ny, nx), dtype="<i2", buffer=buf, offset=self.skip, strides=(self.stride, 2 * nx, 2))
-        out = raw.astype(np.float32)
+        out = raw.astype(np.float32)  # then scaled in place: faster than one mixed-type multiply
         out *= np.float32(self.a)
         if self.b:
             out += np.float32(self.b)
@@ -375,6 +377,7 @@ def read(path: Path) -> Scan:
     stat = path.stat()
     base = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     header = jsonable(hdr)
+    eager = is_small(len(kinds) * nframes * ny * nx * 4)
     channels = []
     for c, kind in enumerate(kinds):
         try:
@@ -389,7 +392,7 @@ def read(path: Path) -> Scan:
         token = hashlib.sha1(f"{base}|{c}".encode()).hexdigest()[:16]
         channels.append(
             Channel(
-                data=lazy_movie(source, f"asd-{token}"),
+                data=movie_array(source, f"asd-{token}", eager),
                 name=name,
                 direction=None,
                 z_unit=unit,

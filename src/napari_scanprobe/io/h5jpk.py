@@ -35,19 +35,31 @@ Rules:
 * every channel group becomes a Channel in file order, named by its fancy name ("Height",
   "Height (measured)", "Lock-In Amplitude" ...) with direction ``"trace"``/``"retrace"``.
 
-Frames are read lazily: ``Channel.data`` is a ``(t, y, x)`` float32 dask array, one chunk per
-frame; each chunk opens the file, reads its column(s) and closes it, so no HDF5 handle
-outlives a read and the graph pickles.
+Header: ``Scan.header`` holds the root attributes and EVERY attribute of each measurement
+group (the grid, timing, feedback and environment settings: the JPK property tree). A channel's
+``header`` holds only the channel attributes the reader uses (:data:`CHANNEL_KEYS`: names,
+direction, the composed scaling and its calibration slot; the ``encoder.scaling`` ones too when
+there is no composed scaling) plus the data set's ``quantity`` and ``units``: HDF5 reads
+attributes one by one (~15 us each) and the ~50 per channel (every calibration slot) took a
+third of the time to open a file. All of them stay one call away:
+:func:`read_attributes` ``(path, ch.header["group"])``.
+
+Frames: ``Channel.data`` is a ``(t, y, x)`` float32 dask array (``movie.py``). A small movie
+(at most ``movie.EAGER_BYTES`` as float32, all channels) is read whole while the file is open
+for the header; a larger one is read on demand, one chunk per frame; each chunk opens the
+file, reads its column(s) and closes it, so no HDF5 handle outlives a read and the graph
+pickles.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
 
-from .movie import FrameSource, lazy_movie
+from .movie import FrameSource, in_memory_movie, is_small, lazy_movie
 from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable
 from .units import length_to_nm, value_scale
 
@@ -56,6 +68,20 @@ EXTENSIONS = (".h5-jpk",)
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _SUPERBLOCK_OFFSETS = (0, 512, 1024, 2048)
+
+#: The channel attributes read into ``Channel.header`` (all of them: :func:`read_attributes`).
+CHANNEL_KEYS = (
+    "channel.name",
+    "channel.fancy-name",
+    "retrace",
+    "conversions.default",
+    "net-encoder.scaling.multiplier",
+    "net-encoder.scaling.offset",
+    "net-encoder.scaling.unit.unit",
+)
+_CHANNEL_NOTE = "CHANNEL_KEYS only; all of them: napari_scanprobe.io.h5jpk.read_attributes(path, group)"
+#: Read as well when the channel has no composed (net-encoder) scaling.
+_ENCODER_KEYS = ("encoder.scaling.multiplier", "encoder.scaling.offset", "encoder.scaling.unit.unit")
 
 
 def _has_magic(head: bytes) -> bool:
@@ -97,7 +123,7 @@ def _flag(attrs, key: str) -> bool:
 def _measurements(f) -> list[str]:
     import h5py
 
-    names = [k for k, v in f.items() if k.startswith("Measurement_") and isinstance(v, h5py.Group)]
+    names = [k for k in f if k.startswith("Measurement_") and f.get(k, getclass=True) is h5py.Group]
     return sorted(names)
 
 
@@ -156,18 +182,27 @@ class H5jpkFrames(FrameSource):
         try:
             with h5py.File(self.path, "r") as f:
                 dset = f[self.dataset]
-                if dset.ndim == 1:
-                    raw = dset[()][None, :]
-                elif self.frames_last:
-                    raw = dset[:, start:stop].T
-                else:
-                    raw = dset[start:stop, :]
+                return self.read_from(dset, start, stop)
+        except (OSError, KeyError) as exc:
+            raise ReaderError(self.path, f"cannot read frames {start}..{stop - 1} of {self.dataset} ({exc})") from None
+
+    def read_from(self, dset, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` from the channel's open h5py data set, converted."""
+        _, ny, nx = self.shape
+        try:
+            if dset.ndim == 1:
+                raw = dset[()][None, :]
+            elif self.frames_last:
+                raw = dset[:, start:stop].T
+            else:
+                raw = dset[start:stop, :]
         except (OSError, KeyError, ValueError) as exc:
             raise ReaderError(self.path, f"cannot read frames {start}..{stop - 1} of {self.dataset} ({exc})") from None
         raw = raw.reshape(stop - start, ny, nx)
         if self.flip:
             raw = raw[:, ::-1, :]
-        out = np.multiply(raw, self.mult, dtype=np.float64)
+        out = raw.astype(np.float64)  # then scaled in place: faster than one mixed-type multiply
+        out *= self.mult
         if self.offset:
             out += self.offset
         return out.astype(np.float32)
@@ -178,18 +213,58 @@ class H5jpkFrames(FrameSource):
 # --------------------------------------------------------------------------------------
 
 
-def _attrs(obj, keys=None) -> dict:
-    """The object's HDF5 attributes (or only ``keys``) as a plain dict of raw values, read once.
+def _attr_value(obj, name: str):
+    """One attribute's raw value.
 
-    h5py reads an attribute per access (~0.1 ms each), so every lookup below works on this dict.
+    Nearly every JPK attribute is one number or one fixed-length string: those are read with
+    h5py's low-level calls in the file's own type (no conversion path, no data space query:
+    about half the time of ``obj.attrs[name]``); a one-element array is read as its value.
+    Anything else goes through h5py.
     """
+    from h5py import h5a, h5t
+
+    attr = h5a.open(obj.id, name.encode())
+    ftype = attr.get_type()
+    kind = ftype.get_class()
+    if attr.get_storage_size() == ftype.get_size():  # exactly one element
+        if kind == h5t.STRING and not ftype.is_variable_str():
+            value = np.empty((), f"S{ftype.get_size()}")
+        elif kind in (h5t.FLOAT, h5t.INTEGER):
+            value = np.empty((), ftype.dtype)
+        else:
+            return obj.attrs[name]
+        attr.read(value, mtype=ftype)
+        return value[()]
+    return obj.attrs[name]
+
+
+def _attrs(obj, keys=None) -> dict:
+    """The object's HDF5 attributes (or those of ``keys`` it has) as a dict of raw values, read once."""
+    names = list(obj.attrs)
+    if keys is not None:
+        have = set(names)
+        names = [k for k in keys if k in have]
     out = {}
-    for key in obj.attrs if keys is None else [k for k in keys if k in obj.attrs]:
+    for key in names:
         try:
-            out[key] = obj.attrs[key]
+            out[key] = _attr_value(obj, key)
         except (OSError, TypeError, ValueError, KeyError):  # unreadable types (dangling references ...)
             out[key] = "<unreadable>"
     return out
+
+
+def read_attributes(path: str | Path, group: str = "/") -> dict:
+    """Every HDF5 attribute of ``group`` (e.g. ``"Measurement_000/Channel_001"``), JSON-ready.
+
+    ``read`` keeps only :data:`CHANNEL_KEYS` of each channel group; this reads the rest.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return jsonable(_attrs(f[group]))
+    except (OSError, KeyError) as exc:
+        raise ReaderError(path, f"cannot read the attributes of {group!r} ({exc})") from None
 
 
 def _scaling(attrs) -> tuple[float, float, str, str]:
@@ -221,20 +296,21 @@ def _frame_time(group, attrs: dict, ny: int) -> tuple[float | None, str]:
 
 
 def _channel_dataset(group, npix: int):
-    """(name, frames_last, frames) of the channel's data set (not the thumbnail)."""
+    """(data set, frames_last, frames) of the channel's data set (not the thumbnail), or None."""
     import h5py
 
-    for key, obj in group.items():
-        if not isinstance(obj, h5py.Dataset) or key.lower() == "thumbnail":
+    for key in group:
+        if key.lower() == "thumbnail" or group.get(key, getclass=True) is not h5py.Dataset:
             continue
+        obj = group[key]
         shape = obj.shape
         if len(shape) == 2 and shape[0] == npix:
-            return key, True, shape[1]
+            return obj, True, shape[1]
         if len(shape) == 2 and shape[1] == npix:
-            return key, False, shape[0]
+            return obj, False, shape[0]
         if len(shape) == 1 and shape[0] == npix:
-            return key, True, 1
-    return None, True, 0
+            return obj, True, 1
+    return None
 
 
 def read(path: Path) -> Scan:
@@ -255,7 +331,7 @@ def read(path: Path) -> Scan:
         if not _is_jpk(f):
             raise ReaderError(path, "HDF5 file without JPK scan attributes (not a JPK high-speed movie)")
         header = {"root": jsonable(_attrs(f))}
-        channels: list[Channel] = []
+        found: list[tuple[H5jpkFrames, object, str, dict]] = []  # (frames, data set, dask name, fields)
         for mname in _measurements(f):
             group = f[mname]
             attrs = _attrs(group)
@@ -291,15 +367,19 @@ def read(path: Path) -> Scan:
             header[mname]["frame_time_rule"] = timing
 
             names = sorted(
-                (k for k, v in group.items() if k.startswith("Channel_") and isinstance(v, h5py.Group)),
+                (k for k in group if k.startswith("Channel_") and group.get(k, getclass=True) is h5py.Group),
                 key=lambda k: (len(k), k),
             )
             for cname in names:
                 cgroup = group[cname]
-                cattrs = _attrs(cgroup)
-                dname, frames_last, nframes = _channel_dataset(cgroup, npix)
-                if dname is None:
+                cattrs = _attrs(cgroup, CHANNEL_KEYS)
+                if "net-encoder.scaling.multiplier" not in cattrs:
+                    cattrs.update(_attrs(cgroup, _ENCODER_KEYS))
+                found_dataset = _channel_dataset(cgroup, npix)
+                if found_dataset is None:
                     continue  # no image data set of this grid's size
+                dset, frames_last, nframes = found_dataset
+                dname = dset.name.rsplit("/", 1)[-1]
                 if nframes <= 0:
                     raise ReaderError(path, f"{mname}/{cname} holds no frame")
                 title = _text(cattrs.get("channel.fancy-name", b"")) or _text(cattrs.get("channel.name", b"")) or dname
@@ -315,26 +395,45 @@ def read(path: Path) -> Scan:
                 chan_header = jsonable(cattrs)
                 chan_header.update(
                     {
+                        "group": f"{mname}/{cname}",
+                        "attributes_read": _CHANNEL_NOTE,
                         "dataset": dpath,
-                        "dataset_attrs": jsonable(_attrs(cgroup[dname], ("quantity", "units"))),
+                        "dataset_attrs": jsonable(_attrs(dset, ("quantity", "units"))),
                         "scaling_used": which,
                         "value_rule": f"raw * {mult!r} + {off!r} ({zunit_file or 'no unit'})",
                         "flipped_rows": flip,
                     }
                 )
-                channels.append(
-                    Channel(
-                        data=lazy_movie(source, f"h5jpk-{token}"),
-                        name=name,
-                        direction=direction,
-                        z_unit=z_unit,
-                        pixel_size=pixel_size,
-                        xy_unit=xy_unit,
-                        offset=offset,
-                        frame_time_s=frame_time_s,
-                        header=jsonable(chan_header),
+                found.append(
+                    (
+                        source,
+                        dset,
+                        f"h5jpk-{token}",
+                        {
+                            "name": name,
+                            "direction": direction,
+                            "z_unit": z_unit,
+                            "pixel_size": pixel_size,
+                            "xy_unit": xy_unit,
+                            "offset": offset,
+                            "frame_time_s": frame_time_s,
+                            "header": jsonable(chan_header),
+                        },
                     )
                 )
-    if not channels:
-        raise ReaderError(path, "JPK HDF5 file holds no image channel")
-    return Scan(path=str(path), format=FORMAT, channels=channels, header=jsonable(header))
+        if not found:
+            raise ReaderError(path, "JPK HDF5 file holds no image channel")
+        # a small movie is read now, while the file is open (see the module docstring)
+        eager = is_small(sum(4 * math.prod(source.shape) for source, _, _, _ in found))
+        channels = [
+            Channel(
+                data=(
+                    in_memory_movie(source.read_from(dset, 0, source.shape[0]), f"{token}-mem")
+                    if eager
+                    else lazy_movie(source, token)
+                ),
+                **fields,
+            )
+            for source, dset, token, fields in found
+        ]
+    return Scan(path=str(path), format=FORMAT, channels=channels, header=header)  # JSON-ready: built so

@@ -44,8 +44,14 @@ FORMAT_MODULES: tuple[str, ...] = (
 )
 
 
+_LOADED: dict[str, ModuleType] = {}
+
+
 def format_module(name: str) -> ModuleType:
-    return importlib.import_module(f"{__package__}.{name}")
+    module = _LOADED.get(name)
+    if module is None:
+        module = _LOADED[name] = importlib.import_module(f"{__package__}.{name}")
+    return module
 
 
 def all_format_modules() -> list[ModuleType]:
@@ -56,9 +62,7 @@ def find_format(path: str | Path) -> ModuleType | None:
     """The format module that recognises ``path`` by its content, or None. Never raises."""
     try:
         path = Path(path)
-        if not path.is_file():
-            return None
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh:  # a folder raises IsADirectoryError: an OSError
             head = fh.read(HEAD_BYTES)
     except OSError:
         return None
