@@ -14,20 +14,21 @@ The generative model, in the order it is applied:
 
 1. **Membrane** (both classes): a spectrin-mesh-like network -- the edges of a Voronoi tessellation
    of jittered seeds 60-90 nm apart, as ridges 0.8-2 nm high and ~10 nm wide -- on correlated noise
-   (Gaussian-filtered white noise, 0.4-0.9 nm, correlation 1.5-3 px) and a slow undulation
-   (1-3 nm over ~150 nm).
+   (Gaussian-filtered white noise, 0.4-0.9 nm, correlation 1.5-3 px) and a slow undulation of the
+   membrane (1-3 nm, Gaussian-filtered noise of sigma 75 nm).
 2. **Decoys** (both classes, same distribution): 0-3 large smooth Gaussian bumps (150-300 nm
-   full width at half maximum, 3-12 nm high), 0-4 pits (40-150 nm across, 2-8 nm deep), 0-8 sharp small particles
-   (8-16 nm wide, 4-25 nm high; after tip dilation they take the tip's shape), 0-2 long curved
-   fibres (200-600 nm long, 15-30 nm wide, 2-6 nm high) and 0-3 short curved fibres (the shape of
-   the mimics below).
+   full width at half maximum, 3-12 nm high), 0-4 pits (40-150 nm across, 2-8 nm deep), 0-8 sharp
+   small particles (8-16 nm wide, 4-25 nm high; after tip dilation they take the tip's shape), 0-2
+   long curved fibres (200-600 nm long, 15-30 nm wide, 2-6 nm high) and 0-3 short curved fibres
+   (drawn like the mimics below).
 3. **Knobs** (infected only): 3-10 per µm² (at least one per image), each a smooth dome
    ``h (1 - rho^2)^1.5`` of footprint diameter 70-120 nm and height 5-20 nm, kept apart from each
-   other. **Mimics** (healthy only): the same number of features with the SAME heights and
-   footprint areas drawn from the knob distribution, but elongated (aspect ratio 2.5-4.5) and
-   bent: an elliptic dome with the same profile has exactly the same height histogram as a round
-   one of equal area (and bending it with the area-preserving shear ``u -> u - k v^2`` keeps it),
-   so what the knobs add to the histogram the mimics add too. Only shape tells them apart.
+   other. **Mimics** (healthy only): as many short fibres as the image would have had knobs, with
+   heights and footprint areas drawn from the knobs' distribution, but elongated (aspect ratio
+   2.5-4.5) and bent: an elliptic dome of the same profile has exactly the height histogram of a
+   round one of equal area (and bending it with the area-preserving shear ``v -> v - k u^2`` keeps
+   it), so whatever the knobs add to the height histogram the mimics add too. Only the shape tells
+   them apart -- which a CNN sees and a histogram does not.
 4. **Tip dilation** (everything above): grey dilation with a paraboloid tip of apex radius
    8-16 nm (a structuring element a few pixels across), as a real tip images a surface.
 5. **Acquisition** (both classes): a tilted plane (up to ±6 nm per µm in x and y) and an
@@ -39,6 +40,21 @@ footprint as the tip images it; it is all False for healthy images.
 
 With ``decoys=False`` (for tests only) the decoys and the mimics are left out: knobs on a bare
 membrane, the naive generator whose global statistics DO separate the classes.
+
+Measured (``tests/learn/test_synthetic.py``; 100 + 100 images at 128 px, levelled line by line):
+the best single threshold on mean, std, skewness, kurtosis, range, Ra, 99th percentile or mean
+slope, and a logistic regression on all of them, classify 0.53-0.62 in-sample (1000 + 1000
+images, held out: 0.52); without decoys skewness, kurtosis and range reach 0.92-0.98 and the
+logistic fit 0.98. A hand-made local knob detector (top-hat, round blobs of knob size) classifies
+0.98-0.99. A small CNN (4 conv blocks, global average pooling, 30 epochs, flips and rotations)
+trained on 122 + 109 images classifies 0.98 of a held-out 200.
+
+::
+
+    from napari_scanprobe.learn.synthetic import knob_dataset, membrane_image, write_knob_folder
+    data = knob_dataset(122, 109, seed=0)          # images (N, 128, 128) nm, labels, masks
+    height, mask = membrane_image(np.random.default_rng(1), infected=True)
+    write_knob_folder("train", 122, 109, masks_folder="train_masks")
 """
 
 from __future__ import annotations
@@ -98,11 +114,11 @@ def _window(shape: tuple[int, int], cy: float, cx: float, reach: float):
 def _add_dome(img, cy, cx, height, a_px, b_px=None, angle=0.0, bend=0.0) -> None:
     """Add a dome of semi-axes ``a_px`` (along ``angle``) and ``b_px``, bent by ``bend`` (1/px).
 
-    ``bend`` shears the dome along its long axis, ``u -> u - bend v^2`` (area-preserving): a
+    ``bend`` shears the dome across its long axis, ``v -> v - bend u^2`` (area-preserving): a
     banana shape with exactly the height histogram of the straight one.
     """
     b_px = a_px if b_px is None else b_px
-    reach = max(a_px, b_px) + abs(bend) * max(a_px, b_px) ** 2 + 1
+    reach = math.hypot(a_px, b_px + abs(bend) * a_px**2) + 1
     win = _window(img.shape, cy, cx, reach)
     if win is None:
         return
@@ -110,7 +126,7 @@ def _add_dome(img, cy, cx, height, a_px, b_px=None, angle=0.0, bend=0.0) -> None
     c, s = math.cos(angle), math.sin(angle)
     u = dx * c + dy * s  # along the long axis
     v = -dx * s + dy * c
-    u = u - bend * v**2
+    v = v - bend * u**2
     img[sl] += height * _dome((u / a_px) ** 2 + (v / b_px) ** 2)
 
 
@@ -169,7 +185,7 @@ def _add_short_fibre(img, rng: np.random.Generator, px: float, cy: float, cx: fl
     height, r = _knob_params(rng, px)
     aspect = rng.uniform(*_MIMIC_ASPECT)
     a, b = r * math.sqrt(aspect), r / math.sqrt(aspect)
-    bend = rng.uniform(-0.5, 0.5) / a
+    bend = rng.uniform(-0.3, 0.3) / a  # the ends bend aside by up to 0.3 a
     _add_dome(img, cy, cx, height, a, b, rng.uniform(0, math.pi), bend)
 
 
@@ -180,12 +196,14 @@ def _add_decoys(img: np.ndarray, rng: np.random.Generator, px: float, area: floa
         _add_gaussian(img, *_place(rng, shape), rng.uniform(3.0, 12.0), fwhm / 2.3548 / px)
     for _ in range(_count(rng, 0, 4, area)):  # pits
         _add_dome(img, *_place(rng, shape), -rng.uniform(2.0, 8.0), rng.uniform(40.0, 150.0) / 2 / px)
-    for _ in range(_count(rng, 0, 8, area)):  # sharp small particles
-        _add_dome(img, *_place(rng, shape), rng.uniform(4.0, 25.0), rng.uniform(8.0, 16.0) / 2 / px)
+    for _ in range(_count(rng, 0, 8, area)):  # sharp small particles, centred on a pixel (never missed)
+        cy, cx = (float(round(c)) for c in _place(rng, shape))
+        _add_dome(img, cy, cx, rng.uniform(4.0, 25.0), rng.uniform(8.0, 16.0) / 2 / px)
     for _ in range(_count(rng, 0, 2, area)):  # long curved fibres
         a = rng.uniform(200.0, 600.0) / 2 / px
         b = rng.uniform(15.0, 30.0) / 2 / px
-        _add_dome(img, *_place(rng, shape), rng.uniform(2.0, 6.0), a, b, rng.uniform(0, math.pi), rng.uniform(-1, 1) / a)
+        bend = rng.uniform(-0.6, 0.6) / a
+        _add_dome(img, *_place(rng, shape), rng.uniform(2.0, 6.0), a, b, rng.uniform(0, math.pi), bend)
     for _ in range(_count(rng, 0, 3, area)):  # short fibres, like the mimics
         _add_short_fibre(img, rng, px, *_place(rng, shape))
 
@@ -230,6 +248,12 @@ def _acquire(img: np.ndarray, rng: np.random.Generator, px: float) -> np.ndarray
     return out
 
 
+def _check_size(size) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < _MIN_SIZE:
+        raise ValueError(f"size must be an integer of at least {_MIN_SIZE} pixels, not {size!r}")
+    return int(size)
+
+
 def membrane_image(
     rng: np.random.Generator,
     infected: bool,
@@ -246,11 +270,10 @@ def membrane_image(
     """
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, not {type(rng).__name__}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < _MIN_SIZE:
-        raise ValueError(f"size must be an integer of at least {_MIN_SIZE} pixels, not {size!r}")
+    size = _check_size(size)
     if not (isinstance(pixel_size_nm, (int, float, np.number)) and math.isfinite(pixel_size_nm) and pixel_size_nm > 0):
         raise ValueError(f"pixel_size_nm must be a positive number, not {pixel_size_nm!r}")
-    size, px = int(size), float(pixel_size_nm)
+    px = float(pixel_size_nm)
     shape = (size, size)
     area = (size * px / 1000.0) ** 2  # µm²
 
@@ -303,9 +326,10 @@ def knob_dataset(n_healthy: int, n_infected: int, size: int = 128, seed: int = 0
     """``n_healthy + n_infected`` images in an order shuffled with ``seed``; the same for a seed."""
     n_healthy = _check_count("n_healthy", n_healthy)
     n_infected = _check_count("n_infected", n_infected)
+    size = _check_size(size)
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.repeat(np.arange(2), [n_healthy, n_infected]))
-    images = np.empty((len(labels), size, size), dtype=np.float32) if len(labels) else np.empty((0, size, size), np.float32)
+    images = np.empty((len(labels), size, size), dtype=np.float32)
     masks = np.zeros(images.shape, dtype=bool)
     for i, label in enumerate(labels):
         images[i], masks[i] = membrane_image(rng, bool(label), size)
