@@ -8,6 +8,10 @@ The scripting API::
     flat = sp.flatten(height)             # auto: rows, tilt, bow; features masked out
     clean = sp.denoise(flat, "nl_means")
     big = sp.upscale(clean, factor=2)     # zero-shot CNN
+    model = sp.train("data/")             # one sub-folder per category
+    model.save("knobs")                   # knobs.safetensors + knobs.json
+    result = sp.predict(sp.load_model("knobs"), "new.spm")   # label, probabilities
+    out = sp.run_recipe("flatten_denoise_gsf.yaml", height)  # a recipe on one array: out.image
 
 This module stays light: importing it loads numpy, never napari, Qt or torch; the
 preprocessing functions are imported on first use.
@@ -16,12 +20,18 @@ preprocessing functions are imported on first use.
 from .io import Channel, ReaderError, Scan, read
 
 __version__ = "0.1.0"
-__all__ = ["Channel", "ReaderError", "Scan", "read", "flatten", "denoise", "upscale", "__version__"]
+__all__ = ["Channel", "ReaderError", "Scan", "read", "flatten", "denoise", "upscale", "train", "predict", "load_model", "cam", "run_recipe", "load_recipe", "__version__"]
 
 _LAZY = {
     "flatten": "napari_scanprobe.process.flatten",
     "denoise": "napari_scanprobe.process.denoise",
     "upscale": "napari_scanprobe.process.superres",
+    "train": "napari_scanprobe.learn.train",
+    "predict": "napari_scanprobe.learn.predict",
+    "load_model": "napari_scanprobe.learn.modelfile",
+    "cam": "napari_scanprobe.learn.cam",
+    "run_recipe": "napari_scanprobe.recipe",
+    "load_recipe": "napari_scanprobe.recipe",
 }
 
 

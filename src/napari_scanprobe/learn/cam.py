@@ -44,6 +44,9 @@ from .modelfile import ClassifierModel, as_model
 
 METHODS = ("cam", "gradcam", "gradcam++", "layercam")
 
+#: Tiles per network pass (a large image is cut into many).
+BATCH = 32
+
 #: Methods that need gradients (all but "cam").
 _GRADIENT_METHODS = ("gradcam", "gradcam++", "layercam")
 
@@ -202,20 +205,28 @@ class _Explainer:
         return logits, saved["a"]
 
     def frame(self, channels: list[np.ndarray], pixel_size, source: str, target: int | None) -> tuple[np.ndarray, np.ndarray, int]:
-        """``(map (y, x) float32 in [0, 1], probabilities (classes,), explained index)``."""
+        """``(map (y, x) float32 in [0, 1], probabilities (classes,), explained index)``.
+
+        The tiles go through the network in batches of :data:`BATCH`; what is kept of each
+        batch until the category is known is the target layer's activations and the graph
+        after it (the layers before it record none).
+        """
         torch = self.torch
         view = model_input(channels, pixel_size, self.model.spec, source)
         cut, starts = tiles(view, self.model.input_size)
         with self.lock:
-            logits, a = self._forward(cut)
-            probs = torch.softmax(logits.detach().float(), dim=1).mean(dim=0).cpu().numpy()
+            passes = [self._forward(cut[s : s + BATCH]) for s in range(0, len(cut), BATCH)]
+            logits = torch.cat([lg.detach() for lg, _ in passes])
+            probs = torch.softmax(logits.float(), dim=1).mean(dim=0).cpu().numpy()
             index = int(np.argmax(probs)) if target is None else target
-            if self.method in _GRADIENT_METHODS:
-                (g,) = torch.autograd.grad(logits[:, index].sum(), a)
-                maps = layer_maps(self.method, a.detach(), g, None)
-            else:
-                maps = layer_maps(self.method, a, None, self.weights[index])
-            maps = maps.float().cpu().numpy().astype(np.float64)
+            maps = []
+            for lg, a in passes:
+                if self.method in _GRADIENT_METHODS:
+                    (g,) = torch.autograd.grad(lg[:, index].sum(), a)
+                    maps.append(layer_maps(self.method, a.detach(), g, None))
+                else:
+                    maps.append(layer_maps(self.method, a, None, self.weights[index]))
+            maps = torch.cat(maps).float().cpu().numpy().astype(np.float64)
         return _stitch(maps, starts, self.model.input_size, view.shape[1:], channels[0].shape), probs, index
 
 
