@@ -39,17 +39,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--scale", type=float, default=2.0, help="model pixel size as a multiple of the images' (default 2: 64-px network input)")
+    parser.add_argument("--pixel-size", type=float, default=None, help="nm per pixel the network sees (default: the images' own 7.8 nm/px, a 128-px input)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
     n_healthy, n_infected, n_test = (122, 109, 200) if not args.quick else (40, 36, 60)
-    epochs = args.epochs or (30 if not args.quick else 8)
+    epochs = args.epochs or (40 if not args.quick else 8)
 
     train_set = knob_dataset(n_healthy, n_infected, seed=0)
     test_set = knob_dataset(n_test // 2, n_test - n_test // 2, seed=1)
     size = train_set.images.shape[-1]
-    pixel = train_set.pixel_size_nm * args.scale
-    input_size = int(round(size / args.scale))
+    pixel = args.pixel_size or train_set.pixel_size_nm
+    input_size = 8 * int(size * train_set.pixel_size_nm / pixel // 8)  # what the whole image gives, a multiple of 8
     data = {c: examples(train_set, np.flatnonzero(train_set.labels == k)) for k, c in enumerate(train_set.categories)}
 
     import torch

@@ -176,7 +176,7 @@ def test_all_images_too_small_says_so():
         ({"colour": "red"}, "unknown training option"),
         ({"architecture": {"head": "max"}}, "head must be one of"),
         ({"architecture": {"kernel_size": 4}}, "odd"),
-        ({"input_size": 50}, "divisible"),
+        ({"input_size": 49}, "divisible"),
         ({"preprocessing": [{"step": "sharpen"}]}, "unknown step"),
         ({"pixel_size": -2}, "positive"),
     ],

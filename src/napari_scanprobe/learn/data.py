@@ -263,9 +263,11 @@ def model_input(frame: list[np.ndarray], pixel_size: tuple[float, float] | None,
     out_shape = model_shape(frame[0].shape, pixel_size, spec.get("pixel_size"))
     size = int(spec["input_size"])
     if min(out_shape) < size:
-        at = f" at the model's {spec['pixel_size']:g} nm/px" if spec.get("pixel_size") and pixel_size else ""
+        resampled = ""
+        if tuple(out_shape) != tuple(frame[0].shape):
+            resampled = f" ({out_shape[0]}×{out_shape[1]} px at the model's {spec['pixel_size']:g} nm/px)"
         raise ValueError(
-            f"{source}: the image is {frame[0].shape[0]}×{frame[0].shape[1]} px ({out_shape[0]}×{out_shape[1]} px{at}); "
+            f"{source}: the image is {frame[0].shape[0]}×{frame[0].shape[1]} px{resampled}; "
             f"the network needs at least {size}×{size} px"
         )
     steps = spec.get("preprocessing") or []

@@ -1,11 +1,14 @@
 """The classifier network: operation blocks, then a head, then one output per category.
 
-Block ``i`` is ``conv(k×k, filters·2^i) → [batch norm] → ReLU → max-pool 2×2``; the number of
-filters doubles block by block. Head ``"gap"`` (the default) is global average pooling →
-dropout → linear: the last block then keeps its resolution (no pooling) so the class activation
-map of the CAM method (Zhou et al. 2016) is exact and as fine as possible. Head ``"dense"`` is
-flatten → dropout → dense(ReLU) → dropout → linear, which needs a fixed input size. The output
-is logits; softmax gives the probabilities, cross-entropy trains them.
+Block ``i`` is ``conv(k×k, filters·2^i) → [batch norm] → ReLU → [max-pool 2×2]``; the number of
+filters doubles block by block. The first ``pooled_blocks`` blocks end with the pooling. Head
+``"gap"`` (the default) is global average pooling → dropout → linear, and by default the last two
+blocks keep their resolution (no pooling): the class activation map of the CAM method (Zhou et
+al. 2016) is then exact and a quarter of the input's resolution -- fine enough to point at
+features a few pixels across (with pooling after every block, a 128-px input gives a 16×16 map
+that cannot). Head ``"dense"`` is flatten → dropout → dense(ReLU) → dropout → linear, which needs a
+fixed input size; it pools after every block by default. The output is logits; softmax gives the
+probabilities, cross-entropy trains them.
 
 Every block's ReLU output is a CAM target layer, named ``"block1"`` … ``"blockN"``
 (:meth:`ScanprobeCNN.target_layers`); the default is the last one.
@@ -17,16 +20,17 @@ from typing import Any
 
 ARCHITECTURE = "scanprobe-cnn"
 
-#: Defaults: 4 blocks of 16-32-64-128 filters, 3×3 kernels, GAP head, 128-px input.
+#: Defaults: 4 blocks of 8-16-32-64 filters (pooling after the first two), 3×3 kernels, GAP head.
 DEFAULT_ARCHITECTURE = {
     "name": ARCHITECTURE,
     "blocks": 4,
-    "filters": 16,
+    "filters": 8,
     "kernel_size": 3,
     "dropout": 0.3,
     "head": "gap",
     "dense_units": 64,
     "batch_norm": True,
+    "pooled_blocks": None,  # None: blocks - 2 for the gap head (at least 1), every block for dense
 }
 
 HEADS = ("gap", "dense")
@@ -66,6 +70,9 @@ def check_architecture(arch: dict | None, in_channels: int, n_classes: int, inpu
         raise ValueError(f"architecture: dropout must be in [0, 1), got {dropout!r}")
     full["dropout"] = float(dropout)
     full["batch_norm"] = bool(full["batch_norm"])
+    if full["pooled_blocks"] is None:
+        full["pooled_blocks"] = max(1, full["blocks"] - 2) if full["head"] == "gap" else full["blocks"]
+    _int(full, "pooled_blocks", 0, full["blocks"])
     pools = pooling_count(full)
     if full["input_size"] % (2**pools):
         raise ValueError(f"input size {full['input_size']} px must be divisible by {2**pools} ({pools} pooling steps)")
@@ -73,8 +80,8 @@ def check_architecture(arch: dict | None, in_channels: int, n_classes: int, inpu
 
 
 def pooling_count(arch: dict) -> int:
-    """How many 2×2 poolings the blocks apply (the GAP head keeps the last block's resolution)."""
-    return arch["blocks"] - (1 if arch["head"] == "gap" else 0)
+    """How many 2×2 poolings the blocks apply (the first ``pooled_blocks`` blocks pool)."""
+    return min(arch["blocks"], arch["pooled_blocks"])
 
 
 def build_network(arch: dict):
