@@ -5,6 +5,8 @@
     scanprobe train DATA_DIR -o MODEL   train a classifier on a folder with one sub-folder per category
     scanprobe predict MODEL PATH...     category and probabilities per file (per frame for movies)
     scanprobe cam MODEL PATH... -o DIR  class activation maps as DIR/<stem>.cam.tif
+    scanprobe batch RECIPE INPUTS... -o OUTDIR [--workers N] [--scheduler ADDRESS]
+                                        a recipe over files, folders and globs, in parallel (Dask)
 """
 
 from __future__ import annotations
@@ -357,6 +359,46 @@ def cmd_cam(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_batch(args) -> int:
+    """A recipe over files/folders/globs: outputs, batch_summary.csv and batch_journal.jsonl in OUTDIR."""
+    from .batch import DONE, NOT_RUN, run_batch
+    from .recipe import load_recipe
+
+    try:
+        recipe = load_recipe(args.recipe)
+    except (ValueError, OSError) as exc:
+        print(f"scanprobe batch: error: {exc}", file=sys.stderr)
+        return 1
+    bar = ProgressBar("batch")
+    try:
+        result = run_batch(
+            recipe,
+            args.inputs,
+            args.output,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            progress=lambda update: bar.update(update.fraction, f"{update.step}/{update.total} {update.message}"),
+        )
+    except (ValueError, OSError) as exc:
+        bar.close()
+        print(f"scanprobe batch: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"scanprobe batch: interrupted; finished files are kept, run the same command again to resume ({args.output})", file=sys.stderr)
+        return 130
+    bar.close()
+    for r in result.results:
+        if r.status == "failed":
+            print(f"scanprobe batch: error: {r.error}", file=sys.stderr)
+    counts = {status: result.count(status) for status in ("ok", DONE, "failed", NOT_RUN)}
+    text = ", ".join(f"{n} {status}" for status, n in counts.items() if n or status in ("ok", "failed"))
+    print(f"{len(result.results)} input(s): {text}; summary: {result.summary}")
+    if result.left_out:
+        print(f"  {result.left_out} file(s) in the folders given are not SPM files and were left out")
+    return 1 if result.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scanprobe", description="Scanning probe microscopy data: read, inspect, view.")
     parser.add_argument("--version", action="version", version=f"napari-scanprobe {__version__}")
@@ -402,6 +444,14 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("--layer", default=None, metavar="L", help="network layer, block1 ... blockN (default: the last)")
     cm.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     cm.set_defaults(func=cmd_cam)
+
+    ba = sub.add_parser("batch", help="apply a recipe (JSON/YAML) to files, folders and globs, in parallel")
+    ba.add_argument("recipe", metavar="RECIPE", help="recipe file (.yaml, .yml or .json)")
+    ba.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders (recursive) or glob patterns ('**' recursive)")
+    ba.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs, summary and journal (created if missing)")
+    ba.add_argument("--workers", type=int, default=None, metavar="N", help="local worker processes (default: one per core; 0: no parallelism)")
+    ba.add_argument("--scheduler", default=None, metavar="ADDRESS", help="address of an existing dask.distributed scheduler, e.g. tcp://host:8786")
+    ba.set_defaults(func=cmd_batch)
     return parser
 
 

@@ -266,9 +266,14 @@ class PreprocessWidget(QWidget):
         for step, panel in self.panels.items():
             self.tabs.addTab(panel.native, step)
         top = Container(widgets=[self.input], labels=True)
+        self.recipe_format = ComboBox(label="recipe writes", choices=[".gsf", ".gwy", ".tif"], value=".gsf", tooltip="The output format of the exported recipe's write step")
+        self.export_button = PushButton(text="Export recipe…", tooltip="Save the selected layer's processing history as a recipe (YAML/JSON) for `scanprobe batch`")
+        self.export_button.changed.connect(self._export_dialog)
+        bottom = Container(widgets=[self.recipe_format, self.export_button], labels=True)
         layout = QVBoxLayout(self)
         layout.addWidget(top.native)
         layout.addWidget(self.tabs)
+        layout.addWidget(bottom.native)
         layout.addStretch(1)
         self.viewer.layers.events.inserted.connect(self._layers_changed)
         self.viewer.layers.events.removed.connect(self._layers_changed)
@@ -323,6 +328,45 @@ class PreprocessWidget(QWidget):
             return np.asarray(data)
         index = int(layer.world_to_data(self.viewer.dims.point)[0])
         return np.asarray(data[int(np.clip(index, 0, data.shape[0] - 1))])
+
+    # -- recipes -------------------------------------------------------------------------------
+    def recipe_layer(self) -> Image | None:
+        """The layer whose history is exported: the selected image layer, else the input layer."""
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image) and active is not self._preview_layer and not active.rgb:
+            return active
+        return self.layer
+
+    def _export_dialog(self, *args):
+        from .recipe_export import ask_recipe_path
+
+        layer = self.recipe_layer()
+        if layer is None:
+            show_info("Choose an image layer first.")
+            return
+        path = ask_recipe_path(self, layer.name)
+        if path:
+            self.export_recipe(path, layer)
+
+    def export_recipe(self, path, layer: Image | None = None):
+        """Write ``layer``'s (default: :meth:`recipe_layer`) history as a recipe to ``path``.
+
+        The recipe processes the layer's channel, replays its steps and writes the result in
+        the format chosen in "recipe writes". Returns the path, or None after showing an error.
+        """
+        from .recipe_export import export_layer_recipe
+
+        layer = layer if layer is not None else self.recipe_layer()
+        if layer is None:
+            show_info("Choose an image layer first.")
+            return None
+        try:
+            out = export_layer_recipe(layer, path, write=self.recipe_format.value)
+        except (ValueError, OSError) as exc:
+            show_error(f"Cannot export the recipe of {layer.name!r}: {exc}")
+            return None
+        show_info(f"Recipe of {layer.name!r} written to {out}")
+        return out
 
     # -- preview layer -----------------------------------------------------------------------
     def show_preview(self, layer: Image, result: np.ndarray, zoom: int = 1):
