@@ -481,3 +481,13 @@ def test_truncated_tif(tmp_path, shape, caplog):
         else:
             np.testing.assert_array_equal(data, frames, err_msg=f"cut to {keep} of {len(raw)} bytes")
     assert declined >= len(range(8, len(raw) - 64, 211))
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    from napari_scanprobe.atomic import _UMASK, atomic_write
+
+    path = atomic_write(tmp_path / "x.bin", b"data")
+    assert path.read_bytes() == b"data"
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~_UMASK
