@@ -348,3 +348,27 @@ def test_categories_are_edited_in_the_widget(dock):
     viewer.layers.remove(extra)
     assert panel.assigned() == {"category 2": [b]}
     assert widget.predict.layer_list.count() == 2
+
+
+def test_export_recipe_predict_and_cam_replays_the_widget(qtbot, dock, model_file, tmp_path):
+    import napari_scanprobe as sp
+    from napari_scanprobe.learn.predict import predict
+    from napari_scanprobe.recipe import load_recipe
+
+    viewer, widget = dock
+    source = add_blob_layers(viewer, per_category=1, seed=4)["blob"][0]
+    panel = widget.predict
+    panel.set_checked([source])
+    assert panel.export_recipe(tmp_path / "no_model.yaml") is None  # no model yet
+    assert "Save the model first" in last_error()
+    panel.load_model(str(model_file))
+    panel.cam_method.setCurrentText("layercam")
+    out = panel.export_recipe(tmp_path / "classify.yaml")
+    assert out is not None and out.is_file()
+    recipe = load_recipe(out)
+    assert [s["step"] for s in recipe.to_dict(tmp_path)["steps"]] == ["predict", "cam", "write"]
+    result = sp.run_recipe(out, {"Height": np.asarray(source.data)}, pixel_size=PIXEL_NM)
+    direct = predict(sp.load_model(model_file), np.asarray(source.data), pixel_size=PIXEL_NM)
+    assert result.prediction.label == direct.label
+    assert result.prediction.probabilities == pytest.approx(direct.probabilities, abs=1e-6)
+    assert result.cam.map.shape == source.data.shape and result.cam.method == "layercam"

@@ -725,6 +725,12 @@ class PredictPanel(_Panel):
         self.cam_button.clicked.connect(self.add_cam)
         self.cam_worker = None
         self._layers: list[Image] = []
+        self.export_button = QPushButton("Export recipe…")
+        self.export_button.setToolTip(
+            "Save a recipe that replays the first checked layer's processing, then predicts with this "
+            "model and writes the class activation map (scanprobe batch runs it on many files)"
+        )
+        self.export_button.clicked.connect(self._export_dialog)
 
         row = QHBoxLayout()
         row.addWidget(self.model_path)
@@ -747,6 +753,7 @@ class PredictPanel(_Panel):
         layout.addWidget(self.status)
         layout.addWidget(self.table)
         layout.addWidget(cam_box)
+        layout.addWidget(self.export_button)
         layout.addStretch(1)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -890,6 +897,41 @@ class PredictPanel(_Panel):
         self.progress.setVisible(False)
 
     # -- CAM ---------------------------------------------------------------------------------------------
+    # -- recipe --------------------------------------------------------------------------------
+    def _export_dialog(self, *args) -> None:
+        from .recipe_export import ask_recipe_path
+
+        layers = self.selected_layers()
+        if not layers:
+            show_info("Check a layer to classify first.")
+            return
+        path = ask_recipe_path(self, layers[0].name)
+        if path:
+            self.export_recipe(path, layers[0])
+
+    def export_recipe(self, path, layer: Image | None = None):
+        """Write a recipe to ``path``: ``layer``'s processing history, predict with the model
+        (which must be saved: the recipe pins its file by hash), a CAM step with the chosen
+        method and category, and a ``.gwy`` write (image + map in one file). Returns the path,
+        or None after showing an error."""
+        from .recipe_export import export_layer_recipe
+
+        layers = [layer] if layer is not None else self.selected_layers()
+        if not layers:
+            show_info("Check a layer to classify first.")
+            return None
+        if self.model is None or not self.model.path:
+            show_error("Save the model first (Train tab ▸ Save model…) or load a saved one: a recipe refers to a model file.")
+            return None
+        target = None if self.cam_target.currentText() == PREDICTED else self.cam_target.currentText()
+        try:
+            out = export_layer_recipe(layers[0], path, write={"format": ".gwy", "name": "{file}"}, model=self.model.path, cam={"method": self.cam_method.currentText(), "target": target})
+        except (ValueError, OSError) as exc:
+            show_error(f"Cannot export the recipe of {layers[0].name!r}: {exc}")
+            return None
+        self.status.setText(f"recipe written to {out}")
+        return out
+
     def add_cam(self, *args) -> None:
         """Compute a class activation map of each checked layer in a worker, then add the layers."""
         if self.cam_worker is not None:
