@@ -95,7 +95,7 @@ def cmd_demo(args) -> int:
             viewer.open(name, plugin="napari-scanprobe")
     else:
         viewer.open_sample("napari-scanprobe", "afm_scan")
-    for widget in ("Scan browser", "Preprocess"):
+    for widget in ("Scan browser", "Preprocess", "Classifier"):
         viewer.window.add_plugin_dock_widget("napari-scanprobe", widget)
     scale_bar_of(viewer).visible = True
     napari.run()
