@@ -189,7 +189,7 @@ def _expand_inputs(paths: list[str]) -> list[str]:
 
 def _print_metrics(metrics: dict, categories: list[str]) -> None:
     if "accuracy" not in metrics:
-        print(f"  no validation metrics ({metrics.get('evaluated_on', 'no validation images')})")
+        print("  no metrics: no validation images (--validation 0)")
         return
     print(f"  evaluated on {metrics['n']} {metrics['evaluated_on']}")
     print(f"  accuracy {metrics['accuracy']:.3f}   balanced accuracy {metrics['balanced_accuracy']:.3f}   ROC AUC {metrics['roc_auc']:.3f}")

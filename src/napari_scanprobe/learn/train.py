@@ -107,12 +107,20 @@ def _load(items: list[tuple[Any, str]], channels: Sequence[str], skipped: list) 
             else:
                 example = as_example(item, channels, name=name)
         except (ReaderError, ValueError, OSError) as exc:
-            skipped.append({"input": name, "reason": str(exc)})
+            skipped.append({"input": name, "reason": _reason(exc, name)})
         else:
             example.label = category
             examples.append(example)
         yield Progress(i + 1, len(items), message=f"reading {i + 1}/{len(items)}")
     return examples
+
+
+def _reason(exc: Exception, name: str) -> str:
+    """Why an input was skipped, without repeating its name (the report names it)."""
+    if isinstance(exc, ReaderError):
+        return exc.reason
+    text = str(exc)
+    return text[len(name) + 2 :] if text.startswith(f"{name}: ") else text
 
 
 def _target_pixel_size(examples: list[Example], pixel_size: Any) -> float | None:
@@ -145,7 +153,7 @@ def _prepare(examples: list[Example], categories: list[str], spec: dict, skipped
         try:
             frames = [model_input(example.frame(f), example.pixel_size, spec, example.source) for f in range(example.n_frames)]
         except ValueError as exc:
-            skipped.append({"input": example.source, "reason": str(exc)})
+            skipped.append({"input": example.source, "reason": _reason(exc, example.source)})
             continue
         views += frames
         labels += [categories.index(example.label)] * len(frames)
@@ -462,7 +470,7 @@ def train_steps(
         history=history,
         training={
             "options": opts,
-            "images_per_category": {c: int(sum(1 for e in examples if e.label == c)) for c in categories},
+            "images_per_category": {c: int(len(np.unique(samples.groups[samples.labels == i]))) for i, c in enumerate(categories)},
             "samples": int(len(labels)),
             "validation_samples": int(sum(len(va) for _, va in splits)),
             "skipped": skipped,
