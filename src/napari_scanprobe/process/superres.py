@@ -71,7 +71,6 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..atomic import atomic_write
 from ..weights_file import check_shapes, load_weights, save_weights, weight_paths
 from ..torch_setup import resolve_device, torch_threads
 from .common import Progress, as_image, is_dask, map_frames, run_to_end
