@@ -10,6 +10,8 @@ import pytest
 from napari_scanprobe.process.flatten import flatten
 from napari_scanprobe.process.superres import upscale
 
+from .widget_helpers import result_layers, run_and_wait
+
 PLUGIN = "napari-scanprobe"
 
 
@@ -20,17 +22,6 @@ def viewer_with_scan(make_napari_viewer, sample):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Preprocess")
     widget.input.value = layers[0]
     return viewer, widget, layers
-
-
-def _results(viewer):
-    return [layer for layer in viewer.layers if not layer.metadata.get("preview")]
-
-
-def run_and_wait(qtbot, viewer, panel, timeout=60_000):
-    before = len(_results(viewer))
-    panel.start()
-    qtbot.waitUntil(lambda: panel.worker is None and len(_results(viewer)) == before + 1, timeout=timeout)
-    return _results(viewer)[-1]
 
 
 def test_flatten_adds_a_layer_with_scale_and_history(qtbot, viewer_with_scan):

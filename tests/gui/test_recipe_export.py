@@ -12,19 +12,10 @@ from napari_scanprobe import read
 from napari_scanprobe.cli import main
 from napari_scanprobe.recipe import load_recipe
 
+from .widget_helpers import result_layers, run_and_wait
+
 PLUGIN = "napari-scanprobe"
 FILES = ("nanonis_sxm/test.sxm", "nanonis_sxm/A151216.123306-02602.sxm")
-
-
-def _results(viewer):
-    return [layer for layer in viewer.layers if not layer.metadata.get("preview")]
-
-
-def run_and_wait(qtbot, viewer, panel, timeout=60_000):
-    before = len(_results(viewer))
-    panel.start()
-    qtbot.waitUntil(lambda: panel.worker is None and len(_results(viewer)) == before + 1, timeout=timeout)
-    return _results(viewer)[-1]
 
 
 def process_in_the_widget(qtbot, viewer, widget, layer):
