@@ -10,7 +10,7 @@ import pytest
 from napari_scanprobe.process.flatten import flatten
 from napari_scanprobe.process.superres import upscale
 
-from .widget_helpers import result_layers, run_and_wait
+from .widget_helpers import run_and_wait
 
 PLUGIN = "napari-scanprobe"
 

@@ -12,7 +12,7 @@ from napari_scanprobe import read
 from napari_scanprobe.cli import main
 from napari_scanprobe.recipe import load_recipe
 
-from .widget_helpers import result_layers, run_and_wait
+from .widget_helpers import run_and_wait
 
 PLUGIN = "napari-scanprobe"
 FILES = ("nanonis_sxm/test.sxm", "nanonis_sxm/A151216.123306-02602.sxm")
