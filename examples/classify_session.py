@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. napari: membrane samples and a real scan, the Classifier widget with the model
     viewer = napari.Viewer(title="napari-scanprobe: classification session")
-    membranes = viewer.open_sample(PLUGIN, "knob_membranes")
+    membranes = [layer for layer in viewer.open_sample(PLUGIN, "knob_membranes") if "category" in layer.metadata]  # not the knob masks
     scan_layers = viewer.open(args.scan, plugin=PLUGIN)
     height = next((layer for layer in scan_layers if layer.metadata.get("z_unit") == "nm"), scan_layers[0])
     viewer.add_image(sp.flatten(height.data, "auto"), name=f"{height.name} | API flatten", scale=height.scale, translate=height.translate, units=height.units)

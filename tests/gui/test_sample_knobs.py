@@ -14,16 +14,23 @@ NAMES = [f"{c} {i}" for c in ("healthy", "infected") for i in range(1, 5)]
 
 def test_knob_membranes_open_as_eight_height_layers(make_napari_viewer):
     viewer = make_napari_viewer()
-    layers = viewer.open_sample(PLUGIN, "knob_membranes")
-    assert [layer.name for layer in layers] == NAMES
-    assert [layer.name for layer in viewer.layers] == NAMES
+    opened = viewer.open_sample(PLUGIN, "knob_membranes")
+    knobs = [f"infected {i} | knobs" for i in range(1, 5)]
+    assert [layer.name for layer in opened] == NAMES + knobs
+    layers = opened[:8]
     px = DEFAULT_PIXEL_SIZE_NM
+    offsets = {tuple(layer.translate) for layer in layers}
+    assert len(offsets) == 8  # side by side, none on top of another
+    for name in knobs:  # the true knob pixels, hidden, over their image
+        mask, image = viewer.layers[name], viewer.layers[name.split(" |")[0]]
+        assert mask.visible is False and mask.data.shape == image.data.shape and 0 < mask.data.mean() < 0.1
+        np.testing.assert_allclose(mask.translate, image.translate)
     for layer in layers:
         category = layer.name.split()[0]
         assert layer.data.shape == (128, 128) and layer.data.dtype == np.float32
         assert np.isfinite(layer.data).all()
         np.testing.assert_allclose(layer.scale, [px, px])
-        np.testing.assert_allclose(layer.translate, [0, 0])
+        np.testing.assert_allclose(layer.translate, layer.metadata["offset"])
         assert [str(u) for u in layer.units] == ["nanometer", "nanometer"]
         assert layer.colormap.name == "afmhot"
         lo, hi = layer.contrast_limits
@@ -31,11 +38,11 @@ def test_knob_membranes_open_as_eight_height_layers(make_napari_viewer):
         meta = layer.metadata
         assert meta["category"] == category
         assert meta["channel"] == "Height" and meta["z_unit"] == "nm" and meta["xy_unit"] == "nm"
-        assert meta["pixel_size"] == pytest.approx([px, px]) and meta["offset"] == [0.0, 0.0]
+        assert meta["pixel_size"] == pytest.approx([px, px])
         assert meta["processing"] == [] and meta["source"] == "synthetic"
     # the images are all different, and repeatable
     assert len({layer.data.tobytes() for layer in layers}) == 8
     again = knob_membranes()
-    for layer, (data, kwargs, kind) in zip(layers, again):
+    for layer, (data, kwargs, kind) in zip(layers, again[:8], strict=True):
         assert kind == "image" and kwargs["name"] == layer.name
         np.testing.assert_array_equal(data, layer.data)
