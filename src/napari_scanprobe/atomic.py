@@ -54,6 +54,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def output_folder(path: str | os.PathLike) -> Path:
+    """The folder ``path``, created when missing; one clear error when it cannot be."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder (-o takes the folder the outputs are written to)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns the path."""
     target = Path(path)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import output_folder
 from .process.common import Progress
 from .recipe import FileResult, Recipe, load_recipe
 
@@ -346,13 +347,7 @@ def run_batch(
         raise ValueError(f"workers: expected a whole number >= 0, got {workers!r}")
     if not recipe.writes and not (recipe.step("predict") or recipe.step("cam")):
         raise ValueError("the recipe neither writes files nor predicts: add a 'write' step (or a 'predict' step)")
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise ValueError(f"{outdir}: not a folder (-o takes the folder the outputs are written to)")
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OSError(f"cannot create the output folder {outdir}: {exc.strerror or exc}") from None
+    outdir = output_folder(outdir)
 
     items, left_out = expand_inputs(inputs, outdir)
     if not items:

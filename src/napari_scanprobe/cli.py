@@ -23,19 +23,8 @@ from .io import ReaderError, read
 
 
 def _channel_facts(ch) -> dict:
-    shape = tuple(int(n) for n in ch.data.shape)
-    return {
-        "name": ch.name,
-        "direction": ch.direction,
-        "title": ch.title,
-        "shape": list(shape),
-        "frames": shape[0] if len(shape) == 3 else 1,
-        "pixel_size": list(ch.pixel_size),
-        "xy_unit": ch.xy_unit,
-        "offset": list(ch.offset),
-        "z_unit": ch.z_unit,
-        "frame_time_s": ch.frame_time_s,
-    }
+    shape = [int(n) for n in ch.data.shape]
+    return {**ch.facts(), "title": ch.title, "shape": shape, "frames": shape[0] if len(shape) == 3 else 1}
 
 
 def _info_line(facts: dict) -> str:
@@ -287,6 +276,7 @@ def cmd_cam(args) -> int:
     """One class activation map per input: ``OUTDIR/<input stem>.cam.tif`` (float32, the input's frame)."""
     from pathlib import Path
 
+    from .atomic import output_folder
     from .io.scan import Channel
     from .io.write import write
     from .learn.cam import cam_lazy, check_layer, check_method, target_index
@@ -303,13 +293,7 @@ def cmd_cam(args) -> int:
             target = int(target)  # a category index
         target = target_index(model, target)
         resolve_device(args.device)
-        outdir = Path(args.output)
-        if outdir.exists() and not outdir.is_dir():
-            raise ValueError(f"{outdir}: not a folder (-o takes the folder the maps are written to)")
-        try:
-            outdir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OSError(f"cannot create the output folder {outdir}: {exc.strerror or exc}") from None
+        outdir = output_folder(args.output)
     except (ValueError, OSError) as exc:
         print(f"scanprobe cam: error: {exc}", file=sys.stderr)
         return 1

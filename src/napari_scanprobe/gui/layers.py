@@ -40,14 +40,10 @@ def contrast_limits(data: Any) -> list[float]:
 
 
 def channel_metadata(scan: Scan, channel: Channel) -> dict:
+    facts = channel.facts()
     return {
-        "channel": channel.name,
-        "direction": channel.direction,
-        "z_unit": channel.z_unit,
-        "xy_unit": channel.xy_unit,
-        "pixel_size": list(channel.pixel_size),
-        "offset": list(channel.offset),
-        "frame_time_s": channel.frame_time_s,
+        "channel": facts.pop("name"),
+        **facts,
         "source": scan.path,
         "format": scan.format,
         "header": scan.header,

@@ -66,6 +66,19 @@ class Channel:
         """``"Height (retrace)"``: the channel name with its direction, as shown to users."""
         return f"{self.name} ({self.direction})" if self.direction else self.name
 
+    def facts(self) -> dict:
+        """What describes the channel besides its pixels, as plain JSON values: name, direction,
+        units, pixel size, offset, frame time (for ``scanprobe info``, layer metadata, file headers)."""
+        return {
+            "name": self.name,
+            "direction": self.direction,
+            "z_unit": self.z_unit,
+            "xy_unit": self.xy_unit,
+            "pixel_size": list(self.pixel_size),
+            "offset": list(self.offset),
+            "frame_time_s": self.frame_time_s,
+        }
+
 
 @dataclass
 class Scan:

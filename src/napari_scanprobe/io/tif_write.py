@@ -47,13 +47,7 @@ def description(channel: Channel) -> str:
     """The ImageDescription text for ``channel`` (see the module notes)."""
     info = {
         "format_version": FORMAT_VERSION,
-        "name": channel.name,
-        "direction": channel.direction,
-        "z_unit": channel.z_unit,
-        "xy_unit": channel.xy_unit,
-        "pixel_size": list(channel.pixel_size),
-        "offset": list(channel.offset),
-        "frame_time_s": channel.frame_time_s,
+        **channel.facts(),
         "frames": int(channel.data.shape[0]) if channel.data.ndim == 3 else None,
         "metadata": jsonable(channel.header or {}),
     }
