@@ -143,11 +143,8 @@ def test_stray_bytes_in_text_never_crash(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def test_small_movie_is_read_whole_into_one_chunk(tmp_path, monkeypatch):
-    """Under movie.EAGER_BYTES the frames are read when the file is opened, one read per channel,
-    into one in-memory chunk, with exactly the values the lazy frame-by-frame path gives."""
-    base = _levels((2, 3, 24, 32), seed=4)  # (channel, frame, y, x)
-    path = write_asd(tmp_path / "small.asd", base, n_frames=40, channels=("TP", "ER"))
+def count_reads(monkeypatch) -> list[tuple[int, int]]:
+    """Record every ``(offset, nbytes)`` the .asd reader reads from here on."""
     reads = []
     original = asd._read_span
 
@@ -156,6 +153,15 @@ def test_small_movie_is_read_whole_into_one_chunk(tmp_path, monkeypatch):
         return original(p, offset, nbytes)
 
     monkeypatch.setattr(asd, "_read_span", counting)
+    return reads
+
+
+def test_small_movie_is_read_whole_into_one_chunk(tmp_path, monkeypatch):
+    """Under movie.EAGER_BYTES the frames are read when the file is opened, one read per channel,
+    into one in-memory chunk, with exactly the values the lazy frame-by-frame path gives."""
+    base = _levels((2, 3, 24, 32), seed=4)  # (channel, frame, y, x)
+    path = write_asd(tmp_path / "small.asd", base, n_frames=40, channels=("TP", "ER"))
+    reads = count_reads(monkeypatch)
     small = read(path)
     assert len(reads) == 2, "one read per channel"
     for ch in small.channels:
@@ -182,14 +188,7 @@ def test_movie_is_lazy_only_the_indexed_frame_is_read(tmp_path, monkeypatch):
     path = write_asd(tmp_path / "long.asd", base, n_frames=n)
     assert path.stat().st_size > n * ny * nx * 2
 
-    reads = []
-    original = asd._read_span
-
-    def counting(p, offset, nbytes):
-        reads.append((offset, nbytes))
-        return original(p, offset, nbytes)
-
-    monkeypatch.setattr(asd, "_read_span", counting)
+    reads = count_reads(monkeypatch)
     scan = read(path)
     (ch,) = scan.channels
     assert ch.data.shape == (n, ny, nx)

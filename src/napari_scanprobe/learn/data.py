@@ -31,6 +31,7 @@ import numpy as np
 
 from ..io import ReaderError, Scan, read
 from ..io.scan import Channel
+from ..process.common import as_image
 from ..process.steps import apply_steps
 
 #: Plain-array files a training folder may hold besides SPM files.
@@ -164,17 +165,11 @@ def as_example(obj: Any, channels: Sequence[str] = (), pixel_size: Any = None, n
         missing = [c for c in wanted if c not in obj]
         if missing:
             raise ValueError(f"{name}: no channel {missing[0]!r}; given {', '.join(map(repr, obj))}")
-        return Example([_array(obj[c], f"{name}[{c!r}]") for c in wanted], wanted, size, source=name)
-    arr = _array(obj, name)
+        return Example([as_image(obj[c], f"{name}[{c!r}]") for c in wanted], wanted, size, source=name)
+    arr = as_image(obj, name)
     if len(channels) > 1:
         raise ValueError(f"{name}: one array is one channel, but the model needs {len(channels)} ({', '.join(channels)}); pass a dict name -> array")
     return Example([arr], [channels[0] if channels else "image"], size, source=name)
-
-
-def _array(obj: Any, name: str) -> Any:
-    from ..process.common import as_image
-
-    return as_image(obj, name)
 
 
 def check_pixel_size(value: Any, name: str) -> tuple[float, float]:

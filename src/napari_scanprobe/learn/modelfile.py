@@ -127,7 +127,8 @@ def load_model(path: str | os.PathLike) -> ClassifierModel:
             n_classes=len(categories),
             input_size=input_size,
         )
-        if arch != {**arch, **{k: doc["architecture"].get(k, arch[k]) for k in ("in_channels", "n_classes", "input_size")}}:
+        stored = doc["architecture"]
+        if any(k in stored and stored[k] != arch[k] for k in ("in_channels", "n_classes", "input_size")):
             raise ValueError("architecture disagrees with the categories, channels or input size")
         preprocessing = check_steps(doc.get("preprocessing"), "preprocessing")
     except (KeyError, TypeError, ValueError) as exc:
