@@ -98,7 +98,9 @@ def main() -> int:
     parser.add_argument("--layers", action="store_true", help="also evaluate every method at every network layer")
     parser.add_argument("--blocks", type=int, default=None, help="train with this many blocks instead of the default")
     parser.add_argument("--filters", type=int, default=None, help="train with this many first-block filters instead of the default")
-    parser.add_argument("--pooled-blocks", type=int, default=None, help="train with pooling after this many blocks (default: all but the last two)")
+    parser.add_argument("--pooled-blocks", type=int, default=None, help="train with pooling after this many blocks (default: the first)")
+    parser.add_argument("--last-kernel-size", type=int, default=None, help="train with this kernel in the last block (default: 1)")
+    parser.add_argument("--sparsity", type=float, default=None, help="train with this activation penalty (default: train.DEFAULTS)")
     args = parser.parse_args()
     import torch
 
@@ -111,8 +113,9 @@ def main() -> int:
         print(f"model {model.path} loaded (trained on {model.training.get('images_per_category')})")
     else:
         train_data = knob_dataset(122, 109, seed=args.seed)
-        arch = {k: v for k, v in (("blocks", args.blocks), ("filters", args.filters), ("pooled_blocks", args.pooled_blocks)) if v is not None}
-        model = train(as_dict(train_data), pixel_size=None, epochs=args.epochs, seed=args.seed, threads=2, architecture=arch or None)
+        arch = {k: v for k, v in (("blocks", args.blocks), ("filters", args.filters), ("pooled_blocks", args.pooled_blocks), ("last_kernel_size", args.last_kernel_size)) if v is not None}
+        extra = {} if args.sparsity is None else {"sparsity": args.sparsity}
+        model = train(as_dict(train_data), pixel_size=None, epochs=args.epochs, seed=args.seed, threads=2, architecture=arch or None, **extra)
         print(f"trained on 122 healthy + 109 infected in {time.perf_counter() - started:.1f} s (data generation included)")
         if args.model:
             print(f"model saved to {model.save(args.model)}")

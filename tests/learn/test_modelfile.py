@@ -94,3 +94,20 @@ def test_save_into_a_missing_folder_is_a_clear_error(blob_model, tmp_path):
     with pytest.raises(OSError, match="does not exist"):
         blob_model.save(tmp_path / "no" / "such" / "m")
     assert not (tmp_path / "no").exists()
+
+
+def test_a_model_saved_before_last_kernel_size_existed_still_loads(tmp_path):
+    """Older descriptions have no last_kernel_size: every block then had kernel_size."""
+    from napari_scanprobe.learn.train import train
+
+    from .conftest import SIZE
+
+    old = train(blob_data(6, seed=2), input_size=SIZE, pixel_size=None, epochs=1, seed=0, architecture={"blocks": 3, "last_kernel_size": 3})
+    old.save(tmp_path / "old")
+    doc = json.loads((tmp_path / "old.json").read_text())
+    del doc["architecture"]["last_kernel_size"]
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    loaded = load_model(tmp_path / "old")
+    assert loaded.architecture["last_kernel_size"] == 3
+    image = blob_data(1, seed=4)["blob"][0]
+    assert predict(loaded, image).probabilities == predict(old, image).probabilities

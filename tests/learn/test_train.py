@@ -176,6 +176,8 @@ def test_all_images_too_small_says_so():
         ({"colour": "red"}, "unknown training option"),
         ({"architecture": {"head": "max"}}, "head must be one of"),
         ({"architecture": {"kernel_size": 4}}, "odd"),
+        ({"architecture": {"last_kernel_size": 2}}, "last_kernel_size must be odd"),
+        ({"sparsity": -0.5}, "sparsity"),
         ({"input_size": 49}, "divisible"),
         ({"preprocessing": [{"step": "sharpen"}]}, "unknown step"),
         ({"pixel_size": -2}, "positive"),
@@ -190,3 +192,22 @@ def test_bad_options_are_named(options, message):
 def test_folds_need_enough_files_per_category():
     with pytest.raises(ValueError, match="3-fold cross-validation needs at least 3 files"):
         train(blob_data(2, seed=0), folds=3, epochs=1, **FAST)
+
+
+def test_sparsity_quiets_the_last_block():
+    """The activity penalty: the last block of a model trained with it fires far less."""
+    import torch
+
+    from napari_scanprobe.learn.data import model_input
+
+    data = blob_data(24, seed=3)
+    images = data["plain"][:8]
+    mean_activity = {}
+    for sparsity in (0.0, 2.0):
+        model = train(data, sparsity=sparsity, epochs=8, **FAST)
+        net = model.network("cpu").eval()
+        views = np.stack([model_input([im], None, model.spec, "test") for im in images])
+        with torch.inference_mode():
+            mean_activity[sparsity] = float(net.features(torch.from_numpy(views)).mean())
+        assert model.training["options"]["sparsity"] == sparsity
+    assert mean_activity[2.0] < 0.5 * mean_activity[0.0]

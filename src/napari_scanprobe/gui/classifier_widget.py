@@ -342,7 +342,7 @@ class TrainPanel(_Panel):
         self.preprocessing.addItems(list(PREPROCESSING_CHOICES))
         self.preprocessing.setToolTip("Flattening applied to every image before the network, stored in the model and applied again at prediction")
         self.permutations = _spin(DEFAULTS["permutations"], 0, 1000, "Label-permutation test: trainings on shuffled labels (0: none)")
-        self.blocks = _spin(arch["blocks"], 1, 8, "Convolution blocks (each halves the resolution, except the last with the GAP head)")
+        self.blocks = _spin(arch["blocks"], 1, 8, "Convolution blocks. GAP head: all but the last three (at least the first) halve the resolution, the last is 1×1. Dense head: each halves it")
         self.filters = _spin(arch["filters"], 1, 512, "Filters of the first block; doubled block by block")
         self.head = QComboBox()
         self.head.addItems(list(HEADS))

@@ -121,6 +121,8 @@ def load_model(path: str | os.PathLike) -> ClassifierModel:
         arch = doc["architecture"]
         if not isinstance(arch, dict):
             raise ValueError("architecture is not a dict")
+        if "last_kernel_size" not in arch:  # saved before the option existed: every block had kernel_size
+            arch = {**arch, "last_kernel_size": arch.get("kernel_size")}
         arch = check_architecture(
             {k: v for k, v in arch.items() if k not in ("in_channels", "n_classes", "input_size")},
             in_channels=max(1, len(channels)),
