@@ -148,36 +148,56 @@ def count_reads(monkeypatch) -> list[tuple[int, int]]:
     reads = []
     original = asd._read_span
 
-    def counting(p, offset, nbytes):
+    def counting(p, offset, nbytes, fh=None):
         reads.append((offset, nbytes))
-        return original(p, offset, nbytes)
+        return original(p, offset, nbytes, fh)
 
     monkeypatch.setattr(asd, "_read_span", counting)
     return reads
 
 
-def test_small_movie_is_read_whole_into_one_chunk(tmp_path, monkeypatch):
-    """Under movie.EAGER_BYTES the frames are read when the file is opened, one read per channel,
-    into one in-memory chunk, with exactly the values the lazy frame-by-frame path gives."""
+def test_small_movie_is_held_in_memory(tmp_path, monkeypatch):
+    """Under movie.EAGER_BYTES every channel's frames are read in ONE read when the file is opened
+    and held; frames (one per chunk) and np.asarray of the whole movie never read the file
+    again and give exactly what the lazy frame-by-frame path gives."""
     base = _levels((2, 3, 24, 32), seed=4)  # (channel, frame, y, x)
     path = write_asd(tmp_path / "small.asd", base, n_frames=40, channels=("TP", "ER"))
     reads = count_reads(monkeypatch)
     small = read(path)
-    assert len(reads) == 2, "one read per channel"
+    assert len(reads) == 1, "one read for every channel"
+    start, nbytes = reads[0]
+    assert start == small.header["data_start"] and nbytes == 2 * 40 * (32 + 2 * 24 * 32)
     for ch in small.channels:
-        assert ch.data.shape == (40, 24, 32) and ch.data.numblocks == (1, 1, 1)
-        (chunk,) = ch.data.__dask_graph__().values()
-        assert isinstance(chunk, np.ndarray) and chunk.dtype == np.float32
+        assert ch.data.shape == (40, 24, 32) and ch.data.chunks[0] == (1,) * 40
     reads.clear()
-    np.asarray(small.channels[1].data[7])
+    frame7 = np.asarray(small.channels[1].data[7])
+    whole = np.asarray(small.channels[1].data)
     assert reads == [], "an in-memory movie never reads the file again"
+    np.testing.assert_array_equal(whole[7], frame7)
     monkeypatch.setattr(movie_module, "EAGER_BYTES", 0)
     lazy = read(path)
-    assert lazy.channels[0].data.numblocks == (40, 1, 1)
     for a, b in zip(small.channels, lazy.channels):
         np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
+        np.testing.assert_array_equal(a.data.compute(), np.asarray(b.data[:]))  # through dask's scheduler
     want = expected_values(base[1, 5 % 3], "ER")
     np.testing.assert_allclose(np.asarray(small.channels[1].data[5]), want, rtol=1e-5, atol=1e-4)
+
+
+def test_asarray_gives_a_new_array_each_time(tmp_path):
+    """np.asarray(movie) skips dask's scheduler but, like dask, never hands out the held data:
+    changing the result changes neither the movie nor the next result."""
+    base = _levels((2, 8, 8), seed=6)
+    scan = read(write_asd(tmp_path / "tiny.asd", base, n_frames=2))
+    data = scan.channels[0].data
+    first = np.asarray(data)
+    first[:] = 12345.0
+    again = np.asarray(data)
+    np.testing.assert_allclose(again[1], expected_values(base[1], "TP"), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(data[1]), again[1])
+    assert np.asarray(data, dtype=np.float64).dtype == np.float64
+    data[0] = 7.0  # dask changes the array in place: np.asarray must see it
+    np.testing.assert_array_equal(np.asarray(data)[0], 7.0)
+    np.testing.assert_array_equal(np.asarray(data)[1], again[1])
 
 
 def test_movie_is_lazy_only_the_indexed_frame_is_read(tmp_path, monkeypatch):
@@ -215,12 +235,23 @@ def test_movie_is_lazy_only_the_indexed_frame_is_read(tmp_path, monkeypatch):
     corner = ch.data[7, :4, -3:].compute()
     assert frames_read() == [7] and corner.shape == (4, 3)
 
+    reads.clear()
+    whole = np.asarray(ch.data)  # every frame: one read of the channel's span, not one per frame
+    assert len(reads) == 1 and whole.shape == (n, ny, nx)
+    np.testing.assert_array_equal(whole[1234], frame)
 
-def test_graph_is_picklable_and_holds_no_open_file(sample):
+
+def test_graph_is_picklable_and_holds_no_open_file(sample, monkeypatch):
+    """A small movie's graph (one task per frame) pickles without the frames it holds: the copy
+    reads them from the file, like a large movie."""
     scan = read(sample("hsafm_asd/asd_sample_0.asd"))
     data = scan.channels[0].data
-    clone = pickle.loads(pickle.dumps(data))
+    blob = pickle.dumps(data)
+    assert len(blob) < 100_000 < data.size * 2, "the held raw frames must not travel with the graph"
+    clone = pickle.loads(blob)
+    reads = count_reads(monkeypatch)
     np.testing.assert_array_equal(np.asarray(clone[5]), np.asarray(data[5]))
+    assert len(reads) == 1, "the copy reads its frame from the file"
 
 
 # --------------------------------------------------------------------------------------

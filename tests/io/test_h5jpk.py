@@ -164,13 +164,10 @@ def test_header_holds_every_measurement_attribute_and_the_channel_keys(scan, sam
 # --------------------------------------------------------------------------------------
 
 
-def test_small_movie_is_read_whole_into_one_chunk(scan, sample, tmp_path, monkeypatch):
-    """Under movie.EAGER_BYTES every channel is read when the file is opened (one chunk, in
-    memory, no file handle kept) and holds exactly what the lazy frame-by-frame path reads."""
-    for ch in scan.channels:
-        assert ch.data.numblocks == (1, 1, 1)
-        (chunk,) = ch.data.__dask_graph__().values()
-        assert isinstance(chunk, np.ndarray) and chunk.dtype == np.float32
+def test_small_movie_is_held_in_memory(sample, tmp_path, monkeypatch):
+    """Under movie.EAGER_BYTES every channel's raw levels are read when the file is opened (no
+    file handle kept): frames (one per chunk) and np.asarray of the whole movie never touch the
+    file again and give exactly what the lazy frame-by-frame path reads."""
     path = tmp_path / "movie.h5-jpk"
     shutil.copy(sample(SAMPLE), path)
     small = read(path)
@@ -178,9 +175,16 @@ def test_small_movie_is_read_whole_into_one_chunk(scan, sample, tmp_path, monkey
         assert "Measurement_000" in f
     monkeypatch.setattr(movie_module, "EAGER_BYTES", 0)
     lazy = read(path)
-    assert lazy.channels[0].data.numblocks == (4, 1, 1)
-    for a, b in zip(small.channels, lazy.channels):
-        np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
+    expected = [np.asarray(ch.data) for ch in lazy.channels]
+    path.unlink()  # the small movie needs the file no more
+    for ch, want in zip(small.channels, expected):
+        assert ch.data.chunks[0] == (1,) * 4
+        np.testing.assert_array_equal(np.asarray(ch.data), want)
+        np.testing.assert_array_equal(np.asarray(ch.data[2]), want[2])
+        np.testing.assert_array_equal(ch.data.compute(), want)  # through dask's scheduler
+    whole = np.asarray(small.channels[1].data)
+    whole[:] = 0.0  # a new array: the movie is unchanged
+    np.testing.assert_array_equal(np.asarray(small.channels[1].data), expected[1])
 
 
 def test_lazy_per_frame_and_no_leaked_handle(sample, tmp_path, monkeypatch):
@@ -207,8 +211,11 @@ def test_lazy_per_frame_and_no_leaked_handle(sample, tmp_path, monkeypatch):
 
 
 def test_graph_is_picklable(scan):
+    """Without the raw levels a small movie holds (the copy reads the file): a small pickle."""
     data = scan.channels[1].data
-    clone = pickle.loads(pickle.dumps(data))
+    blob = pickle.dumps(data)
+    assert len(blob) < 50_000 < data.size
+    clone = pickle.loads(blob)
     np.testing.assert_array_equal(np.asarray(clone[3]), np.asarray(data[3]))
 
 

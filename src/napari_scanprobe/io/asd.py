@@ -40,21 +40,24 @@ Pixel size = scan range (nm) / pixels; rows are kept in file order (AFMReader do
 flip either); ``frame_time_s`` = frame time (ms) / 1000. Header text (operator name, comment)
 is Shift-JIS in Japanese-lab files (text encoding 932) and is decoded leniently.
 
-``Channel.data`` is a ``(t, y, x)`` float32 dask array (``movie.py``): a small movie (at most
-``movie.EAGER_BYTES`` as float32, all channels) is read whole when the file is opened -- one
-read per channel, one vectorised conversion -- and held as one chunk; a larger one is never
-loaded: one chunk per frame, each reading only its own frame's bytes (open, seek, read, close).
+``Channel.data`` is a ``(t, y, x)`` float32 dask array, one frame per chunk (``movie.py``): the
+raw bytes of a small movie (at most ``movie.EAGER_BYTES`` as float32, all channels) are read
+when the file is opened -- one read for every channel -- and held; frames are converted from
+them on demand (one vectorised step for the whole movie with ``np.asarray``). A larger movie is
+never loaded: each frame reads only its own bytes (open, seek, read, close).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from .movie import FrameSource, is_small, movie_array
+from .movie import FrameSource, is_small, lazy_movie
 from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable
 
 FORMAT = "asd"
@@ -80,16 +83,16 @@ _AD_RANGES = {
 _TEXT_ENCODINGS = {932: "shift_jis", 1200: "utf-16-le", 20932: "euc_jp", 65001: "utf-8", 20127: "ascii"}
 _SCAN_DIRECTIONS = {1: "x forward", 2: "x backward", 4: "y forward", 8: "y backward"}
 
-# Fixed part of the headers: (struct format, field names). "_" fields are booked bytes.
+# Fixed part of the headers: (struct format, field names); booked bytes are skipped ("x").
 _V0_FIXED = (
-    "<ihhiiiiihhhhfffIi?ihhBBBBBBffiiiiiih",
+    "<ihhiiiiihhhhfffIi?i2xhBBBBBBff12xiiih",
     (
         "file_version", "kind_1ch", "kind_2ch", "file_header_size", "frame_header_size",
         "operator_name_size", "comment_offset_size", "comment_size", "x_pixels", "y_pixels",
         "x_range_nm", "y_range_nm", "frame_time_ms", "z_piezo_extension_nm_per_V", "z_piezo_gain",
-        "ad_range_code", "ad_bits", "is_averaged", "averaging_window", "_legacy", "year", "month",
+        "ad_range_code", "ad_bits", "is_averaged", "averaging_window", "year", "month",
         "day", "hour", "minute", "second", "rounding_degree", "x_max_range_nm", "y_max_range_nm",
-        "_booked1", "_booked2", "_booked3", "initial_frames", "num_frames", "machine_id", "file_id",
+        "initial_frames", "num_frames", "machine_id", "file_id",
     ),
 )  # fmt: skip
 _V0_TAIL = ("<ffi", ("sensor_sensitivity_nm_per_V", "phase_sensitivity_deg_per_V", "scan_direction"))
@@ -108,9 +111,8 @@ _V1_FIXED = (
     ),
 )  # fmt: skip
 _FRAME_HEADER = (
-    "<ihhhhff?bhii",
-    ("number", "max_data", "min_data", "x_offset", "y_offset", "x_tilt", "y_tilt", "is_stimulated",
-     "_booked1", "_booked2", "_booked3", "_booked4"),
+    "<ihhhhff?11x",
+    ("number", "max_data", "min_data", "x_offset", "y_offset", "x_tilt", "y_tilt", "is_stimulated"),
 )  # fmt: skip
 
 _V0_SIZE = struct.calcsize(_V0_FIXED[0])
@@ -164,7 +166,7 @@ def _text(raw: bytes, encoding: int | None) -> str:
 
 def _unpack(fmt_names: tuple[str, tuple[str, ...]], buf: bytes, offset: int = 0) -> dict:
     fmt, names = fmt_names
-    return {k: v for k, v in zip(names, struct.unpack_from(fmt, buf, offset)) if not k.startswith("_")}
+    return dict(zip(names, struct.unpack_from(fmt, buf, offset)))
 
 
 def _kind_name(code: int) -> str:
@@ -276,13 +278,18 @@ def level_scale(hdr: dict, kind: str) -> tuple[float, float, str, str]:
 
 
 # --------------------------------------------------------------------------------------
-# Lazy frames
+# Frames
 # --------------------------------------------------------------------------------------
 
 
-def _read_span(path: str, offset: int, nbytes: int) -> bytes:
-    """The one place frame bytes are read (tests count the calls)."""
-    with open(path, "rb") as fh:
+def _read_span(path: str, offset: int, nbytes: int, fh=None) -> bytes:
+    """The one place frame bytes are read (tests count the calls): from ``fh`` when the file is
+    already open, else the file is opened and closed again."""
+    if fh is None:
+        with open(path, "rb") as own:
+            own.seek(offset)
+            data = own.read(nbytes)
+    else:
         fh.seek(offset)
         data = fh.read(nbytes)
     if len(data) != nbytes:
@@ -291,19 +298,33 @@ def _read_span(path: str, offset: int, nbytes: int) -> bytes:
 
 
 class AsdFrames(FrameSource):
-    """Array-like ``(t, y, x)`` float32 view of one channel's frames, read on demand.
+    """Array-like ``(t, y, x)`` float32 view of one channel's frames, converted on demand.
 
-    Picklable (only the path and numbers are kept); every ``__getitem__`` opens the file,
-    reads the bytes of the requested frames and closes it.
+    ``held``: the file's bytes from offset ``held_at`` on, read when the file was opened (a small
+    movie); without them every ``frames`` call opens the file, reads the bytes of the requested
+    frames and closes it. Pickles as path and numbers (``FrameSource``: never the held bytes).
     """
 
-    def __init__(self, path: str, first: int, stride: int, skip: int, shape: tuple[int, int, int], a: float, b: float):
+    def __init__(
+        self,
+        path: str,
+        first: int,
+        stride: int,
+        skip: int,
+        shape: tuple[int, int, int],
+        a: float,
+        b: float,
+        held: bytes | None = None,
+        held_at: int = 0,
+    ):
         super().__init__(path, shape)
         self.first = first  # offset of frame 0's frame header
         self.stride = stride  # frame header + frame data
         self.skip = skip  # frame header size
         self.a = a
         self.b = b
+        self.held = held
+        self.held_at = held_at
 
     def frames(self, start: int, stop: int) -> np.ndarray:
         """Frames ``start:stop`` (contiguous), converted."""
@@ -311,9 +332,15 @@ class AsdFrames(FrameSource):
         ny, nx = self.shape[1:]
         if count <= 0:
             return np.empty((0, ny, nx), np.float32)
-        nbytes = (count - 1) * self.stride + self.skip + 2 * ny * nx
-        buf = _read_span(self.path, self.first + start * self.stride, nbytes)
-        raw = np.ndarray((count, ny, nx), dtype="<i2", buffer=buf, offset=self.skip, strides=(self.stride, 2 * nx, 2))
+        offset = self.first + start * self.stride
+        if self.held is not None:
+            buf, offset = self.held, offset - self.held_at
+        else:
+            buf = _read_span(self.path, offset, (count - 1) * self.stride + self.skip + 2 * ny * nx)
+            offset = 0
+        raw = np.ndarray(
+            (count, ny, nx), dtype="<i2", buffer=buf, offset=offset + self.skip, strides=(self.stride, 2 * nx, 2)
+        )
         out = raw.astype(np.float32)  # then scaled in place: faster than one mixed-type multiply
         out *= np.float32(self.a)
         if self.b:
@@ -325,12 +352,16 @@ class AsdFrames(FrameSource):
 # Reader
 # --------------------------------------------------------------------------------------
 
+#: Bytes read first: every known header fits (a longer name or comment is read after).
+_HEAD_BYTES = 4096
+
 
 def read(path: Path) -> Scan:
     path = Path(path)
-    file_size = path.stat().st_size
+    stat = path.stat()
+    file_size = stat.st_size
     with open(path, "rb") as fh:
-        buf = fh.read(min(file_size, 1 << 16))
+        buf = fh.read(min(file_size, _HEAD_BYTES))
         if len(buf) < 4:
             raise ReaderError(path, "file is too short for an .asd header")
         want = _header_extent(buf)  # a long name/comment: read the whole header (bounded)
@@ -356,14 +387,20 @@ def read(path: Path) -> Scan:
                 f"{ny} x {nx} pixels ({need} bytes) but the file holds {file_size} bytes "
                 f"({whole} complete frames)",
             )
-
-        # frame 0's frame header of each channel (tilt, offsets): a few bytes, same handle
+        held = None
+        if is_small(len(kinds) * nframes * ny * nx * 4):  # every channel's frames in one read, held (movie.py)
+            held = _read_span(str(path), data_start, need - data_start, fh)
+        # frame 0's frame header of each channel (tilt, offsets): a few bytes
         first_headers = []
         for c in range(len(kinds)):
             info = {}
             if frame_header >= _FRAME_HEADER_SIZE:
-                fh.seek(data_start + c * nframes * stride)
-                info = _unpack(_FRAME_HEADER, fh.read(_FRAME_HEADER_SIZE))
+                at = data_start + c * nframes * stride
+                if held is not None:
+                    info = _unpack(_FRAME_HEADER, held, at - data_start)
+                else:
+                    fh.seek(at)
+                    info = _unpack(_FRAME_HEADER, fh.read(_FRAME_HEADER_SIZE))
             first_headers.append(info)
 
     x_nm, y_nm = hdr["x_range_nm"], hdr["y_range_nm"]
@@ -372,27 +409,25 @@ def read(path: Path) -> Scan:
     else:  # no usable scan size: keep pixels
         pixel_size, xy_unit = (1.0, 1.0), ""
     frame_ms = hdr["frame_time_ms"]
-    frame_time_s = frame_ms / 1000.0 if np.isfinite(frame_ms) and frame_ms > 0 else None
+    frame_time_s = frame_ms / 1000.0 if math.isfinite(frame_ms) and frame_ms > 0 else None
 
-    stat = path.stat()
-    base = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    base = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
     header = jsonable(hdr)
-    eager = is_small(len(kinds) * nframes * ny * nx * 4)
     channels = []
     for c, kind in enumerate(kinds):
         try:
             a, b, unit, rule = level_scale(hdr, kind)
         except ValueError as exc:
             raise ReaderError(path, f"cannot convert the {kind} data: {exc}") from None
-        if not (np.isfinite(a) and np.isfinite(b)):
+        if not (math.isfinite(a) and math.isfinite(b)):
             raise ReaderError(path, f"corrupt header: non-finite conversion factors for {kind}")
         name = _KIND_INFO.get(kind, (clean_name(kind) or f"Channel {c + 1}",))[0]
         first = data_start + c * nframes * stride
-        source = AsdFrames(str(path), first, stride, frame_header, (nframes, ny, nx), a, b)
+        source = AsdFrames(str(path), first, stride, frame_header, (nframes, ny, nx), a, b, held, data_start)
         token = hashlib.sha1(f"{base}|{c}".encode()).hexdigest()[:16]
         channels.append(
             Channel(
-                data=movie_array(source, f"asd-{token}", eager),
+                data=lazy_movie(source, f"asd-{token}"),
                 name=name,
                 direction=None,
                 z_unit=unit,
@@ -400,18 +435,16 @@ def read(path: Path) -> Scan:
                 xy_unit=xy_unit,
                 offset=(0.0, 0.0),
                 frame_time_s=frame_time_s,
-                header=jsonable(
-                    {
-                        "channel": c + 1,
-                        "kind": kind,
-                        "conversion": rule,
-                        "scale_per_level": a,
-                        "offset": b,
-                        "data_offset": first,
-                        "frame_stride_bytes": stride,
-                        "first_frame_header": first_headers[c],
-                    }
-                ),
+                header={
+                    "channel": c + 1,
+                    "kind": kind,
+                    "conversion": rule,
+                    "scale_per_level": a,
+                    "offset": b,
+                    "data_offset": first,
+                    "frame_stride_bytes": stride,
+                    "first_frame_header": jsonable(first_headers[c]),
+                },
             )
         )
     return Scan(path=str(path), format=FORMAT, channels=channels, header=header)

@@ -88,6 +88,18 @@ class GwyObject:
 # --------------------------------------------------------------------------------------
 
 
+#: What a read is for, named in its error message: text, or ``(template, *args)`` formatted only
+#: when the error is raised (building every component's message up front took a tenth of the read).
+What = str | tuple
+
+
+def _describe(what: What) -> str:
+    if isinstance(what, str):
+        return what
+    template, *args = what
+    return template.format(*(_describe(a) if isinstance(a, tuple) else a for a in args))
+
+
 class _Deserializer:
     """Reads values from ``buf``; every read is bounded by an ``end`` it is given."""
 
@@ -99,16 +111,21 @@ class _Deserializer:
     def corrupt(self, reason: str) -> ReaderError:
         return ReaderError(self.path, f"corrupt Gwyddion file: {reason}")
 
-    def truncated(self, what: str, pos: int) -> ReaderError:
-        return ReaderError(self.path, f"file is truncated: {what} at byte {pos} runs past the end of its data")
+    def truncated(self, what: What, pos: int) -> ReaderError:
+        reason = f"file is truncated: {_describe(what)} at byte {pos} runs past the end of its data"
+        return ReaderError(self.path, reason)
 
-    def cstring(self, pos: int, end: int, what: str) -> tuple[str, int]:
+    def cstring(self, pos: int, end: int, what: What) -> tuple[str, int]:
         nul = self.buf.find(b"\0", pos, end)
         if nul < 0:
             raise self.truncated(what, pos)
-        return decode(self.buf[pos:nul]), nul + 1
+        raw = self.buf[pos:nul]
+        try:  # nearly always UTF-8 (ASCII): decode's other encodings only when it is not
+            return raw.decode("utf-8"), nul + 1
+        except UnicodeDecodeError:
+            return decode(raw), nul + 1
 
-    def unpack(self, fmt: str, pos: int, end: int, what: str) -> tuple[Any, int]:
+    def unpack(self, fmt: str, pos: int, end: int, what: What) -> tuple[Any, int]:
         size = struct.calcsize(fmt)
         if pos + size > end:
             raise self.truncated(what, pos)
@@ -119,7 +136,7 @@ class _Deserializer:
         if depth > MAX_DEPTH:
             raise self.corrupt(f"objects nested deeper than {MAX_DEPTH} levels")
         name, pos = self.cstring(pos, end, "object name")
-        size, pos = self.unpack("<I", pos, end, f"size of {name!r}")
+        size, pos = self.unpack("<I", pos, end, ("size of {!r}", name))
         body_end = pos + size
         if body_end > end:
             raise self.truncated(f"object {name!r} ({size} bytes)", pos)
@@ -128,14 +145,14 @@ class _Deserializer:
             obj.items = strings
             return obj, body_end
         while pos < body_end:  # every component consumes >= 2 bytes, so this ends
-            key, pos = self.cstring(pos, body_end, f"component name in {name!r}")
+            key, pos = self.cstring(pos, body_end, ("component name in {!r}", name))
             if pos >= body_end:
                 raise self.truncated(f"component {key!r} of {name!r}", pos)
             code = chr(self.buf[pos])
             if keep is not None and code == OBJECT and not keep(key):
                 pos = self.skip_object(pos + 1, body_end)
                 continue
-            obj.items[key], pos = self.value(code, pos + 1, body_end, depth, f"{key!r} of {name!r}")
+            obj.items[key], pos = self.value(code, pos + 1, body_end, depth, ("{!r} of {!r}", key, name))
         return obj, body_end
 
     def string_container(self, pos: int, end: int) -> dict[str, str] | None:
@@ -176,17 +193,17 @@ class _Deserializer:
             if keep is not None and code == OBJECT and not keep(key):
                 pos = self.skip_object(pos, body_end)
                 continue
-            obj.items[key], pos = self.value(code, pos, body_end, 0, repr(key))
+            obj.items[key], pos = self.value(code, pos, body_end, 0, ("{!r}", key))
         return obj, body_end
 
     def skip_object(self, pos: int, end: int) -> int:
         name, pos = self.cstring(pos, end, "object name")
-        size, pos = self.unpack("<I", pos, end, f"size of {name!r}")
+        size, pos = self.unpack("<I", pos, end, ("size of {!r}", name))
         if pos + size > end:
             raise self.truncated(f"object {name!r} ({size} bytes)", pos)
         return pos + size
 
-    def value(self, code: str, pos: int, end: int, depth: int, what: str) -> tuple[Any, int]:
+    def value(self, code: str, pos: int, end: int, depth: int, what: What) -> tuple[Any, int]:
         if code in SCALAR_TYPES:
             value, pos = self.unpack(SCALAR_TYPES[code][0], pos, end, what)
             return (decode(value, ("latin-1",)) if code == "c" else value), pos
@@ -196,18 +213,18 @@ class _Deserializer:
             return self.object(pos, end, depth + 1)
         item = code.lower()
         if code.isupper() and (item in SCALAR_TYPES or item in (STRING, OBJECT)):
-            count, pos = self.unpack("<I", pos, end, f"length of {what}")
+            count, pos = self.unpack("<I", pos, end, ("length of {}", what))
             if item in SCALAR_TYPES:
                 dtype = np.dtype(SCALAR_TYPES[item][1])
                 need = count * dtype.itemsize
                 if pos + need > end:
-                    raise self.truncated(f"array {what} ({count} items)", pos)
+                    raise self.truncated(("array {} ({} items)", what, count), pos)
                 if item == "c":
                     return self.buf[pos : pos + need], pos + need
                 return np.frombuffer(self.buf, dtype, count, pos), pos + need
             # each string needs >= 1 byte and each object >= MIN_OBJECT_BYTES: bound the count first
             if count * (1 if item == STRING else MIN_OBJECT_BYTES) > end - pos:
-                raise self.truncated(f"array {what} ({count} items)", pos)
+                raise self.truncated(("array {} ({} items)", what, count), pos)
             values = []
             for _ in range(count):
                 if item == STRING:
@@ -216,7 +233,7 @@ class _Deserializer:
                     value, pos = self.object(pos, end, depth + 1)
                 values.append(value)
             return values, pos
-        raise self.corrupt(f"unknown type {code!r} for {what}")
+        raise self.corrupt(f"unknown type {code!r} for {_describe(what)}")
 
 
 def deserialize(path: Path, buf: bytes, keep: Callable[[str], bool] | None = None) -> tuple[str, GwyObject]:

@@ -36,30 +36,35 @@ Rules:
   "Height (measured)", "Lock-In Amplitude" ...) with direction ``"trace"``/``"retrace"``.
 
 Header: ``Scan.header`` holds the root attributes and EVERY attribute of each measurement
-group (the grid, timing, feedback and environment settings: the JPK property tree). A channel's
-``header`` holds only the channel attributes the reader uses (:data:`CHANNEL_KEYS`: names,
-direction, the composed scaling and its calibration slot; the ``encoder.scaling`` ones too when
-there is no composed scaling) plus the data set's ``quantity`` and ``units``: HDF5 reads
-attributes one by one (~15 us each) and the ~50 per channel (every calibration slot) took a
-third of the time to open a file. All of them stay one call away:
-:func:`read_attributes` ``(path, ch.header["group"])``.
+group (the grid, timing, feedback and environment settings: the JPK property tree, 363
+attributes in the sample file). A channel's ``header`` holds only the channel attributes the
+reader uses (:data:`CHANNEL_KEYS`: names, direction, the composed scaling and its calibration
+slot; the ``encoder.scaling`` ones too when there is no composed scaling) plus the data set's
+``quantity`` and ``units``; all of them stay one call away: :func:`read_attributes`
+``(path, ch.header["group"])``. Why: HDF5 reads attributes one by one (~15-20 us each, open +
+type + read, even with h5py's low-level calls), so the ~50 per channel (every calibration slot)
+would add ~8 ms to a 9-channel file, while the measurement group's tree is read once per file
+(~6 ms of the ~25 ms to open the sample, whose largest part, ~10 ms, is HDF5 inflating its 36
+compressed data chunks).
 
-Frames: ``Channel.data`` is a ``(t, y, x)`` float32 dask array (``movie.py``). A small movie
-(at most ``movie.EAGER_BYTES`` as float32, all channels) is read whole while the file is open
-for the header; a larger one is read on demand, one chunk per frame; each chunk opens the
-file, reads its column(s) and closes it, so no HDF5 handle outlives a read and the graph
-pickles.
+Frames: ``Channel.data`` is a ``(t, y, x)`` float32 dask array, one frame per chunk
+(``movie.py``). A small movie (at most ``movie.EAGER_BYTES`` as float32, all channels) has its
+raw levels read (one ``read_direct`` per channel) while the file is open for the header, and
+held: frames are converted from them on demand, and ``np.asarray`` converts the whole movie in
+one step. A larger movie is read on demand: each frame opens the file, reads its column(s) and
+closes it, so no HDF5 handle outlives a read and the graph pickles.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .movie import FrameSource, in_memory_movie, is_small, lazy_movie
+from .movie import FrameSource, is_small, lazy_movie
 from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable
 from .units import length_to_nm, value_scale
 
@@ -154,51 +159,64 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-# Lazy frames
+# Frames
 # --------------------------------------------------------------------------------------
 
 
 class H5jpkFrames(FrameSource):
-    """Array-like ``(t, y, x)`` float32 view of one channel dataset, read frame by frame.
+    """Array-like ``(t, y, x)`` float32 view of one channel data set, converted on demand.
 
-    Only the path, the dataset name and numbers are kept (picklable); each ``__getitem__``
-    opens the file, reads the requested frame columns and closes it again.
+    ``held``: the data set's raw levels as stored, read when the file was opened (a small
+    movie); without them each ``frames`` call opens the file, reads the requested frame columns
+    and closes it again. Pickles as path, data set name and numbers (never the held levels).
     """
 
-    def __init__(self, path: str, dataset: str, frames_last: bool, shape, mult: float, offset: float, flip: bool):
+    def __init__(
+        self,
+        path: str,
+        dataset: str,
+        frames_last: bool,
+        shape,
+        mult: float,
+        offset: float,
+        flip: bool,
+        held: np.ndarray | None = None,
+    ):
         super().__init__(path, shape)
         self.dataset = dataset
         self.frames_last = frames_last  # dataset is (pixels, frames), else (frames, pixels)
         self.mult = mult
         self.offset = offset
         self.flip = flip
+        self.held = held
 
     def frames(self, start: int, stop: int) -> np.ndarray:
-        import h5py
-
         _, ny, nx = self.shape
         if stop <= start:
             return np.empty((0, ny, nx), np.float32)
+        if self.held is not None:
+            return self.convert(self.select(self.held, start, stop))
+        import h5py
+
         try:
             with h5py.File(self.path, "r") as f:
-                dset = f[self.dataset]
-                return self.read_from(dset, start, stop)
-        except (OSError, KeyError) as exc:
-            raise ReaderError(self.path, f"cannot read frames {start}..{stop - 1} of {self.dataset} ({exc})") from None
-
-    def read_from(self, dset, start: int, stop: int) -> np.ndarray:
-        """Frames ``start:stop`` from the channel's open h5py data set, converted."""
-        _, ny, nx = self.shape
-        try:
-            if dset.ndim == 1:
-                raw = dset[()][None, :]
-            elif self.frames_last:
-                raw = dset[:, start:stop].T
-            else:
-                raw = dset[start:stop, :]
+                raw = self.select(f[self.dataset], start, stop)
         except (OSError, KeyError, ValueError) as exc:
             raise ReaderError(self.path, f"cannot read frames {start}..{stop - 1} of {self.dataset} ({exc})") from None
-        raw = raw.reshape(stop - start, ny, nx)
+        return self.convert(raw)
+
+    def select(self, data, start: int, stop: int) -> np.ndarray:
+        """Raw frames ``start:stop`` as ``(n, pixels)`` from the data set (h5py or held levels)."""
+        if data.ndim == 1:
+            return data[()][None, :]
+        if self.frames_last:
+            return data[:, start:stop].T
+        return data[start:stop, :]
+
+    def convert(self, raw: np.ndarray) -> np.ndarray:
+        """``(n, pixels)`` raw levels -> new float32 ``(n, y, x)`` values, rows flipped if needed."""
+        _, ny, nx = self.shape
+        raw = raw.reshape(-1, ny, nx)
         if self.flip:
             raw = raw[:, ::-1, :]
         out = raw.astype(np.float64)  # then scaled in place: faster than one mixed-type multiply
@@ -209,12 +227,31 @@ class H5jpkFrames(FrameSource):
 
 
 # --------------------------------------------------------------------------------------
-# Reader
+# Attributes
 # --------------------------------------------------------------------------------------
 
 
-def _attr_value(obj, name: str):
-    """One attribute's raw value.
+#: HDF5's byte orders and integer signs (``H5T_ORDER_LE``/``BE``, ``H5T_SGN_NONE``/``2``) -> numpy's.
+_ORDER = {0: "<", 1: ">"}
+_SIGN = {0: "u", 1: "i"}
+
+
+def _scalar_dtype(ftype, h5t) -> str | None:
+    """numpy type of a scalar fixed-length string or number attribute of HDF5 type ``ftype``
+    (built from its class, size and order: ``ftype.dtype`` takes longer than the read itself)."""
+    kind, size = ftype.get_class(), ftype.get_size()
+    if kind == h5t.STRING:
+        return None if ftype.is_variable_str() else f"S{size}"
+    order = _ORDER.get(ftype.get_order())
+    if kind == h5t.FLOAT and order:
+        return f"{order}f{size}"
+    if kind == h5t.INTEGER and order and ftype.get_sign() in _SIGN:
+        return f"{order}{_SIGN[ftype.get_sign()]}{size}"
+    return None
+
+
+def _attrs(obj, keys=None) -> dict:
+    """The h5py object's attributes (or those of ``keys`` it has) as a dict of raw values, read once.
 
     Nearly every JPK attribute is one number or one fixed-length string: those are read with
     h5py's low-level calls in the file's own type (no conversion path, no data space query:
@@ -223,31 +260,23 @@ def _attr_value(obj, name: str):
     """
     from h5py import h5a, h5t
 
-    attr = h5a.open(obj.id, name.encode())
-    ftype = attr.get_type()
-    kind = ftype.get_class()
-    if attr.get_storage_size() == ftype.get_size():  # exactly one element
-        if kind == h5t.STRING and not ftype.is_variable_str():
-            value = np.empty((), f"S{ftype.get_size()}")
-        elif kind in (h5t.FLOAT, h5t.INTEGER):
-            value = np.empty((), ftype.dtype)
-        else:
-            return obj.attrs[name]
-        attr.read(value, mtype=ftype)
-        return value[()]
-    return obj.attrs[name]
-
-
-def _attrs(obj, keys=None) -> dict:
-    """The object's HDF5 attributes (or those of ``keys`` it has) as a dict of raw values, read once."""
-    names = list(obj.attrs)
+    names: list[bytes] = []
+    h5a.iterate(obj.id, names.append)
     if keys is not None:
         have = set(names)
-        names = [k for k in keys if k in have]
+        names = [k for k in (key.encode() for key in keys) if k in have]
     out = {}
-    for key in names:
+    for name in names:
+        key = name.decode("utf-8", "replace")
         try:
-            out[key] = _attr_value(obj, key)
+            attr = h5a.open(obj.id, name)
+            ftype = attr.get_type()
+            if attr.get_storage_size() == ftype.get_size() and (dtype := _scalar_dtype(ftype, h5t)):
+                value = np.empty((), dtype)
+                attr.read(value, mtype=ftype)
+                out[key] = value[()]
+            else:
+                out[key] = obj.attrs[key]
         except (OSError, TypeError, ValueError, KeyError):  # unreadable types (dangling references ...)
             out[key] = "<unreadable>"
     return out
@@ -265,6 +294,11 @@ def read_attributes(path: str | Path, group: str = "/") -> dict:
             return jsonable(_attrs(f[group]))
     except (OSError, KeyError) as exc:
         raise ReaderError(path, f"cannot read the attributes of {group!r} ({exc})") from None
+
+
+# --------------------------------------------------------------------------------------
+# Reader
+# --------------------------------------------------------------------------------------
 
 
 def _scaling(attrs) -> tuple[float, float, str, str]:
@@ -300,9 +334,8 @@ def _channel_dataset(group, npix: int):
     import h5py
 
     for key in group:
-        if key.lower() == "thumbnail" or group.get(key, getclass=True) is not h5py.Dataset:
+        if key.lower() == "thumbnail" or not isinstance(obj := group[key], h5py.Dataset):
             continue
-        obj = group[key]
         shape = obj.shape
         if len(shape) == 2 and shape[0] == npix:
             return obj, True, shape[1]
@@ -311,6 +344,16 @@ def _channel_dataset(group, npix: int):
         if len(shape) == 1 and shape[0] == npix:
             return obj, True, 1
     return None
+
+
+def _read_whole(path: Path, dset) -> np.ndarray:
+    """The data set's raw levels as stored, in one read into a new array."""
+    try:
+        raw = np.empty(dset.shape, dset.dtype)
+        dset.read_direct(raw)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ReaderError(path, f"cannot read {dset.name} ({exc})") from None
+    return raw
 
 
 def read(path: Path) -> Scan:
@@ -326,7 +369,7 @@ def read(path: Path) -> Scan:
         raise ReaderError(path, f"not a readable HDF5 file (truncated or corrupt: {exc})") from None
 
     stat = path.stat()
-    base = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    base = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
     with f:
         if not _is_jpk(f):
             raise ReaderError(path, "HDF5 file without JPK scan attributes (not a JPK high-speed movie)")
@@ -366,12 +409,9 @@ def read(path: Path) -> Scan:
             header[mname] = jsonable(attrs)
             header[mname]["frame_time_rule"] = timing
 
-            names = sorted(
-                (k for k in group if k.startswith("Channel_") and group.get(k, getclass=True) is h5py.Group),
-                key=lambda k: (len(k), k),
-            )
-            for cname in names:
-                cgroup = group[cname]
+            for cname in sorted((k for k in group if k.startswith("Channel_")), key=lambda k: (len(k), k)):
+                if not isinstance(cgroup := group[cname], h5py.Group):
+                    continue
                 cattrs = _attrs(cgroup, CHANNEL_KEYS)
                 if "net-encoder.scaling.multiplier" not in cattrs:
                     cattrs.update(_attrs(cgroup, _ENCODER_KEYS))
@@ -423,17 +463,9 @@ def read(path: Path) -> Scan:
                 )
         if not found:
             raise ReaderError(path, "JPK HDF5 file holds no image channel")
-        # a small movie is read now, while the file is open (see the module docstring)
-        eager = is_small(sum(4 * math.prod(source.shape) for source, _, _, _ in found))
-        channels = [
-            Channel(
-                data=(
-                    in_memory_movie(source.read_from(dset, 0, source.shape[0]), f"{token}-mem")
-                    if eager
-                    else lazy_movie(source, token)
-                ),
-                **fields,
-            )
-            for source, dset, token, fields in found
-        ]
+        # a small movie's raw levels are read now, while the file is open (see the module docstring)
+        if is_small(sum(4 * math.prod(source.shape) for source, _, _, _ in found)):
+            for source, dset, _, _ in found:
+                source.held = _read_whole(path, dset)
+    channels = [Channel(data=lazy_movie(source, token), **fields) for source, _, token, fields in found]
     return Scan(path=str(path), format=FORMAT, channels=channels, header=header)  # JSON-ready: built so

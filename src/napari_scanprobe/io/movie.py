@@ -1,25 +1,32 @@
-"""Movies as dask arrays: frames read on demand, or held in memory when the movie is small.
+"""Movies as dask arrays, one frame per chunk, converted from the file's raw frames on demand.
 
 A format module subclasses :class:`FrameSource` with a ``frames(start, stop)`` method that reads
-and converts frames ``start:stop`` of one channel, decides with :func:`is_small` and makes each
-channel's array with :func:`movie_array` (or with :func:`lazy_movie` / :func:`in_memory_movie`
-when it reads the frames itself, from a file it already holds open):
+and converts frames ``start:stop`` of one channel, and makes each channel's array with
+:func:`lazy_movie`. Where the raw frames come from is the source's business, decided with
+:func:`is_small`:
 
 * a movie whose channels together take more than :data:`EAGER_BYTES` as float32 stays on disk:
-  :func:`lazy_movie` makes a float32 ``(t, y, x)`` dask array with one frame per chunk (napari
-  slices frame by frame, and larger chunks would read more than the frame shown). The source
-  keeps only its path and numbers, so the graph pickles and no file handle stays open between
-  reads; a 10,000-frame movie shows its first frame at once and never loads whole;
-* a smaller movie is read whole when the file is opened (one read, one vectorised conversion)
-  and wrapped by :func:`in_memory_movie` as a one-chunk dask array: computing it costs dask's
-  fixed overhead once instead of once per frame (open, seek, read, close every frame), and
-  scrubbing through it in napari never touches the disk again.
+  each ``frames`` call opens the file, reads the requested frames' bytes and closes it, so a
+  10,000-frame movie shows its first frame at once and never loads whole, and no file handle
+  stays open between reads;
+* a smaller movie's raw bytes (or decompressed raw levels) are read when the file is opened,
+  in one read per file or per channel, and the source holds them: showing or processing a frame
+  converts just that frame from memory and never touches the disk again (and int16 levels take
+  half the memory of float32 frames).
 
-Either way ``Channel.data`` of a movie is a dask array, so code downstream (napari, the lazy
-frame-by-frame processing in ``process``) sees one type.
+Either way the source keeps only its path, numbers and (small movies) the raw levels it holds;
+it pickles WITHOUT them (a copy elsewhere -- a dask worker in another process -- reads the file,
+as for a large movie), so a pickled graph stays small although it has one task per frame. The
+dask array is a thin :class:`dask.array.Array` subclass that knows its source:
+``np.asarray(movie)`` -- every frame -- is one ``source.frames(0, t)`` call (one read or one
+vectorised conversion into a new array) instead of a dask compute of one task per frame, whose
+fixed cost (~0.6 ms) is most of the time to read a small movie. Slices (``movie[3]``) and every
+other operation are plain dask and give plain dask arrays.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -29,17 +36,23 @@ EAGER_BYTES = 64 * 2**20
 
 
 class FrameSource:
-    """Array-like ``(t, y, x)`` float32 view of one channel's frames; subclasses read them."""
+    """Array-like ``(t, y, x)`` float32 view of one channel's frames; subclasses read them.
+
+    ``held``: the channel's raw data read when the file was opened (a small movie), or None;
+    subclasses convert frames from it when it is there, else read the file.
+    """
 
     dtype = np.dtype(np.float32)
     ndim = 3
+    held = None
 
     def __init__(self, path: str, shape: tuple[int, int, int]):
         self.path = path
         self.shape = tuple(int(n) for n in shape)
 
     def frames(self, start: int, stop: int) -> np.ndarray:
-        """Frames ``start:stop`` (``0 <= start <= stop <= t``) as a float32 ``(n, y, x)`` array."""
+        """Frames ``start:stop`` (``0 <= start <= stop <= t``) as a NEW float32 ``(n, y, x)`` array
+        (never a view of data the source holds: callers may modify it)."""
         raise NotImplementedError
 
     def __getitem__(self, key):
@@ -66,41 +79,54 @@ class FrameSource:
         data = self.frames(0, self.shape[0])
         return data if dtype is None else data.astype(dtype)
 
+    def __getstate__(self) -> dict:
+        """Pickled without the held data (see the module docstring)."""
+        state = dict(self.__dict__)
+        state.pop("held", None)
+        return state
+
 
 def _read_frame(source: FrameSource, t: int) -> np.ndarray:
     return source.frames(t, t + 1)
 
 
+@functools.cache
+def _movie_class() -> type:
+    """The dask array class of movies (made on first use: dask is imported only when needed)."""
+    import dask.array as da
+
+    class Movie(da.Array):
+        """A movie's dask array that knows its :class:`FrameSource` (``frame_source``).
+
+        ``np.asarray(movie)`` is ``frame_source.frames(0, t)`` (a new array, as dask gives) as
+        long as the array is the source's (``movie[...] = value`` changes a dask array in place:
+        then dask computes it); everything else is dask's. Pickles and copies as a plain dask array.
+        """
+
+        def __array__(self, dtype=None, copy=None):
+            if self.name != self.source_name:
+                return super().__array__(dtype=dtype, copy=copy)
+            frames = self.frame_source.frames(0, self.shape[0])
+            return frames if dtype is None else frames.astype(dtype, copy=False)
+
+    return Movie
+
+
 def lazy_movie(source: FrameSource, name: str):
-    """``source`` as a dask array, one frame per chunk; ``name`` must identify the file + channel.
+    """``source`` as a float32 ``(t, y, x)`` dask array, one frame per chunk; ``name`` must
+    identify the file + channel (path, size and modification time: dask keys are cached).
 
     The graph is written out directly (one task per frame): ``da.from_array`` costs milliseconds
-    per channel in chunk normalisation, which is most of the time to open a small movie.
+    per channel in chunk normalisation.
     """
-    import dask.array as da
-
     n, ny, nx = source.shape
     graph = {(name, t, 0, 0): (_read_frame, source, t) for t in range(n)}
-    return da.Array(graph, name, chunks=((1,) * n, (ny,), (nx,)), dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
-
-
-def in_memory_movie(frames: np.ndarray, name: str):
-    """A float32 ``(t, y, x)`` numpy array as a one-chunk dask array (``name`` as for :func:`lazy_movie`)."""
-    import dask.array as da
-
-    frames = np.asarray(frames, dtype=np.float32)
-    chunks = tuple((n,) for n in frames.shape)
     meta = np.empty((0, 0, 0), np.float32)
-    return da.Array({(name, 0, 0, 0): frames}, name, chunks=chunks, dtype=np.float32, meta=meta)
+    movie = _movie_class()(graph, name, chunks=((1,) * n, (ny,), (nx,)), dtype=np.float32, meta=meta)
+    movie.frame_source, movie.source_name = source, name
+    return movie
 
 
 def is_small(nbytes: int) -> bool:
     """Whether a movie of ``nbytes`` (float32, all channels) is read into memory when opened."""
     return nbytes <= EAGER_BYTES
-
-
-def movie_array(source: FrameSource, name: str, eager: bool):
-    """The channel's dask array: read whole now (``eager``) or frame by frame on demand."""
-    if eager:
-        return in_memory_movie(source.frames(0, source.shape[0]), f"{name}-mem")
-    return lazy_movie(source, name)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,9 @@ class Progress:
 
 
 def is_dask(array: Any) -> bool:
-    return type(array).__module__.startswith("dask.")
+    """Whether ``array`` is a dask array (subclasses included); never imports dask itself."""
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(array, dask_array.Array)
 
 
 def as_image(image: Any, name: str = "image") -> Any:
