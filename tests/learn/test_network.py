@@ -51,3 +51,28 @@ def test_receptive_field_counts_every_kernel_and_pooling():
 def test_bad_architecture_options_are_named(arch, message):
     with pytest.raises(ValueError, match=message):
         check_architecture(arch, in_channels=1, n_classes=2, input_size=64)
+
+
+@pytest.mark.parametrize("arch", [{}, {"head": "dense", "blocks": 3}, {"batch_norm": False}])
+def test_network_for_inference_computes_the_same_function(arch):
+    import torch
+
+    from napari_scanprobe.learn.network import as_input
+
+    full = check_architecture(arch, in_channels=2, n_classes=3, input_size=64)
+    torch.manual_seed(0)
+    net = build_network(full)
+    for m in net.modules():  # trained-looking statistics, not the identity of a fresh batch norm
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+    x = torch.randn(5, 2, 64, 64)
+    with torch.inference_mode():
+        expected = net.eval()(x)
+        fast = net.for_inference()
+        got = fast(as_input(x.numpy(), "cpu"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert set(fast.target_layers()) == {f"block{i + 1}" for i in range(full["blocks"])}
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -41,6 +41,7 @@ import numpy as np
 
 from .data import Example, as_example, model_input, resize, tiles
 from .modelfile import ClassifierModel, as_model
+from .network import as_input
 
 METHODS = ("cam", "gradcam", "gradcam++", "layercam")
 
@@ -193,7 +194,7 @@ class _Explainer:
 
         handle = self.module.register_forward_hook(hook)
         try:
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            x = as_input(batch, self.device)
             if self.method in _GRADIENT_METHODS:
                 with torch.enable_grad():
                     logits = self.net(x)

@@ -51,14 +51,15 @@ class ClassifierModel:
         return Path(self.path).stem if self.path else "unsaved model"
 
     def network(self, device: Any = None):
-        """The torch network with these weights, in eval mode, on ``device``."""
+        """The torch network with these weights on ``device``, ready for inference (eval mode,
+        batch norms folded: ``ScanprobeCNN.for_inference``; feed it ``network.as_input``)."""
         import torch
 
         from ..torch_setup import resolve_device
 
         net = build_network(self.architecture)
         net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in self.state.items()}, strict=False)
-        return net.to(resolve_device(device)).eval()
+        return net.to(resolve_device(device)).for_inference()
 
     def description(self) -> dict:
         return {

@@ -17,6 +17,7 @@ from ..io import ReaderError
 from ..process.common import Progress, run_to_end
 from .data import Example, as_example, model_input, tiles
 from .modelfile import ClassifierModel, as_model
+from .network import as_input
 
 
 @dataclass
@@ -44,7 +45,7 @@ def network_probabilities(net, batch: np.ndarray, device) -> np.ndarray:
     import torch
 
     with torch.inference_mode():
-        logits = net(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
+        logits = net(as_input(batch, device))
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
