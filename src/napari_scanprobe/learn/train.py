@@ -21,7 +21,7 @@ What it does, in order:
   each position of the last block pays for firing, so the network keeps its
   evidence on the few places that carry it and stays quiet elsewhere -- its class activation
   maps lie on those places (on the knob membranes, 30 % of a map's energy on the knobs without
-  the penalty and a 1×1 last block, about 80 % with them, at the same accuracy; see
+  the penalty and a 1×1 last block, 65-75 % with them, at the same or better accuracy; see
   ``network``). ``sparsity=0`` trains on cross-entropy alone.
 * reports per-epoch loss/accuracy (train and validation) and, at the end, accuracy, balanced
   accuracy, per-class precision/recall, confusion matrix and ROC AUC on the validation images
