@@ -76,8 +76,8 @@ class FrameSource:
         return self.frames(lo, hi)[index - lo][(slice(None),) + rest]
 
     def __array__(self, dtype=None, copy=None):
-        data = self.frames(0, self.shape[0])
-        return data if dtype is None else data.astype(dtype)
+        data = self.frames(0, self.shape[0])  # a new array: no copy needed for another dtype
+        return data if dtype is None else data.astype(dtype, copy=False)
 
     def __getstate__(self) -> dict:
         """Pickled without the held data (see the module docstring)."""
@@ -106,8 +106,7 @@ def _movie_class() -> type:
         def __array__(self, dtype=None, copy=None):
             if self.name != self.source_name:
                 return super().__array__(dtype=dtype, copy=copy)
-            frames = self.frame_source.frames(0, self.shape[0])
-            return frames if dtype is None else frames.astype(dtype, copy=False)
+            return self.frame_source.__array__(dtype)
 
     return Movie
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 ARCHITECTURE = "scanprobe-cnn"
 
 #: Defaults: 4 blocks of 8-16-32-64 filters, 3×3 kernels, GAP head (pooling after the first block, 1×1 last block).
@@ -196,7 +198,6 @@ def _network_class():
 
 def as_input(batch, device):
     """A numpy batch ``(N, C, H, W)`` as the network's input tensor on ``device`` (channels-last)."""
-    import numpy as np
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(batch)).to(device, memory_format=torch.channels_last)
