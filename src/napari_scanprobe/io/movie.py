@@ -9,8 +9,8 @@ and converts frames ``start:stop`` of one channel, and makes each channel's arra
   each ``frames`` call opens the file, reads the requested frames' bytes and closes it, so a
   10,000-frame movie shows its first frame at once and never loads whole, and no file handle
   stays open between reads;
-* a smaller movie's raw bytes (or decompressed raw levels) are read when the file is opened,
-  in one read per file or per channel, and the source holds them: showing or processing a frame
+* a smaller movie's raw bytes (or, for a compressed ``.h5-jpk``, the file's bytes) are read
+  when the file is opened, in one read, and the source holds them: showing or processing a frame
   converts just that frame from memory and never touches the disk again (and int16 levels take
   half the memory of float32 frames).
 
@@ -127,5 +127,6 @@ def lazy_movie(source: FrameSource, name: str):
 
 
 def is_small(nbytes: int) -> bool:
-    """Whether a movie of ``nbytes`` (float32, all channels) is read into memory when opened."""
+    """Whether a movie of ``nbytes`` (float32, all channels; a compressed file: its size) is
+    read into memory when opened."""
     return nbytes <= EAGER_BYTES
