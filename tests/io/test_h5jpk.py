@@ -373,3 +373,14 @@ def test_corrupt_layouts(tmp_path):
         _write_jpk(path, levels, **kwargs)
         assert find_format(path) is h5jpk
         _declined(path)
+
+
+def test_absurd_frame_count_is_declined(tmp_path):
+    """A data set declaring a billion frames (never written): declined at once, no graph built."""
+    path = tmp_path / "absurd_frames.h5-jpk"
+    _write_jpk(path, np.zeros((1, 4, 4), np.int32))
+    with h5py.File(path, "r+") as f:
+        chan = f["Measurement_000/Channel_000"]
+        del chan["Height"]
+        chan.create_dataset("Height", shape=(16, 10**9), dtype="i4", chunks=(16, 1))
+    assert _declined(path, "frames").startswith("Measurement_000/Channel_000 declares 1000000000 frames")

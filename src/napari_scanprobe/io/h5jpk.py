@@ -460,6 +460,8 @@ def _scan(path: Path, tree: _Tree) -> Scan:
             dname, frames_last, nframes = found
             if nframes <= 0:
                 raise ReaderError(path, f"{cpath} holds no frame")
+            if nframes > stat.st_size:  # every frame takes at least a byte of the file
+                raise ReaderError(path, f"{cpath} declares {nframes} frames, more than the file could hold")
             cattrs = tree.attrs(cpath)
             title = _text(cattrs.get("channel.fancy-name", b"")) or _text(cattrs.get("channel.name", b"")) or dname
             mult, off, zunit_file, which = _scaling(cattrs)
