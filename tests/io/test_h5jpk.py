@@ -352,6 +352,9 @@ def test_synthetic_layouts(tmp_path, monkeypatch, layout, via, small):
     if via is h5jpk.StoredFrames and not small and "chunks" not in layout:
         via = h5jpk.H5pyFrames  # a contiguous data set of a large file: h5py reads a frame of it alone
     assert type(ch.data.frame_source) is via
+    assert (ch.data.frame_source.held is not None) is small
+    if small:
+        path.unlink()  # a small movie needs its file no more, whichever way it was read
     assert (ch.name, ch.direction, ch.z_unit) == ("Height", "trace", "nm")
     assert ch.data.shape == (3, 6, 10)
     assert ch.pixel_size == pytest.approx((100 / 6, 200 / 10))

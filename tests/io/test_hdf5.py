@@ -9,6 +9,7 @@ import pytest
 h5py = pytest.importorskip("h5py")
 
 from napari_scanprobe.io import hdf5  # noqa: E402
+from napari_scanprobe.io.scan import decode  # noqa: E402
 
 
 def _parse(path) -> hdf5.File:
@@ -19,9 +20,9 @@ def _same(got, want, what):
     if isinstance(want, np.ndarray) and want.size == 1:  # one value reads as that value
         want = want.reshape(-1)[0]
     if isinstance(want, (bytes, np.bytes_)):
-        assert got == hdf5.text(bytes(want)), what
+        assert got == decode(bytes(want)), what
     elif isinstance(want, np.ndarray) and want.dtype.kind == "S":
-        assert got == [hdf5.text(bytes(v)) for v in want.ravel()], what
+        assert got == [decode(bytes(v)) for v in want.ravel()], what
     elif isinstance(want, np.ndarray) and want.size != 1:
         assert isinstance(got, np.ndarray) and got.dtype == want.dtype and got.shape == want.shape, what
         np.testing.assert_array_equal(got, want, err_msg=what)

@@ -171,10 +171,12 @@ class _Parsed(_Tree):
 
 
 class _H5py(_Tree):
-    """The tree read through h5py (any HDF5 layout)."""
+    """The tree read through h5py (any HDF5 layout); ``held``: whether frame sources read and
+    hold their data set's raw levels now, as long as the movie stays small (``movie.is_small``
+    of all channels as float32)."""
 
-    def __init__(self, path: str, f):
-        self.path, self.f = path, f
+    def __init__(self, path: str, f, held: bool):
+        self.path, self.f, self.held, self.held_bytes = path, f, held, 0
 
     def attrs(self, path):
         return _h5py_attrs(self.f[path])
@@ -189,7 +191,10 @@ class _H5py(_Tree):
         return self.f[path][()]
 
     def frames(self, path, **kw):
-        return H5pyFrames(self.path, path, **kw)
+        data, held = self.f[path], None
+        if self.held and is_small(self.held_bytes + 4 * data.size):
+            held, self.held_bytes = data[()], self.held_bytes + 4 * data.size
+        return H5pyFrames(self.path, path, held=held, **kw)
 
 
 def _h5py_attrs(obj) -> dict:
@@ -214,6 +219,7 @@ def read_tree(path: str | Path, fn, hold: bool = True):
     does not read, or a corrupt structure) send the file to h5py, whose verdict counts; a
     :class:`ReaderError` from ``fn`` is final."""
     path = Path(path)
+    size = 0
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -232,7 +238,7 @@ def read_tree(path: str | Path, fn, hold: bool = True):
     except OSError as exc:
         raise ReaderError(path, f"not a readable HDF5 file (truncated or corrupt: {exc})") from None
     with f:
-        return fn(_H5py(str(path), f))
+        return fn(_H5py(str(path), f, held=hold and is_small(size)))
 
 
 def _measurements(tree: _Tree) -> list[str]:
@@ -341,19 +347,29 @@ class StoredFrames(JpkFrames):
 
 
 class H5pyFrames(JpkFrames):
-    """Frames read through h5py: each call opens the file, reads the frame columns, closes it."""
+    """Frames read through h5py: from ``held`` (the data set's raw levels, read when a small
+    file was opened) or else from the file, opened for each call."""
+
+    def __init__(self, path: str, dataset: str, *, held: np.ndarray | None = None, **kw):
+        super().__init__(path, dataset, **kw)
+        self.held = held
 
     def raw(self, start, stop):
+        if self.held is not None:
+            return self.select(self.held, start, stop)
         import h5py
 
         try:
             with h5py.File(self.path, "r") as f:
-                data = f[self.dataset]
-                if data.ndim == 1:
-                    return data[()][None, :]
-                return data[:, start:stop].T if self.frames_last else data[start:stop, :]
+                return self.select(f[self.dataset], start, stop)
         except (OSError, KeyError, ValueError) as exc:
             raise ReaderError(self.path, f"cannot read frames {start}..{stop - 1} of {self.dataset} ({exc})") from None
+
+    def select(self, data, start: int, stop: int) -> np.ndarray:
+        """Raw frames ``start:stop`` as ``(n, pixels)`` from the data set (h5py or held levels)."""
+        if data.ndim == 1:
+            return data[()][None, :]
+        return data[:, start:stop].T if self.frames_last else data[start:stop, :]
 
 
 # --------------------------------------------------------------------------------------

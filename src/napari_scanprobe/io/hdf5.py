@@ -27,7 +27,7 @@ signature, an address past the end, a loop) raises :class:`Corrupt` or lets ``st
 ``IndexError`` through; every loop is bounded, and chunk inflation never produces more
 bytes than the chunk holds.
 
-Values: attributes come back as ``str`` (fixed-length strings, see :func:`text`), Python
+Values: attributes come back as ``str`` (fixed-length strings, by ``scan.decode``), Python
 ``float``/``int`` (one number), numpy arrays (several) or lists of ``str``; data sets as numpy
 arrays in the file's type and byte order.
 """
@@ -40,6 +40,8 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from .scan import decode
 
 MAGIC = b"\x89HDF\r\n\x1a\n"
 UNDEFINED = 0xFFFFFFFFFFFFFFFF
@@ -269,16 +271,6 @@ def _type_of(buf, pos: int) -> tuple:
     return known
 
 
-def text(raw: bytes) -> str:
-    """A fixed-length string's bytes as text: NULs removed, UTF-8, else Latin-1 (which maps
-    every byte)."""
-    raw = raw.replace(b"\0", b"")
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
 def _attribute_value(buf, type_at: int, space_at: int, data_at: int):
     if buf[space_at + 1] == 0 and not (buf[space_at] == 2 and buf[space_at + 3] == 2):
         dims, count = (), 1  # scalar: the common case, without _dims
@@ -292,10 +284,10 @@ def _attribute_value(buf, type_at: int, space_at: int, data_at: int):
         raise Corrupt("attribute data past the end of the file")
     if count == 1:
         if unpack is None:
-            return text(buf[data_at : data_at + dtype.itemsize])
+            return decode(buf[data_at : data_at + dtype.itemsize])
         return unpack(buf, data_at)[0]
     values = np.frombuffer(buf, dtype, count, data_at).reshape(dims)
-    return [text(v) for v in values.ravel()] if dtype.kind == "S" else values.copy()
+    return [decode(v) for v in values.ravel()] if dtype.kind == "S" else values.copy()
 
 
 class Group(Node):
