@@ -384,9 +384,8 @@ class Storage:
         first, stop = np.array([a for a, _ in box]), np.array([b for _, b in box])
         hit = np.flatnonzero(np.all((self.starts < stop) & (self.starts + self.chunk_shape > first), axis=1))
         for k in hit.tolist():
-            first = self.starts[k].tolist()
             src, dst = [], []
-            for (lo, hi), f, n in zip(box, first, self.chunk_shape):
+            for (lo, hi), f, n in zip(box, self.starts[k].tolist(), self.chunk_shape):
                 a, b = max(lo, f), min(hi, f + n)
                 src.append(slice(a - f, b - f))
                 dst.append(slice(a - lo, b - lo))
@@ -445,8 +444,8 @@ class Dataset(Node):
         filters = ()
         if FILTERS in self.messages:
             filters = _filters(buf, self.messages[FILTERS][0])
-            if any(f not in (DEFLATE, SHUFFLE) for f in filters):
-                raise Unsupported(f"filters {filters}")
+            if any(f not in (DEFLATE, SHUFFLE) for f in filters) or SHUFFLE in filters[1:]:
+                raise Unsupported(f"filters {filters}")  # others, or shuffling after compression
         pos = self._message(LAYOUT)
         version, layout = buf[pos], buf[pos + 1]
         if version != 3:
