@@ -42,15 +42,15 @@ def deadline(seconds: int, what: str):
 
 
 def read_or_decline(path: Path, budget_bytes: int) -> str:
-    """Read ``path`` (and frame 0 of movies); return "read" or "declined". Anything else fails."""
+    """Read ``path`` and every pixel of it (every frame of movies); return "read" or "declined".
+    Anything else fails."""
     tracemalloc.start()
     try:
         with deadline(SECONDS_PER_READ, path.name):
             try:
                 scan = read(path)
                 for ch in scan.channels:
-                    frame = ch.data[0] if ch.data.ndim == 3 else ch.data
-                    np.asarray(frame)
+                    np.asarray(ch.data)
                     assert ch.data.ndim in (2, 3)
                 outcome = "read"
             except ReaderError as exc:
@@ -80,6 +80,11 @@ def mutants(data: bytes, rng: np.random.Generator):
         for pos in rng.integers(0, head, size=4 + 4 * k):
             buf[pos] ^= 1 << int(rng.integers(0, 8))
         yield f"bit flips #{k}", bytes(buf)
+    for k in range(2):  # anywhere in the file: pixel data and compressed chunks too
+        buf = bytearray(data)
+        for pos in rng.integers(0, n, size=16):
+            buf[pos] ^= 1 << int(rng.integers(0, 8))
+        yield f"bit flips anywhere #{k}", bytes(buf)
     numbers = [m for m in re.finditer(rb"\d{2,}", data[:65536])]
     for k in range(MUTATIONS_PER_FILE - 10):
         if not numbers:

@@ -387,3 +387,23 @@ def test_absurd_frame_count_is_declined(tmp_path):
         del chan["Height"]
         chan.create_dataset("Height", shape=(16, 10**9), dtype="i4", chunks=(16, 1))
     assert _declined(path, "frames").startswith("Measurement_000/Channel_000 declares 1000000000 frames")
+
+
+@pytest.mark.parametrize("small", [True, False], ids=["held", "on-demand"])
+def test_corrupt_chunk_is_a_clear_error_for_its_frame(sample, tmp_path, monkeypatch, small):
+    """A damaged compressed chunk: the file opens (frames are inflated when asked for); that
+    frame is one ReaderError naming the file, the other frames read."""
+    data = bytearray(sample(SAMPLE).read_bytes())
+    with h5py.File(sample(SAMPLE), "r") as f:
+        info = f["Measurement_000/Channel_001/Height"].id.get_chunk_info(2)  # frame 2
+    middle = info.byte_offset + info.size // 2
+    data[middle : middle + 64] = bytes(64)
+    path = tmp_path / "damaged.h5-jpk"
+    path.write_bytes(bytes(data))
+    if not small:
+        monkeypatch.setattr(movie_module, "EAGER_BYTES", 0)
+    movie = read(path).channels[1].data
+    assert np.asarray(movie[1]).shape == (128, 128)
+    with pytest.raises(ReaderError) as failure:
+        np.asarray(movie[2])
+    assert path.name in str(failure.value) and "frames 2..2" in failure.value.reason

@@ -329,11 +329,11 @@ class StoredFrames(JpkFrames):
         else:
             box, out = ((start, stop), (0, npix)), np.empty((stop - start, npix), storage.dtype)
             into = out
-        if self.held is not None:
-            view = memoryview(self.held)
-            storage.read(lambda offset, size: view[offset : offset + size], box, into)
-        else:
-            try:
+        try:
+            if self.held is not None:
+                view = memoryview(self.held)
+                storage.read(lambda offset, size: view[offset : offset + size], box, into)
+            else:
                 with open(self.path, "rb") as fh:
 
                     def get(offset: int, size: int) -> bytes:
@@ -341,8 +341,8 @@ class StoredFrames(JpkFrames):
                         return fh.read(size)
 
                     storage.read(get, box, into)
-            except (OSError, hdf5.Corrupt, ValueError) as exc:
-                raise ReaderError(self.path, f"cannot read frames {start}..{stop - 1} of {self.dataset} ({exc})") from None
+        except (OSError, hdf5.Corrupt, ValueError) as exc:
+            raise ReaderError(self.path, f"cannot read frames {start}..{stop - 1} of {self.dataset} ({exc})") from None
         return out
 
 

@@ -406,7 +406,10 @@ class Storage:
                 continue
             if self.filters[k] == DEFLATE:
                 inflater = zlib.decompressobj()
-                raw = inflater.decompress(raw, nbytes)
+                try:
+                    raw = inflater.decompress(raw, nbytes)
+                except zlib.error as exc:
+                    raise Corrupt(f"a compressed chunk is corrupt ({exc})") from None
                 if inflater.unconsumed_tail:
                     raise Corrupt("chunk inflates to more bytes than it holds")
             else:  # SHUFFLE

@@ -320,10 +320,11 @@ def read(path: Path) -> Scan:
     parts = [("", raw[0::2] if is_complex else raw)]
     if is_complex:
         parts.append((" (imaginary)", raw[1::2]))
-    converted = [
-        (suffix, np.multiply(values.reshape(nchan, yres, xres)[:, ::-1], factors, dtype=np.float64))
-        for suffix, values in parts
-    ]
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf pixels stay NaN/inf, silently
+        converted = [
+            (suffix, np.multiply(values.reshape(nchan, yres, xres)[:, ::-1], factors, dtype=np.float64))
+            for suffix, values in parts
+        ]
     channels = []
     for k, (title, name, direction, unit_text, unit_source, _, z_unit, own) in enumerate(metas):
         for suffix, layers in converted:
