@@ -76,11 +76,6 @@ FORMAT = "h5-jpk"
 EXTENSIONS = (".h5-jpk",)
 
 HDF5_MAGIC = hdf5.MAGIC
-_SUPERBLOCK_OFFSETS = (0, 512, 1024, 2048)
-
-
-def _has_magic(head: bytes) -> bool:
-    return any(head[o : o + 8] == HDF5_MAGIC for o in _SUPERBLOCK_OFFSETS)
 
 
 def _text(value) -> str:
@@ -261,7 +256,7 @@ def _is_jpk(tree: _Tree) -> bool:
 def sniff(path: Path, head: bytes) -> bool:
     """HDF5 magic, then (only then) a look at the root attributes for ``file-format-info =
     "JPK ..."`` (JPK's scan attributes on a measurement group will do too)."""
-    if not _has_magic(head):
+    if hdf5.superblock_at(head) < 0:
         return False
     try:
         return read_tree(path, _is_jpk, hold=False)

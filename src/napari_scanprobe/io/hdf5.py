@@ -133,7 +133,7 @@ class File:
         self.base = base_address if base_address != UNDEFINED else self.base
         self._objects: dict[int, Node] = {}
         # root group symbol table entry: link name offset, object header address, ...
-        self.root = Group(self, _u8(buf, at + 32 + 8)[0], "/")
+        self.root = self.object(_u8(buf, at + 32 + 8)[0], "/")
 
     def address(self, relative: int) -> int:
         if relative == UNDEFINED:
@@ -157,7 +157,7 @@ class File:
         if node is None:
             messages = _messages(self, relative)
             kind = Dataset if LAYOUT in messages else Group
-            node = self._objects[relative] = kind(self, relative, name, messages)
+            node = self._objects[relative] = kind(self, name, messages)
         return node
 
 
@@ -213,11 +213,10 @@ def _dense_attributes(buf, pos: int) -> bool:
 class Node:
     """An object (group or data set) with its object header messages (type -> positions)."""
 
-    def __init__(self, file: File, relative: int, name: str, messages=None):
+    def __init__(self, file: File, name: str, messages: dict[int, list[int]]):
         self.file = file
-        self.relative = relative
         self.name = name
-        self.messages = _messages(file, relative) if messages is None else messages
+        self.messages = messages
 
     def attrs(self) -> dict:
         """Every attribute by name, in header order."""
