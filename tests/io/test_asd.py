@@ -241,6 +241,45 @@ def test_movie_is_lazy_only_the_indexed_frame_is_read(tmp_path, monkeypatch):
     np.testing.assert_array_equal(whole[1234], frame)
 
 
+@pytest.mark.parametrize("small", [True, False])
+def test_frames_cut_by_ints_and_slices_skip_dask(tmp_path, monkeypatch, small):
+    """np.asarray(movie[key]) for integer/slice keys (how napari shows a frame) reads from the
+    frame source without dask's scheduler, and gives exactly what dask computes; any other key,
+    a slice of a slice, or a changed movie goes through dask."""
+    import dask.base
+
+    if not small:
+        monkeypatch.setattr(movie_module, "EAGER_BYTES", 0)
+    base = _levels((3, 12, 20), seed=8)
+    data = read(write_asd(tmp_path / "m.asd", base, n_frames=9)).channels[0].data
+    keys = [3, -1, np.int64(2), (4, 5), (0, slice(2, 9, 3), -4), slice(2, 7), slice(None, None, -2),
+            (slice(1, 8, 2), slice(None), 7), (slice(5, 5),)]
+    expected = {str(k): data[k].compute() for k in keys}  # through dask's scheduler
+    other = {"ellipsis": (data[..., 3], ...), "list": (data[[1, 4]], ...), "nested": (data[2:6][1], ...)}
+    other = {k: (v[0], v[0].compute()) for k, v in other.items()}
+
+    def no_scheduler(*args, **kwargs):
+        raise AssertionError("dask's scheduler ran")
+
+    monkeypatch.setattr(dask.base, "get_scheduler", no_scheduler)
+    for key in keys:
+        view = data[key]
+        assert type(view) is type(data) and view.shape == expected[str(key)].shape
+        got = np.asarray(view)
+        np.testing.assert_array_equal(got, expected[str(key)], err_msg=str(key))
+        assert np.asarray(view, dtype=np.float64).dtype == np.float64
+        got[...] = -1.0  # a new array each time, never the held data
+        np.testing.assert_array_equal(np.asarray(data[key]), expected[str(key)])
+    for name, (view, want) in other.items():
+        with pytest.raises(AssertionError, match="scheduler"):
+            np.asarray(view)
+    monkeypatch.undo()
+    for name, (view, want) in other.items():
+        np.testing.assert_array_equal(np.asarray(view), want, err_msg=name)
+    data[1] = 5.0
+    np.testing.assert_array_equal(np.asarray(data[1]), 5.0)
+
+
 def test_graph_is_picklable_and_holds_no_open_file(sample, monkeypatch):
     """A small movie's graph (one task per frame) pickles without the frames it holds: the copy
     reads them from the file, like a large movie."""

@@ -20,8 +20,9 @@ as for a large movie), so a pickled graph stays small although it has one task p
 dask array is a thin :class:`dask.array.Array` subclass that knows its source:
 ``np.asarray(movie)`` -- every frame -- is one ``source.frames(0, t)`` call (one read or one
 vectorised conversion into a new array) instead of a dask compute of one task per frame, whose
-fixed cost (~0.6 ms) is most of the time to read a small movie. Slices (``movie[3]``) and every
-other operation are plain dask and give plain dask arrays.
+fixed cost (~0.6 ms) is most of the time to read a small movie; likewise a frame or a block of
+frames cut out by integers and slices (``np.asarray(movie[3])``, as napari shows a frame) is read
+straight from the source. Every other operation is plain dask and gives plain dask arrays.
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ def _read_frame(source: FrameSource, t: int) -> np.ndarray:
     return source.frames(t, t + 1)
 
 
+def _plain_key(key) -> bool:
+    """Whether ``key`` indexes a movie with integers and slices only, at most one per axis."""
+    key = key if isinstance(key, tuple) else (key,)
+    return len(key) <= 3 and all(isinstance(k, (int, np.integer, slice)) and not isinstance(k, bool) for k in key)
+
+
 @functools.cache
 def _movie_class() -> type:
     """The dask array class of movies (made on first use: dask is imported only when needed)."""
@@ -100,13 +107,30 @@ def _movie_class() -> type:
 
         ``np.asarray(movie)`` is ``frame_source.frames(0, t)`` (a new array, as dask gives) as
         long as the array is the source's (``movie[...] = value`` changes a dask array in place:
-        then dask computes it); everything else is dask's. Pickles and copies as a plain dask array.
+        then dask computes it). A slice of it by integers and slices (``movie[3]``,
+        ``movie[10:20, :64]``: what napari asks for to show a frame) is again a ``Movie`` that
+        reads just those frames from the source, with no dask compute (whose first call in a
+        process imports ``dask.distributed``, ~0.2 s). Everything else is dask's and gives plain
+        dask arrays. Pickles and copies as a plain dask array.
         """
+
+        source_key = None  # the index into frame_source this array is (None: all of it)
 
         def __array__(self, dtype=None, copy=None):
             if self.name != self.source_name:
                 return super().__array__(dtype=dtype, copy=copy)
-            return self.frame_source.__array__(dtype)
+            if self.source_key is None:
+                return self.frame_source.__array__(dtype)
+            data = np.asarray(self.frame_source[self.source_key])
+            return data if dtype is None else data.astype(dtype, copy=False)
+
+        def __getitem__(self, key):
+            view = super().__getitem__(key)
+            if self.name != self.source_name or self.source_key is not None or not _plain_key(key):
+                return view
+            view = Movie(view.dask, view.name, view.chunks, meta=view._meta)
+            view.frame_source, view.source_name, view.source_key = self.frame_source, view.name, key
+            return view
 
     return Movie
 
