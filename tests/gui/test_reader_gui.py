@@ -64,6 +64,24 @@ def test_open_movie_lazily_with_contrast_limits(make_napari_viewer, sample):
     assert hi > lo
 
 
+def test_movie_frames_show_without_a_dask_compute(make_napari_viewer, sample, monkeypatch):
+    """napari shows a movie frame by slicing the layer's dask array with ints and slices: the
+    frame is read from the file directly (movie.py), never through dask's scheduler."""
+    import dask.base
+
+    path = sample("hsafm_asd/asd_sample_0.asd")
+    expected = np.asarray(read(path).channels[0].data[7])
+    viewer = make_napari_viewer()
+    (layer, *_) = viewer.open(str(path), plugin=PLUGIN)
+
+    def no_scheduler(*args, **kwargs):
+        raise AssertionError("dask's scheduler ran")
+
+    monkeypatch.setattr(dask.base, "get_scheduler", no_scheduler)
+    viewer.dims.set_current_step(0, 7)
+    np.testing.assert_array_equal(layer._data_view, expected)
+
+
 def test_bad_file_gives_one_clear_error(make_napari_viewer, sample):
     viewer = make_napari_viewer()
     path = sample("bruker_nanoscope/bruker_data_header.000")
