@@ -277,7 +277,7 @@ def test_other_hdf5_files_are_not_claimed(tmp_path):
 
 def test_non_hdf5_files_are_not_claimed(samples_dir, tmp_path):
     fake = tmp_path / "fake.h5-jpk"
-    fake.write_bytes(h5jpk.HDF5_MAGIC + bytes(range(256)) * 8)
+    fake.write_bytes(hdf5.MAGIC + bytes(range(256)) * 8)
     assert not h5jpk.sniff(fake, fake.read_bytes()[:4096])
     for path in samples_dir.rglob("*"):
         if path.is_file() and path.suffix != ".h5-jpk" and path.name != "ground_truth.json":

@@ -75,8 +75,6 @@ log = logging.getLogger(__name__)
 FORMAT = "h5-jpk"
 EXTENSIONS = (".h5-jpk",)
 
-HDF5_MAGIC = hdf5.MAGIC
-
 
 def _text(value) -> str:
     if isinstance(value, bytes):

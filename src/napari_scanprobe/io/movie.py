@@ -128,11 +128,17 @@ def _movie_class() -> type:
             view = super().__getitem__(key)
             if self.name != self.source_name or self.source_key is not None or not _plain_key(key):
                 return view
-            view = Movie(view.dask, view.name, view.chunks, meta=view._meta)
-            view.frame_source, view.source_name, view.source_key = self.frame_source, view.name, key
-            return view
+            return _movie(view.dask, view.name, view.chunks, view._meta, self.frame_source, key)
 
     return Movie
+
+
+def _movie(graph, name: str, chunks, meta: np.ndarray, source: FrameSource, key=None):
+    """A :class:`Movie` (dask's ``graph``, ``name``, ``chunks``, ``meta``) that is ``source[key]``
+    (``key`` None: all of it)."""
+    movie = _movie_class()(graph, name, chunks=chunks, meta=meta)
+    movie.frame_source, movie.source_name, movie.source_key = source, name, key
+    return movie
 
 
 def lazy_movie(source: FrameSource, name: str):
@@ -144,10 +150,7 @@ def lazy_movie(source: FrameSource, name: str):
     """
     n, ny, nx = source.shape
     graph = {(name, t, 0, 0): (_read_frame, source, t) for t in range(n)}
-    meta = np.empty((0, 0, 0), np.float32)
-    movie = _movie_class()(graph, name, chunks=((1,) * n, (ny,), (nx,)), dtype=np.float32, meta=meta)
-    movie.frame_source, movie.source_name = source, name
-    return movie
+    return _movie(graph, name, ((1,) * n, (ny,), (nx,)), np.empty((0, 0, 0), np.float32), source)
 
 
 def is_small(nbytes: int) -> bool:
