@@ -242,6 +242,27 @@ def test_movie_is_lazy_only_the_indexed_frame_is_read(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("small", [True, False])
+def test_long_movie_groups_frames_into_at_most_max_chunks(tmp_path, monkeypatch, small):
+    """Past movie.MAX_CHUNKS frames, consecutive frames share a chunk so the graph stays bounded
+    (a million tiny frames must not build a million tasks); values are unchanged, through dask's
+    scheduler and through a frame cut out as napari does."""
+    if not small:
+        monkeypatch.setattr(movie_module, "EAGER_BYTES", 0)
+    base = _levels((5, 6, 10), seed=9)
+    path = write_asd(tmp_path / "long.asd", base, n_frames=23)
+    monkeypatch.setattr(movie_module, "MAX_CHUNKS", 23)
+    one_each = read(path).channels[0].data
+    assert one_each.chunks[0] == (1,) * 23
+    monkeypatch.setattr(movie_module, "MAX_CHUNKS", 5)
+    grouped = read(path).channels[0].data
+    assert grouped.chunks[0] == (5, 5, 5, 5, 3) and len(grouped.dask) == 5
+    expected = np.stack([expected_values(base[t % 5], "TP") for t in range(23)])
+    np.testing.assert_allclose(grouped.compute(), expected, rtol=1e-5, atol=1e-4)  # dask's scheduler
+    np.testing.assert_array_equal(grouped[3:17].compute(), one_each[3:17].compute())
+    np.testing.assert_array_equal(np.asarray(grouped[21]), np.asarray(one_each[21]))
+
+
+@pytest.mark.parametrize("small", [True, False])
 def test_frames_cut_by_ints_and_slices_skip_dask(tmp_path, monkeypatch, small):
     """np.asarray(movie[key]) for integer/slice keys (how napari shows a frame) reads from the
     frame source without dask's scheduler, and gives exactly what dask computes; any other key,

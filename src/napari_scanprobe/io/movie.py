@@ -1,5 +1,10 @@
 """Movies as dask arrays, one frame per chunk, converted from the file's raw frames on demand.
 
+One frame per chunk up to :data:`MAX_CHUNKS` frames; a longer movie gets consecutive frames
+grouped so it has at most that many chunks (the graph, one task per chunk, stays ~2 MB: a
+million one-pixel frames would otherwise cost 1.5 s and 350 MB to open). napari never notices:
+it reads a frame straight from the source (below), and processing splits the frames again.
+
 A format module subclasses :class:`FrameSource` with a ``frames(start, stop)`` method that reads
 and converts frames ``start:stop`` of one channel, and makes each channel's array with
 :func:`lazy_movie`. Where the raw frames come from is the source's business, decided with
@@ -34,6 +39,9 @@ import numpy as np
 #: Movies whose channels take at most this many bytes as float32, all channels together, are
 #: read into memory when the file is opened (see the module docstring).
 EAGER_BYTES = 64 * 2**20
+
+#: The most chunks (dask tasks) a movie's array has: beyond it, frames are grouped per chunk.
+MAX_CHUNKS = 10_000
 
 
 class FrameSource:
@@ -87,8 +95,8 @@ class FrameSource:
         return state
 
 
-def _read_frame(source: FrameSource, t: int) -> np.ndarray:
-    return source.frames(t, t + 1)
+def _read_frames(source: FrameSource, start: int, stop: int) -> np.ndarray:
+    return source.frames(start, stop)
 
 
 def _plain_key(key) -> bool:
@@ -142,15 +150,19 @@ def _movie(graph, name: str, chunks, meta: np.ndarray, source: FrameSource, key=
 
 
 def lazy_movie(source: FrameSource, name: str):
-    """``source`` as a float32 ``(t, y, x)`` dask array, one frame per chunk; ``name`` must
-    identify the file + channel (path, size and modification time: dask keys are cached).
+    """``source`` as a float32 ``(t, y, x)`` dask array, one frame per chunk (at most
+    :data:`MAX_CHUNKS` chunks); ``name`` must identify the file + channel (path, size and
+    modification time: dask keys are cached).
 
-    The graph is written out directly (one task per frame): ``da.from_array`` costs milliseconds
-    per channel in chunk normalisation.
+    The graph is written out directly (one task per chunk): ``da.from_array`` costs
+    milliseconds per channel in chunk normalisation.
     """
     n, ny, nx = source.shape
-    graph = {(name, t, 0, 0): (_read_frame, source, t) for t in range(n)}
-    return _movie(graph, name, ((1,) * n, (ny,), (nx,)), np.empty((0, 0, 0), np.float32), source)
+    step = -(-n // MAX_CHUNKS)  # frames per chunk
+    starts = range(0, n, step)
+    graph = {(name, k, 0, 0): (_read_frames, source, t, min(t + step, n)) for k, t in enumerate(starts)}
+    frames = tuple(min(step, n - t) for t in starts)
+    return _movie(graph, name, (frames, (ny,), (nx,)), np.empty((0, 0, 0), np.float32), source)
 
 
 def is_small(nbytes: int) -> bool:
