@@ -95,8 +95,10 @@ class FrameSource:
         return state
 
 
-def _read_frames(source: FrameSource, start: int, stop: int) -> np.ndarray:
-    return source.frames(start, stop)
+def _read_chunk(source: FrameSource, k: int, step: int) -> np.ndarray:
+    """Chunk ``k`` of a movie of ``step`` frames per chunk."""
+    start = k * step
+    return source.frames(start, min(start + step, source.shape[0]))
 
 
 def _plain_key(key) -> bool:
@@ -159,9 +161,9 @@ def lazy_movie(source: FrameSource, name: str):
     """
     n, ny, nx = source.shape
     step = -(-n // MAX_CHUNKS)  # frames per chunk
-    starts = range(0, n, step)
-    graph = {(name, k, 0, 0): (_read_frames, source, t, min(t + step, n)) for k, t in enumerate(starts)}
-    frames = tuple(min(step, n - t) for t in starts)
+    count = -(-n // step)  # chunks
+    graph = {(name, k, 0, 0): (_read_chunk, source, k, step) for k in range(count)}
+    frames = (step,) * (count - 1) + (n - (count - 1) * step,)
     return _movie(graph, name, (frames, (ny,), (nx,)), np.empty((0, 0, 0), np.float32), source)
 
 
