@@ -334,9 +334,10 @@ def _mask_frames(mask: np.ndarray | None, n: int, index: list[int] | None = None
 def _cnn_steps(
     image: Any, mask: np.ndarray | None, method: str, o: dict, seed: int
 ) -> Generator[Progress, None, Any]:
+    from ..torch_setup import resolve_device
     from . import n2v as cnn
 
-    device = cnn.resolve_device(o["device"])
+    device = resolve_device(o["device"])
     lazy = is_dask(image)
     ntotal = 1 if image.ndim == 2 else image.shape[0]
 

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from ..torch_setup import resolve_device
 from .common import Progress
 
 #: the U-Net pools twice, so network inputs are padded to a multiple of this
@@ -59,23 +60,6 @@ _MULTIPLE = 4
 _HALO = 32
 #: bounds on the log variances (normalised units) so the likelihood cannot run away
 _LOG_VAR = (-14.0, 4.0)
-
-
-def resolve_device(device: Any = None):
-    """``None`` -> cuda when available, else cpu; anything else must name a usable torch device."""
-    import torch
-
-    if device is None or device == "":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise ValueError(f"device: {device!r} is not a torch device ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device: {device!r} is not supported; use 'cpu' or 'cuda'")
-    return dev
 
 
 def build_unet(features: int = 12, seed: int = 0, probabilistic: bool = False, noise_variance: float = 0.02):
