@@ -24,6 +24,7 @@ own "shaped" metadata and would misread the file.
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,17 @@ def description(channel: Channel) -> str:
     return text.replace('"shape":', '"\\u0073hape":')
 
 
-def resolution(channel: Channel) -> tuple[tuple[float, float] | None, str]:
-    """``((x, y) pixels per unit, unit)`` for the TIFF tags; ``(None, "NONE")`` when out of range."""
+def _rational(value: float) -> tuple[int, int]:
+    """The TIFF RATIONAL (two uint32) nearest ``value``: written by us, not left to the tifffile
+    version (2024.1 rounds 1e7 / 4.297 nm to 3e-4 relative error)."""
+    top = 2**32 - 1
+    best = Fraction(value).limit_denominator(max(1, int(top // max(value, 1.0))))
+    return min(best.numerator, top), best.denominator
+
+
+def resolution(channel: Channel) -> tuple[tuple[tuple[int, int], tuple[int, int]] | None, str]:
+    """``((x, y) pixels per unit as rationals, unit)`` for the TIFF tags; ``(None, "NONE")`` when
+    out of range."""
     factor, si = parse_unit(channel.xy_unit)
     dy, dx = channel.pixel_size
     if channel.xy_unit and si == "m":
@@ -66,7 +76,7 @@ def resolution(channel: Channel) -> tuple[tuple[float, float] | None, str]:
     low, high = _RESOLUTION_RANGE
     if not all(low <= v <= high for v in per_unit):
         return None, "NONE"
-    return per_unit, unit
+    return (_rational(per_unit[0]), _rational(per_unit[1])), unit
 
 
 def _frames(data):
