@@ -22,15 +22,13 @@ def keep_triton_out_beside_another_llvm() -> bool:
     triton as absent (``sys.modules["triton"] = None``: importing it raises ImportError) costs
     only torch.compile's GPU kernels, which napari-scanprobe does not use.
     """
-    if sys.platform != "linux" or "triton" in sys.modules:
-        return False
+    if sys.platform != "linux" or "triton" in sys.modules or importlib.util.find_spec("triton") is None:
+        return False  # the cheap checks first: CPU builds of torch come without triton
     try:
         with open("/proc/self/maps", encoding="latin-1") as fh:
             if "libLLVM" not in fh.read():
                 return False
     except OSError:
-        return False
-    if importlib.util.find_spec("triton") is None:
         return False
     sys.modules["triton"] = None
     log.warning(

@@ -59,9 +59,9 @@ def description(channel: Channel) -> str:
 def _rational(value: float) -> tuple[int, int]:
     """The TIFF RATIONAL (two uint32) nearest ``value``: written by us, not left to the tifffile
     version (2024.1 rounds 1e7 / 4.297 nm to 3e-4 relative error)."""
-    top = 2**32 - 1
+    top = 2**32 - 1  # a denominator up to top / value keeps the numerator within top too
     best = Fraction(value).limit_denominator(max(1, int(top // max(value, 1.0))))
-    return min(best.numerator, top), best.denominator
+    return best.numerator, best.denominator
 
 
 def resolution(channel: Channel) -> tuple[tuple[tuple[int, int], tuple[int, int]] | None, str]:
