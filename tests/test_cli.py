@@ -13,6 +13,12 @@ def test_info_human(sample, capsys):
     assert main(["info", str(sample("nanonis_sxm/test.sxm"))]) == 0
     out = capsys.readouterr().out
     assert "sxm" in out and "Z (forward)" in out and "256 x 256" in out and "nm" in out
+    assert "[sxm, 4 channels]" in out
+
+
+def test_info_says_one_channel_in_the_singular(sample, capsys):
+    assert main(["info", str(sample("hsafm_asd/asd_sample_0.asd"))]) == 0
+    assert "[asd, 1 channel]" in capsys.readouterr().out
 
 
 def test_info_json_one_object_per_file(sample, capsys):

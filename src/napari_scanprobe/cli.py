@@ -55,7 +55,7 @@ def cmd_info(args) -> int:
         if args.json:
             print(json.dumps({"path": scan.path, "format": scan.format, "channels": channels}))
         else:
-            print(f"{scan.path}  [{scan.format}, {len(channels)} channels]")
+            print(f"{scan.path}  [{scan.format}, {len(channels)} channel{'' if len(channels) == 1 else 's'}]")
             for facts in channels:
                 print(_info_line(facts))
     return 1 if failed else 0
