@@ -252,6 +252,26 @@ def _scan_file(path: Path, seed: int) -> Path:
     return path
 
 
+def test_channels_of_one_scan_never_overwrite_each_other(tmp_path):
+    """A title repeated in a file is numbered by the reader, so each channel gets its own output;
+    titles that differ only in characters a file name cannot hold fail the file, clearly."""
+    rng = np.random.default_rng(5)
+
+    def chan(name):
+        return Channel(rng.normal(0, 1, (16, 16)), name, "trace", "nm", (2.0, 2.0))
+
+    twice = write(tmp_path / "twice.gwy", [chan("Height"), chan("Height")])
+    clash = write(tmp_path / "clash.gwy", [chan("Z/1"), chan("Z:1")])
+    recipe = {"steps": [{"step": "write", "format": ".gsf", "name": "{stem} {channel}"}]}
+    result = run_batch(recipe, [twice, clash], tmp_path / "out", workers=0)
+    status = {Path(r.input).name: (r.status, r.error) for r in result.results}
+    assert status["twice.gwy"][0] == "ok"
+    assert sorted(p.name for p in (tmp_path / "out").glob("twice *")) == ["twice Height #2 (trace).gsf", "twice Height (trace).gsf"]
+    assert status["clash.gwy"][0] == "failed"
+    assert "'Z/1 (trace)' and 'Z:1 (trace)' would both be written to clash Z_1 (trace).gsf" in status["clash.gwy"][1]
+    assert not list((tmp_path / "out").glob("clash *"))  # nothing half-written
+
+
 def test_folders_and_globs_mirror_subfolders_and_skip_the_output_folder(tmp_path):
     data = tmp_path / "data"
     for sub in ("a", "b/deep"):

@@ -770,7 +770,11 @@ def run_recipe_file(recipe: Any, path: str | os.PathLike, outdir: str | os.PathL
     for target, members in groups.items():
         if len(members) > 1 and target.suffix != ".gwy":
             names = " and ".join(repr(t) for t, _ in members[:2])
-            raise ValueError(f"{path}: channels {names} would both be written to {target.name}; put {{channel}} in the recipe's write name")
+            # load_recipe has made sure the name holds {channel} wherever a scan gives several outputs
+            raise ValueError(
+                f"{path}: channels {names} would both be written to {target.name} (their titles give the same "
+                "file name); write .gwy, which holds several images in one file"
+            )
     Path(outdir).mkdir(parents=True, exist_ok=True)
     for target, members in groups.items():
         write_file(target, [ch for _, ch in members])

@@ -4,6 +4,7 @@ sniffing, and corrupt input built by editing the samples' TIFF tags in place."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -44,11 +45,26 @@ def test_names_and_directions_follow_gwyddion_titles(relpath, sample, ground_tru
     scan = read(sample(relpath))
     assert scan.format == "jpk" and scan.path.endswith(relpath.split("/")[1])
     titles = [ref["title"] for ref in ground_truth[relpath]["channels"]]
-    # Gwyddion titles a channel "<fancy name>" plus " (retrace)" for retrace channels.
-    assert [c.name + (" (retrace)" if c.direction == "retrace" else "") for c in scan.channels] == titles
+    # Gwyddion titles a channel "<fancy name>" plus " (retrace)" for retrace channels; a title
+    # repeated in the file is numbered by us (" #2"), not by Gwyddion.
+    named = [c.name + (" (retrace)" if c.direction == "retrace" else "") for c in scan.channels]
+    assert [re.sub(r" #\d+$", "", n) for n in named] == titles
     assert {c.direction for c in scan.channels} <= {"trace", "retrace"}
     for ch in scan.channels:
         assert "(retrace)" not in ch.name and "(trace)" not in ch.name
+
+
+def test_a_repeated_title_is_numbered(sample):
+    """The QI image holds "Height (measured)" twice: JPK's default result, then a user-defined
+    reference-force height. Each must be a channel of its own name (a layer, a recipe channel,
+    an output file)."""
+    scan = read(sample("jpk/sample_0.jpk-qi-image"))
+    names = [c.name for c in scan.channels]
+    assert names.count("Height (measured)") == 1 and names.count("Height (measured) #2") == 1
+    assert names.index("Height (measured)") < names.index("Height (measured) #2")  # file order
+    second = scan.channels[names.index("Height (measured) #2")]
+    assert second.header["properties"]["algorithm.object-name.fancy-name"] == "Ref. Force Height at 40%"
+    assert len({c.title for c in scan.channels}) == len(scan.channels)
 
 
 def test_trace_and_retrace_both_present(sample):

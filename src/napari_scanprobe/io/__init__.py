@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from .scan import Channel, ReaderError, Scan
+from .scan import Channel, ReaderError, Scan, number_repeated_titles
 from .sniff import find_format
 
 __all__ = ["Channel", "ReaderError", "Scan", "read", "find_format"]
@@ -48,4 +48,5 @@ def read(path: str | Path) -> Scan:
         raise ReaderError(path, f"corrupt or unsupported {module.FORMAT} file ({type(exc).__name__}: {exc})") from None
     if not scan.channels:
         raise ReaderError(path, f"{module.FORMAT} file holds no image channel")
+    number_repeated_titles(scan.channels)
     return scan

@@ -94,6 +94,30 @@ class Scan:
         return Path(self.path).stem
 
 
+def number_repeated_titles(channels: list[Channel]) -> None:
+    """Give channels that share a title (name and direction, in any case) names of their own:
+    the second, third ... in file order get ``" #2"``, ``" #3"`` ... after their name.
+
+    A title then names one channel: a layer, a recipe's or a model's channel, an output file.
+    (A JPK QI image can hold "Height (measured)" twice: the default result and a user-defined
+    reference-force height; NT-MDT files can hold several frames of one name.)
+    """
+    taken = {ch.title.lower() for ch in channels}
+    seen: set[str] = set()
+    for ch in channels:
+        key = ch.title.lower()
+        if key in seen:
+            base, k = ch.name, 2
+            while True:
+                ch.name = f"{base} #{k}"
+                if ch.title.lower() not in taken:
+                    break
+                k += 1
+            key = ch.title.lower()
+            taken.add(key)
+        seen.add(key)
+
+
 # --------------------------------------------------------------------------------------
 # Helpers shared by the format modules
 # --------------------------------------------------------------------------------------
