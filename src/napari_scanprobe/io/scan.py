@@ -10,6 +10,7 @@ Conventions (one place, so every format agrees):
 * Values: length channels in nm, every other channel in the SI unit the file states
   (``V``, ``A``, ``deg``, ``Hz``, ``N`` ...), named by ``z_unit``.
 * ``header`` dicts are JSON-serialisable (see :func:`jsonable`).
+* Each channel of a scan has a title of its own (:func:`number_repeated_titles`).
 """
 
 from __future__ import annotations
