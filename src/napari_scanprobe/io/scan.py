@@ -106,17 +106,14 @@ def number_repeated_titles(channels: list[Channel]) -> None:
     taken = {ch.title.lower() for ch in channels}
     seen: set[str] = set()
     for ch in channels:
-        key = ch.title.lower()
-        if key in seen:
+        if ch.title.lower() in seen:
             base, k = ch.name, 2
-            while True:
-                ch.name = f"{base} #{k}"
-                if ch.title.lower() not in taken:
-                    break
+            ch.name = f"{base} #{k}"
+            while ch.title.lower() in taken:
                 k += 1
-            key = ch.title.lower()
-            taken.add(key)
-        seen.add(key)
+                ch.name = f"{base} #{k}"
+            taken.add(ch.title.lower())
+        seen.add(ch.title.lower())
 
 
 # --------------------------------------------------------------------------------------
