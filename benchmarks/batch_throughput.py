@@ -52,20 +52,31 @@ def run(recipe, inputs: list[Path], outdir: Path, workers: int) -> dict:
 
     finished: list[float] = []
     start = time.perf_counter()
-    result = run_batch(recipe, inputs, outdir, workers=workers, progress=lambda update: finished.append(time.perf_counter()))
+    result = run_batch(
+        recipe, inputs, outdir, workers=workers, progress=lambda update: finished.append(time.perf_counter())
+    )
     wall = time.perf_counter() - start
     if result.failed:
         bad = next(r for r in result.results if r.status == "failed")
         raise SystemExit(f"{result.failed} file(s) failed, e.g. {bad.error}")
-    return {"files": len(result.results), "wall": wall, "steady_files": len(result.results) - 1, "steady_s": finished[-1] - finished[0]}
+    return {
+        "files": len(result.results),
+        "wall": wall,
+        "steady_files": len(result.results) - 1,
+        "steady_s": finished[-1] - finished[0],
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="scanprobe batch throughput with 1 and 2 workers")
     parser.add_argument("--files", type=int, default=200, help="number of scans (default 200)")
     parser.add_argument("--size", type=int, default=512, help="scan side in pixels (default 512)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare (default 1 2)")
-    parser.add_argument("--rounds", type=int, default=2, help="subsets run with every worker count in turn (default 2)")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare (default 1 2)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="subsets run with every worker count in turn (default 2)"
+    )
     args = parser.parse_args()
 
     from napari_scanprobe import __version__
@@ -73,8 +84,10 @@ def main() -> int:
 
     recipe = load_recipe(RECIPE)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"napari-scanprobe {__version__} batch benchmark: {args.files} scans of {args.size} x {args.size} px (.gsf), "
-          f"recipe {RECIPE.relative_to(REPO)}; {os.cpu_count()} CPUs, load average {load:.2f} before the run")
+    print(
+        f"napari-scanprobe {__version__} batch benchmark: {args.files} scans of {args.size} x {args.size} px (.gsf), "
+        f"recipe {RECIPE.relative_to(REPO)}; {os.cpu_count()} CPUs, load average {load:.2f} before the run"
+    )
     with tempfile.TemporaryDirectory(prefix="scanprobe-batch-bench-") as tmp:
         tmp = Path(tmp)
         inputs = tmp / "scans"
@@ -92,21 +105,32 @@ def main() -> int:
                 shutil.rmtree(outdir)
                 for key in totals[workers]:
                     totals[workers][key] += r[key]
-                print(f"  round {k + 1}: {workers} worker(s), {r['files']} files in {r['wall']:.1f} s", flush=True)
+                print(
+                    f"  round {k + 1}: {workers} worker(s), {r['files']} files in {r['wall']:.1f} s",
+                    flush=True,
+                )
         rows = {}
         for workers, t in totals.items():
-            rows[workers] = {"wall": t["wall"], "rate": t["files"] / t["wall"], "steady": t["steady_files"] / t["steady_s"]}
+            rows[workers] = {
+                "wall": t["wall"],
+                "rate": t["files"] / t["wall"],
+                "steady": t["steady_files"] / t["steady_s"],
+            }
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     base = rows[args.workers[0]]
     print()
     print(f"{'workers':>8} {'wall s':>8} {'files/s':>8} {'speed-up':>9} {'steady/s':>9} {'speed-up':>9}")
     for workers, r in rows.items():
-        print(f"{workers:>8} {r['wall']:>8.1f} {r['rate']:>8.2f} {r['rate'] / base['rate']:>8.2f}x {r['steady']:>9.2f} {r['steady'] / base['steady']:>8.2f}x")
+        print(
+            f"{workers:>8} {r['wall']:>8.1f} {r['rate']:>8.2f} {r['rate'] / base['rate']:>8.2f}x {r['steady']:>9.2f} {r['steady'] / base['steady']:>8.2f}x"
+        )
     if 1 in rows and 2 in rows:
         speedup = rows[2]["rate"] / rows[1]["rate"]
         verdict = "met" if speedup >= 1.7 else "NOT met"
-        print(f"\n2 workers vs 1: {speedup:.2f}x overall, {rows[2]['steady'] / rows[1]['steady']:.2f}x steady (target >= 1.7x: {verdict}); "
-              f"load average {load:.2f} before, {load_after:.2f} after")
+        print(
+            f"\n2 workers vs 1: {speedup:.2f}x overall, {rows[2]['steady'] / rows[1]['steady']:.2f}x steady (target >= 1.7x: {verdict}); "
+            f"load average {load:.2f} before, {load_after:.2f} after"
+        )
     return 0
 
 

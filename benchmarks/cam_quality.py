@@ -56,7 +56,10 @@ DILATION_PX = 2
 
 
 def as_dict(data) -> dict[str, list[np.ndarray]]:
-    return {name: [img for img, label in zip(data.images, data.labels) if label == i] for i, name in enumerate(data.categories)}
+    return {
+        name: [img for img, label in zip(data.images, data.labels) if label == i]
+        for i, name in enumerate(data.categories)
+    }
 
 
 def scores(maps: list[np.ndarray], masks: list[np.ndarray]) -> tuple[float, float, float]:
@@ -94,18 +97,46 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", default=None, help="model file: loaded if it exists, else trained and saved there")
-    parser.add_argument("--layers", action="store_true", help="also evaluate every method at every network layer")
-    parser.add_argument("--blocks", type=int, default=None, help="train with this many blocks instead of the default")
-    parser.add_argument("--filters", type=int, default=None, help="train with this many first-block filters instead of the default")
-    parser.add_argument("--pooled-blocks", type=int, default=None, help="train with pooling after this many blocks (default: the first)")
-    parser.add_argument("--last-kernel-size", type=int, default=None, help="train with this kernel in the last block (default: 1)")
-    parser.add_argument("--sparsity", type=float, default=None, help="train with this activation penalty (default: train.DEFAULTS)")
+    parser.add_argument(
+        "--model", default=None, help="model file: loaded if it exists, else trained and saved there"
+    )
+    parser.add_argument(
+        "--layers", action="store_true", help="also evaluate every method at every network layer"
+    )
+    parser.add_argument(
+        "--blocks", type=int, default=None, help="train with this many blocks instead of the default"
+    )
+    parser.add_argument(
+        "--filters",
+        type=int,
+        default=None,
+        help="train with this many first-block filters instead of the default",
+    )
+    parser.add_argument(
+        "--pooled-blocks",
+        type=int,
+        default=None,
+        help="train with pooling after this many blocks (default: the first)",
+    )
+    parser.add_argument(
+        "--last-kernel-size",
+        type=int,
+        default=None,
+        help="train with this kernel in the last block (default: 1)",
+    )
+    parser.add_argument(
+        "--sparsity",
+        type=float,
+        default=None,
+        help="train with this activation penalty (default: train.DEFAULTS)",
+    )
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(2)
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; torch {torch.__version__}, 2 threads")
+    print(
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; torch {torch.__version__}, 2 threads"
+    )
 
     started = time.perf_counter()
     if args.model and Path(args.model).with_suffix(".safetensors").is_file():
@@ -113,10 +144,29 @@ def main() -> int:
         print(f"model {model.path} loaded (trained on {model.training.get('images_per_category')})")
     else:
         train_data = knob_dataset(122, 109, seed=args.seed)
-        arch = {k: v for k, v in (("blocks", args.blocks), ("filters", args.filters), ("pooled_blocks", args.pooled_blocks), ("last_kernel_size", args.last_kernel_size)) if v is not None}
+        arch = {
+            k: v
+            for k, v in (
+                ("blocks", args.blocks),
+                ("filters", args.filters),
+                ("pooled_blocks", args.pooled_blocks),
+                ("last_kernel_size", args.last_kernel_size),
+            )
+            if v is not None
+        }
         extra = {} if args.sparsity is None else {"sparsity": args.sparsity}
-        model = train(as_dict(train_data), pixel_size=None, epochs=args.epochs, seed=args.seed, threads=2, architecture=arch or None, **extra)
-        print(f"trained on 122 healthy + 109 infected in {time.perf_counter() - started:.1f} s (data generation included)")
+        model = train(
+            as_dict(train_data),
+            pixel_size=None,
+            epochs=args.epochs,
+            seed=args.seed,
+            threads=2,
+            architecture=arch or None,
+            **extra,
+        )
+        print(
+            f"trained on 122 healthy + 109 infected in {time.perf_counter() - started:.1f} s (data generation included)"
+        )
         if args.model:
             print(f"model saved to {model.save(args.model)}")
 
@@ -126,7 +176,9 @@ def main() -> int:
     truth = np.array([model.categories.index(test.categories[t]) for t in test.labels])
     infected = model.categories.index(CATEGORIES[1])
     chosen = np.flatnonzero((truth == infected) & (labels == infected))
-    print(f"held-out accuracy {np.mean(labels == truth):.3f} on {len(truth)} images; {len(chosen)} of {np.sum(truth == infected)} infected images classified correctly")
+    print(
+        f"held-out accuracy {np.mean(labels == truth):.3f} on {len(truth)} images; {len(chosen)} of {np.sum(truth == infected)} infected images classified correctly"
+    )
     images, masks = [test.images[i] for i in chosen], [test.masks[i] for i in chosen]
     knob_area = float(np.mean([m.mean() for m in masks]))
     near_area = float(np.mean([ndimage.binary_dilation(m, iterations=DILATION_PX).mean() for m in masks]))
@@ -134,7 +186,9 @@ def main() -> int:
 
     print()
     last = layer_names(model)[-1]
-    print(f"{'map (layer ' + last + ')':<20} {'pointing':>8} {'energy':>10} {'(±2 px)':>10} {'ms/img':>8}   targets: pointing >= {POINTING_TARGET:.0%}, energy >= {ENERGY_TARGET:.0%}")
+    print(
+        f"{'map (layer ' + last + ')':<20} {'pointing':>8} {'energy':>10} {'(±2 px)':>10} {'ms/img':>8}   targets: pointing >= {POINTING_TARGET:.0%}, energy >= {ENERGY_TARGET:.0%}"
+    )
     failures = 0
     for method in METHODS:
         start = time.perf_counter()
@@ -147,10 +201,21 @@ def main() -> int:
     if args.layers:  # informational: the targets are for the default (last) layer
         for layer in layer_names(model)[:-1]:
             for method in METHODS[1:]:
-                print(row(f"{method} {layer}", scores([cam(model, image, method, layer=layer).map for image in images], masks)))
+                print(
+                    row(
+                        f"{method} {layer}",
+                        scores([cam(model, image, method, layer=layer).map for image in images], masks),
+                    )
+                )
     cells = model.input_size // 2 ** pooling_count(model.architecture)
     ceiling = [np.maximum(resize(resize(m.astype(float), (cells, cells)), m.shape), 0) for m in masks]
-    print(row(f"mask at {cells}x{cells}", scores(ceiling, masks), note=f"(the knob mask itself at the {last} map's resolution: the best such a map can do)"))
+    print(
+        row(
+            f"mask at {cells}x{cells}",
+            scores(ceiling, masks),
+            note=f"(the knob mask itself at the {last} map's resolution: the best such a map can do)",
+        )
+    )
     heights = []
     for image in images:
         flat = flatten(image, "plane")
@@ -164,7 +229,9 @@ def main() -> int:
     t_cam = median_time(lambda: cam(model, big, "gradcam", device="cpu"))
     ratio = t_cam / t_predict
     failures += ratio >= SPEED_TARGET
-    print(f"512 x 512 image on the CPU: prediction {1000 * t_predict:.0f} ms, Grad-CAM {1000 * t_cam:.0f} ms: {ratio:.2f} x (target < {SPEED_TARGET:g} x) {verdict(ratio < SPEED_TARGET)}")
+    print(
+        f"512 x 512 image on the CPU: prediction {1000 * t_predict:.0f} ms, Grad-CAM {1000 * t_cam:.0f} ms: {ratio:.2f} x (target < {SPEED_TARGET:g} x) {verdict(ratio < SPEED_TARGET)}"
+    )
     print(f"total {time.perf_counter() - started:.0f} s")
     return 1 if failures else 0
 

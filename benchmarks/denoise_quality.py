@@ -109,13 +109,19 @@ def main() -> int:
 
     import torch
 
-    print(f"napari-scanprobe denoising benchmark: {size} x {size} px, {PIXEL_NM} nm/px, torch "
-          f"{torch.__version__} on cpu, {torch.get_num_threads()} threads")
-    print(f"noise: white {WHITE} nm + along-line correlated {CORRELATED} nm (sigma {CORR_LEN} px) "
-          f"+ per-line wobble (amplitude sigma {WOBBLE} nm)")
+    print(
+        f"napari-scanprobe denoising benchmark: {size} x {size} px, {PIXEL_NM} nm/px, torch "
+        f"{torch.__version__} on cpu, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"noise: white {WHITE} nm + along-line correlated {CORRELATED} nm (sigma {CORR_LEN} px) "
+        f"+ per-line wobble (amplitude sigma {WOBBLE} nm)"
+    )
     truth_t, noisy_t, _ = scan(shape, TUNE_SEED)
     truth, noisy, second = scan(shape, EVAL_SEED)
-    print(f"truth: range {np.ptp(truth):.2f} nm, Rq {rq(truth):.3f} nm; noise rms {np.std(noisy - truth):.3f} nm")
+    print(
+        f"truth: range {np.ptp(truth):.2f} nm, Rq {rq(truth):.3f} nm; noise rms {np.std(noisy - truth):.3f} nm"
+    )
     print(f"classical parameters tuned on surface seed {TUNE_SEED}, evaluated on seed {EVAL_SEED}\n")
 
     rows = [("noisy input", "", noisy, 0.0, "input")]
@@ -154,8 +160,10 @@ def main() -> int:
     best_classical = max((v[0], k) for k, v in scores.items() if v[2] == "classical")
     print()
     print(f"best classical filter: {best_classical[1]} at {best_classical[0]:.2f} dB")
-    print(f"target: a CNN beats it by >= {TARGET_DB:g} dB (>= {best_classical[0] + TARGET_DB:.2f} dB) "
-          f"with Rq within {100 * TARGET_RQ:g} % of the truth")
+    print(
+        f"target: a CNN beats it by >= {TARGET_DB:g} dB (>= {best_classical[0] + TARGET_DB:.2f} dB) "
+        f"with Rq within {100 * TARGET_RQ:g} % of the truth"
+    )
     met_any = False
     for name, (db, err, kind) in scores.items():
         if kind != "cnn":
@@ -165,9 +173,13 @@ def main() -> int:
         verdict = "MET" if ok else "missed"
         print(f"  {name:<16} {db - best_classical[0]:+6.2f} dB, Rq err {100 * err:5.2f} %  -> {verdict}")
     self_supervised = [scores[k] for k in ("n2v", "n2v structured")]
-    met_single = any(db - best_classical[0] >= TARGET_DB and err <= TARGET_RQ for db, err, _ in self_supervised)
-    print(f"target {'MET' if met_any else 'MISSED'}"
-          f"{' (also by a single-image self-supervised CNN)' if met_single else ''}")
+    met_single = any(
+        db - best_classical[0] >= TARGET_DB and err <= TARGET_RQ for db, err, _ in self_supervised
+    )
+    print(
+        f"target {'MET' if met_any else 'MISSED'}"
+        f"{' (also by a single-image self-supervised CNN)' if met_single else ''}"
+    )
     return 0
 
 

@@ -207,8 +207,13 @@ def main() -> None:
         peer = run_topostats(scans)
         if peer is not None:
             flats, seconds, version = peer
-            peer_note = f"TopoStats {version}: Filters, default filter settings, final_zero_average_background"
-            results["TopoStats (scars off)"] = ([score(f, s) for f, s in zip(flats["0"], scans)], seconds["0"])
+            peer_note = (
+                f"TopoStats {version}: Filters, default filter settings, final_zero_average_background"
+            )
+            results["TopoStats (scars off)"] = (
+                [score(f, s) for f, s in zip(flats["0"], scans)],
+                seconds["0"],
+            )
             results["TopoStats (scars on)"] = ([score(f, s) for f, s in zip(flats["1"], scans)], seconds["1"])
     else:
         peer_note = "TopoStats: skipped (--no-topostats)"

@@ -56,7 +56,9 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def probe(path: Path, mode: str) -> tuple[float, float, int]:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(path), mode], check=True, capture_output=True, text=True, env=ENV)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path), mode], check=True, capture_output=True, text=True, env=ENV
+    )
     seconds, mb, frames, _ = out.stdout.split(maxsplit=3)
     return float(seconds), float(mb), int(frames)
 
@@ -76,12 +78,18 @@ def main() -> None:
     size_gb = path.stat().st_size / 1e9
     print(f"movie: {path.name} ({args.frames} frames, {size_gb:.2f} GB)")
     probe(path, "cold")  # writes the .pyc files
-    labels = {"warm": "dask.array imported", "napari": "first movie in napari", "cold": "bare Python (imports included)"}
+    labels = {
+        "warm": "dask.array imported",
+        "napari": "first movie in napari",
+        "cold": "bare Python (imports included)",
+    }
     for mode, label in labels.items():
         runs = [probe(path, mode) for _ in range(3)]
         seconds = min(r[0] for r in runs)
         mb = max(r[1] for r in runs)
-        print(f"  {label:<32} first frame {seconds:6.3f} s  (target < 0.5 s)   RSS growth {mb:5.1f} MB (target < 50 MB)")
+        print(
+            f"  {label:<32} first frame {seconds:6.3f} s  (target < 0.5 s)   RSS growth {mb:5.1f} MB (target < 50 MB)"
+        )
     if args.keep is None:
         path.unlink()
         folder.rmdir()

@@ -97,11 +97,15 @@ def inflate_floor(path: Path) -> float | None:
 
             def visit(name, obj):
                 parts = name.split("/")
-                channel_data = len(parts) >= 2 and parts[-2].startswith("Channel_") and parts[-1] != "thumbnail"
+                channel_data = (
+                    len(parts) >= 2 and parts[-2].startswith("Channel_") and parts[-1] != "thumbnail"
+                )
                 plist = obj.id.get_create_plist() if channel_data and isinstance(obj, h5py.Dataset) else None
                 if plist is None or plist.get_layout() != h5py.h5d.CHUNKED:
                     return
-                if not any(plist.get_filter(k)[0] == h5py.h5z.FILTER_DEFLATE for k in range(plist.get_nfilters())):
+                if not any(
+                    plist.get_filter(k)[0] == h5py.h5z.FILTER_DEFLATE for k in range(plist.get_nfilters())
+                ):
                     return
                 for k in range(obj.id.get_num_chunks()):
                     info = obj.id.get_chunk_info(k)
@@ -238,8 +242,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", help="only the samples whose path contains one of these")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="runs per figure (the best counts)")
-    parser.add_argument("--default-malloc", action="store_true", help="keep glibc's adaptive malloc thresholds")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time or process CPU time")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="keep glibc's adaptive malloc thresholds"
+    )
+    parser.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall", help="wall time or process CPU time"
+    )
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -262,9 +270,9 @@ def main() -> None:
     ratios_floor, ratios_peer, misses = [], [], []
     for relpath in files:
         path = SAMPLES / relpath
-        floor = best_time(lambda: np.fromfile(path, np.uint8), args.repeats)
-        t_ours = best_time(lambda: ours(path), args.repeats)
-        t_first = best_time(lambda: ours(path, first_only=True), args.repeats)
+        floor = best_time(lambda path=path: np.fromfile(path, np.uint8), args.repeats)
+        t_ours = best_time(lambda path=path: ours(path), args.repeats)
+        t_first = best_time(lambda path=path: ours(path, first_only=True), args.repeats)
         peers = {}
         for name, call in _peer_calls(relpath, truth[relpath]).items():
             if call is None:
@@ -285,7 +293,9 @@ def main() -> None:
             ratios_peer.append(best[1] / t_ours)
             ratio = f"{best[1] / t_ours:8.1f}x"
             if best[1] < t_ours:
-                misses.append(f"{relpath}: {best[0]} is faster ({best[1] * 1e3:.2f} ms vs {t_ours * 1e3:.2f} ms)")
+                misses.append(
+                    f"{relpath}: {best[0]} is faster ({best[1] * 1e3:.2f} ms vs {t_ours * 1e3:.2f} ms)"
+                )
         print(
             f"{relpath[:52]:<52} {floor * 1e3:6.2f}ms {t_ours * 1e3:6.2f}ms {t_ours / floor:7.1f}x "
             f"{t_first * 1e3:6.2f}ms {peer_text:>24} {ratio:>9}"

@@ -57,7 +57,9 @@ def height_channel(scan) -> np.ndarray | None:
 
 def load_images(quick: bool = False) -> list[tuple[str, np.ndarray]]:
     images: list[tuple[str, np.ndarray]] = []
-    for path in sorted(p for p in SAMPLES.rglob("*") if p.is_file() and p.suffix.lower() not in (".json", ".md")):
+    for path in sorted(
+        p for p in SAMPLES.rglob("*") if p.is_file() and p.suffix.lower() not in (".json", ".md")
+    ):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -69,7 +71,9 @@ def load_images(quick: bool = False) -> list[tuple[str, np.ndarray]]:
             continue
         ny, nx = (img.shape[0] // 4) * 4, (img.shape[1] // 4) * 4
         img = img[:ny, :nx]
-        if any(o.shape == img.shape and np.allclose(o, img, rtol=0, atol=1e-5 * np.ptp(img)) for _, o in images):
+        if any(
+            o.shape == img.shape and np.allclose(o, img, rtol=0, atol=1e-5 * np.ptp(img)) for _, o in images
+        ):
             continue  # the same scan in another format (e.g. .gsf and .gwy)
         images.append((str(path.relative_to(SAMPLES)), img))
     if quick:
@@ -95,7 +99,11 @@ def quality(images, options) -> dict[int, dict[str, list[float]]]:
         print(f"\nPSNR (dB), ×{factor}: original -> area-averaged /{factor} -> upscaled ×{factor}")
         print("  (bp: the CNN method's base alone -- bicubic + back-projection, consistent with the input;")
         print("   w: the weight the CNN method gave its network's detail after its cross-scale checks)")
-        header = f"{'file':<62} {'size':>9} " + " ".join(f"{m:>8}" for m in COLUMNS) + f" {'cnn-bic':>8} {'w':>5} {'cnn s':>6}"
+        header = (
+            f"{'file':<62} {'size':>9} "
+            + " ".join(f"{m:>8}" for m in COLUMNS)
+            + f" {'cnn-bic':>8} {'w':>5} {'cnn s':>6}"
+        )
         print(header)
         print("-" * len(header))
         rows = {m: [] for m in COLUMNS}
@@ -104,9 +112,20 @@ def quality(images, options) -> dict[int, dict[str, list[float]]]:
             coarse = downscale_area(img, factor)
             scores, info = {}, {}
             for column in COLUMNS:
-                method, opts = {"bp": ("cnn", {"steps": 0}), "cnn": ("cnn", options)}.get(column, (column, {}))
+                method, opts = {"bp": ("cnn", {"steps": 0}), "cnn": ("cnn", options)}.get(
+                    column, (column, {})
+                )
                 start = time.perf_counter()
-                up = upscale(coarse, factor, method=method, seed=0, progress=lambda p: info.update(p.extra) if column == "cnn" else None, **opts)
+                up = upscale(
+                    coarse,
+                    factor,
+                    method=method,
+                    seed=0,
+                    progress=lambda p, info=info, column=column: (
+                        info.update(p.extra) if column == "cnn" else None
+                    ),
+                    **opts,
+                )
                 if column == "cnn":
                     cnn_time = time.perf_counter() - start
                 scores[column] = psnr(img, up, peak)
@@ -137,7 +156,9 @@ def timed_upscale(img: np.ndarray, options) -> tuple[float, float]:
     info: dict = {}
     try:
         start = time.perf_counter()
-        out = upscale(img, 2, method="cnn", seed=0, device="cpu", progress=lambda p: info.update(p.extra), **options)
+        out = upscale(
+            img, 2, method="cnn", seed=0, device="cpu", progress=lambda p: info.update(p.extra), **options
+        )
         elapsed = time.perf_counter() - start
     finally:
         torch.set_num_threads(saved)
@@ -158,7 +179,12 @@ def timing(options) -> list[tuple[str, float, float]]:
         print(f"(real 512 x 512 scan not available: {exc})")
     synthetic = np.asarray(synthetic_scan((512, 512)).channels[0].data, dtype=np.float64)
     rows.append(("synthetic scan, every stage runs", *timed_upscale(synthetic, options)))
-    rows.append(("synthetic scan, threads=2 (training on 2 threads too)", *timed_upscale(synthetic, {**options, "threads": 2})))
+    rows.append(
+        (
+            "synthetic scan, threads=2 (training on 2 threads too)",
+            *timed_upscale(synthetic, {**options, "threads": 2}),
+        )
+    )
     return rows
 
 
@@ -174,8 +200,10 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(2)
-    print(f"napari-scanprobe {napari_scanprobe.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
-          f"torch threads 2, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"napari-scanprobe {napari_scanprobe.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"torch threads 2, load average {os.getloadavg()[0]:.1f}"
+    )
     ok = True
     summary = []
     if not args.no_quality:
@@ -188,9 +216,18 @@ def main(argv=None) -> int:
                 gain = float(np.mean(rows["cnn"]) - np.mean(rows["bicubic"]))
                 met = gain >= PSNR_TARGET_DB
                 ok &= met
-                summary.append((f"×{factor} PSNR gain, cnn - bicubic (average)", f"{gain:+.2f} dB", f">= +{PSNR_TARGET_DB} dB", met))
+                summary.append(
+                    (
+                        f"×{factor} PSNR gain, cnn - bicubic (average)",
+                        f"{gain:+.2f} dB",
+                        f">= +{PSNR_TARGET_DB} dB",
+                        met,
+                    )
+                )
                 lgain = float(np.mean(rows["cnn"]) - np.mean(rows["lanczos"]))
-                summary.append((f"×{factor} PSNR gain, cnn - lanczos (average)", f"{lgain:+.2f} dB", "(info)", None))
+                summary.append(
+                    (f"×{factor} PSNR gain, cnn - lanczos (average)", f"{lgain:+.2f} dB", "(info)", None)
+                )
     if not args.no_timing:
         for what, elapsed, weight in timing(options):
             informative = "threads" in what  # not the default configuration: shown for comparison

@@ -38,8 +38,24 @@ def main() -> None:
     layers = {c: [] for c in CATEGORIES}
     for i, (image, label) in enumerate(zip(data.images, data.labels)):
         category = CATEGORIES[label]
-        metadata = {"channel": "Height", "xy_unit": "nm", "pixel_size": [px, px], "z_unit": "nm", "source": f"membrane_{i:03d}.asd", "processing": []}
-        layers[category].append(viewer.add_image(image, name=f"membrane {i:03d}", scale=(px, px), units="nm", colormap="afmhot", metadata=metadata))
+        metadata = {
+            "channel": "Height",
+            "xy_unit": "nm",
+            "pixel_size": [px, px],
+            "z_unit": "nm",
+            "source": f"membrane_{i:03d}.asd",
+            "processing": [],
+        }
+        layers[category].append(
+            viewer.add_image(
+                image,
+                name=f"membrane {i:03d}",
+                scale=(px, px),
+                units="nm",
+                colormap="afmhot",
+                metadata=metadata,
+            )
+        )
 
     panel = widget.train
     for row, category in enumerate(CATEGORIES):

@@ -1,6 +1,6 @@
 """Make docs/screenshot.png: napari with a real multi-channel file open through the plugin.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshot.py [FILE]
+xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshot.py [FILE]
 """
 
 from __future__ import annotations

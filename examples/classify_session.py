@@ -22,16 +22,27 @@ import os
 import sys
 from pathlib import Path
 
-SAMPLES = Path(os.environ.get("SCANPROBE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "spm-samples"))
+SAMPLES = Path(
+    os.environ.get("SCANPROBE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "spm-samples")
+)
 DEFAULT_SCAN = SAMPLES / "nanonis_sxm" / "test.sxm"
 PLUGIN = "napari-scanprobe"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scan", nargs="?", default=str(DEFAULT_SCAN), help=f"a real SPM file (default: {DEFAULT_SCAN})")
-    parser.add_argument("-o", "--output", default="classify_output", help="folder for the model, the saved layers, the recipe, the screenshot")
-    parser.add_argument("--images", type=int, default=40, help="generated training images per category (default 40)")
+    parser.add_argument(
+        "scan", nargs="?", default=str(DEFAULT_SCAN), help=f"a real SPM file (default: {DEFAULT_SCAN})"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="classify_output",
+        help="folder for the model, the saved layers, the recipe, the screenshot",
+    )
+    parser.add_argument(
+        "--images", type=int, default=40, help="generated training images per category (default 40)"
+    )
     parser.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
     parser.add_argument("--keep-open", action="store_true", help="leave the window open at the end")
     args = parser.parse_args(argv)
@@ -52,17 +63,34 @@ def main(argv: list[str] | None = None) -> int:
     # 1. a small model on generated 1 µm images (128 px), seen by the network at half resolution
     data = knob_dataset(args.images, args.images, size=128, seed=1)
     px = data.pixel_size_nm
-    images = {c: [Example([img], ["Height"], (px, px)) for img, label in zip(data.images, data.labels, strict=True) if label == i] for i, c in enumerate(data.categories)}
+    images = {
+        c: [
+            Example([img], ["Height"], (px, px))
+            for img, label in zip(data.images, data.labels, strict=True)
+            if label == i
+        ]
+        for i, c in enumerate(data.categories)
+    }
     model = sp.train(images, pixel_size=2 * px, input_size=64, epochs=args.epochs, seed=0)
     path = model.save(out / "knobs")
-    print(f"trained on {len(data)} images; validation accuracy {model.metrics.get('accuracy', float('nan')):.2f}; saved {path}")
+    print(
+        f"trained on {len(data)} images; validation accuracy {model.metrics.get('accuracy', float('nan')):.2f}; saved {path}"
+    )
 
     # 2. napari: membrane samples and a real scan, the Classifier widget with the model
     viewer = napari.Viewer(title="napari-scanprobe: classification session")
-    membranes = [layer for layer in viewer.open_sample(PLUGIN, "knob_membranes") if "category" in layer.metadata]  # not the knob masks
+    membranes = [
+        layer for layer in viewer.open_sample(PLUGIN, "knob_membranes") if "category" in layer.metadata
+    ]  # not the knob masks
     scan_layers = viewer.open(args.scan, plugin=PLUGIN)
     height = next((layer for layer in scan_layers if layer.metadata.get("z_unit") == "nm"), scan_layers[0])
-    viewer.add_image(sp.flatten(height.data, "auto"), name=f"{height.name} | API flatten", scale=height.scale, translate=height.translate, units=height.units)
+    viewer.add_image(
+        sp.flatten(height.data, "auto"),
+        name=f"{height.name} | API flatten",
+        scale=height.scale,
+        translate=height.translate,
+        units=height.units,
+    )
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Classifier")
     widget.set_model(model)
 
@@ -76,10 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     infected = next(layer for layer in membranes if layer.metadata.get("category") == "infected")
     cam = viewer.add_layer(Layer.create(*cam_layer(infected, model, "gradcam")))
     saved = napari.save_layers(str(out / "membrane_cam.gwy"), [infected, cam], plugin=PLUGIN)
-    print(f"CAM layer {cam.name!r} (values {float(cam.data.min()):.2f}..{float(cam.data.max()):.2f}); saved {saved[0]}")
+    print(
+        f"CAM layer {cam.name!r} (values {float(cam.data.min()):.2f}..{float(cam.data.max()):.2f}); saved {saved[0]}"
+    )
 
     # 4. the pipeline as a recipe (predict + CAM + write), replayed on the array
-    recipe = export_layer_recipe(infected, out / "classify_recipe.yaml", write=".gwy", model=path, cam={"method": "gradcam"})
+    recipe = export_layer_recipe(
+        infected, out / "classify_recipe.yaml", write=".gwy", model=path, cam={"method": "gradcam"}
+    )
     replay = sp.run_recipe(recipe, infected.data, pixel_size=tuple(infected.scale[-2:]))
     assert replay.cam.category == cam.metadata["category"]
     print(f"recipe {recipe}: run_recipe predicts {replay.prediction.label}, explains {replay.cam.category}")

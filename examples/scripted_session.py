@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-SAMPLES = Path(os.environ.get("SCANPROBE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "spm-samples"))
+SAMPLES = Path(
+    os.environ.get("SCANPROBE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "spm-samples")
+)
 DEFAULT_SCAN = SAMPLES / "nanonis_sxm" / "test.sxm"
 PLUGIN = "napari-scanprobe"
 
@@ -52,8 +54,15 @@ def run_panel(viewer, panel, method: str, **options):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scan", nargs="?", default=str(DEFAULT_SCAN), help=f"an SPM file (default: {DEFAULT_SCAN})")
-    parser.add_argument("-o", "--output", default="session_output", help="folder for the recipe, the saved layer and the screenshot")
+    parser.add_argument(
+        "scan", nargs="?", default=str(DEFAULT_SCAN), help=f"an SPM file (default: {DEFAULT_SCAN})"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="session_output",
+        help="folder for the recipe, the saved layer and the screenshot",
+    )
     parser.add_argument("--keep-open", action="store_true", help="leave the window open at the end")
     args = parser.parse_args(argv)
     out = Path(args.output)
@@ -91,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recipe written to {recipe}; run_recipe reproduces the layer")
 
     # save with the plugin's writers (Gwyddion Simple Field)
-    saved = napari.save_layers(str(out / f"{Path(args.scan).stem} flattened.gsf"), [clean_layer], plugin=PLUGIN)
+    saved = napari.save_layers(
+        str(out / f"{Path(args.scan).stem} flattened.gsf"), [clean_layer], plugin=PLUGIN
+    )
     print(f"saved {saved[0]}")
 
     for layer in viewer.layers:

@@ -13,7 +13,9 @@ try:  # torch first, before anything pulls in Qt
 except ImportError:  # the reader tests do not need it
     pass
 
-SAMPLES_DIR = Path(os.environ.get("SCANPROBE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "spm-samples"))
+SAMPLES_DIR = Path(
+    os.environ.get("SCANPROBE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "spm-samples")
+)
 
 
 def _samples_dir() -> Path:

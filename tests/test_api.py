@@ -30,5 +30,7 @@ def test_scripted_pipeline_on_a_real_scan(sample):
 
 def test_import_stays_light():
     code = "import sys, napari_scanprobe; print(sorted(m for m in ('torch', 'napari', 'scipy', 'skimage', 'dask') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"

@@ -59,7 +59,11 @@ def test_batch_processes_real_files_and_writes_a_summary(sample, tmp_path, recip
     assert [Path(r["input"]).name for r in rows] == ["A151216.123306-02602.sxm", "test.sxm"]
     for row in rows:
         source = Path(row["input"])
-        assert row["status"] == "ok" and row["error"] == "" and row["outputs"] == f"{source.stem} Z (forward).tif"
+        assert (
+            row["status"] == "ok"
+            and row["error"] == ""
+            and row["outputs"] == f"{source.stem} Z (forward).tif"
+        )
         raw = z_forward(source)
         back = read(out / row["outputs"]).channels[0]
         np.testing.assert_array_equal(np.asarray(back.data), expected(raw.data))  # float32 TIFF: exact
@@ -71,7 +75,9 @@ def test_batch_processes_real_files_and_writes_a_summary(sample, tmp_path, recip
 
 def test_gsf_output_holds_every_channel_by_default(sample, tmp_path):
     chip = sample("gwyddion_gsf/GwiddionReader_chip.gsf")
-    recipe = {"steps": [{"step": "flatten", "method": "plane"}, {"step": "write"}]}  # every channel, .gsf, "{file} {channel}"
+    recipe = {
+        "steps": [{"step": "flatten", "method": "plane"}, {"step": "write"}]
+    }  # every channel, .gsf, "{file} {channel}"
     result = run_batch(recipe, [chip], tmp_path / "out", workers=0)
     assert [r.status for r in result.results] == ["ok"]
     written = tmp_path / "out" / "GwiddionReader_chip.gsf Topography.gsf"
@@ -94,7 +100,10 @@ def test_rerun_skips_finished_inputs_and_redoes_changed_work(sample, tmp_path, r
     assert main(["batch", recipe_file, *inputs, "-o", str(out), "--workers", "0"]) == 0
     assert "2 skipped (done)" in capsys.readouterr().out
     assert [r["status"] for r in summary_rows(out)] == ["skipped (done)"] * 2
-    assert [r["outputs"] for r in summary_rows(out)] == ["test Z (forward).tif", "A151216.123306-02602 Z (forward).tif"]
+    assert [r["outputs"] for r in summary_rows(out)] == [
+        "test Z (forward).tif",
+        "A151216.123306-02602 Z (forward).tif",
+    ]
     assert [p.stat().st_mtime_ns for p in outputs] == stamps  # nothing rewritten
 
     (out / "test Z (forward).tif").unlink()  # an output lost: that input is redone, the other skipped
@@ -120,7 +129,20 @@ def test_a_failing_file_is_recorded_and_the_batch_goes_on(sample, tmp_path, reci
     missing = tmp_path / "missing.sxm"
     pattern = str(tmp_path / "nothing" / "*.sxm")
     out = tmp_path / "out"
-    args = ["batch", recipe_file, str(spectrum), str(good), str(notes), str(missing), pattern, str(no_channel), "-o", str(out), "--workers", "0"]
+    args = [
+        "batch",
+        recipe_file,
+        str(spectrum),
+        str(good),
+        str(notes),
+        str(missing),
+        pattern,
+        str(no_channel),
+        "-o",
+        str(out),
+        "--workers",
+        "0",
+    ]
     assert main(args) == 1
     captured = capsys.readouterr()
     rows = {Path(r["input"]).name: r for r in summary_rows(out)}
@@ -137,7 +159,9 @@ def test_a_failing_file_is_recorded_and_the_batch_goes_on(sample, tmp_path, reci
         assert rows[name]["error"] in captured.err
         assert rows[name]["outputs"] == ""
     assert "1 ok, 5 failed" in captured.out
-    assert len((out / JOURNAL_NAME).read_text().splitlines()) == 1  # failures are not journaled: redone next time
+    assert (
+        len((out / JOURNAL_NAME).read_text().splitlines()) == 1
+    )  # failures are not journaled: redone next time
 
 
 def save_model(path, channels, pixel_size) -> str:
@@ -191,7 +215,17 @@ def test_a_multiprocess_cluster_runs_the_batch_through_scheduler(sample, tmp_pat
     inputs = [sample("nanonis_sxm/test.sxm"), sample("nanonis_sxm/A151216.123306-02602.sxm")]
     out = tmp_path / "out"
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
-        code = main(["batch", recipe_file, *map(str, inputs), "-o", str(out), "--scheduler", cluster.scheduler_address])
+        code = main(
+            [
+                "batch",
+                recipe_file,
+                *map(str, inputs),
+                "-o",
+                str(out),
+                "--scheduler",
+                cluster.scheduler_address,
+            ]
+        )
         tasks = cluster.scheduler.task_prefixes["process_input"].state_counts
         assert tasks["memory"] == 2  # both files were processed by the cluster's worker processes
     assert code == 0
@@ -202,9 +236,26 @@ def test_a_multiprocess_cluster_runs_the_batch_through_scheduler(sample, tmp_pat
 
 
 def test_workers_and_scheduler_exclude_each_other(tmp_path, recipe_file, sample, capsys):
-    assert main(["batch", recipe_file, str(sample("nanonis_sxm/test.sxm")), "-o", str(tmp_path), "--workers", "2", "--scheduler", "tcp://x:1"]) == 1
+    assert (
+        main(
+            [
+                "batch",
+                recipe_file,
+                str(sample("nanonis_sxm/test.sxm")),
+                "-o",
+                str(tmp_path),
+                "--workers",
+                "2",
+                "--scheduler",
+                "tcp://x:1",
+            ]
+        )
+        == 1
+    )
     assert "exclude each other" in capsys.readouterr().err
-    nothing = save_recipe(load_recipe({"steps": [{"step": "flatten", "method": "plane"}]}), tmp_path / "nothing.json")
+    nothing = save_recipe(
+        load_recipe({"steps": [{"step": "flatten", "method": "plane"}]}), tmp_path / "nothing.json"
+    )
     assert main(["batch", str(nothing), str(sample("nanonis_sxm/test.sxm")), "-o", str(tmp_path / "o")]) == 1
     assert "neither writes" in capsys.readouterr().err
 
@@ -212,17 +263,31 @@ def test_workers_and_scheduler_exclude_each_other(tmp_path, recipe_file, sample,
 def test_a_movie_is_processed_frame_by_frame(sample, tmp_path, monkeypatch):
     import napari_scanprobe.io.movie as movie
 
-    recipe = load_recipe({"steps": [{"step": "flatten", "method": "rows_median"}, {"step": "denoise", "method": "median", "options": {"size": 3}}, {"step": "write"}]})
+    recipe = load_recipe(
+        {
+            "steps": [
+                {"step": "flatten", "method": "rows_median"},
+                {"step": "denoise", "method": "median", "options": {"size": 3}},
+                {"step": "write"},
+            ]
+        }
+    )
     # a real HS-AFM movie: every frame as the functions give it, written as .tif (the movie format)
     real = sample("hsafm_asd/asd_sample_0.asd")
     result = run_batch(recipe, [real], tmp_path / "real", workers=0)
-    assert result.results[0].outputs == [str(tmp_path / "real" / "asd_sample_0.asd Height.tif")] and result.results[0].frames == 32
+    assert (
+        result.results[0].outputs == [str(tmp_path / "real" / "asd_sample_0.asd Height.tif")]
+        and result.results[0].frames == 32
+    )
     raw = read(real).channels[0]
     back = read(result.results[0].outputs[0]).channels[0]
     assert back.data.shape == raw.data.shape and back.frame_time_s == raw.frame_time_s
     for t in (0, 17, 31):
         frame = np.asarray(raw.data[t])
-        np.testing.assert_array_equal(np.asarray(back.data[t]), denoise(flatten(frame, "rows_median"), "median", size=3).astype(np.float32))
+        np.testing.assert_array_equal(
+            np.asarray(back.data[t]),
+            denoise(flatten(frame, "rows_median"), "median", size=3).astype(np.float32),
+        )
 
     # a long movie (kept on disk by the reader) never sits whole in memory
     monkeypatch.setattr(movie, "EAGER_BYTES", 2**20)
@@ -243,12 +308,17 @@ def test_a_movie_is_processed_frame_by_frame(sample, tmp_path, monkeypatch):
     back = read(result.results[0].outputs[0]).channels[0]
     assert back.data.shape == (300, 96, 96)
     frame = np.asarray(read(long).channels[0].data[299])
-    np.testing.assert_array_equal(np.asarray(back.data[299]), denoise(flatten(frame, "rows_median"), "median", size=3).astype(np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(back.data[299]),
+        denoise(flatten(frame, "rows_median"), "median", size=3).astype(np.float32),
+    )
 
 
 def _scan_file(path: Path, seed: int) -> Path:
     rng = np.random.default_rng(seed)
-    write(path, Channel(rng.normal(0, 1, (32, 40)) + np.arange(40) * 0.1, "Height", "trace", "nm", (2.0, 2.0)))
+    write(
+        path, Channel(rng.normal(0, 1, (32, 40)) + np.arange(40) * 0.1, "Height", "trace", "nm", (2.0, 2.0))
+    )
     return path
 
 
@@ -266,9 +336,15 @@ def test_channels_of_one_scan_never_overwrite_each_other(tmp_path):
     result = run_batch(recipe, [twice, clash], tmp_path / "out", workers=0)
     status = {Path(r.input).name: (r.status, r.error) for r in result.results}
     assert status["twice.gwy"][0] == "ok"
-    assert sorted(p.name for p in (tmp_path / "out").glob("twice *")) == ["twice Height #2 (trace).gsf", "twice Height (trace).gsf"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("twice *")) == [
+        "twice Height #2 (trace).gsf",
+        "twice Height (trace).gsf",
+    ]
     assert status["clash.gwy"][0] == "failed"
-    assert "'Z/1 (trace)' and 'Z:1 (trace)' would both be written to clash Z_1 (trace).gsf" in status["clash.gwy"][1]
+    assert (
+        "'Z/1 (trace)' and 'Z:1 (trace)' would both be written to clash Z_1 (trace).gsf"
+        in status["clash.gwy"][1]
+    )
     assert not list((tmp_path / "out").glob("clash *"))  # nothing half-written
 
 
@@ -281,18 +357,27 @@ def test_folders_and_globs_mirror_subfolders_and_skip_the_output_folder(tmp_path
     _scan_file(data / ".hidden.gsf", 2)
     (data / "notes.txt").write_text("hello")
     out = data / "out"  # inside the input folder
-    recipe = {"steps": [{"step": "flatten", "method": "plane"}, {"step": "write", "format": ".gsf", "name": "{stem} {channel}"}]}
+    recipe = {
+        "steps": [
+            {"step": "flatten", "method": "plane"},
+            {"step": "write", "format": ".gsf", "name": "{stem} {channel}"},
+        ]
+    }
     result = run_batch(recipe, [data], out, workers=0)
     assert result.left_out == 1  # notes.txt; the hidden file is not counted
     assert [r.status for r in result.results] == ["ok", "ok"]
     first = out / "a" / "x Height (trace).gsf"
     second = out / "b" / "deep" / "x Height (trace).gsf"
     assert first.is_file() and second.is_file()
-    np.testing.assert_allclose(read(second).channels[0].data, flatten(read(b).channels[0].data, "plane"), atol=1e-5)
+    np.testing.assert_allclose(
+        read(second).channels[0].data, flatten(read(b).channels[0].data, "plane"), atol=1e-5
+    )
 
     again = run_batch(recipe, [data], out, workers=0)  # the outputs in data/out are not inputs
     assert [(Path(r.input).name, r.status) for r in again.results] == [("x.gsf", "skipped (done)")] * 2
-    items, _ = expand_inputs([str(data / "**" / "*.gsf")], out)  # a recursive glob: the same, outputs left out
+    items, _ = expand_inputs(
+        [str(data / "**" / "*.gsf")], out
+    )  # a recursive glob: the same, outputs left out
     assert [(i.path, i.outdir) for i in items] == [(a, out / "a"), (b, out / "b" / "deep")]
     # outputs of one folder that would overwrite each other: the later input fails, named
     _scan_file(data / "a" / "x.gwy", 3)

@@ -42,7 +42,10 @@ def test_info_bad_file_fails_clearly(tmp_path, capsys):
 
 def test_demo_headless_runs_the_pipeline():
     result = subprocess.run(
-        [sys.executable, "-m", "napari_scanprobe.cli", "demo", "--headless"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "napari_scanprobe.cli", "demo", "--headless"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "4 layers" in result.stdout and "flatten auto" in result.stdout

@@ -16,16 +16,22 @@ from napari_scanprobe.learn.network import build_network, check_architecture
 
 def save_model(path, channels, pixel_size, head="gap", categories=("clean", "dirty"), input_size=32) -> str:
     """A small untrained classifier (random weights, fixed seed) saved to ``path``."""
-    arch = check_architecture({"blocks": 3, "filters": 8, "head": head}, max(1, len(channels)), len(categories), input_size)
+    arch = check_architecture(
+        {"blocks": 3, "filters": 8, "head": head}, max(1, len(channels)), len(categories), input_size
+    )
     torch.manual_seed(0)
     net = build_network(arch)
     state = {k: v.numpy() for k, v in net.state_dict().items() if v.is_floating_point()}
-    return str(ClassifierModel(arch, state, list(categories), list(channels), pixel_size, input_size).save(path))
+    return str(
+        ClassifierModel(arch, state, list(categories), list(channels), pixel_size, input_size).save(path)
+    )
 
 
 def test_cam_writes_one_map_per_input_on_its_grid(sample, tmp_path, capsys):
     sxm = sample("nanonis_sxm/test.sxm")
-    model = save_model(tmp_path / "z_model", ["Z (forward)"], pixel_size=40.0)  # 256 px at 19.5 nm/px -> 125 px seen
+    model = save_model(
+        tmp_path / "z_model", ["Z (forward)"], pixel_size=40.0
+    )  # 256 px at 19.5 nm/px -> 125 px seen
     out = tmp_path / "maps"  # created by the command
     assert main(["cam", model, str(sxm), "-o", str(out), "--method", "gradcam++"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -57,15 +63,26 @@ def test_cam_of_a_movie_and_of_an_array(sample, tmp_path, capsys):
     movie = sample("hsafm_asd/asd_sample_0.asd")
     array = tmp_path / "plain.npy"
     np.save(array, np.random.default_rng(0).normal(size=(40, 50)).astype(np.float32))
-    assert main(["cam", model, str(movie), str(array), "-o", str(tmp_path), "--target", "1", "--layer", "block2"]) == 0
+    assert (
+        main(
+            ["cam", model, str(movie), str(array), "-o", str(tmp_path), "--target", "1", "--layer", "block2"]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and "32 frames" in lines[0] and "CAM dirty" in lines[0] and "block2" in lines[1]
     maps = tifffile.imread(tmp_path / "asd_sample_0.cam.tif")
     source = read(movie).channels[0]
     assert maps.shape == source.data.shape and maps.dtype == np.float32
     peaks = maps.max(axis=(1, 2))  # each frame normalised on its own (an untrained model may find nothing: 0)
-    assert maps.min() >= 0 and np.all(np.isclose(peaks, 1.0) | (peaks == 0)) and np.isclose(peaks, 1.0).sum() > 16
-    np.testing.assert_allclose(maps[7], cam(model, np.asarray(source.data[7]), target="dirty", layer="block2").map, atol=1e-6)
+    assert (
+        maps.min() >= 0
+        and np.all(np.isclose(peaks, 1.0) | (peaks == 0))
+        and np.isclose(peaks, 1.0).sum() > 16
+    )
+    np.testing.assert_allclose(
+        maps[7], cam(model, np.asarray(source.data[7]), target="dirty", layer="block2").map, atol=1e-6
+    )
     plain = tifffile.imread(tmp_path / "plain.cam.tif")
     assert plain.shape == (40, 50) and plain.dtype == np.float32
 
@@ -79,7 +96,11 @@ def test_bad_inputs_are_reported_and_the_rest_continue(sample, tmp_path, capsys)
     out = tmp_path / "maps"
     assert main(["cam", model, str(broken), str(other), str(good), "-o", str(out)]) == 1
     captured = capsys.readouterr()
-    assert "broken.sxm" in captured.err and "no channel 'Z (forward)'" in captured.err and "Traceback" not in captured.err
+    assert (
+        "broken.sxm" in captured.err
+        and "no channel 'Z (forward)'" in captured.err
+        and "Traceback" not in captured.err
+    )
     assert len(captured.out.strip().splitlines()) == 1 and (out / "test.cam.tif").is_file()
     assert sorted(p.name for p in out.iterdir()) == ["test.cam.tif"]  # nothing half-written
 
@@ -128,5 +149,9 @@ def test_a_failed_write_is_reported_and_the_next_input_continues(sample, tmp_pat
     out = tmp_path / "maps"
     assert main(["cam", model, str(first), str(second), "-o", str(out)]) == 1
     captured = capsys.readouterr()
-    assert "first.cam.tif" in captured.err and "No space left on device" in captured.err and "Traceback" not in captured.err
+    assert (
+        "first.cam.tif" in captured.err
+        and "No space left on device" in captured.err
+        and "Traceback" not in captured.err
+    )
     assert sorted(p.name for p in out.iterdir()) == ["second.cam.tif"]

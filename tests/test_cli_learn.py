@@ -23,7 +23,10 @@ def test_train_then_predict(tmp_path, capsys, sample):
     data = _folder(tmp_path / "data", n=20, seed=1)
     (data / "blob" / "broken.npy").write_text("not an array")
     model = tmp_path / "m"
-    assert main(["train", str(data), "-o", str(model), "--epochs", "8", "--seed", "3", "--input-size", "48"]) == 0
+    assert (
+        main(["train", str(data), "-o", str(model), "--epochs", "8", "--seed", "3", "--input-size", "48"])
+        == 0
+    )
     out, err = capsys.readouterr()
     assert "blob: 20, plain: 20" in out and "accuracy" in out and "confusion matrix" in out
     assert "skipped" in out and "broken.npy" in out and "1 input(s) skipped" in out
@@ -39,7 +42,15 @@ def test_train_then_predict(tmp_path, capsys, sample):
     assert lines[5]["path"].endswith("plain_0.npy")
 
     # a real file is classified as it is (the model has no physical scale); a missing file is one error line
-    code = main(["predict", str(model), str(test / "plain" / "plain_1.npy"), str(sample("gwyddion_gwy/test.gwy")), str(tmp_path / "missing.spm")])
+    code = main(
+        [
+            "predict",
+            str(model),
+            str(test / "plain" / "plain_1.npy"),
+            str(sample("gwyddion_gwy/test.gwy")),
+            str(tmp_path / "missing.spm"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 1
     assert out.count("\n") >= 1 and "plain_1.npy: " in out

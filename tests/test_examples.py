@@ -22,7 +22,12 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def start(script: str, *args: str) -> subprocess.Popen:
     """Run an example script in its own Python (DISPLAY: pytest-xvfb's virtual display)."""
-    return subprocess.Popen([sys.executable, str(EXAMPLES / script), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(EXAMPLES / script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 240) -> str:
@@ -40,18 +45,26 @@ def not_black(png: Path) -> bool:
 
 def test_the_scripted_sessions_run_headless(sample, tmp_path):
     pytest.importorskip("torch")
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
         pytest.skip("the example scripts open a napari window: run under pytest-xvfb (a virtual display)")
     scan = sample("nanonis_sxm/test.sxm")
     # both at once: most of their time is starting Python, napari and torch
     session = start("scripted_session.py", str(scan), "-o", str(tmp_path / "session"))
-    classify = start("classify_session.py", str(scan), "-o", str(tmp_path / "classify"), "--images", "6", "--epochs", "1")
+    classify = start(
+        "classify_session.py", str(scan), "-o", str(tmp_path / "classify"), "--images", "6", "--epochs", "1"
+    )
     text = finish(session)
     assert "identical to the widget's layers" in text and "run_recipe reproduces the layer" in text
 
     out = tmp_path / "session"
     recipe = load_recipe(out / "session_recipe.yaml")
-    assert recipe.channels == ["Z (forward)"] and [s["step"] for s in recipe.steps] == ["flatten", "denoise", "write"]
+    assert recipe.channels == ["Z (forward)"] and [s["step"] for s in recipe.steps] == [
+        "flatten",
+        "denoise",
+        "write",
+    ]
     raw = read(scan).channels[0]
     saved = read(out / "test flattened.gsf").channels[0]
     expected = denoise(flatten(raw.data, "auto"), "median", size=3)
@@ -107,5 +120,9 @@ def test_the_classify_recipe_asks_for_the_hash_of_the_users_model(tmp_path):
             step["sha256"] = sha
     (tmp_path / "classify.yaml").write_text(yaml.safe_dump(doc))
     recipe = load_recipe(tmp_path / "classify.yaml")
-    assert recipe.channels == ["Height"] and recipe.step("write") == {"step": "write", "format": ".gwy", "name": "{file}"}
+    assert recipe.channels == ["Height"] and recipe.step("write") == {
+        "step": "write",
+        "format": ".gwy",
+        "name": "{file}",
+    }
     assert recipe.categories == ["healthy", "infected"]

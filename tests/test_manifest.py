@@ -46,9 +46,9 @@ def test_filename_patterns_cover_every_format_extension():
     for module in all_format_modules():
         for ext in module.EXTENSIONS:
             name = f"scan{ext}"
-            assert any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name.lower(), p.lower()) for p in patterns), (
-                f"{module.FORMAT}: no reader pattern matches {name}"
-            )
+            assert any(
+                fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name.lower(), p.lower()) for p in patterns
+            ), f"{module.FORMAT}: no reader pattern matches {name}"
 
 
 def test_nanoscope_numbered_extensions_match():

@@ -34,17 +34,23 @@ def surface(seed: int = 0, shape=(64, 80)) -> np.ndarray:
     return z
 
 
-def save_model(path, channels=(), pixel_size=None, categories=("clean", "dirty"), input_size=32, seed=0) -> str:
+def save_model(
+    path, channels=(), pixel_size=None, categories=("clean", "dirty"), input_size=32, seed=0
+) -> str:
     """A small untrained classifier (random weights, fixed seed) saved to ``path``."""
     torch = pytest.importorskip("torch")
     from napari_scanprobe.learn.modelfile import ClassifierModel
     from napari_scanprobe.learn.network import build_network, check_architecture
 
-    arch = check_architecture({"blocks": 3, "filters": 8, "head": "gap"}, max(1, len(channels)), len(categories), input_size)
+    arch = check_architecture(
+        {"blocks": 3, "filters": 8, "head": "gap"}, max(1, len(channels)), len(categories), input_size
+    )
     torch.manual_seed(seed)
     net = build_network(arch)
     state = {k: v.numpy() for k, v in net.state_dict().items() if v.is_floating_point()}
-    return str(ClassifierModel(arch, state, list(categories), list(channels), pixel_size, input_size).save(path))
+    return str(
+        ClassifierModel(arch, state, list(categories), list(channels), pixel_size, input_size).save(path)
+    )
 
 
 # -- the format ---------------------------------------------------------------------------------
@@ -63,7 +69,11 @@ def test_yaml_and_json_files_give_the_same_recipe(tmp_path):
     a, b = load_recipe(tmp_path / "r.json"), load_recipe(tmp_path / "r.yaml")
     assert a.steps == b.steps and a.channels == b.channels == ["Height (trace)"]
     assert [s["step"] for s in a.steps] == ["flatten", "denoise", "upscale", "write"]
-    assert a.step("write") == {"step": "write", "format": ".gsf", "name": "{stem} {channel}"}  # the extension is the format's
+    assert a.step("write") == {
+        "step": "write",
+        "format": ".gsf",
+        "name": "{stem} {channel}",
+    }  # the extension is the format's
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml", ".yml"])
@@ -101,19 +111,65 @@ def with_step(index, step):
         (bad(channels=[3]), "", "channels"),
         (with_step(0, {"step": "blur"}), "steps[0]", "unknown step 'blur'"),
         (with_step(0, {"step": "flatten", "method": "magic"}), "steps[0] (flatten)", "method"),
-        (with_step(0, {"step": "flatten", "method": "plane", "options": {"degree": 2}}), "steps[0] (flatten)", "degree"),
-        (with_step(0, {"step": "flatten", "method": "auto", "options": {"threshold": -1.0}}), "steps[0] (flatten)", "threshold"),
-        (with_step(0, {"step": "flatten", "method": "auto", "option": {}}), "steps[0] (flatten)", "unknown key 'option'"),
-        (with_step(1, {"step": "denoise", "method": "median", "options": {"size": 0}}), "steps[1] (denoise)", "size"),
-        (with_step(1, {"step": "denoise", "method": "median", "options": {"size": [3, 3]}}), "steps[1] (denoise)", "plain values"),
-        (with_step(1, {"step": "denoise", "method": "n2n", "options": {"pair": "scan | Height (retrace)"}}), "steps[1] (denoise)", "pair"),
-        (with_step(1, {"step": "denoise", "method": "auto", "options": {"size": 3}}), "steps[1] (denoise)", "auto"),
-        (with_step(2, {"step": "upscale", "method": "bicubic", "options": {"factor": 3}}), "steps[2] (upscale)", "factor"),
-        (with_step(2, {"step": "upscale", "method": "lanczos", "options": {"steps": 10}}), "steps[2] (upscale)", "steps"),
+        (
+            with_step(0, {"step": "flatten", "method": "plane", "options": {"degree": 2}}),
+            "steps[0] (flatten)",
+            "degree",
+        ),
+        (
+            with_step(0, {"step": "flatten", "method": "auto", "options": {"threshold": -1.0}}),
+            "steps[0] (flatten)",
+            "threshold",
+        ),
+        (
+            with_step(0, {"step": "flatten", "method": "auto", "option": {}}),
+            "steps[0] (flatten)",
+            "unknown key 'option'",
+        ),
+        (
+            with_step(1, {"step": "denoise", "method": "median", "options": {"size": 0}}),
+            "steps[1] (denoise)",
+            "size",
+        ),
+        (
+            with_step(1, {"step": "denoise", "method": "median", "options": {"size": [3, 3]}}),
+            "steps[1] (denoise)",
+            "plain values",
+        ),
+        (
+            with_step(
+                1, {"step": "denoise", "method": "n2n", "options": {"pair": "scan | Height (retrace)"}}
+            ),
+            "steps[1] (denoise)",
+            "pair",
+        ),
+        (
+            with_step(1, {"step": "denoise", "method": "auto", "options": {"size": 3}}),
+            "steps[1] (denoise)",
+            "auto",
+        ),
+        (
+            with_step(2, {"step": "upscale", "method": "bicubic", "options": {"factor": 3}}),
+            "steps[2] (upscale)",
+            "factor",
+        ),
+        (
+            with_step(2, {"step": "upscale", "method": "lanczos", "options": {"steps": 10}}),
+            "steps[2] (upscale)",
+            "steps",
+        ),
         (with_step(3, {"step": "write", "format": ".png"}), "steps[3] (write)", "format"),
         (with_step(3, {"step": "write", "name": "{date} {channel}"}), "steps[3] (write)", "{date}"),
-        (with_step(3, {"step": "write", "format": ".gsf", "name": "{stem}"}), "steps[3] (write)", "{channel}"),
-        (with_step(3, {"step": "write", "format": ".gsf", "name": "{stem}.tif"}), "steps[3] (write)", "format"),
+        (
+            with_step(3, {"step": "write", "format": ".gsf", "name": "{stem}"}),
+            "steps[3] (write)",
+            "{channel}",
+        ),
+        (
+            with_step(3, {"step": "write", "format": ".gsf", "name": "{stem}.tif"}),
+            "steps[3] (write)",
+            "format",
+        ),
         (with_step(3, {"step": "write", "name": "sub/{stem} {channel}"}), "steps[3] (write)", "file name"),
         (bad(steps=[STEPS[3], STEPS[0]]), "steps[1] (flatten)", "last"),
         (with_step(0, {"step": "predict"}), "steps[0] (predict)", "model"),
@@ -129,7 +185,9 @@ def test_bad_recipes_give_one_clear_error(doc, where, words):
 
 def test_errors_name_the_recipe_file(tmp_path):
     path = tmp_path / "broken.yaml"
-    path.write_text("steps:\n  - {step: flatten, method: plane}\n  - {step: denoise, method: median, options: {size: -2}}\n")
+    path.write_text(
+        "steps:\n  - {step: flatten, method: plane}\n  - {step: denoise, method: median, options: {size: -2}}\n"
+    )
     with pytest.raises(ValueError, match=r"broken\.yaml: steps\[1\] \(denoise\): size"):
         load_recipe(path)
     (tmp_path / "bad.yaml").write_text("steps: [unclosed\n")
@@ -143,7 +201,9 @@ def test_errors_name_the_recipe_file(tmp_path):
 
 
 def test_a_gsf_name_without_channel_is_fine_for_one_channel_and_gwy_groups(tmp_path):
-    one = load_recipe({"channels": ["Height"], "steps": [{"step": "write", "format": ".gsf", "name": "{stem}"}]})
+    one = load_recipe(
+        {"channels": ["Height"], "steps": [{"step": "write", "format": ".gsf", "name": "{stem}"}]}
+    )
     assert one.step("write")["name"] == "{stem}"
     gwy = load_recipe({"steps": [{"step": "write", "format": "gwy", "name": "{file}"}]})
     assert gwy.step("write")["format"] == ".gwy"
@@ -197,7 +257,11 @@ def test_cam_options_are_checked_against_the_model(tmp_path):
     sha = model_sha256(model)
     cam = {"step": "cam", "model": model, "sha256": sha}
     assert load_recipe({"steps": [cam]}).step("cam")["layer"] == "block3"
-    for extra, words in [({"method": "nope"}, "method"), ({"target": "zebra"}, "zebra"), ({"layer": "block9"}, "block9")]:
+    for extra, words in [
+        ({"method": "nope"}, "method"),
+        ({"target": "zebra"}, "zebra"),
+        ({"layer": "block9"}, "block9"),
+    ]:
         with pytest.raises(ValueError, match=rf"steps\[0\] \(cam\): .*{words}"):
             load_recipe({"steps": [{**cam, **extra}]})
     with pytest.raises(ValueError, match=r"needs channel 'Height \(trace\)'.*add it to 'channels'"):
@@ -217,7 +281,9 @@ def test_run_recipe_equals_calling_the_functions_directly():
     image = surface()
     original = image.copy()
     result = run_recipe({"steps": STEPS}, image, pixel_size=2.0)
-    expected = upscale(denoise(flatten(image, "auto", threshold=2.5), "median", size=3), factor=2, method="bicubic")
+    expected = upscale(
+        denoise(flatten(image, "auto", threshold=2.5), "median", size=3), factor=2, method="bicubic"
+    )
     np.testing.assert_array_equal(result.image, expected)
     np.testing.assert_array_equal(image, original)  # the input is not modified
     assert result.pixel_size == upscaled_geometry((2.0, 2.0), (0.0, 0.0), 2)[0] == (1.0, 1.0)
@@ -266,7 +332,9 @@ def test_run_recipe_accepts_a_recipe_file(tmp_path):
     image = surface(5)
     from napari_scanprobe import denoise, flatten
 
-    np.testing.assert_array_equal(run_recipe(path, image).image, denoise(flatten(image, "auto", threshold=2.5), "median", size=3))
+    np.testing.assert_array_equal(
+        run_recipe(path, image).image, denoise(flatten(image, "auto", threshold=2.5), "median", size=3)
+    )
 
 
 # -- recipes from a layer's history ------------------------------------------------------------------------
@@ -274,24 +342,44 @@ def test_run_recipe_accepts_a_recipe_file(tmp_path):
 
 def test_recipe_from_history_replays_the_recorded_steps(tmp_path):
     history = [
-        {"step": "flatten", "method": "auto", "options": {"iterations": 3, "threshold": 3.0}, "version": "0.1.0"},
+        {
+            "step": "flatten",
+            "method": "auto",
+            "options": {"iterations": 3, "threshold": 3.0},
+            "version": "0.1.0",
+        },
         {"step": "denoise", "method": "gaussian", "options": {"sigma": 1.5}, "version": "0.1.0"},
     ]
     model = save_model(tmp_path / "m")
-    recipe = recipe_from_history(history, "Height (trace)", model=model, cam={"method": "layercam"}, write=".tif")
+    recipe = recipe_from_history(
+        history, "Height (trace)", model=model, cam={"method": "layercam"}, write=".tif"
+    )
     assert isinstance(recipe, Recipe) and recipe.channels == ["Height (trace)"]
     assert [s["step"] for s in recipe.steps] == ["flatten", "denoise", "predict", "cam", "write"]
-    assert recipe.steps[0] == {"step": "flatten", "method": "auto", "options": {"iterations": 3, "threshold": 3.0}}
+    assert recipe.steps[0] == {
+        "step": "flatten",
+        "method": "auto",
+        "options": {"iterations": 3, "threshold": 3.0},
+    }
     assert recipe.step("predict")["sha256"] == model_sha256(model)
     assert recipe.step("cam")["method"] == "layercam" and recipe.step("write")["format"] == ".tif"
 
     # a CAM layer's history names its model
-    cam_history = [*history, {"step": "cam", "method": "gradcam++", "options": {"model": model, "target": None, "layer": "block2"}}]
+    cam_history = [
+        *history,
+        {
+            "step": "cam",
+            "method": "gradcam++",
+            "options": {"model": model, "target": None, "layer": "block2"},
+        },
+    ]
     cam_recipe = recipe_from_history(cam_history)
     assert cam_recipe.step("cam")["layer"] == "block2" and cam_recipe.step("cam")["method"] == "gradcam++"
 
     with pytest.raises(ValueError, match="pair"):
-        recipe_from_history([{"step": "denoise", "method": "n2n", "options": {"pair": "x | Height (retrace)"}}])
+        recipe_from_history(
+            [{"step": "denoise", "method": "n2n", "options": {"pair": "x | Height (retrace)"}}]
+        )
     with pytest.raises(ValueError, match="never saved"):
         recipe_from_history(history, model="unsaved model")
     with pytest.raises(ValueError, match="cannot be put in a recipe"):

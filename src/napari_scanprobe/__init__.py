@@ -20,7 +20,22 @@ preprocessing functions are imported on first use.
 from .io import Channel, ReaderError, Scan, read
 
 __version__ = "0.1.0"
-__all__ = ["Channel", "ReaderError", "Scan", "read", "flatten", "denoise", "upscale", "train", "predict", "load_model", "cam", "run_recipe", "load_recipe", "__version__"]
+__all__ = [
+    "Channel",
+    "ReaderError",
+    "Scan",
+    "read",
+    "flatten",
+    "denoise",
+    "upscale",
+    "train",
+    "predict",
+    "load_model",
+    "cam",
+    "run_recipe",
+    "load_recipe",
+    "__version__",
+]
 
 _LAZY = {
     "flatten": "napari_scanprobe.process.flatten",

@@ -167,7 +167,9 @@ def _name_key(recipe: Recipe, inp: Input) -> tuple[Path, str] | None:
     write = recipe.step("write")
     if write is None:
         return None
-    return inp.outdir, write["name"].format(stem=_safe(inp.path.stem), file=_safe(inp.path.name), channel="\0")
+    return inp.outdir, write["name"].format(
+        stem=_safe(inp.path.stem), file=_safe(inp.path.name), channel="\0"
+    )
 
 
 def _check_collisions(recipe: Recipe, inputs: list[Input]) -> None:
@@ -289,9 +291,19 @@ def _local_cluster(workers: int):
     import dask
     from dask.distributed import Client, LocalCluster
 
-    environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    environ = {
+        k: v
+        for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+        if k != "MALLOC_TRIM_THRESHOLD_"
+    }
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
     return Client(cluster), cluster
 
 
@@ -304,18 +316,24 @@ def _connect(address: str):
         raise OSError(f"cannot reach the dask scheduler at {address} ({exc})") from None
 
 
-def _run_distributed(client, recipe: Recipe, todo: list[Input], finished: Callable[[Input, FileResult], None]) -> None:
+def _run_distributed(
+    client, recipe: Recipe, todo: list[Input], finished: Callable[[Input, FileResult], None]
+) -> None:
     from dask.distributed import as_completed
 
     shared = client.scatter(recipe, broadcast=True, hash=False)
-    futures = {client.submit(process_input, shared, str(inp.path), str(inp.outdir), pure=False): inp for inp in todo}
+    futures = {
+        client.submit(process_input, shared, str(inp.path), str(inp.outdir), pure=False): inp for inp in todo
+    }
     try:
         for future in as_completed(futures):
             inp = futures[future]
             try:
                 result = future.result()
             except Exception as exc:  # a worker died (out of memory, killed) or could not run the task
-                result = FileResult(str(inp.path), "failed", f"{inp.path}: the worker failed ({type(exc).__name__}: {exc})")
+                result = FileResult(
+                    str(inp.path), "failed", f"{inp.path}: the worker failed ({type(exc).__name__}: {exc})"
+                )
             finished(inp, result)
     finally:
         client.cancel(list(futures))
@@ -342,11 +360,15 @@ def run_batch(
     """
     recipe = load_recipe(recipe)
     if workers is not None and scheduler is not None:
-        raise ValueError("workers and scheduler exclude each other: the cluster at the scheduler has its own workers")
+        raise ValueError(
+            "workers and scheduler exclude each other: the cluster at the scheduler has its own workers"
+        )
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise ValueError(f"workers: expected a whole number >= 0, got {workers!r}")
     if not recipe.writes and not (recipe.step("predict") or recipe.step("cam")):
-        raise ValueError("the recipe neither writes files nor predicts: add a 'write' step (or a 'predict' step)")
+        raise ValueError(
+            "the recipe neither writes files nor predicts: add a 'write' step (or a 'predict' step)"
+        )
     outdir = output_folder(outdir)
 
     items, left_out = expand_inputs(inputs, outdir)
@@ -383,7 +405,9 @@ def run_batch(
         if result.status == "ok":
             try:
                 _append(journal_path, _journal_entry(result, inp, fingerprint, outdir))
-            except OSError as exc:  # the input vanished, or the journal cannot be written: only resume suffers
+            except (
+                OSError
+            ) as exc:  # the input vanished, or the journal cannot be written: only resume suffers
                 log.warning("batch journal: %s not recorded (%s)", inp.path, exc)
         if progress is not None:
             progress(Progress(len(results), total, message=f"{inp.path.name}: {result.status}"))
@@ -416,14 +440,32 @@ def write_summary(batch: BatchResult, outdir: Path) -> Path:
     """``OUTDIR/batch_summary.csv`` (see the module docstring), written atomically."""
     from .atomic import atomic_write
 
-    columns = ["input", "status", "error", "category", *[f"P({c})" for c in batch.categories], "frames", "outputs"]
+    columns = [
+        "input",
+        "status",
+        "error",
+        "category",
+        *[f"P({c})" for c in batch.categories],
+        "frames",
+        "outputs",
+    ]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
     for r in batch.results:
         probs = [_number(r.probabilities.get(c)) for c in batch.categories]
         outputs = "; ".join(_relative(p, outdir) for p in r.outputs)
-        writer.writerow([r.input, r.status, r.error, r.category or "", *probs, "" if r.frames is None else r.frames, outputs])
+        writer.writerow(
+            [
+                r.input,
+                r.status,
+                r.error,
+                r.category or "",
+                *probs,
+                "" if r.frames is None else r.frames,
+                outputs,
+            ]
+        )
     return atomic_write(batch.summary, buffer.getvalue().encode("utf-8"))
 
 

@@ -1,12 +1,12 @@
 """The ``scanprobe`` command line: the same core the napari plugin uses.
 
-    scanprobe info FILE... [--json]     what each file holds: channels, shapes, pixel sizes, units
-    scanprobe demo [--headless]         napari with the sample scan loaded and the widgets docked
-    scanprobe train DATA_DIR -o MODEL   train a classifier on a folder with one sub-folder per category
-    scanprobe predict MODEL PATH...     category and probabilities per file (per frame for movies)
-    scanprobe cam MODEL PATH... -o DIR  class activation maps as DIR/<stem>.cam.tif
-    scanprobe batch RECIPE INPUTS... -o OUTDIR [--workers N] [--scheduler ADDRESS]
-                                        a recipe over files, folders and globs, in parallel (Dask)
+scanprobe info FILE... [--json]     what each file holds: channels, shapes, pixel sizes, units
+scanprobe demo [--headless]         napari with the sample scan loaded and the widgets docked
+scanprobe train DATA_DIR -o MODEL   train a classifier on a folder with one sub-folder per category
+scanprobe predict MODEL PATH...     category and probabilities per file (per frame for movies)
+scanprobe cam MODEL PATH... -o DIR  class activation maps as DIR/<stem>.cam.tif
+scanprobe batch RECIPE INPUTS... -o OUTDIR [--workers N] [--scheduler ADDRESS]
+                                    a recipe over files, folders and globs, in parallel (Dask)
 """
 
 from __future__ import annotations
@@ -121,11 +121,15 @@ def _demo_headless(files) -> int:
         from .process.flatten import FLATTEN_OPTIONS, flatten
 
         options = FLATTEN_OPTIONS["auto"]
-        data, kwargs, kind = derived_layer(height, flatten(height.data, "auto"), processing_step("flatten", "auto", options), "flatten auto")
+        data, kwargs, kind = derived_layer(
+            height, flatten(height.data, "auto"), processing_step("flatten", "auto", options), "flatten auto"
+        )
         flat = viewer.add_layer(_make_layer(data, kwargs, kind))
         lo, hi = np.nanpercentile(np.asarray(flat.data), [1, 99])
         print(f"  flattened {height.name!r} -> {flat.name!r}: 1-99 % height range {lo:.3g} .. {hi:.3g} nm")
-    print(f"{len(viewer.layers)} layers; widgets need a window: run `scanprobe demo` on a desktop to see them docked")
+    print(
+        f"{len(viewer.layers)} layers; widgets need a window: run `scanprobe demo` on a desktop to see them docked"
+    )
     return 0
 
 
@@ -181,14 +185,23 @@ def _print_metrics(metrics: dict, categories: list[str]) -> None:
         print("  no metrics: no validation images (--validation 0)")
         return
     print(f"  evaluated on {metrics['n']} {metrics['evaluated_on']}")
-    print(f"  accuracy {metrics['accuracy']:.3f}   balanced accuracy {metrics['balanced_accuracy']:.3f}   ROC AUC {metrics['roc_auc']:.3f}")
+    print(
+        f"  accuracy {metrics['accuracy']:.3f}   balanced accuracy {metrics['balanced_accuracy']:.3f}   ROC AUC {metrics['roc_auc']:.3f}"
+    )
     for name in categories:
         c = metrics["per_class"][name]
-        print(f"  {name:<20} precision {c['precision']:.3f}   recall {c['recall']:.3f}   ({c['support']} images)")
-    print("  confusion matrix (rows: true, columns: predicted): " + "  ".join(f"{categories[i]}: {row}" for i, row in enumerate(metrics["confusion_matrix"])))
+        print(
+            f"  {name:<20} precision {c['precision']:.3f}   recall {c['recall']:.3f}   ({c['support']} images)"
+        )
+    print(
+        "  confusion matrix (rows: true, columns: predicted): "
+        + "  ".join(f"{categories[i]}: {row}" for i, row in enumerate(metrics["confusion_matrix"]))
+    )
     perm = metrics.get("permutation_test")
     if perm:
-        print(f"  permutation test: {perm['permutations']} label shufflings, p = {perm['p_value']:.3g} (observed accuracy {perm['observed_accuracy']:.3f})")
+        print(
+            f"  permutation test: {perm['permutations']} label shufflings, p = {perm['p_value']:.3g} (observed accuracy {perm['observed_accuracy']:.3f})"
+        )
 
 
 def cmd_train(args) -> int:
@@ -212,7 +225,14 @@ def cmd_train(args) -> int:
     try:
         pixel_size = "auto" if args.pixel_size is None else args.pixel_size
         model = run_to_end(
-            train_steps(args.data, args.channel or [], pixel_size=pixel_size, input_size=args.input_size, device=args.device, **options),
+            train_steps(
+                args.data,
+                args.channel or [],
+                pixel_size=pixel_size,
+                input_size=args.input_size,
+                device=args.device,
+                **options,
+            ),
             show,
         )
         bar.close()
@@ -223,9 +243,13 @@ def cmd_train(args) -> int:
         return 1
     info = model.training
     counts = ", ".join(f"{c}: {n}" for c, n in info["images_per_category"].items())
-    print(f"trained on {counts} ({info['samples']} samples, {info['seconds']:.1f} s on {info['device']}); best epoch {info['best_epoch']}")
+    print(
+        f"trained on {counts} ({info['samples']} samples, {info['seconds']:.1f} s on {info['device']}); best epoch {info['best_epoch']}"
+    )
     scale = f"{model.pixel_size:.4g} nm/px" if model.pixel_size else "images as they are"
-    print(f"  input {model.input_size} px at {scale}; channels {', '.join(model.channels) or 'first of each file'}")
+    print(
+        f"  input {model.input_size} px at {scale}; channels {', '.join(model.channels) or 'first of each file'}"
+    )
     for skip in info["skipped"]:
         print(f"  skipped {skip['input']}: {skip['reason']}")
     if info["skipped"]:
@@ -325,10 +349,17 @@ def cmd_cam(args) -> int:
                 "source": str(name),
             }
             if result.frame_categories is not None:
-                header.update(frame_categories=result.frame_categories, frame_probabilities=result.frame_probabilities)
+                header.update(
+                    frame_categories=result.frame_categories, frame_probabilities=result.frame_probabilities
+                )
             geometry = {"xy_unit": ""}  # a plain array: pixels
             if source is not None:
-                geometry = {"direction": source.direction, "pixel_size": source.pixel_size, "xy_unit": source.xy_unit, "offset": source.offset}
+                geometry = {
+                    "direction": source.direction,
+                    "pixel_size": source.pixel_size,
+                    "xy_unit": source.xy_unit,
+                    "offset": source.offset,
+                }
                 if example.is_movie:
                     geometry["frame_time_s"] = source.frame_time_s
             write(out, Channel(result.map, f"CAM {result.category}", z_unit="", header=header, **geometry))
@@ -336,10 +367,15 @@ def cmd_cam(args) -> int:
         except (ReaderError, ValueError, OSError) as exc:
             failed += 1
             message = exc.reason if isinstance(exc, ReaderError) else str(exc)
-            print(f"scanprobe cam: error: {message if str(name) in message else f'{name}: {message}'}", file=sys.stderr)
+            print(
+                f"scanprobe cam: error: {message if str(name) in message else f'{name}: {message}'}",
+                file=sys.stderr,
+            )
             continue
         frames = f", {example.n_frames} frames" if example.is_movie else ""
-        print(f"{name}: CAM {result.category} (p {result.probability:.3f}, {result.method} at {result.layer}{frames}) -> {out}")
+        print(
+            f"{name}: CAM {result.category} (p {result.probability:.3f}, {result.method} at {result.layer}{frames}) -> {out}"
+        )
     return 1 if failed else 0
 
 
@@ -361,7 +397,9 @@ def cmd_batch(args) -> int:
             args.output,
             workers=args.workers,
             scheduler=args.scheduler,
-            progress=lambda update: bar.update(update.fraction, f"{update.step}/{update.total} {update.message}"),
+            progress=lambda update: bar.update(
+                update.fraction, f"{update.step}/{update.total} {update.message}"
+            ),
         )
     except (ValueError, OSError) as exc:
         bar.close()
@@ -369,7 +407,10 @@ def cmd_batch(args) -> int:
         return 1
     except KeyboardInterrupt:
         bar.close()
-        print(f"scanprobe batch: interrupted; finished files are kept, run the same command again to resume ({args.output})", file=sys.stderr)
+        print(
+            f"scanprobe batch: interrupted; finished files are kept, run the same command again to resume ({args.output})",
+            file=sys.stderr,
+        )
         return 130
     bar.close()
     for r in result.results:
@@ -384,7 +425,9 @@ def cmd_batch(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scanprobe", description="Scanning probe microscopy data: read, inspect, view.")
+    parser = argparse.ArgumentParser(
+        prog="scanprobe", description="Scanning probe microscopy data: read, inspect, view."
+    )
     parser.add_argument("--version", action="version", version=f"napari-scanprobe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -395,46 +438,96 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="open napari with the sample scan (or FILEs) and the plugin's widgets")
     demo.add_argument("files", nargs="*", metavar="FILE", help="SPM files to open instead of the sample scan")
-    demo.add_argument("--headless", action="store_true", help="run the same pipeline without a window and print it")
+    demo.add_argument(
+        "--headless", action="store_true", help="run the same pipeline without a window and print it"
+    )
     demo.set_defaults(func=cmd_demo)
 
     tr = sub.add_parser("train", help="train a CNN classifier on DATA_DIR (one sub-folder per category)")
     tr.add_argument("data", metavar="DATA_DIR")
-    tr.add_argument("-o", "--output", required=True, metavar="MODEL", help="model path (writes MODEL.safetensors and MODEL.json)")
-    tr.add_argument("--channel", action="append", metavar="NAME", help="channel to use (repeat to stack several); default: the first of each file")
+    tr.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="MODEL",
+        help="model path (writes MODEL.safetensors and MODEL.json)",
+    )
+    tr.add_argument(
+        "--channel",
+        action="append",
+        metavar="NAME",
+        help="channel to use (repeat to stack several); default: the first of each file",
+    )
     tr.add_argument("--epochs", type=int, default=40)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--input-size", type=int, default=128, help="network input in pixels (default 128)")
-    tr.add_argument("--pixel-size", type=float, default=None, help="nm per pixel the network sees (default: the median of the data)")
+    tr.add_argument(
+        "--pixel-size",
+        type=float,
+        default=None,
+        help="nm per pixel the network sees (default: the median of the data)",
+    )
     tr.add_argument("--validation", type=float, default=None, help="validation fraction (default 0.2)")
     tr.add_argument("--folds", type=int, default=0, help="k-fold cross-validation instead of one split")
-    tr.add_argument("--permutations", type=int, default=0, help="label-permutation test: how many shuffled trainings")
+    tr.add_argument(
+        "--permutations", type=int, default=0, help="label-permutation test: how many shuffled trainings"
+    )
     tr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     tr.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="classify SPM files (folders: every file inside)")
     pr.add_argument("model", metavar="MODEL")
     pr.add_argument("paths", nargs="+", metavar="PATH")
-    pr.add_argument("--json", action="store_true", help="one JSON object per line: path, label, probabilities")
+    pr.add_argument(
+        "--json", action="store_true", help="one JSON object per line: path, label, probabilities"
+    )
     pr.add_argument("--device", default=None)
     pr.set_defaults(func=cmd_predict)
 
     cm = sub.add_parser("cam", help="class activation maps: OUTDIR/<input stem>.cam.tif per input")
     cm.add_argument("model", metavar="MODEL")
     cm.add_argument("paths", nargs="+", metavar="PATH")
-    cm.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the maps (created if missing)")
+    cm.add_argument(
+        "-o", "--output", required=True, metavar="OUTDIR", help="folder for the maps (created if missing)"
+    )
     cm.add_argument("--method", default="gradcam", help="cam, gradcam (default), gradcam++ or layercam")
-    cm.add_argument("--target", default=None, metavar="CATEGORY", help="category to explain (default: the predicted one)")
-    cm.add_argument("--layer", default=None, metavar="L", help="network layer, block1 ... blockN (default: the last)")
+    cm.add_argument(
+        "--target", default=None, metavar="CATEGORY", help="category to explain (default: the predicted one)"
+    )
+    cm.add_argument(
+        "--layer", default=None, metavar="L", help="network layer, block1 ... blockN (default: the last)"
+    )
     cm.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     cm.set_defaults(func=cmd_cam)
 
     ba = sub.add_parser("batch", help="apply a recipe (JSON/YAML) to files, folders and globs, in parallel")
     ba.add_argument("recipe", metavar="RECIPE", help="recipe file (.yaml, .yml or .json)")
-    ba.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders (recursive) or glob patterns ('**' recursive)")
-    ba.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs, summary and journal (created if missing)")
-    ba.add_argument("--workers", type=int, default=None, metavar="N", help="local worker processes (default: one per core; 0: no parallelism)")
-    ba.add_argument("--scheduler", default=None, metavar="ADDRESS", help="address of an existing dask.distributed scheduler, e.g. tcp://host:8786")
+    ba.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="files, folders (recursive) or glob patterns ('**' recursive)",
+    )
+    ba.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUTDIR",
+        help="folder for the outputs, summary and journal (created if missing)",
+    )
+    ba.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="local worker processes (default: one per core; 0: no parallelism)",
+    )
+    ba.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="address of an existing dask.distributed scheduler, e.g. tcp://host:8786",
+    )
     ba.set_defaults(func=cmd_batch)
     return parser
 

@@ -159,7 +159,13 @@ class Recipe:
                 if s.get("options", {}).get("weights"):
                     s["options"]["weights"] = _relative(s["options"]["weights"], base)
             steps.append(s)
-        out = {"format": FORMAT, "version": VERSION, **self.info, "channels": list(self.channels), "steps": steps}
+        out = {
+            "format": FORMAT,
+            "version": VERSION,
+            **self.info,
+            "channels": list(self.channels),
+            "steps": steps,
+        }
         out.setdefault("created_with", f"napari-scanprobe {__version__}")
         return out
 
@@ -193,7 +199,9 @@ def model_sha256(path: str | os.PathLike) -> str:
 
     _, description = weight_paths(path)
     if not description.is_file():
-        raise FileNotFoundError(f"{description}: model description not found (a model is NAME.safetensors with NAME.json)")
+        raise FileNotFoundError(
+            f"{description}: model description not found (a model is NAME.safetensors with NAME.json)"
+        )
     return hashlib.sha256(description.read_bytes()).hexdigest()
 
 
@@ -259,21 +267,29 @@ def load_recipe(recipe: Any, base: str | os.PathLike | None = None) -> Recipe:
         raise ValueError(f"recipe: expected a recipe file path or a dict, got {type(recipe).__name__}")
     where = source or "recipe"
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: a recipe is a mapping with 'format', 'version', 'channels' and 'steps', got {type(data).__name__}")
+        raise ValueError(
+            f"{where}: a recipe is a mapping with 'format', 'version', 'channels' and 'steps', got {type(data).__name__}"
+        )
     unknown = sorted(set(data) - {"format", "version", "channels", "steps", *INFO_KEYS})
     if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} (a recipe has format, version, channels, steps, {', '.join(INFO_KEYS)})")
+        raise ValueError(
+            f"{where}: unknown key {unknown[0]!r} (a recipe has format, version, channels, steps, {', '.join(INFO_KEYS)})"
+        )
     if data.get("format", FORMAT) != FORMAT:
         raise ValueError(f"{where}: format {data.get('format')!r} is not {FORMAT!r}")
     version = data.get("version", VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"{where}: version must be a whole number >= 1, got {version!r}")
     if version > VERSION:
-        raise ValueError(f"{where}: recipe version {version} was written by a newer napari-scanprobe (this one reads version {VERSION})")
+        raise ValueError(
+            f"{where}: recipe version {version} was written by a newer napari-scanprobe (this one reads version {VERSION})"
+        )
     channels = _check_channels(where, data.get("channels"))
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
-        raise ValueError(f"{where}: 'steps' must be a non-empty list of steps like {{step: flatten, method: auto}}")
+        raise ValueError(
+            f"{where}: 'steps' must be a non-empty list of steps like {{step: flatten, method: auto}}"
+        )
     info = {k: str(data[k]) for k in INFO_KEYS if data.get(k) is not None}
     out = Recipe([], channels, info, source)
     seen: set[str] = set()
@@ -301,7 +317,9 @@ def _check_channels(where: str, channels: Any) -> list[str]:
     if isinstance(channels, str):
         channels = [channels]
     if not isinstance(channels, list) or not all(isinstance(c, str) and c.strip() for c in channels):
-        raise ValueError(f"{where}: 'channels' must be a list of channel names like ['Height (trace)'] ([] = every channel), got {channels!r}")
+        raise ValueError(
+            f"{where}: 'channels' must be a list of channel names like ['Height (trace)'] ([] = every channel), got {channels!r}"
+        )
     out = []
     for c in channels:
         if c.strip().lower() not in (o.lower() for o in out):
@@ -321,7 +339,9 @@ def _check_step(raw: Any, base: Path, recipe: Recipe) -> dict:
         raise ValueError(f"unknown step {name!r}; choose one of {', '.join(STEPS)}")
     unknown = sorted(set(raw) - _STEP_KEYS[name])
     if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r}; a {name} step has {', '.join(sorted(_STEP_KEYS[name] - {'step'}))}")
+        raise ValueError(
+            f"unknown key {unknown[0]!r}; a {name} step has {', '.join(sorted(_STEP_KEYS[name] - {'step'}))}"
+        )
     if name in IMAGE_STEPS:
         return _check_image_step(name, raw, base, recipe)
     if name in MODEL_STEPS:
@@ -340,7 +360,9 @@ def _check_sha(raw: dict, path: str) -> str:
     sha = raw.get("sha256")
     if sha is None:
         actual = model_sha256(path)  # FileNotFoundError for a missing model
-        raise ValueError(f'no \'sha256\' for {path} (a recipe pins every model file by its hash); this file\'s is {actual}: add "sha256": "{actual}"')
+        raise ValueError(
+            f'no \'sha256\' for {path} (a recipe pins every model file by its hash); this file\'s is {actual}: add "sha256": "{actual}"'
+        )
     if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha.strip()):
         raise ValueError(f"'sha256' must be 64 hexadecimal digits, got {sha!r}")
     return sha.strip().lower()
@@ -355,7 +377,9 @@ def _check_image_step(name: str, raw: dict, base: Path, recipe: Recipe) -> dict:
         raise ValueError(f"'options' must be a mapping, got {options!r}")
     for key, value in options.items():
         if not isinstance(key, str) or not _plain(value):
-            raise ValueError(f"option {key!r}: a recipe holds plain values (numbers, text, true/false, null), not {type(value).__name__}")
+            raise ValueError(
+                f"option {key!r}: a recipe holds plain values (numbers, text, true/false, null), not {type(value).__name__}"
+            )
     if "mask" in options:
         raise ValueError("option 'mask' is an array and cannot be in a recipe")
     options = dict(options)
@@ -378,7 +402,9 @@ def _check_image_step(name: str, raw: dict, base: Path, recipe: Recipe) -> dict:
         if method not in mod.DENOISE_METHODS:
             raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(mod.DENOISE_METHODS)}")
         if method == "auto" and rest:
-            raise ValueError(f"{next(iter(rest))}: method 'auto' takes no options; choose a method to set them")
+            raise ValueError(
+                f"{next(iter(rest))}: method 'auto' takes no options; choose a method to set them"
+            )
         if method != "auto":
             mod._check_options(method, rest)
     else:
@@ -431,7 +457,10 @@ def _bare(title: str) -> str:
 
 def _check_write_step(raw: dict, recipe: Recipe) -> dict:
     fmt = raw.get("format", ".gsf")
-    if not isinstance(fmt, str) or ("." + fmt.lower().lstrip(".")).replace(".tiff", ".tif") not in WRITE_FORMATS:
+    if (
+        not isinstance(fmt, str)
+        or ("." + fmt.lower().lstrip(".")).replace(".tiff", ".tif") not in WRITE_FORMATS
+    ):
         raise ValueError(f"format: {fmt!r} is not one of {', '.join(WRITE_FORMATS)}")
     fmt = ("." + fmt.lower().lstrip(".")).replace(".tiff", ".tif")
     name = raw.get("name", DEFAULT_NAME)
@@ -449,12 +478,16 @@ def _check_write_step(raw: dict, recipe: Recipe) -> dict:
         raise ValueError(f"name: {name!r} is not a valid template ({exc})") from None
     bad = sorted(fields - set(_TEMPLATE_FIELDS))
     if bad:
-        raise ValueError(f"name: unknown field {{{bad[0]}}}; use {', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}")
+        raise ValueError(
+            f"name: unknown field {{{bad[0]}}}; use {', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}"
+        )
     if "/" in name or "\\" in name:
         raise ValueError(f"name: {name!r} must be a file name, not a path (outputs go to the output folder)")
     outputs = len(recipe.channels) + (1 if recipe.step("cam") else 0)
     if fmt != ".gwy" and "channel" not in fields and (not recipe.channels or outputs > 1):
-        raise ValueError(f"name: {name!r} has no {{channel}}, so the channels of a scan would overwrite each other in one {fmt} file; add {{channel}} or write .gwy")
+        raise ValueError(
+            f"name: {name!r} has no {{channel}}, so the channels of a scan would overwrite each other in one {fmt} file; add {{channel}} or write .gwy"
+        )
     return {"step": "write", "format": fmt, "name": name}
 
 
@@ -501,10 +534,18 @@ def recipe_from_history(
         if not isinstance(entry, dict) or "step" not in entry:
             raise ValueError(f"processing[{i}]: not a processing step: {entry!r}")
         if entry["step"] in IMAGE_STEPS:
-            steps.append({"step": entry["step"], "method": entry.get("method", "auto"), "options": dict(entry.get("options") or {})})
+            steps.append(
+                {
+                    "step": entry["step"],
+                    "method": entry.get("method", "auto"),
+                    "options": dict(entry.get("options") or {}),
+                }
+            )
         elif entry["step"] == "cam":
             options = entry.get("options") or {}
-            steps.append(_cam_step(options.get("model"), {"method": entry.get("method", "gradcam"), **options}))
+            steps.append(
+                _cam_step(options.get("model"), {"method": entry.get("method", "gradcam"), **options})
+            )
         else:
             raise ValueError(f"processing[{i}]: step {entry['step']!r} cannot be put in a recipe")
     if model is not None:
@@ -520,12 +561,16 @@ def recipe_from_history(
         raise ValueError("the history is empty and nothing else was asked for: no step to put in a recipe")
     if isinstance(channels, str):
         channels = [channels]
-    return load_recipe({"format": FORMAT, "version": VERSION, "channels": list(channels or []), "steps": steps})
+    return load_recipe(
+        {"format": FORMAT, "version": VERSION, "channels": list(channels or []), "steps": steps}
+    )
 
 
 def _model_step(name: str, model: Any) -> dict:
     if model is None or str(model) in ("", "unsaved model"):
-        raise ValueError(f"{name}: the model was never saved; save it to a file first, a recipe refers to model files")
+        raise ValueError(
+            f"{name}: the model was never saved; save it to a file first, a recipe refers to model files"
+        )
     path = str(Path(model).resolve())
     return {"step": name, "model": path, "sha256": model_sha256(path)}
 
@@ -621,7 +666,9 @@ def _model_example(recipe: Recipe, step: dict, channels: list[Channel], source: 
     except ValueError:
         missing = [c for c in model.channels if not _has_channel(channels, c)]
         have = ", ".join(repr(c.title) for c in channels)
-        raise ValueError(f"{source}: the model {model.name} needs channel {missing[0]!r}; the recipe's channels here are {have}") from None
+        raise ValueError(
+            f"{source}: the model {model.name} needs channel {missing[0]!r}; the recipe's channels here are {have}"
+        ) from None
     return example_from_scan(scan, model.channels), picked[0]
 
 
@@ -683,15 +730,21 @@ def _safe(text: str) -> str:
     return _UNSAFE.sub("_", text).strip() or "_"
 
 
-def output_path(recipe: Recipe, outdir: str | os.PathLike, source: str | os.PathLike, channel_title: str, movie: bool) -> Path:
+def output_path(
+    recipe: Recipe, outdir: str | os.PathLike, source: str | os.PathLike, channel_title: str, movie: bool
+) -> Path:
     """Where the write step puts one output of ``source`` (see the module docstring)."""
     write = recipe.step("write")
     source = Path(source)
-    name = write["name"].format(stem=_safe(source.stem), file=_safe(source.name), channel=_safe(channel_title))
+    name = write["name"].format(
+        stem=_safe(source.stem), file=_safe(source.name), channel=_safe(channel_title)
+    )
     return Path(outdir) / (name + (MOVIE_FORMAT if movie else write["format"]))
 
 
-def run_recipe_file(recipe: Any, path: str | os.PathLike, outdir: str | os.PathLike | None = None) -> FileResult:
+def run_recipe_file(
+    recipe: Any, path: str | os.PathLike, outdir: str | os.PathLike | None = None
+) -> FileResult:
     """Apply ``recipe`` to the file ``path`` and write its outputs into the folder ``outdir``.
 
     Reads the file, takes the recipe's channels (every channel when it names none), runs the
@@ -732,7 +785,11 @@ def run_recipe_file(recipe: Any, path: str | os.PathLike, outdir: str | os.PathL
 
     outputs: list[tuple[str, Channel]] = []
     for ch in run.channels:
-        header = {"source": scan.path, "channel": ch.title, "processing": [s for s in run.history if s["step"] in IMAGE_STEPS]}
+        header = {
+            "source": scan.path,
+            "channel": ch.title,
+            "processing": [s for s in run.history if s["step"] in IMAGE_STEPS],
+        }
         if recipe.source:
             header["recipe"] = recipe.source
         outputs.append((ch.title, dataclasses.replace(ch, header=header)))

@@ -31,7 +31,9 @@ def save_weights(path: str | os.PathLike, state: dict[str, np.ndarray], descript
     from safetensors.numpy import save as st_save
 
     weights_path, description_path = weight_paths(path)
-    blob = st_save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}, metadata={"format": fmt})
+    blob = st_save(
+        {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}, metadata={"format": fmt}
+    )
     doc = dict(description)
     doc.update(
         format=fmt,
@@ -56,11 +58,15 @@ def load_weights(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict[str
     weights_path, description_path = weight_paths(path)
     for p in (description_path, weights_path):
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: {what} file not found (a model is {weights_path.name} with its description {description_path.name})")
+            raise FileNotFoundError(
+                f"{p}: {what} file not found (a model is {weights_path.name} with its description {description_path.name})"
+            )
     try:
         doc = json.loads(description_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{description_path}: not a valid {what} description (truncated or damaged JSON: {exc})") from None
+        raise ValueError(
+            f"{description_path}: not a valid {what} description (truncated or damaged JSON: {exc})"
+        ) from None
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         found = doc.get("format") if isinstance(doc, dict) else None
         raise ValueError(f"{description_path}: not a {what} (format {found!r}, expected {fmt!r})")
@@ -83,11 +89,15 @@ def load_weights(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict[str
     return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}, doc
 
 
-def check_shapes(weights_path: Path, state: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]) -> None:
+def check_shapes(
+    weights_path: Path, state: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]
+) -> None:
     """ValueError naming the file when the tensors do not fit the architecture."""
     got = {k: tuple(v.shape) for k, v in state.items()}
     if got != expected:
         missing = sorted(set(expected) - set(got))
         extra = sorted(set(got) - set(expected))
         wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
-        raise ValueError(f"{weights_path}: tensors do not fit the architecture (missing {missing}, unexpected {extra}, wrong shape {wrong})")
+        raise ValueError(
+            f"{weights_path}: tensors do not fit the architecture (missing {missing}, unexpected {extra}, wrong shape {wrong})"
+        )

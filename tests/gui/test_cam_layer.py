@@ -15,7 +15,9 @@ from napari_scanprobe.learn.network import build_network, check_architecture
 PLUGIN = "napari-scanprobe"
 
 
-def small_model(channels, pixel_size, categories=("clean", "dirty"), input_size=32, path=None) -> ClassifierModel:
+def small_model(
+    channels, pixel_size, categories=("clean", "dirty"), input_size=32, path=None
+) -> ClassifierModel:
     """A small untrained GAP-head classifier (random weights, fixed seed): the geometry is under test."""
     arch = check_architecture({"blocks": 3, "filters": 8}, max(1, len(channels)), len(categories), input_size)
     torch.manual_seed(0)
@@ -49,12 +51,16 @@ def test_cam_layer_overlays_a_real_scan(make_napari_viewer, sample, tmp_path):
     np.testing.assert_allclose(data, expected.map, atol=1e-6)
 
     assert out.name == f"{height.name} | CAM {expected.category}"
-    assert out.colormap.name == "turbo" and out.blending == "translucent" and out.opacity == pytest.approx(0.5)
+    assert (
+        out.colormap.name == "turbo" and out.blending == "translucent" and out.opacity == pytest.approx(0.5)
+    )
     assert list(out.contrast_limits) == [0.0, 1.0]
     meta = out.metadata
     assert meta["model"] == {"name": "chip_model", "path": model.path}
     assert meta["method"] == "gradcam" and meta["layer"] == "block3"
-    assert meta["category"] == expected.category and meta["probability"] == pytest.approx(expected.probability)
+    assert meta["category"] == expected.category and meta["probability"] == pytest.approx(
+        expected.probability
+    )
     assert meta["source_layer"] == height.name and meta["source"] == height.metadata["source"]
     assert meta["processing"][:-1] == height.metadata["processing"]
     step = meta["processing"][-1]
@@ -77,7 +83,11 @@ def test_several_channels_come_from_the_same_scan(make_napari_viewer, sample):
     assert example.channels[0] is height.data and example.channels[1] is current.data
     assert example.pixel_size == tuple(height.metadata["pixel_size"])
     out = add(viewer, cam_layer(height, model, "gradcam++", viewer_layers=viewer.layers))
-    assert out.data.shape == height.data.shape and 0 <= np.asarray(out.data).min() and np.asarray(out.data).max() <= 1
+    assert (
+        out.data.shape == height.data.shape
+        and 0 <= np.asarray(out.data).min()
+        and np.asarray(out.data).max() <= 1
+    )
     # a CAM layer of the same scan is never taken for a channel
     assert layer_example(height, model, viewer.layers).channels[1] is current.data
 
@@ -85,7 +95,12 @@ def test_several_channels_come_from_the_same_scan(make_napari_viewer, sample):
     with pytest.raises(ValueError, match="also needs channel 'Current \\(forward\\)'.*open that channel"):
         cam_layer(height, model, "gradcam", viewer_layers=viewer.layers)
     with pytest.raises(ValueError, match="holds channel 'Z \\(backward\\)'"):
-        cam_layer(layers[1], small_model(["Current (forward)"], pixel_size=40.0), "gradcam", viewer_layers=viewer.layers)
+        cam_layer(
+            layers[1],
+            small_model(["Current (forward)"], pixel_size=40.0),
+            "gradcam",
+            viewer_layers=viewer.layers,
+        )
 
 
 def test_movie_cam_is_computed_frame_by_frame(make_napari_viewer, sample):
@@ -102,4 +117,8 @@ def test_movie_cam_is_computed_frame_by_frame(make_napari_viewer, sample):
     viewer.dims.set_current_step(0, 5)
     frame = np.asarray(out.data[5])
     assert frame.dtype == np.float32 and frame.min() >= 0 and frame.max() == pytest.approx(1.0)
-    np.testing.assert_allclose(frame, cam(model, np.asarray(movie.data[5]), "gradcam", target=out.metadata["frame_categories"][5]).map, atol=1e-6)
+    np.testing.assert_allclose(
+        frame,
+        cam(model, np.asarray(movie.data[5]), "gradcam", target=out.metadata["frame_categories"][5]).map,
+        atol=1e-6,
+    )

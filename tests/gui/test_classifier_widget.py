@@ -18,7 +18,9 @@ CATEGORIES = ("blob", "flat")
 
 def blob_image(rng: np.random.Generator, blob: bool) -> np.ndarray:
     y, x = np.mgrid[:SIZE, :SIZE].astype(float)
-    image = rng.normal(0, 0.3, (SIZE, SIZE)) + rng.normal(0, 0.5, (SIZE, 1)) + rng.uniform(-0.05, 0.05) * x + 10.0
+    image = (
+        rng.normal(0, 0.3, (SIZE, SIZE)) + rng.normal(0, 0.5, (SIZE, 1)) + rng.uniform(-0.05, 0.05) * x + 10.0
+    )
     if blob:
         cy, cx = rng.uniform(14, SIZE - 14, 2)
         image += 3.0 * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * 4.0**2))
@@ -26,7 +28,15 @@ def blob_image(rng: np.random.Generator, blob: bool) -> np.ndarray:
 
 
 def layer_metadata(source: str, channel: str = "Height") -> dict:
-    return {"channel": channel, "direction": None, "source": source, "xy_unit": "nm", "pixel_size": [PIXEL_NM, PIXEL_NM], "z_unit": "nm", "processing": []}
+    return {
+        "channel": channel,
+        "direction": None,
+        "source": source,
+        "xy_unit": "nm",
+        "pixel_size": [PIXEL_NM, PIXEL_NM],
+        "z_unit": "nm",
+        "processing": [],
+    }
 
 
 def add_blob_layers(viewer, per_category: int = 12, seed: int = 1, phase: bool = False) -> dict[str, list]:
@@ -39,10 +49,22 @@ def add_blob_layers(viewer, per_category: int = 12, seed: int = 1, phase: bool =
             image = blob_image(rng, category == "blob")
             source = f"/data/{category}_{i}.sxm"
             out[category].append(
-                viewer.add_image(image, name=f"{category} {i} | Height", scale=(PIXEL_NM, PIXEL_NM), units="nm", metadata=layer_metadata(source))
+                viewer.add_image(
+                    image,
+                    name=f"{category} {i} | Height",
+                    scale=(PIXEL_NM, PIXEL_NM),
+                    units="nm",
+                    metadata=layer_metadata(source),
+                )
             )
             if phase:
-                viewer.add_image(-image, name=f"{category} {i} | Phase", scale=(PIXEL_NM, PIXEL_NM), units="nm", metadata=layer_metadata(source, "Phase"))
+                viewer.add_image(
+                    -image,
+                    name=f"{category} {i} | Phase",
+                    scale=(PIXEL_NM, PIXEL_NM),
+                    units="nm",
+                    metadata=layer_metadata(source, "Phase"),
+                )
     return out
 
 
@@ -94,8 +116,24 @@ def model_file(tmp_path_factory):
     from napari_scanprobe.learn.train import train
 
     rng = np.random.default_rng(7)
-    data = {c: [Example([blob_image(rng, c == "blob")], ["Height"], (PIXEL_NM, PIXEL_NM), f"{c} {i}") for i in range(12)] for c in CATEGORIES}
-    model = train(data, ["Height"], input_size=SIZE, architecture={"blocks": 2, "filters": 8}, epochs=12, patience=12, batch_size=8, validation=0.25, threads=1)
+    data = {
+        c: [
+            Example([blob_image(rng, c == "blob")], ["Height"], (PIXEL_NM, PIXEL_NM), f"{c} {i}")
+            for i in range(12)
+        ]
+        for c in CATEGORIES
+    }
+    model = train(
+        data,
+        ["Height"],
+        input_size=SIZE,
+        architecture={"blocks": 2, "filters": 8},
+        epochs=12,
+        patience=12,
+        batch_size=8,
+        validation=0.25,
+        threads=1,
+    )
     assert model.metrics["accuracy"] >= 0.8
     return model.save(tmp_path_factory.mktemp("model") / "blobs")
 
@@ -130,7 +168,11 @@ def test_train_from_layers_live_curves_metrics_and_save(qtbot, dock, tmp_path):
     # the metrics shown beat chance clearly
     assert model.metrics["accuracy"] >= 0.8, model.metrics
     text = panel.metrics_label.text()
-    assert f"{100 * model.metrics['accuracy']:.1f} %" in text and "balanced accuracy" in text and "ROC AUC" in text
+    assert (
+        f"{100 * model.metrics['accuracy']:.1f} %" in text
+        and "balanced accuracy" in text
+        and "ROC AUC" in text
+    )
     assert "Skipped inputs: 0" in panel.skipped_label.text()
     # the confusion plot counts every validation image once
     validation = model.training["validation_samples"]
@@ -144,7 +186,9 @@ def test_train_from_layers_live_curves_metrics_and_save(qtbot, dock, tmp_path):
     assert "not saved" in widget.predict.model_path.text()
     # save, and load back
     out = panel.save_model(str(tmp_path / "blobs"))
-    assert out is not None and (tmp_path / "blobs.safetensors").is_file() and (tmp_path / "blobs.json").is_file()
+    assert (
+        out is not None and (tmp_path / "blobs.safetensors").is_file() and (tmp_path / "blobs.json").is_file()
+    )
     loaded = load_model(out)
     assert loaded.categories == model.categories and loaded.channels == model.channels
     for key, value in model.state.items():
@@ -200,7 +244,9 @@ def test_predict_fills_the_table_and_the_layer_metadata(qtbot, dock, model_file)
         assert record["label"] == max(record["probabilities"], key=record["probabilities"].get)
         assert panel.table.item(row, 0).text() == layer.name
         assert panel.table.item(row, 1).text() == record["label"]
-        assert float(panel.table.item(row, 2).text()) == pytest.approx(record["probabilities"]["blob"], abs=1e-3)
+        assert float(panel.table.item(row, 2).text()) == pytest.approx(
+            record["probabilities"]["blob"], abs=1e-3
+        )
         truth = "flat" if layer in layers["flat"] else "blob"
         correct += record["label"] == truth
     assert correct >= len(chosen) - 1
@@ -221,7 +267,10 @@ def test_cam_button_adds_a_layer_over_the_input(qtbot, dock, model_file):
     panel.load_model(str(model_file))
     panel.set_checked([source])
     panel.cam_method.setCurrentText("gradcam")
-    assert [panel.cam_target.itemText(i) for i in range(panel.cam_target.count())] == ["predicted", *CATEGORIES]
+    assert [panel.cam_target.itemText(i) for i in range(panel.cam_target.count())] == [
+        "predicted",
+        *CATEGORIES,
+    ]
     panel.cam_target.setCurrentText("blob")
     before = len(viewer.layers)
     panel.cam_button.click()
@@ -254,7 +303,11 @@ def test_bad_input_gives_one_clear_message(qtbot, dock, model_file):
     panel.set_extra_channel("Phase")
     assert panel.layer_channels() == ["Height", "Phase"]
     lacking = layers["flat"][0]
-    phase_twin = next(layer for layer in viewer.layers if layer.metadata["source"] == lacking.metadata["source"] and layer.metadata["channel"] == "Phase")
+    phase_twin = next(
+        layer
+        for layer in viewer.layers
+        if layer.metadata["source"] == lacking.metadata["source"] and layer.metadata["channel"] == "Phase"
+    )
     viewer.layers.remove(phase_twin)
     panel.set_extra_channel("Phase")
     panel.train_button.click()
@@ -319,7 +372,9 @@ def test_training_from_a_folder(qtbot, dock, tmp_path):
     assert panel.confusion.total == 8  # out-of-fold: every image once
     # the curves show the final run (all images, no validation), not the shuffled-label runs
     assert panel.loss_plot.title.endswith("final")
-    assert len(panel.loss_plot.points("train")) == len(model.history) and not panel.loss_plot.points("validation")
+    assert len(panel.loss_plot.points("train")) == len(model.history) and not panel.loss_plot.points(
+        "validation"
+    )
 
 
 def test_categories_are_edited_in_the_widget(dock):

@@ -145,4 +145,6 @@ def test_movie_is_flattened_lazily_frame_by_frame(qtbot, make_napari_viewer, sam
     out = run_and_wait(qtbot, viewer, panel)
     assert isinstance(out.data, da.Array) and out.data.shape == movie.data.shape
     np.testing.assert_allclose(out.scale, movie.scale)  # frame time and pixel size kept
-    np.testing.assert_allclose(np.asarray(out.data[5]), flatten(np.asarray(movie.data[5]), "rows_median"), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(out.data[5]), flatten(np.asarray(movie.data[5]), "rows_median"), rtol=1e-5, atol=1e-4
+    )

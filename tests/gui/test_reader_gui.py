@@ -94,7 +94,7 @@ def test_bad_file_gives_one_clear_error(make_napari_viewer, sample):
 def test_sample_data_and_browser_widget(make_napari_viewer):
     viewer = make_napari_viewer()
     layers = viewer.open_sample(PLUGIN, "afm_scan")
-    assert [l.name for l in layers] == [
+    assert [layer.name for layer in layers] == [
         "synthetic_afm_scan | Height (trace)",
         "synthetic_afm_scan | Height (retrace)",
         "synthetic_afm_scan | Phase (trace)",

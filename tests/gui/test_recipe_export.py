@@ -32,7 +32,9 @@ def process_in_the_widget(qtbot, viewer, widget, layer):
     return run_and_wait(qtbot, viewer, denoise)
 
 
-def test_a_recipe_exported_from_the_widget_replays_the_gui_on_real_files(make_napari_viewer, qtbot, sample, tmp_path):
+def test_a_recipe_exported_from_the_widget_replays_the_gui_on_real_files(
+    make_napari_viewer, qtbot, sample, tmp_path
+):
     viewer = make_napari_viewer()
     paths = [sample(name) for name in FILES]
     opened = {path: viewer.open(str(path), plugin=PLUGIN) for path in paths}
@@ -50,7 +52,11 @@ def test_a_recipe_exported_from_the_widget_replays_the_gui_on_real_files(make_na
     assert recipe_path == tmp_path / "from_gui.yaml" and recipe_path.is_file()
     recipe = load_recipe(recipe_path)
     assert recipe.channels == ["Z (forward)"]
-    assert [(s["step"], s.get("method")) for s in recipe.steps] == [("flatten", "auto"), ("denoise", "median"), ("write", None)]
+    assert [(s["step"], s.get("method")) for s in recipe.steps] == [
+        ("flatten", "auto"),
+        ("denoise", "median"),
+        ("write", None),
+    ]
     assert recipe.steps[0]["options"]["threshold"] == 2.5 and recipe.steps[1]["options"] == {"size": 5}
 
     out = tmp_path / "batch"
@@ -64,7 +70,9 @@ def test_a_recipe_exported_from_the_widget_replays_the_gui_on_real_files(make_na
         np.testing.assert_allclose(back.offset, layer.translate[-2:])
 
 
-def test_export_without_a_replayable_history_says_why(make_napari_viewer, qtbot, sample, tmp_path, monkeypatch):
+def test_export_without_a_replayable_history_says_why(
+    make_napari_viewer, qtbot, sample, tmp_path, monkeypatch
+):
     viewer = make_napari_viewer()
     layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Preprocess")
@@ -79,8 +87,22 @@ def test_export_without_a_replayable_history_says_why(make_napari_viewer, qtbot,
     assert [s["step"] for s in recipe.steps] == ["write"] and recipe.step("write")["format"] == ".gsf"
 
     # a Noise2Noise result names a layer of this session: it cannot be replayed on other files
-    n2n = viewer.add_image(np.zeros((8, 8)), name="n2n", metadata={"channel": "Z", "direction": "forward", "processing": [
-        {"step": "denoise", "method": "n2n", "options": {"pair": "test | Z (backward)"}, "version": "0.1.0"}]})
+    n2n = viewer.add_image(
+        np.zeros((8, 8)),
+        name="n2n",
+        metadata={
+            "channel": "Z",
+            "direction": "forward",
+            "processing": [
+                {
+                    "step": "denoise",
+                    "method": "n2n",
+                    "options": {"pair": "test | Z (backward)"},
+                    "version": "0.1.0",
+                }
+            ],
+        },
+    )
     viewer.layers.selection.active = n2n
     assert widget.export_recipe(tmp_path / "n2n.yaml") is None
     assert not (tmp_path / "n2n.yaml").exists()

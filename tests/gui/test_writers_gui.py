@@ -34,7 +34,9 @@ def test_save_one_layer_and_open_it(make_napari_viewer, sample, tmp_path, ext, r
     viewer = make_napari_viewer()
     layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
     current = layers[2]  # "test | Current (forward)", values in A
-    current.metadata["processing"] = [{"step": "flatten", "method": "rows", "options": {}, "version": "0.1.0"}]
+    current.metadata["processing"] = [
+        {"step": "flatten", "method": "rows", "options": {}, "version": "0.1.0"}
+    ]
     viewer.layers.selection = {current}
     target = tmp_path / f"current{ext}"
     written = viewer.layers.save(str(target), selected=True, plugin=PLUGIN)
@@ -104,7 +106,11 @@ def test_layer_in_micrometres_saved_in_nm(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     data = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32)
     layer = viewer.add_image(
-        data, name="hand made", scale=(0.02, 0.03), translate=(1.5, -2.0), units=("µm", "µm"),
+        data,
+        name="hand made",
+        scale=(0.02, 0.03),
+        translate=(1.5, -2.0),
+        units=("µm", "µm"),
         metadata={"z_unit": "nm"},
     )
     target = tmp_path / "hand.gsf"
@@ -122,10 +128,21 @@ def test_layer_in_micrometres_saved_in_nm(make_napari_viewer, tmp_path):
 
 def test_layer_to_channel_without_units():
     ch = layer_to_channel(
-        np.zeros((3, 4)), {"name": "plain", "scale": [1.0, 2.0], "translate": [0, 5], "units": ("pixel", "pixel")}
+        np.zeros((3, 4)),
+        {"name": "plain", "scale": [1.0, 2.0], "translate": [0, 5], "units": ("pixel", "pixel")},
     )
-    assert (ch.xy_unit, ch.z_unit, ch.pixel_size, ch.offset, ch.header) == ("", "", (1.0, 2.0), (0.0, 5.0), {})
-    refused = {"RGB": {"rgb": True}, "multiscale": {"multiscale": True}, "different units": {"units": ("nm", "s")}}
+    assert (ch.xy_unit, ch.z_unit, ch.pixel_size, ch.offset, ch.header) == (
+        "",
+        "",
+        (1.0, 2.0),
+        (0.0, 5.0),
+        {},
+    )
+    refused = {
+        "RGB": {"rgb": True},
+        "multiscale": {"multiscale": True},
+        "different units": {"units": ("nm", "s")},
+    }
     for words, bad in refused.items():
         with pytest.raises(ValueError, match=words):
             layer_to_channel(np.zeros((3, 4)), {"name": "x", **bad})

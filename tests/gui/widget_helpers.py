@@ -12,5 +12,7 @@ def run_and_wait(qtbot, viewer, panel, timeout: int = 60_000):
     """Start ``panel`` and return the one layer it adds."""
     before = len(result_layers(viewer))
     panel.start()
-    qtbot.waitUntil(lambda: panel.worker is None and len(result_layers(viewer)) == before + 1, timeout=timeout)
+    qtbot.waitUntil(
+        lambda: panel.worker is None and len(result_layers(viewer)) == before + 1, timeout=timeout
+    )
     return result_layers(viewer)[-1]

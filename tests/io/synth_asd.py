@@ -120,7 +120,19 @@ def write_asd(
                 frame = np.ascontiguousarray(frames[c, t % given], dtype="<i2")
                 fh.write(
                     struct.pack(
-                        "<ihhhhff?bhii", t + 1, int(frame.max()), int(frame.min()), 0, 0, 0.0, 0.0, False, 0, 0, 0, 0
+                        "<ihhhhff?bhii",
+                        t + 1,
+                        int(frame.max()),
+                        int(frame.min()),
+                        0,
+                        0,
+                        0.0,
+                        0.0,
+                        False,
+                        0,
+                        0,
+                        0,
+                        0,
                     )
                 )
                 fh.write(b"\x00" * (frame_header_size - 32))

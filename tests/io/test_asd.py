@@ -120,7 +120,9 @@ def test_single_channel_and_larger_frame_header(tmp_path):
 
 
 def test_shift_jis_text_is_decoded(tmp_path):
-    path = write_asd(tmp_path / "jp.asd", _levels((1, 4, 4)), operator="安藤", comment="ミオシン V, 緩衝液 pH 7")
+    path = write_asd(
+        tmp_path / "jp.asd", _levels((1, 4, 4)), operator="安藤", comment="ミオシン V, 緩衝液 pH 7"
+    )
     scan = read(path)
     assert scan.header["operator_name"] == "安藤"
     assert scan.header["comment"] == "ミオシン V, 緩衝液 pH 7"
@@ -273,8 +275,17 @@ def test_frames_cut_by_ints_and_slices_skip_dask(tmp_path, monkeypatch, small):
         monkeypatch.setattr(movie_module, "EAGER_BYTES", 0)
     base = _levels((3, 12, 20), seed=8)
     data = read(write_asd(tmp_path / "m.asd", base, n_frames=9)).channels[0].data
-    keys = [3, -1, np.int64(2), (4, 5), (0, slice(2, 9, 3), -4), slice(2, 7), slice(None, None, -2),
-            (slice(1, 8, 2), slice(None), 7), (slice(5, 5),)]
+    keys = [
+        3,
+        -1,
+        np.int64(2),
+        (4, 5),
+        (0, slice(2, 9, 3), -4),
+        slice(2, 7),
+        slice(None, None, -2),
+        (slice(1, 8, 2), slice(None), 7),
+        (slice(5, 5),),
+    ]
     expected = {str(k): data[k].compute() for k in keys}  # through dask's scheduler
     other = {"ellipsis": (data[..., 3], ...), "list": (data[[1, 4]], ...), "nested": (data[2:6][1], ...)}
     other = {k: (v[0], v[0].compute()) for k, v in other.items()}
@@ -291,7 +302,7 @@ def test_frames_cut_by_ints_and_slices_skip_dask(tmp_path, monkeypatch, small):
         assert np.asarray(view, dtype=np.float64).dtype == np.float64
         got[...] = -1.0  # a new array each time, never the held data
         np.testing.assert_array_equal(np.asarray(data[key]), expected[str(key)])
-    for name, (view, want) in other.items():
+    for view, _want in other.values():
         with pytest.raises(AssertionError, match="scheduler"):
             np.asarray(view)
     monkeypatch.undo()
@@ -335,7 +346,11 @@ def test_other_files_are_not_claimed(samples_dir, tmp_path):
     zeros = tmp_path / "zeros.asd"
     zeros.write_bytes(b"\x00" * 4096)
     assert not asd.sniff(zeros, zeros.read_bytes())
-    others = [p for p in samples_dir.rglob("*") if p.is_file() and p.suffix != ".asd" and p.name != "ground_truth.json"]
+    others = [
+        p
+        for p in samples_dir.rglob("*")
+        if p.is_file() and p.suffix != ".asd" and p.name != "ground_truth.json"
+    ]
     assert others
     for path in others:
         with open(path, "rb") as fh:

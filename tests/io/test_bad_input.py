@@ -60,7 +60,9 @@ def read_or_decline(path: Path, budget_bytes: int) -> str:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < budget_bytes, f"{path.name}: allocated {peak / 1e6:.0f} MB for a {path.stat().st_size} byte file"
+    assert peak < budget_bytes, (
+        f"{path.name}: allocated {peak / 1e6:.0f} MB for a {path.stat().st_size} byte file"
+    )
     return outcome
 
 

@@ -57,9 +57,13 @@ def test_image_matches_reference(relpath, samples_dir, ground_truth):
     for ch, ref in zip(got, expected):
         label = f"{relpath} [{ref['title'] or ch.title}]"
         if ref["title"]:  # a repeated title is numbered (scan.number_repeated_titles); Gwyddion's is not
-            assert _norm(re.sub(r" #\d+$", "", ch.name)) in _norm(ref["title"]), f"{label}: channel named {ch.name!r}"
+            assert _norm(re.sub(r" #\d+$", "", ch.name)) in _norm(ref["title"]), (
+                f"{label}: channel named {ch.name!r}"
+            )
         assert ch.data.shape == (ref["yres"], ref["xres"]), label
-        xy = (1e9 if ref["unit_xy"] == "m" else 1.0) * KNOWN_DEVIATIONS.get(relpath, {}).get("lateral_factor", 1.0)
+        xy = (1e9 if ref["unit_xy"] == "m" else 1.0) * KNOWN_DEVIATIONS.get(relpath, {}).get(
+            "lateral_factor", 1.0
+        )
         assert ch.xy_unit == ("nm" if ref["unit_xy"] == "m" else ref["unit_xy"]), label
         _close(ch.pixel_size[0], ref["yreal"] / ref["yres"] * xy, 0, f"{label} dy")
         _close(ch.pixel_size[1], ref["xreal"] / ref["xres"] * xy, 0, f"{label} dx")

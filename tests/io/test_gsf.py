@@ -51,7 +51,9 @@ def test_sample_matches_gwyddion(sample, ground_truth):
     (ch,) = scan.channels
     assert (ch.name, ch.direction) == (ref["title"], None)
     assert ch.xy_unit == "nm" and ch.z_unit == "nm"
-    assert ch.pixel_size == pytest.approx((ref["yreal"] / ref["yres"] * 1e9, ref["xreal"] / ref["xres"] * 1e9))
+    assert ch.pixel_size == pytest.approx(
+        (ref["yreal"] / ref["yres"] * 1e9, ref["xreal"] / ref["xres"] * 1e9)
+    )
     assert ch.offset == pytest.approx((ref["yoff"] * 1e9, ref["xoff"] * 1e9))
     assert ch.data.dtype == np.float64 and ch.data.shape == (ref["yres"], ref["xres"])
     tl, tr, bl, br = ref["corners_TL_TR_BL_BR"]

@@ -10,13 +10,24 @@ import struct
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, find_format, read
-from napari_scanprobe.io import gwy
+from napari_scanprobe.io import ReaderError, find_format, gwy, read
 
-SAMPLES = ("PTO_110_Virgin0001.gwy", "GwiddionReader_chip.gwy", "file_landscape.gwy", "file_square.gwy", "test.gwy")
+SAMPLES = (
+    "PTO_110_Virgin0001.gwy",
+    "GwiddionReader_chip.gwy",
+    "file_landscape.gwy",
+    "file_square.gwy",
+    "test.gwy",
+)
 
 # GLib fundamental type ids (G_TYPE_MAKE_FUNDAMENTAL(n) = n << 2) used by GWYO containers.
-G_TYPE_BOOLEAN, G_TYPE_INT, G_TYPE_DOUBLE, G_TYPE_STRING, G_TYPE_OBJECT = 5 << 2, 6 << 2, 15 << 2, 16 << 2, 20 << 2
+G_TYPE_BOOLEAN, G_TYPE_INT, G_TYPE_DOUBLE, G_TYPE_STRING, G_TYPE_OBJECT = (
+    5 << 2,
+    6 << 2,
+    15 << 2,
+    16 << 2,
+    20 << 2,
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -54,7 +65,9 @@ def si_unit(unit: str) -> bytes:
     return obj("GwySIUnit", comp("unitstr", "s", cstr(unit)))
 
 
-def data_field(values, xreal, yreal, xoff=0.0, yoff=0.0, unit_xy="m", unit_z="m", xres=None, yres=None) -> bytes:
+def data_field(
+    values, xreal, yreal, xoff=0.0, yoff=0.0, unit_xy="m", unit_z="m", xres=None, yres=None
+) -> bytes:
     values = np.asarray(values, dtype=float)
     return obj(
         "GwyDataField",
@@ -97,7 +110,9 @@ def test_channel_names_and_directions(sample, ground_truth):
     scan = read(sample("gwyddion_gwy/PTO_110_Virgin0001.gwy"))
     assert scan.format == "gwy"
     titles = [ref["title"] for ref in ground_truth["gwyddion_gwy/PTO_110_Virgin0001.gwy"]["channels"]]
-    assert [(c.name, c.direction) for c in scan.channels] == [(t.removesuffix("Retrace"), "retrace") for t in titles]
+    assert [(c.name, c.direction) for c in scan.channels] == [
+        (t.removesuffix("Retrace"), "retrace") for t in titles
+    ]
     assert [c.title for c in scan.channels][0] == "Height (retrace)"
 
     square = read(sample("gwyddion_gwy/file_square.gwy")).channels
@@ -112,7 +127,9 @@ def test_frame_units_and_orientation_match_gwyddion(name, sample, ground_truth):
     for ch, ref in zip(scan.channels, ground_truth[f"gwyddion_gwy/{name}"]["channels"], strict=True):
         scale = 1e9 if ref["unit_xy"] == "m" else 1.0
         assert ch.xy_unit == ("nm" if ref["unit_xy"] == "m" else ref["unit_xy"])
-        assert ch.pixel_size == pytest.approx((ref["yreal"] / ref["yres"] * scale, ref["xreal"] / ref["xres"] * scale))
+        assert ch.pixel_size == pytest.approx(
+            (ref["yreal"] / ref["yres"] * scale, ref["xreal"] / ref["xres"] * scale)
+        )
         assert ch.offset == pytest.approx((ref["yoff"] * scale, ref["xoff"] * scale))
         z = 1e9 if ref["unit_z"] == "m" else 1.0
         assert ch.z_unit == ("nm" if ref["unit_z"] == "m" else ref["unit_z"])
@@ -161,7 +178,9 @@ def test_sniffed_by_content_not_extension(name, sample, tmp_path):
 def test_other_content_not_claimed(sample, tmp_path):
     rng = np.random.default_rng(1)
     assert not gwy.sniff(tmp_path / "x.gwy", rng.bytes(4096))
-    assert not gwy.sniff(tmp_path / "x.gwy", sample("gwyddion_gsf/GwiddionReader_chip.gsf").read_bytes()[:4096])
+    assert not gwy.sniff(
+        tmp_path / "x.gwy", sample("gwyddion_gsf/GwiddionReader_chip.gsf").read_bytes()[:4096]
+    )
     assert not gwy.sniff(tmp_path / "x.gwy", b"GWYPGwyDataField\0" + bytes(64))  # not a container
     assert not gwy.sniff(tmp_path / "x.gwy", b"GWYQGwyContainer\0")
     junk = write(tmp_path, "junk.gwy", rng.bytes(5000))
@@ -180,7 +199,11 @@ def test_gwyp_built_by_hand(tmp_path):
         gwyp(
             comp("/5/data", "o", data_field(IMAGE * 2, 6e-6, 4e-6, unit_z="V")),
             comp("/5/data/title", "s", cstr("Current (Backward)")),
-            comp("/1/data", "o", data_field(IMAGE, 3e-6, 2e-6, xoff=1e-6, yoff=-2e-6, unit_xy="µm", unit_z="nm")),
+            comp(
+                "/1/data",
+                "o",
+                data_field(IMAGE, 3e-6, 2e-6, xoff=1e-6, yoff=-2e-6, unit_xy="µm", unit_z="nm"),
+            ),
             comp("/1/data/title", "s", cstr("Z Fwd")),
             comp("/1/meta", "o", obj("GwyContainer", comp("Bias", "s", cstr("1.5 V")))),
             comp("/1/mask", "o", data_field(IMAGE, 3e-6, 2e-6)),  # a mask is no channel

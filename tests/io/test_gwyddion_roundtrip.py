@@ -81,7 +81,9 @@ def height(seed: int = 0) -> Channel:
 
 def phase() -> Channel:
     data = np.linspace(-30.0, 45.0, 12 * 17).reshape(12, 17)
-    return Channel(data, "Phase", "trace", "deg", (7.8125, 4.296875), "nm", (-250.0, 1234.5), header={"gain": 3})
+    return Channel(
+        data, "Phase", "trace", "deg", (7.8125, 4.296875), "nm", (-250.0, 1234.5), header={"gain": 3}
+    )
 
 
 def bias() -> Channel:
@@ -106,7 +108,9 @@ def test_gsf_read_by_gwyddion(gwyddion, tmp_path):
         np.testing.assert_array_equal(got.data, ours.data)  # Gwyddion holds the same float32 values
         np.testing.assert_array_max_ulp(got.data.astype(np.float32), want.data, maxulp=1)
         for key, value in want.header.items():  # extra GSF keys become Gwyddion metadata
-            assert got.header[key] == (value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
+            assert got.header[key] == (
+                value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            )
 
 
 def test_gwy_read_by_gwyddion(gwyddion, tmp_path):
@@ -117,7 +121,9 @@ def test_gwy_read_by_gwyddion(gwyddion, tmp_path):
     for got, want in zip(back.channels, channels):
         assert_same_frame(got, want)
         np.testing.assert_allclose(got.data, want.data, rtol=1e-12, atol=0)
-        assert {k: json.loads(v) if k in ("processing", "gain") else v for k, v in got.header.items()} == want.header
+        assert {
+            k: json.loads(v) if k in ("processing", "gain") else v for k, v in got.header.items()
+        } == want.header
 
 
 def test_tif_values_read_by_gwyddion(gwyddion, tmp_path):

@@ -58,7 +58,9 @@ def test_matches_afmreader(scan, ground_truth, which):
     _close(data.mean(), ref["mean"], span, "mean")
     frame = data[0]  # AFMReader's corners/edges are those of frame 0, after its flip
     for name, value, want in zip(
-        ("TL", "TR", "BL", "BR"), (frame[0, 0], frame[0, -1], frame[-1, 0], frame[-1, -1]), ref["corners_TL_TR_BL_BR"]
+        ("TL", "TR", "BL", "BR"),
+        (frame[0, 0], frame[0, -1], frame[-1, 0], frame[-1, -1]),
+        ref["corners_TL_TR_BL_BR"],
     ):
         _close(value, want, span, f"corner {name}")
     _close(frame[0].mean(), ref["row0_mean"], span, "row 0 mean")
@@ -102,7 +104,12 @@ def test_units_scaling_and_orientation(scan, sample):
     frame = np.asarray(ch.data[1], dtype=np.float64)
     span = float(np.ptp(frame))
     _close(frame[-1, 0], (raw[0] * mult + off) * 1e9, span, "bottom-left = first stored pixel")
-    _close(frame[0, 0], (raw[(ny - 1) * frame.shape[1]] * mult + off) * 1e9, span, "top-left = first pixel of last row")
+    _close(
+        frame[0, 0],
+        (raw[(ny - 1) * frame.shape[1]] * mult + off) * 1e9,
+        span,
+        "top-left = first pixel of last row",
+    )
     np.testing.assert_allclose(frame[::-1].ravel(), (raw * mult + off) * 1e9, rtol=1e-6)
 
 
@@ -148,7 +155,10 @@ def test_header_holds_every_attribute(scan, sample):
         group = f["Measurement_000"]
         expected = {k: group.attrs[k] for k in group.attrs}
         chan = {k: f["Measurement_000/Channel_001"].attrs[k] for k in f["Measurement_000/Channel_001"].attrs}
-        data = {k: f["Measurement_000/Channel_001/Height"].attrs[k] for k in f["Measurement_000/Channel_001/Height"].attrs}
+        data = {
+            k: f["Measurement_000/Channel_001/Height"].attrs[k]
+            for k in f["Measurement_000/Channel_001/Height"].attrs
+        }
     header = scan.header["Measurement_000"]
     assert set(expected) <= set(header) and len(expected) > 300
     for key, value in expected.items():
@@ -306,7 +316,9 @@ def test_truncated_sample(sample, tmp_path, cut):
     _declined(path)
 
 
-def _write_jpk(path, frames, *, ilength=None, jlength=None, frames_last=True, grid=True, libver=None, **storage):
+def _write_jpk(
+    path, frames, *, ilength=None, jlength=None, frames_last=True, grid=True, libver=None, **storage
+):
     t, ny, nx = frames.shape
     with h5py.File(path, "w", libver=libver) as f:
         f.attrs["file-format-info"] = np.bytes_(b"JPK SCAN")
@@ -334,7 +346,10 @@ def _write_jpk(path, frames, *, ilength=None, jlength=None, frames_last=True, gr
     [
         ({"frames_last": True}, h5jpk.StoredFrames),
         ({"frames_last": False}, h5jpk.StoredFrames),
-        ({"frames_last": True, "chunks": (60, 1), "compression": "gzip", "shuffle": True}, h5jpk.StoredFrames),
+        (
+            {"frames_last": True, "chunks": (60, 1), "compression": "gzip", "shuffle": True},
+            h5jpk.StoredFrames,
+        ),
         ({"frames_last": False, "chunks": (2, 7), "compression": "gzip"}, h5jpk.StoredFrames),
         ({"frames_last": True, "libver": "latest"}, h5jpk.H5pyFrames),  # a layout io/hdf5.py leaves to h5py
         ({"frames_last": True, "chunks": (60, 1), "fletcher32": True}, h5jpk.H5pyFrames),

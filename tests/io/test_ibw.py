@@ -15,8 +15,7 @@ import struct
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, find_format, read
-from napari_scanprobe.io import ibw
+from napari_scanprobe.io import ReaderError, find_format, ibw, read
 
 IMAGES = ["asylum_ibw/AR_20211011.ibw", "asylum_ibw/IgorIBWReader_P0089OP0027.ibw"]
 GENERIC = ["asylum_ibw/mac-version2.ibw", "asylum_ibw/win-version5.ibw"]
@@ -137,7 +136,7 @@ def test_sniffed_by_content_under_any_name(relpath, sample, tmp_path):
 
 def test_other_files_are_not_claimed(sample, samples_dir, tmp_path):
     rng = np.random.default_rng(0)
-    for i in range(20):
+    for _i in range(20):
         junk = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
         assert not ibw.sniff(tmp_path / "junk.ibw", junk)
     # version field right but checksum wrong
@@ -239,9 +238,11 @@ def test_note_size_past_end(sample, tmp_path):
 @pytest.mark.parametrize("dtype", ["f4", "f8", "i2", "i4", "u2"])
 def test_synthetic_byte_orders_and_types(order, dtype, tmp_path):
     rng = np.random.default_rng(1)
-    values = rng.integers(-100, 100, (2, 3, 5)).astype(dtype) if dtype != "u2" else rng.integers(
-        0, 200, (2, 3, 5)
-    ).astype(dtype)
+    values = (
+        rng.integers(-100, 100, (2, 3, 5)).astype(dtype)
+        if dtype != "u2"
+        else rng.integers(0, 200, (2, 3, 5)).astype(dtype)
+    )
     note = b"ScanSize: 5e-09\rHeightUnit: m\rNapPhaseUnit: deg\r"
     raw = _igor_v5(values, order=order, labels=("HeightTrace", "NapPhaseRetrace"), note=note)
     path = tmp_path / f"synthetic_{dtype}.bin"

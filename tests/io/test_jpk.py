@@ -80,7 +80,9 @@ def test_frame_units_and_orientation(relpath, sample, ground_truth):
     for ch, ref in zip(scan.channels, ground_truth[relpath]["channels"]):
         assert ch.data.dtype == np.float64 and ch.data.shape == (ref["yres"], ref["xres"])
         assert ch.xy_unit == "nm"
-        assert ch.pixel_size == pytest.approx((ref["yreal"] / ref["yres"] * 1e9, ref["xreal"] / ref["xres"] * 1e9))
+        assert ch.pixel_size == pytest.approx(
+            (ref["yreal"] / ref["yres"] * 1e9, ref["xreal"] / ref["xres"] * 1e9)
+        )
         assert ch.offset == pytest.approx((ref["yoff"] * 1e9, ref["xoff"] * 1e9))
         z = 1e9 if ref["unit_z"] == "m" else 1.0
         assert ch.z_unit == ("nm" if ref["unit_z"] == "m" else ref["unit_z"])
@@ -162,7 +164,13 @@ def test_other_files_are_not_claimed(sample, tmp_path):
     tifffile.imwrite(private, np.zeros((4, 4), np.float32), extratags=[(0x8000, "s", 0, "6.0", True)])
     random = tmp_path / "random.jpk"
     random.write_bytes(np.random.default_rng(3).bytes(9000))
-    for path in (plain, private, random, sample("jpk/sample_0.h5-jpk"), sample("park_tiff/Park_20210916_034.tiff")):
+    for path in (
+        plain,
+        private,
+        random,
+        sample("jpk/sample_0.h5-jpk"),
+        sample("park_tiff/Park_20210916_034.tiff"),
+    ):
         assert not jpk.sniff(path, path.read_bytes()[:4096]), path.name
     for path in (plain, private, random):
         with pytest.raises(ReaderError) as info:

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, find_format, read
-from napari_scanprobe.io import matrix
+from napari_scanprobe.io import ReaderError, find_format, matrix, read
 
 IMAGE = "omicron_matrix/20201111--4_1.Z_mtrx"
 PARAMS = "omicron_matrix/20201111_0001.mtrx"
@@ -104,7 +103,9 @@ def test_pixel_size_units_and_offset(scan, ground_truth):
         assert ch.z_unit == "nm"
         assert ch.data.shape == (ref["yres"], ref["xres"])
         assert ch.data.dtype == np.float64
-        assert ch.pixel_size == pytest.approx((ref["yreal"] / ref["yres"] * 1e9, ref["xreal"] / ref["xres"] * 1e9))
+        assert ch.pixel_size == pytest.approx(
+            (ref["yreal"] / ref["yres"] * 1e9, ref["xreal"] / ref["xres"] * 1e9)
+        )
         assert ch.offset == pytest.approx((ref["yoff"] * 1e9, ref["xoff"] * 1e9))
 
 
@@ -260,7 +261,9 @@ def test_up_and_down_scan(tmp_path, image_bytes, param_bytes, scan):
     xres = scan.channels[0].data.shape[1]
     factor = scan.header["channel"]["transfer_function"]["Factor"]
     np.testing.assert_allclose(got.channels[2].data[0], down[:xres] / factor * 1e9, rtol=1e-12)
-    np.testing.assert_allclose(got.channels[3].data[0], down[xres : 2 * xres][::-1] / factor * 1e9, rtol=1e-12)
+    np.testing.assert_allclose(
+        got.channels[3].data[0], down[xres : 2 * xres][::-1] / factor * 1e9, rtol=1e-12
+    )
     np.testing.assert_allclose(got.channels[2].data[-1], down[-2 * xres : -xres] / factor * 1e9, rtol=1e-12)
 
 

@@ -11,8 +11,7 @@ import struct
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, find_format, read
-from napari_scanprobe.io import mdt
+from napari_scanprobe.io import ReaderError, find_format, mdt, read
 
 SAMPLE = "ntmdt_mdt/test_mdt.mdt"
 
@@ -98,7 +97,9 @@ def test_sample_header_is_json_and_lists_frames(sample):
     assert len(scan.channels) + len(scan.header["skipped_frames"]) == scan.header["frame_count"]
     assert all(f["reason"] for f in scan.header["skipped_frames"])
     assert "1F:Iprobe" in json.dumps(scan.channels[0].header)
-    assert "<?xml" in scan.channels[0].header["xml_comment"] or scan.channels[0].header["xml_comment"].startswith("<")
+    assert "<?xml" in scan.channels[0].header["xml_comment"] or scan.channels[0].header[
+        "xml_comment"
+    ].startswith("<")
     assert "MDA" in text
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, find_format, read
-from napari_scanprobe.io import nanoscope
+from napari_scanprobe.io import ReaderError, find_format, nanoscope, read
 
 IMAGE = "bruker_nanoscope/full_multiple_images.txt"
 OLD = "bruker_nanoscope/old_bruker.002"
@@ -64,7 +63,9 @@ def test_old_file_single_scan_size_and_trace(sample, ground_truth):
     (ch,) = scan.channels
     ref = _expected(ground_truth, OLD)[0]
     assert ch.name == "Height" and ch.direction == "trace" and ch.z_unit == "nm"
-    assert ch.pixel_size == pytest.approx((ref["yreal"] * 1e9 / ref["yres"], ref["xreal"] * 1e9 / ref["xres"]))
+    assert ch.pixel_size == pytest.approx(
+        (ref["yreal"] * 1e9 / ref["yres"], ref["xreal"] * 1e9 / ref["xres"])
+    )
 
 
 @pytest.mark.parametrize("relpath", [IMAGE, OLD])
@@ -244,7 +245,11 @@ def test_truncated(cut, sample, tmp_path):
 @pytest.mark.parametrize(
     "old, new, words",
     [
-        (b"\\Samps/line: 512\r\n\\Number of lines: 512", b"\\Samps/line: 512\r\n\\Number of lines: 0  ", "invalid"),
+        (
+            b"\\Samps/line: 512\r\n\\Number of lines: 512",
+            b"\\Samps/line: 512\r\n\\Number of lines: 0  ",
+            "invalid",
+        ),
         (
             b"\\Samps/line: 512\r\n\\Number of lines: 512",
             b"\\Samps/line: 9999999\r\n\\Number of lines: 9999999",

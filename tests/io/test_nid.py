@@ -167,7 +167,9 @@ def test_sniff_refuses_other_content(sample, tmp_path):
 def test_synthetic_32bit_non_square(tmp_path):
     ints = np.array([[-(2**31), 0, 2**31 - 1], [1, 2, 3]], dtype="<i4")
     path = tmp_path / "a.nid"
-    path.write_bytes(_make_nid([_image_keys(3, 2, SaveBits=32, Dim2Unit="V", Dim2Range=10, Dim2Min=-5)], [ints]))
+    path.write_bytes(
+        _make_nid([_image_keys(3, 2, SaveBits=32, Dim2Unit="V", Dim2Range=10, Dim2Min=-5)], [ints])
+    )
     (ch,) = read(path).channels
     assert ch.data.shape == (2, 3)
     assert ch.pixel_size == pytest.approx((1000.0, 4000.0 / 3))

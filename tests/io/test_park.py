@@ -48,7 +48,9 @@ def test_channel_frame_and_units(sample, ground_truth):
     assert ch.direction == ("forward" if scan.header["forward"] else "backward")
     assert ch.data.dtype == np.float64 and ch.data.shape == (ref["yres"], ref["xres"])
     assert ch.xy_unit == "nm" and ch.z_unit == "nm"
-    assert ch.pixel_size == pytest.approx((ref["yreal"] / ref["yres"] * 1e9, ref["xreal"] / ref["xres"] * 1e9))
+    assert ch.pixel_size == pytest.approx(
+        (ref["yreal"] / ref["yres"] * 1e9, ref["xreal"] / ref["xres"] * 1e9)
+    )
     # Gwyddion does not place the image at the header's x/y offset; the offset stays in the header.
     assert ch.offset == (ref["yoff"] * 1e9, ref["xoff"] * 1e9) == (0.0, 0.0)
     assert {"xoff_um", "yoff_um"} <= scan.header.keys()
@@ -74,8 +76,13 @@ def test_values_are_raw_times_gain_in_the_z_unit(sample):
     h = scan.header
     assert h["z_unit"] == "um" and h["data_type"] == 2  # float32 data in um
     start, count = block(path, park.TAG_DATA)
-    raw = np.frombuffer(path.read_bytes(), "<f4", count=count // 4, offset=start).reshape(h["yres"], h["xres"])
-    expected = raw[::-1].astype(np.float64) * h["data_gain"] * h["z_scale"] * 1e3 + h["data_gain"] * h["z_offset"] * 1e3
+    raw = np.frombuffer(path.read_bytes(), "<f4", count=count // 4, offset=start).reshape(
+        h["yres"], h["xres"]
+    )
+    expected = (
+        raw[::-1].astype(np.float64) * h["data_gain"] * h["z_scale"] * 1e3
+        + h["data_gain"] * h["z_offset"] * 1e3
+    )
     np.testing.assert_allclose(scan.channels[0].data, expected, rtol=1e-12)
 
 
@@ -142,7 +149,9 @@ def test_wrong_magic_is_not_claimed(sample, tmp_path):
 
     fake = tmp_path / "fake.tif"  # Park's tag numbers, wrong magic value
     tifffile.imwrite(
-        fake, np.zeros((4, 4), np.uint8), extratags=[(50432, "I", 1, 12345, True), (50433, "I", 1, 0x01000002, True)]
+        fake,
+        np.zeros((4, 4), np.uint8),
+        extratags=[(50432, "I", 1, 12345, True), (50433, "I", 1, 0x01000002, True)],
     )
     assert not park.sniff(fake, fake.read_bytes()[:4096])
     for other in ("jpk/sample_0.jpk", "jpk/sample_0.jpk-qi-image"):

@@ -13,8 +13,7 @@ import struct
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, find_format, read
-from napari_scanprobe.io import sm4
+from napari_scanprobe.io import ReaderError, find_format, read, sm4
 
 REL = "rhk_sm4/topo_ABC_Graphite-Sample5_9K_2021_08_13_19_11_10_065.sm4"
 
@@ -61,7 +60,9 @@ def test_pixel_size_and_offset(sample, ground_truth):
     scan = read(sample(REL))
     for ch, ref in zip(scan.channels, ground_truth[REL]["channels"]):
         assert ch.xy_unit == "nm"
-        assert ch.pixel_size == pytest.approx((ref["yreal"] / ref["yres"] * 1e9, ref["xreal"] / ref["xres"] * 1e9))
+        assert ch.pixel_size == pytest.approx(
+            (ref["yreal"] / ref["yres"] * 1e9, ref["xreal"] / ref["xres"] * 1e9)
+        )
         assert ch.pixel_size[1] == pytest.approx(abs(ch.header["x_scale"]) * 1e9)
         assert ch.offset == (ref["yoff"] * 1e9, ref["xoff"] * 1e9)
 

@@ -16,7 +16,10 @@ import pytest
 from napari_scanprobe.io import ReaderError, find_format, nanonis_spectra, read, sxm
 
 SXM_SAMPLES = ("nanonis_sxm/test.sxm", "nanonis_sxm/A151216.123306-02602.sxm")
-SPEC_SAMPLES = ("nanonis_dat_3ds/Bias-Spectroscopy002.dat", "nanonis_dat_3ds/NanonisReader_STS_grid_lockin.3ds")
+SPEC_SAMPLES = (
+    "nanonis_dat_3ds/Bias-Spectroscopy002.dat",
+    "nanonis_dat_3ds/NanonisReader_STS_grid_lockin.3ds",
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -96,7 +99,9 @@ def test_pixel_size_offset_units_from_header(relpath, sample, ground_truth):
         assert ch.xy_unit == "nm"
         assert ch.pixel_size == pytest.approx((yreal * 1e9 / yres, xreal * 1e9 / xres), rel=1e-9)
         # SCAN_OFFSET is the frame centre; the offset is the top-left corner (Gwyddion's rule)
-        assert ch.offset == pytest.approx(((cy - yreal / 2) * 1e9, (cx - xreal / 2) * 1e9), rel=1e-9, abs=1e-9)
+        assert ch.offset == pytest.approx(
+            ((cy - yreal / 2) * 1e9, (cx - xreal / 2) * 1e9), rel=1e-9, abs=1e-9
+        )
         assert ch.offset == pytest.approx((ref["yoff"] * 1e9, ref["xoff"] * 1e9), rel=1e-5)
         assert ch.z_unit == ("nm" if ref["unit_z"] == "m" else ref["unit_z"])
 
@@ -246,7 +251,12 @@ def test_header_only_file_is_refused(sample, tmp_path):
 
 @pytest.mark.parametrize(
     "new_pixels, message",
-    [(b"1000000 1000000", "absurd"), (b"512 512", "truncated"), (b"abc", "SCAN_PIXELS"), (b"0 256", "invalid")],
+    [
+        (b"1000000 1000000", "absurd"),
+        (b"512 512", "truncated"),
+        (b"abc", "SCAN_PIXELS"),
+        (b"0 256", "invalid"),
+    ],
 )
 def test_corrupt_pixel_count_is_refused(new_pixels, message, sample, tmp_path):
     raw = sample("nanonis_sxm/test.sxm").read_bytes()

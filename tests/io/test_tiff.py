@@ -63,7 +63,9 @@ def assert_same_as_tifffile(path):
             assert all(plain(value) == plain(ifd.value(code)) for code, value in everything.items())
             expected = page.asarray()
             got = ifd.image()
-            assert got.shape == expected.shape and got.dtype.newbyteorder("=") == expected.dtype.newbyteorder("=")
+            assert got.shape == expected.shape and got.dtype.newbyteorder("=") == expected.dtype.newbyteorder(
+                "="
+            )
             np.testing.assert_array_equal(got, expected)
     return tiff
 
@@ -290,7 +292,9 @@ def test_not_a_tiff(tmp_path):
 
 def test_unknown_field_type_is_skipped(tmp_path):
     path = tmp_path / "unknown.tif"
-    tifffile.imwrite(path, np.zeros((2, 2), np.uint8), extratags=[(65100, "I", 1, 5, True), (65101, "I", 1, 6, True)])
+    tifffile.imwrite(
+        path, np.zeros((2, 2), np.uint8), extratags=[(65100, "I", 1, 5, True), (65101, "I", 1, 6, True)]
+    )
     raw = bytearray(path.read_bytes())
     with tifffile.TiffFile(path) as tif:
         entry = tif.pages[0].tags[65100].offset

@@ -303,7 +303,9 @@ def test_movie_to_image_format(tmp_path, ext):
     with pytest.raises(ValueError, match="'Height' is a movie.*use .tif"):
         write(tmp_path / f"movie{ext}", movie)
     with pytest.raises(ValueError, match="2-D image"):  # the format writers check on their own too
-        (gsf.write if ext == ".gsf" else gwy.write)(tmp_path / f"movie{ext}", movie if ext == ".gsf" else [movie])
+        (gsf.write if ext == ".gsf" else gwy.write)(
+            tmp_path / f"movie{ext}", movie if ext == ".gsf" else [movie]
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -412,7 +414,9 @@ def test_interrupted_tif_movie_write_leaves_nothing(tmp_path):
             raise KeyboardInterrupt
         return np.full((1, 4, 5), t, np.float32)
 
-    frames = da.concatenate([da.from_delayed(dask.delayed(frame)(t), (1, 4, 5), np.float32) for t in range(6)])
+    frames = da.concatenate(
+        [da.from_delayed(dask.delayed(frame)(t), (1, 4, 5), np.float32) for t in range(6)]
+    )
     movie = Channel(frames, "Height", z_unit="nm", frame_time_s=1.0)
     target = tmp_path / "movie.tif"
     with pytest.raises(KeyboardInterrupt):
@@ -452,7 +456,9 @@ def test_bigtiff_and_big_endian_sniffed(tmp_path):
 
 def test_corrupt_description(tmp_path):
     path = tmp_path / "broken.tif"
-    tifffile.imwrite(path, np.zeros((4, 4), np.float32), description='{"napari_scanprobe": nope', metadata=None)
+    tifffile.imwrite(
+        path, np.zeros((4, 4), np.float32), description='{"napari_scanprobe": nope', metadata=None
+    )
     assert find_format(path) is scanprobe_tif
     with pytest.raises(ReaderError, match="not valid napari-scanprobe JSON") as info:
         read(path)
@@ -467,7 +473,9 @@ def test_corrupt_description(tmp_path):
 def test_truncated_tif(tmp_path, shape, caplog):
     """Cut anywhere: a ReaderError naming the file, or (only when the pixels survive) the same data."""
     frames = np.random.default_rng(5).normal(size=shape).astype(np.float32)
-    path = write(tmp_path / "scan.tif", Channel(frames, "Height", frame_time_s=1.0 if len(shape) == 3 else None))
+    path = write(
+        tmp_path / "scan.tif", Channel(frames, "Height", frame_time_s=1.0 if len(shape) == 3 else None)
+    )
     raw = path.read_bytes()
     declined = 0
     for keep in range(8, len(raw), 211):

@@ -11,9 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
+from napari_scanprobe.io import ReaderError, find_format, read, wsxm
 from tests.io.test_ground_truth import KNOWN_DEVIATIONS
-from napari_scanprobe.io import ReaderError, find_format, read
-from napari_scanprobe.io import wsxm
 
 SAMPLES = ("wsxm/WSxM2DReader_jumpingmodeimage_0002_Topography.f.dy.top", "wsxm/sample_0.top")
 JUMPING = SAMPLES[0]
@@ -63,7 +62,9 @@ def test_sample_matches_gwyddion(sample, ground_truth, relpath):
     assert ch.data.dtype == np.float64
     assert ch.xy_unit == "nm"
     factor = 1e9 * KNOWN_DEVIATIONS.get(relpath, {}).get("lateral_factor", 1.0)
-    assert ch.pixel_size == pytest.approx((ref["yreal"] / ref["yres"] * factor, ref["xreal"] / ref["xres"] * factor))
+    assert ch.pixel_size == pytest.approx(
+        (ref["yreal"] / ref["yres"] * factor, ref["xreal"] / ref["xres"] * factor)
+    )
     assert ch.offset == (0.0, 0.0)
     assert ch.z_unit == "nm" and ref["unit_z"] == "m"
     span = (ref["max"] - ref["min"]) * 1e9
@@ -113,7 +114,11 @@ def test_no_lateral_unit_takes_the_z_unit_as_gwyddion(tmp_path):
 
 def test_int16_values_orientation_and_names(tmp_path):
     raw = np.arange(12, dtype=np.int16).reshape(3, 4) * 10 - 20
-    general = {"Acquisition channel": "Normal force", "Z Amplitude": "2.2 V", "X scanning direction": "Backward"}
+    general = {
+        "Acquisition channel": "Normal force",
+        "Z Amplitude": "2.2 V",
+        "X scanning direction": "Backward",
+    }
     path = tmp_path / "force.ch1"
     path.write_bytes(build_wsxm(raw, {"X Amplitude": "2 µm", "Y Amplitude": "3 µm"}, general))
     ch = read(path).channels[0]
@@ -163,7 +168,11 @@ def test_arbitrary_units_pi_and_missing_units(tmp_path):
 
 def test_direction_from_file_name_when_header_is_silent(tmp_path):
     raw = np.zeros((2, 2), dtype=np.int16)
-    for name, want in (("img_0001_Topography.b.uy.top", "backward"), ("img.f.top", "forward"), ("img.top", None)):
+    for name, want in (
+        ("img_0001_Topography.b.uy.top", "backward"),
+        ("img.f.top", "forward"),
+        ("img.top", None),
+    ):
         path = tmp_path / name
         path.write_bytes(build_wsxm(raw, general={"Z Amplitude": "1 nm"}))
         assert read(path).channels[0].direction == want

@@ -21,7 +21,10 @@ def blob_image(rng: np.random.Generator, blob: bool, size: int = SIZE) -> np.nda
 
 def blob_data(n: int, seed: int, size: int = SIZE) -> dict[str, list[np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return {"plain": [blob_image(rng, False, size) for _ in range(n)], "blob": [blob_image(rng, True, size) for _ in range(n)]}
+    return {
+        "plain": [blob_image(rng, False, size) for _ in range(n)],
+        "blob": [blob_image(rng, True, size) for _ in range(n)],
+    }
 
 
 @pytest.fixture(scope="session")
@@ -29,4 +32,6 @@ def blob_model():
     """A classifier trained once for the session (a few seconds on the CPU)."""
     from napari_scanprobe.learn.train import train
 
-    return train(blob_data(40, seed=1), input_size=SIZE, pixel_size=None, epochs=12, seed=0, architecture=SMALL_NET)
+    return train(
+        blob_data(40, seed=1), input_size=SIZE, pixel_size=None, epochs=12, seed=0, architecture=SMALL_NET
+    )

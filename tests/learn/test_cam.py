@@ -58,7 +58,9 @@ def shape_model() -> ClassifierModel:
     return train(data, input_size=32, pixel_size=None, preprocessing=[], epochs=20, seed=0, threads=1)
 
 
-def hand_model(channels=(), categories=("a", "b"), head="gap", input_size=32, pixel_size=None, seed=0) -> ClassifierModel:
+def hand_model(
+    channels=(), categories=("a", "b"), head="gap", input_size=32, pixel_size=None, seed=0
+) -> ClassifierModel:
     arch = check_architecture({**SMALL, "head": head}, max(1, len(channels)), len(categories), input_size)
     torch.manual_seed(seed)
     net = build_network(arch)
@@ -105,7 +107,9 @@ def test_tiles_in_several_batches_give_the_same_map(shape_model, monkeypatch):
     for method in METHODS:
         batched = cam(shape_model, image, method)
         np.testing.assert_allclose(batched.map, whole[method].map, atol=1e-6)
-        assert batched.category == whole[method].category and batched.probability == pytest.approx(whole[method].probability)
+        assert batched.category == whole[method].category and batched.probability == pytest.approx(
+            whole[method].probability
+        )
 
 
 def test_category_and_probability_are_the_prediction(shape_model):
@@ -118,7 +122,9 @@ def test_category_and_probability_are_the_prediction(shape_model):
         assert result.probabilities[c] == pytest.approx(expected.probabilities[c], abs=1e-5)
     other = next(c for c in shape_model.categories if c != expected.label)
     targeted = cam(shape_model, image, target=other)
-    assert targeted.category == other and targeted.probability == pytest.approx(expected.probabilities[other], abs=1e-5)
+    assert targeted.category == other and targeted.probability == pytest.approx(
+        expected.probabilities[other], abs=1e-5
+    )
     assert cam(shape_model, image, target=shape_model.categories.index(other)).category == other
 
 
@@ -165,7 +171,9 @@ def test_earlier_layers_give_other_maps(shape_model):
 def test_cam_equals_gradcam_for_the_gap_head(shape_model):
     """With GAP at the last layer, dS/dA_ij^k = w_ck / Z: Grad-CAM is CAM / Z, equal once normalised."""
     image = feature_image(np.random.default_rng(6), (47, 83), True)[0]
-    resampled = dataclasses.replace(shape_model, pixel_size=1.0)  # 47 x 83 px at 0.7 nm/px: 33 x 58 px seen, 2 x 2 tiles
+    resampled = dataclasses.replace(
+        shape_model, pixel_size=1.0
+    )  # 47 x 83 px at 0.7 nm/px: 33 x 58 px seen, 2 x 2 tiles
     for target in shape_model.categories:
         for model, pixel_size in ((shape_model, None), (resampled, 0.7)):
             a = cam(model, image, "cam", target=target, pixel_size=pixel_size).map
@@ -193,8 +201,12 @@ def test_gradcam_plus_plus_and_layercam_follow_the_papers():
                     expected_lc[n, i, j] += max(g[n, k, i, j], 0.0) * a[n, k, i, j]
             expected_pp[n] += w * a[n, k]
     at, gt = torch.from_numpy(a), torch.from_numpy(g)
-    np.testing.assert_allclose(layer_maps("gradcam++", at, gt, None).numpy(), np.maximum(expected_pp, 0), rtol=1e-10)
-    np.testing.assert_allclose(layer_maps("layercam", at, gt, None).numpy(), np.maximum(expected_lc, 0), rtol=1e-10)
+    np.testing.assert_allclose(
+        layer_maps("gradcam++", at, gt, None).numpy(), np.maximum(expected_pp, 0), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        layer_maps("layercam", at, gt, None).numpy(), np.maximum(expected_lc, 0), rtol=1e-10
+    )
     expected_gc = np.maximum((g.mean(axis=(2, 3))[:, :, None, None] * a).sum(axis=1), 0)
     np.testing.assert_allclose(layer_maps("gradcam", at, gt, None).numpy(), expected_gc, rtol=1e-10)
 
@@ -213,11 +225,15 @@ def test_randomised_weights_change_the_maps(shape_model, method):
     for seed in range(3):
         torch.manual_seed(seed)
         fresh = build_network(shape_model.architecture)
-        randomised = dataclasses.replace(shape_model, state={k: v.numpy() for k, v in fresh.state_dict().items() if v.is_floating_point()})
+        randomised = dataclasses.replace(
+            shape_model, state={k: v.numpy() for k, v in fresh.state_dict().items() if v.is_floating_point()}
+        )
         for image, trained_map in zip(images, trained):
             random = cam(randomised, image, method, target="blob").map
             assert random.shape == trained_map.shape and np.isfinite(random).all()
-            correlations.append(np.corrcoef(trained_map.ravel(), random.ravel())[0, 1] if random.std() > 0 else 0.0)
+            correlations.append(
+                np.corrcoef(trained_map.ravel(), random.ravel())[0, 1] if random.std() > 0 else 0.0
+            )
     assert np.mean(correlations) < 0.5
 
 

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from napari_scanprobe import read
-from napari_scanprobe.learn.data import as_example, list_folder, model_input, model_shape, pick_channels, resize, tile_starts, tiles
+from napari_scanprobe.learn.data import (
+    as_example,
+    list_folder,
+    model_input,
+    model_shape,
+    pick_channels,
+    resize,
+    tile_starts,
+    tiles,
+)
 from napari_scanprobe.learn.metrics import classification_report, roc_auc
 
 
@@ -43,7 +52,9 @@ def test_model_input_resamples_normalises_and_fills_nans():
     assert np.isfinite(view).all()
     assert view.mean() == pytest.approx(0, abs=1e-5) and view.std() == pytest.approx(1, abs=1e-4)
     assert model_shape((100, 60), (4.0, 2.0), 8.0) == (50, 15)
-    constant = model_input([np.full((40, 40), 7.0)], None, {"pixel_size": None, "input_size": 32, "preprocessing": []})
+    constant = model_input(
+        [np.full((40, 40), 7.0)], None, {"pixel_size": None, "input_size": 32, "preprocessing": []}
+    )
     assert np.all(constant == 0)
 
 
@@ -54,7 +65,11 @@ def test_preprocessing_steps_are_applied():
     raw = model_input([tilted], None, {**spec, "preprocessing": []})
     flat = model_input([tilted], None, spec)
     # after plane removal only the noise is left: no correlation with the ramp any more
-    assert abs(np.corrcoef(flat[0].ravel(), xx.ravel())[0, 1]) < 0.2 < abs(np.corrcoef(raw[0].ravel(), xx.ravel())[0, 1])
+    assert (
+        abs(np.corrcoef(flat[0].ravel(), xx.ravel())[0, 1])
+        < 0.2
+        < abs(np.corrcoef(raw[0].ravel(), xx.ravel())[0, 1])
+    )
 
 
 def test_tiles_cover_the_image():
@@ -87,5 +102,7 @@ def test_metrics_against_hand_counts():
     assert r["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert r["per_class"]["b"]["precision"] == pytest.approx(1 / 2)
     pairs = [(p, n) for p in probs[truth == 1, 1] for n in probs[truth == 0, 1]]
-    assert r["roc_auc"] == pytest.approx(np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs]))
+    assert r["roc_auc"] == pytest.approx(
+        np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs])
+    )
     assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.2, 0.3])))

@@ -102,7 +102,14 @@ def test_a_model_saved_before_last_kernel_size_existed_still_loads(tmp_path):
 
     from .conftest import SIZE
 
-    old = train(blob_data(6, seed=2), input_size=SIZE, pixel_size=None, epochs=1, seed=0, architecture={"blocks": 3, "last_kernel_size": 3})
+    old = train(
+        blob_data(6, seed=2),
+        input_size=SIZE,
+        pixel_size=None,
+        epochs=1,
+        seed=0,
+        architecture={"blocks": 3, "last_kernel_size": 3},
+    )
     old.save(tmp_path / "old")
     doc = json.loads((tmp_path / "old.json").read_text())
     del doc["architecture"]["last_kernel_size"]

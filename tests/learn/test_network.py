@@ -35,7 +35,9 @@ def test_one_block_gap_network_keeps_its_kernel():
 
 
 def test_receptive_field_counts_every_kernel_and_pooling():
-    arch = check_architecture({"blocks": 3, "pooled_blocks": 3, "last_kernel_size": 3}, in_channels=1, n_classes=2, input_size=64)
+    arch = check_architecture(
+        {"blocks": 3, "pooled_blocks": 3, "last_kernel_size": 3}, in_channels=1, n_classes=2, input_size=64
+    )
     # conv 3 -> 3, pool -> 4 (stride 2), conv -> 8, pool -> 10 (stride 4), conv -> 18, pool -> 22
     assert receptive_field(arch) == 22
 

@@ -62,7 +62,9 @@ def test_resampling_to_the_model_scale(blob_model):
     vb = model_input([fine], (5.0, 5.0), scaled.spec)
     assert va.shape == vb.shape == (1, 48, 48)
     assert np.corrcoef(va.ravel(), vb.ravel())[0, 1] > 0.9  # the same picture (the finer one anti-aliased)
-    with pytest.raises(ValueError, match=r"48×48 px \(24×24 px at the model's 10 nm/px\); the network needs at least 48×48"):
+    with pytest.raises(
+        ValueError, match=r"48×48 px \(24×24 px at the model's 10 nm/px\); the network needs at least 48×48"
+    ):
         predict(scaled, Example([image], ["h"], (5.0, 5.0)))
 
 
@@ -89,7 +91,11 @@ def test_on_error_reports_and_continues(blob_model, tmp_path):
     bad = tmp_path / "bad.npy"
     bad.write_text("junk")
     seen = []
-    results = predict_many(blob_model, [bad, blob_data(1, seed=1)["plain"][0]], on_error=lambda obj, exc: seen.append((obj, str(exc))))
+    results = predict_many(
+        blob_model,
+        [bad, blob_data(1, seed=1)["plain"][0]],
+        on_error=lambda obj, exc: seen.append((obj, str(exc))),
+    )
     assert results[0] is None and results[1] is not None
     assert seen[0][0] == bad and "bad.npy" in seen[0][1]
 

@@ -189,7 +189,9 @@ def test_global_statistics_do_not_separate_the_classes(dataset):
         assert accuracy < GLOBAL_BOUND, f"{name} alone separates the classes ({accuracy:.2f})"
     assert joint < GLOBAL_BOUND, f"a logistic regression on global statistics separates them ({joint:.2f})"
     # the raw (not levelled) images' histograms do not either
-    raw = np.array([[stats.skew(im.ravel()), stats.kurtosis(im.ravel()), np.ptp(im)] for im in dataset.images])
+    raw = np.array(
+        [[stats.skew(im.ravel()), stats.kurtosis(im.ravel()), np.ptp(im)] for im in dataset.images]
+    )
     assert max(best_threshold_accuracy(f, dataset.labels) for f in raw.T) < GLOBAL_BOUND
 
 
@@ -248,7 +250,9 @@ def test_write_knob_folder(tmp_path):
     assert write_knob_folder(data, 3, 2, size=32, seed=7, masks_folder=masks) == data
     assert sorted(p.name for p in data.iterdir()) == ["healthy", "infected"]
     assert sorted(p.name for p in (data / "healthy").iterdir()) == [f"healthy_{i:03d}.npy" for i in range(3)]
-    assert sorted(p.name for p in (data / "infected").iterdir()) == [f"infected_{i:03d}.npy" for i in range(2)]
+    assert sorted(p.name for p in (data / "infected").iterdir()) == [
+        f"infected_{i:03d}.npy" for i in range(2)
+    ]
     expected = knob_dataset(3, 2, size=32, seed=7)
     for category, label in zip(CATEGORIES, (0, 1)):
         images = expected.images[expected.labels == label]

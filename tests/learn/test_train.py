@@ -32,7 +32,9 @@ def test_reports_metrics_history_and_description(blob_model):
     assert np.sum(m["confusion_matrix"]) == m["n"] == blob_model.training["validation_samples"] == 16
     assert len(blob_model.history) >= 1
     for entry in blob_model.history:
-        assert {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(entry)
+        assert {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(
+            entry
+        )
     assert blob_model.categories == ["plain", "blob"]
     assert blob_model.preprocessing[0]["step"] == "flatten"
 
@@ -50,7 +52,13 @@ def test_same_seed_same_model_other_seed_other_model():
 
 def test_progress_reports_epochs_with_train_and_validation_figures():
     epochs = []
-    train(blob_data(8, seed=4), epochs=3, patience=10, progress=lambda p: epochs.append(p.extra["epoch"]) if "epoch" in p.extra else None, **FAST)
+    train(
+        blob_data(8, seed=4),
+        epochs=3,
+        patience=10,
+        progress=lambda p: epochs.append(p.extra["epoch"]) if "epoch" in p.extra else None,
+        **FAST,
+    )
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert all(0 <= e["val_accuracy"] <= 1 and e["train_loss"] > 0 for e in epochs)
 
@@ -92,14 +100,22 @@ def test_permutation_test_gives_a_p_value():
 
 def test_multichannel_examples_stack_channels():
     rng = np.random.default_rng(0)
-    data = {c: [{"Height": blob_image(rng, c == "blob"), "Phase": rng.normal(size=(SIZE, SIZE))} for _ in range(6)] for c in ("plain", "blob")}
+    data = {
+        c: [
+            {"Height": blob_image(rng, c == "blob"), "Phase": rng.normal(size=(SIZE, SIZE))} for _ in range(6)
+        ]
+        for c in ("plain", "blob")
+    }
     model = train(data, channels=["Height", "Phase"], epochs=1, **FAST)
     assert model.channels == ["Height", "Phase"] and model.architecture["in_channels"] == 2
 
 
 def test_movie_frames_are_samples_and_stay_on_one_side_of_the_split():
     rng = np.random.default_rng(1)
-    data = {c: [np.stack([blob_image(rng, c == "blob") for _ in range(3)]) for _ in range(5)] for c in ("plain", "blob")}
+    data = {
+        c: [np.stack([blob_image(rng, c == "blob") for _ in range(3)]) for _ in range(5)]
+        for c in ("plain", "blob")
+    }
     model = train(data, epochs=1, **FAST)
     assert model.training["samples"] == 30
     assert model.training["validation_samples"] % 3 == 0
@@ -113,7 +129,8 @@ def test_pixel_size_auto_is_the_median_and_images_are_resampled(tmp_path):
 
     rng = np.random.default_rng(0)
     data = {
-        "plain": [Example([blob_image(rng, False, 96)], ["h"], (4.0, 4.0)) for _ in range(4)] + [Example([blob_image(rng, False)], ["h"], (8.0, 8.0))],
+        "plain": [Example([blob_image(rng, False, 96)], ["h"], (4.0, 4.0)) for _ in range(4)]
+        + [Example([blob_image(rng, False)], ["h"], (8.0, 8.0))],
         "blob": [Example([blob_image(rng, True)], ["h"], (8.0, 8.0)) for _ in range(5)],
     }
     model = train(data, epochs=1, input_size=SIZE, architecture=SMALL_NET)

@@ -278,7 +278,9 @@ def test_n2v_nans_mask_and_input(noisy):
 
 def test_n2v_dask_stack_trains_then_denoises_lazily(surface):
     da = pytest.importorskip("dask.array")
-    stack = da.from_array(np.stack([surface + line_noise(surface.shape, t) for t in range(3)]), chunks=(1, 64, 64))
+    stack = da.from_array(
+        np.stack([surface + line_noise(surface.shape, t) for t in range(3)]), chunks=(1, 64, 64)
+    )
     out = denoise(stack, "n2v", iterations=20, patch_size=32)
     assert type(out).__module__.startswith("dask") and out.shape == stack.shape
     frame = out[2].compute()

@@ -123,12 +123,16 @@ def test_rows_median_removes_line_offsets_and_ignores_masked_features():
 def test_rows_mean_and_trimmed_mean_match_their_statistics():
     rng = np.random.default_rng(4)
     image = rng.standard_exponential((NY, NX)) + rng.normal(0, 3, NY)[:, None]
-    np.testing.assert_allclose(flatten(image, "rows_mean"), image - image.mean(axis=1, keepdims=True), atol=1e-12)
+    np.testing.assert_allclose(
+        flatten(image, "rows_mean"), image - image.mean(axis=1, keepdims=True), atol=1e-12
+    )
     for trim in (0.0, 0.1, 0.25, 0.4):
         expected = image - stats.trim_mean(image, trim, axis=1)[:, None]
         np.testing.assert_allclose(flatten(image, "rows_trimmed_mean", trim=trim), expected, atol=1e-12)
     np.testing.assert_allclose(
-        flatten(image, "rows_trimmed_mean", trim=0.499), image - np.median(image, axis=1, keepdims=True), atol=1e-12
+        flatten(image, "rows_trimmed_mean", trim=0.499),
+        image - np.median(image, axis=1, keepdims=True),
+        atol=1e-12,
     )
 
 
@@ -178,7 +182,9 @@ def test_scars_are_replaced_and_nothing_else_changes():
     rng = np.random.default_rng(8)
     surface = 2.0 * np.sin(XX / 9.0) + 0.03 * YY + rng.normal(0, 0.05, (NY, NX))
     surface += rng.normal(0, 0.3, NY)[:, None]  # line offsets: not scars
-    peak = 5.0 * np.clip(1 - ((YY - 50) ** 2 + (XX - 20) ** 2) / 16.0, 0, None) ** 1.5  # a small tall particle
+    peak = (
+        5.0 * np.clip(1 - ((YY - 50) ** 2 + (XX - 20) ** 2) / 16.0, 0, None) ** 1.5
+    )  # a small tall particle
     clean = surface + peak
     scarred = clean.copy()
     scarred[20, 10:40] += 1.5  # one line tall

@@ -74,7 +74,9 @@ def test_bicubic_reproduces_a_quadratic_away_from_the_edges(factor):
     out = upscale(img, factor, method="bicubic")
     pos = (np.arange(n * factor) + 0.5) / factor - 0.5
     inner = slice(8 * factor, (n - 8) * factor)
-    np.testing.assert_allclose(out[:, inner], np.tile((pos[inner] - 20.0) ** 2 / 10.0, (8 * factor, 1)), atol=1e-4)
+    np.testing.assert_allclose(
+        out[:, inner], np.tile((pos[inner] - 20.0) ** 2 / 10.0, (8 * factor, 1)), atol=1e-4
+    )
     wrong = (np.arange(n * factor)) / factor  # corner-aligned: what a shifted grid would give
     assert np.abs(out[0, inner] - (wrong[inner] - 20.0) ** 2 / 10.0).max() > 0.05
 
@@ -266,7 +268,9 @@ def test_steps_generator_yields_progress_and_returns_result():
 
 def test_auto_uses_the_cnn():
     img = smooth((32, 32))
-    np.testing.assert_array_equal(upscale(img, 2, method="auto", **FAST), upscale(img, 2, method="cnn", **FAST))
+    np.testing.assert_array_equal(
+        upscale(img, 2, method="auto", **FAST), upscale(img, 2, method="cnn", **FAST)
+    )
 
 
 def test_training_images_are_used():
@@ -292,7 +296,10 @@ def test_save_load_round_trip(model, tmp_path):
     assert 10_000 <= model.n_parameters <= 25_000
     path = model.save(tmp_path / "mine")
     assert path.name == "mine.safetensors" and (tmp_path / "mine.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.json", "mine.safetensors"]  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "mine.json",
+        "mine.safetensors",
+    ]  # no temp files left
     side = json.loads((tmp_path / "mine.json").read_text())
     assert side["factor"] == 2 and side["architecture"]["features"] == 32
     assert side["package_version"] == napari_scanprobe.__version__ and "normalisation" in side

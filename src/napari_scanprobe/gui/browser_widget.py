@@ -107,7 +107,11 @@ class ScanBrowser(QWidget):
             f"pixel {dy:.4g} × {dx:.4g} {unit}; shape {tuple(layer.data.shape)}; format {meta.get('format')}"
         )
         budget = [_MAX_TREE_ITEMS]
-        _fill(self.tree.invisibleRootItem(), {"channel": meta.get("channel_header", {}), "file": meta.get("header", {})}, budget)
+        _fill(
+            self.tree.invisibleRootItem(),
+            {"channel": meta.get("channel_header", {}), "file": meta.get("header", {})},
+            budget,
+        )
         self.tree.expandToDepth(0)
 
 

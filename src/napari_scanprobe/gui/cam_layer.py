@@ -36,7 +36,9 @@ def _matches(metadata: dict, wanted: str) -> bool:
 
 
 def _is_cam(layer) -> bool:
-    return any(step.get("step") == "cam" for step in layer.metadata.get("processing", []) if isinstance(step, dict))
+    return any(
+        step.get("step") == "cam" for step in layer.metadata.get("processing", []) if isinstance(step, dict)
+    )
 
 
 def _pixel_size(layer) -> tuple[float, float] | None:
@@ -147,8 +149,14 @@ def cam_layer(
     example = layer_example(layer, model, viewer_layers)
     compute = cam_lazy if example.is_movie else cam
     result = compute(model, example, method, target, network_layer, device=device)
-    options = {"model": model.path or model.name, "target": None if target is None else result.category, "layer": result.layer}
-    data, kwargs, kind = derived_layer(layer, result.map, processing_step("cam", result.method, options), f"CAM {result.category}")
+    options = {
+        "model": model.path or model.name,
+        "target": None if target is None else result.category,
+        "layer": result.layer,
+    }
+    data, kwargs, kind = derived_layer(
+        layer, result.map, processing_step("cam", result.method, options), f"CAM {result.category}"
+    )
     metadata = kwargs["metadata"]
     metadata.update(
         channel=f"CAM {result.category}",
@@ -162,6 +170,8 @@ def cam_layer(
         source_layer=layer.name,
     )
     if example.is_movie:
-        metadata.update(frame_categories=result.frame_categories, frame_probabilities=result.frame_probabilities)
+        metadata.update(
+            frame_categories=result.frame_categories, frame_probabilities=result.frame_probabilities
+        )
     kwargs.update(colormap=colormap, blending="translucent", opacity=0.5, contrast_limits=[0.0, 1.0])
     return data, kwargs, kind

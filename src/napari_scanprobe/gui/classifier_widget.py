@@ -29,7 +29,7 @@ from typing import Any
 
 from napari.layers import Image, Layer
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -79,7 +79,11 @@ PREPROCESSING_CHOICES: dict[str, list[dict]] = {
 
 def image_layers(viewer) -> list[Image]:
     """The viewer's single-channel image layers (RGB and multiscale ones cannot be classified)."""
-    return [layer for layer in viewer.layers if isinstance(layer, Image) and not layer.rgb and not layer.multiscale]
+    return [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer, Image) and not layer.rgb and not layer.multiscale
+    ]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -96,7 +100,15 @@ def training_example(layer, channels: list[str], viewer_layers) -> Any:
     from .cam_layer import layer_example
 
     # layer_example reads only the channels (and the name, for messages) of the model
-    wanted = ClassifierModel(architecture={}, state={}, categories=[], channels=list(channels), pixel_size=None, input_size=0, path="new classifier")
+    wanted = ClassifierModel(
+        architecture={},
+        state={},
+        categories=[],
+        channels=list(channels),
+        pixel_size=None,
+        input_size=0,
+        path="new classifier",
+    )
     return layer_example(layer, wanted, viewer_layers)
 
 
@@ -131,7 +143,9 @@ def metrics_html(model: ClassifierModel) -> str:
     cv = m.get("cross_validation")
     if cv:
         folds = ", ".join(_percent(a) for a in cv.get("fold_accuracy", []))
-        lines.append(f"{cv['folds']}-fold cross-validation, fold accuracies {folds}; final model trained {cv.get('final_epochs')} epochs on all images")
+        lines.append(
+            f"{cv['folds']}-fold cross-validation, fold accuracies {folds}; final model trained {cv.get('final_epochs')} epochs on all images"
+        )
     perm = m.get("permutation_test")
     if perm:
         lines.append(
@@ -140,7 +154,9 @@ def metrics_html(model: ClassifierModel) -> str:
         )
     stopped = " Stopped by the user: the best epoch so far is kept." if t.get("stopped_by_user") else ""
     history = len(model.history)
-    lines.append(f"Best epoch {t.get('best_epoch', '?')} of {history}; {t.get('seconds', '?')} s on {t.get('device', '?')}.{stopped}")
+    lines.append(
+        f"Best epoch {t.get('best_epoch', '?')} of {history}; {t.get('seconds', '?')} s on {t.get('device', '?')}.{stopped}"
+    )
     return "<br>".join(lines)
 
 
@@ -154,7 +170,9 @@ def _spin(value: int, lo: int, hi: int, tooltip: str = "", special: str = "") ->
     return box
 
 
-def _float_spin(value: float, lo: float, hi: float, step: float, decimals: int, tooltip: str = "", special: str = "") -> QDoubleSpinBox:
+def _float_spin(
+    value: float, lo: float, hi: float, step: float, decimals: int, tooltip: str = "", special: str = ""
+) -> QDoubleSpinBox:
     box = QDoubleSpinBox()
     box.setRange(lo, hi)
     box.setDecimals(decimals)
@@ -284,7 +302,9 @@ class TrainPanel(_Panel):
         self.add_category_button = QPushButton("Add category")
         self.remove_category_button = QPushButton("Remove category")
         self.add_category_button.clicked.connect(lambda *_: self.add_category())
-        self.remove_category_button.clicked.connect(lambda *_: self.remove_category(self.categories.currentRow()))
+        self.remove_category_button.clicked.connect(
+            lambda *_: self.remove_category(self.categories.currentRow())
+        )
         row = QHBoxLayout()
         row.addWidget(self.add_category_button)
         row.addWidget(self.remove_category_button)
@@ -297,7 +317,9 @@ class TrainPanel(_Panel):
         self.table.setMinimumHeight(120)
         self.extra_channels = QListWidget()
         self.extra_channels.setMaximumHeight(70)
-        self.extra_channels.setToolTip("Other channels of the same scans, stacked as extra network inputs (multimodal)")
+        self.extra_channels.setToolTip(
+            "Other channels of the same scans, stacked as extra network inputs (multimodal)"
+        )
         self.channel_label = QLabel("")
         self.channel_label.setWordWrap(True)
         layout.addWidget(QLabel("Categories"))
@@ -322,7 +344,9 @@ class TrainPanel(_Panel):
         row.addWidget(browse)
         self.folder_channels = QLineEdit()
         self.folder_channels.setPlaceholderText("first channel of each file")
-        self.folder_channels.setToolTip("Channel names to stack, comma-separated (e.g. Height, Phase); empty: each file's first channel")
+        self.folder_channels.setToolTip(
+            "Channel names to stack, comma-separated (e.g. Height, Phase); empty: each file's first channel"
+        )
         form.addRow("folder", row)
         form.addRow("channels", self.folder_channels)
         return page
@@ -331,25 +355,71 @@ class TrainPanel(_Panel):
         box = QGroupBox("Options")
         form = QFormLayout(box)
         arch = DEFAULT_ARCHITECTURE
-        self.epochs = _spin(DEFAULTS["epochs"], 1, 10000, "Most epochs; training stops earlier when the validation loss stops improving")
-        self.input_size = _spin(128, 8, 2048, "Network input in pixels (at the model pixel size); larger images are tiled")
+        self.epochs = _spin(
+            DEFAULTS["epochs"],
+            1,
+            10000,
+            "Most epochs; training stops earlier when the validation loss stops improving",
+        )
+        self.input_size = _spin(
+            128, 8, 2048, "Network input in pixels (at the model pixel size); larger images are tiled"
+        )
         self.input_size.setSingleStep(16)
-        self.pixel_size = _float_spin(0.0, 0.0, 1e6, 0.5, 3, "nm per pixel the network sees; auto: the median of the inputs", special="auto")
-        self.validation = _float_spin(DEFAULTS["validation"], 0.0, 0.9, 0.05, 2, "Fraction of the images (per category, by file) held out for validation")
-        self.folds = _spin(DEFAULTS["folds"], 0, 50, "k-fold cross-validation instead of one validation split", special="off")
+        self.pixel_size = _float_spin(
+            0.0,
+            0.0,
+            1e6,
+            0.5,
+            3,
+            "nm per pixel the network sees; auto: the median of the inputs",
+            special="auto",
+        )
+        self.validation = _float_spin(
+            DEFAULTS["validation"],
+            0.0,
+            0.9,
+            0.05,
+            2,
+            "Fraction of the images (per category, by file) held out for validation",
+        )
+        self.folds = _spin(
+            DEFAULTS["folds"], 0, 50, "k-fold cross-validation instead of one validation split", special="off"
+        )
         self.seed = _spin(DEFAULTS["seed"], 0, 2**31 - 1, "The same seed repeats a run on the CPU")
         self.preprocessing = QComboBox()
         self.preprocessing.addItems(list(PREPROCESSING_CHOICES))
-        self.preprocessing.setToolTip("Flattening applied to every image before the network, stored in the model and applied again at prediction")
-        self.permutations = _spin(DEFAULTS["permutations"], 0, 1000, "Label-permutation test: trainings on shuffled labels (0: none)")
-        self.blocks = _spin(arch["blocks"], 1, 8, "Convolution blocks. GAP head: all but the last three (at least the first) halve the resolution, the last is 1×1. Dense head: each halves it")
+        self.preprocessing.setToolTip(
+            "Flattening applied to every image before the network, stored in the model and applied again at prediction"
+        )
+        self.permutations = _spin(
+            DEFAULTS["permutations"],
+            0,
+            1000,
+            "Label-permutation test: trainings on shuffled labels (0: none)",
+        )
+        self.blocks = _spin(
+            arch["blocks"],
+            1,
+            8,
+            "Convolution blocks. GAP head: all but the last three (at least the first) halve the resolution, the last is 1×1. Dense head: each halves it",
+        )
         self.filters = _spin(arch["filters"], 1, 512, "Filters of the first block; doubled block by block")
         self.head = QComboBox()
         self.head.addItems(list(HEADS))
-        self.head.setToolTip("gap: global average pooling (needed by the 'cam' method); dense: flatten + dense layer")
-        self.patience = _spin(DEFAULTS["patience"], 1, 10000, "Early stopping: epochs without a better validation loss")
+        self.head.setToolTip(
+            "gap: global average pooling (needed by the 'cam' method); dense: flatten + dense layer"
+        )
+        self.patience = _spin(
+            DEFAULTS["patience"], 1, 10000, "Early stopping: epochs without a better validation loss"
+        )
         self.batch_size = _spin(DEFAULTS["batch_size"], 1, 1024, "Images per batch")
-        self.threads = _spin(0, 0, 256, "CPU threads for torch (auto: torch's default, all cores); fewer can be faster on a busy machine", special="auto")
+        self.threads = _spin(
+            0,
+            0,
+            256,
+            "CPU threads for torch (auto: torch's default, all cores); fewer can be faster on a busy machine",
+            special="auto",
+        )
         for label, widget in (
             ("epochs", self.epochs),
             ("input size (px)", self.input_size),
@@ -373,7 +443,9 @@ class TrainPanel(_Panel):
         self.pages.setCurrentIndex(index)
 
     def _browse_folder(self, *args) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Training folder (one sub-folder per category)", self.folder.text())
+        folder = QFileDialog.getExistingDirectory(
+            self, "Training folder (one sub-folder per category)", self.folder.text()
+        )
         if folder:
             self.folder.setText(folder)
 
@@ -500,12 +572,19 @@ class TrainPanel(_Panel):
     def _assignments_changed(self, *args) -> None:
         """Offer the other channels of the assigned layers' scans as extra channels."""
         layers = [layer for group in self.assigned().values() for layer in group]
-        own = sorted({str(layer.metadata.get("channel")) for layer in layers if layer.metadata.get("channel")})
+        own = sorted(
+            {str(layer.metadata.get("channel")) for layer in layers if layer.metadata.get("channel")}
+        )
         sources = {layer.metadata.get("source") for layer in layers if layer.metadata.get("source")}
         found = []
         for layer in image_layers(self.viewer):
             name = layer.metadata.get("channel")
-            if layer.metadata.get("source") in sources and name and not any(_same(name, o) for o in own) and name not in found:
+            if (
+                layer.metadata.get("source") in sources
+                and name
+                and not any(_same(name, o) for o in own)
+                and name not in found
+            ):
                 found.append(str(name))
         checked = set(self.extra_channel_names())
         self.extra_channels.clear()
@@ -519,12 +598,18 @@ class TrainPanel(_Panel):
         elif len(own) > 1:
             text = f"Channels: the assigned layers hold different channels ({', '.join(own)}); assign layers of one channel"
         else:
-            text = f"Channels: {own[0] if own else 'the layer itself'}" + (" + the extra channels ticked below:" if found else "")
+            text = f"Channels: {own[0] if own else 'the layer itself'}" + (
+                " + the extra channels ticked below:" if found else ""
+            )
         self.channel_label.setText(text)
         self.extra_channels.setVisible(bool(found))
 
     def extra_channel_names(self) -> list[str]:
-        return [self.extra_channels.item(i).text() for i in range(self.extra_channels.count()) if self.extra_channels.item(i).checkState() == Qt.CheckState.Checked]
+        return [
+            self.extra_channels.item(i).text()
+            for i in range(self.extra_channels.count())
+            if self.extra_channels.item(i).checkState() == Qt.CheckState.Checked
+        ]
 
     def set_extra_channel(self, name: str, checked: bool = True) -> None:
         for i in range(self.extra_channels.count()):
@@ -538,16 +623,26 @@ class TrainPanel(_Panel):
     def layer_channels(self) -> list[str]:
         """The model's channels: the assigned layers' channel, then the ticked extras."""
         layers = [layer for group in self.assigned().values() for layer in group]
-        own = {str(layer.metadata["channel"]).lower(): str(layer.metadata["channel"]) for layer in layers if layer.metadata.get("channel")}
+        own = {
+            str(layer.metadata["channel"]).lower(): str(layer.metadata["channel"])
+            for layer in layers
+            if layer.metadata.get("channel")
+        }
         extras = self.extra_channel_names()
         if len(own) > 1:
-            raise ValueError(f"the assigned layers hold different channels ({', '.join(sorted(own.values()))}); assign layers of one channel and tick others as extra channels")
+            raise ValueError(
+                f"the assigned layers hold different channels ({', '.join(sorted(own.values()))}); assign layers of one channel and tick others as extra channels"
+            )
         unnamed = [layer.name for layer in layers if not layer.metadata.get("channel")]
         if own and unnamed:
-            raise ValueError(f"layer {unnamed[0]!r} has no channel name while the other assigned layers hold channel {next(iter(own.values()))!r}")
+            raise ValueError(
+                f"layer {unnamed[0]!r} has no channel name while the other assigned layers hold channel {next(iter(own.values()))!r}"
+            )
         if not own:
             if extras:
-                raise ValueError("the assigned layers have no channel information, so no other channel can be added")
+                raise ValueError(
+                    "the assigned layers have no channel information, so no other channel can be added"
+                )
             return []
         return [next(iter(own.values())), *extras]
 
@@ -564,7 +659,10 @@ class TrainPanel(_Panel):
             raise ValueError("assign image layers to at least two categories (or choose a folder)")
         channels = self.layer_channels()
         layers = list(self.viewer.layers)
-        data = {category: [training_example(layer, channels, layers) for layer in group] for category, group in groups.items()}
+        data = {
+            category: [training_example(layer, channels, layers) for layer in group]
+            for category, group in groups.items()
+        }
         return data, channels
 
     def options(self) -> dict:
@@ -573,7 +671,11 @@ class TrainPanel(_Panel):
             "pixel_size": self.pixel_size.value() or "auto",
             "input_size": self.input_size.value(),
             "preprocessing": PREPROCESSING_CHOICES[self.preprocessing.currentText()],
-            "architecture": {"blocks": self.blocks.value(), "filters": self.filters.value(), "head": self.head.currentText()},
+            "architecture": {
+                "blocks": self.blocks.value(),
+                "filters": self.filters.value(),
+                "head": self.head.currentText(),
+            },
             "epochs": self.epochs.value(),
             "validation": self.validation.value(),
             "folds": self.folds.value(),
@@ -604,7 +706,13 @@ class TrainPanel(_Panel):
         self.metrics_label.setText("")
         self.skipped_label.setText("")
         worker = create_worker(
-            train_steps, data, channels, should_stop=lambda: self._stop_requested, **options, _start_thread=False, _ignore_errors=True
+            train_steps,
+            data,
+            channels,
+            should_stop=lambda: self._stop_requested,
+            **options,
+            _start_thread=False,
+            _ignore_errors=True,
         )
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._trained)
@@ -648,14 +756,18 @@ class TrainPanel(_Panel):
         self.model = model
         self.metrics_label.setText(metrics_html(model))
         skipped = model.training.get("skipped", [])
-        self.skipped_label.setText(f"Skipped inputs: {len(skipped)}" + (" (hover for the reasons)" if skipped else ""))
+        self.skipped_label.setText(
+            f"Skipped inputs: {len(skipped)}" + (" (hover for the reasons)" if skipped else "")
+        )
         self.skipped_label.setToolTip("\n".join(f"{s['input']}: {s['reason']}" for s in skipped))
         matrix = model.metrics.get("confusion_matrix")
         if matrix:
             self.confusion.set_matrix(matrix, model.categories)
         self.save_button.setEnabled(True)
         stopped = " (stopped: best epoch kept)" if model.training.get("stopped_by_user") else ""
-        self.status.setText(f"trained{stopped}: accuracy {_percent(model.metrics.get('accuracy'))} on the validation images")
+        self.status.setText(
+            f"trained{stopped}: accuracy {_percent(model.metrics.get('accuracy'))} on the validation images"
+        )
         self.dock.set_model(model)
 
     def _finished(self) -> None:
@@ -666,7 +778,9 @@ class TrainPanel(_Panel):
 
     # -- save ------------------------------------------------------------------------------------
     def _save_dialog(self, *args) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save classifier model", "classifier.safetensors", "Classifier model (*.safetensors)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save classifier model", "classifier.safetensors", "Classifier model (*.safetensors)"
+        )
         if path:
             self.save_model(path)
 
@@ -779,7 +893,9 @@ class PredictPanel(_Panel):
         self.cam_target.setCurrentText(current if current in model.categories else PREDICTED)
 
     def _load_dialog(self, *args) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load classifier model", "", "Classifier model (*.safetensors *.json)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load classifier model", "", "Classifier model (*.safetensors *.json)"
+        )
         if path:
             self.load_model(path)
 
@@ -821,14 +937,20 @@ class PredictPanel(_Panel):
                 return
 
     def _checked_layers(self) -> list[Image]:
-        return [layer for i, layer in enumerate(self._layers) if self.layer_list.item(i).checkState() == Qt.CheckState.Checked]
+        return [
+            layer
+            for i, layer in enumerate(self._layers)
+            if self.layer_list.item(i).checkState() == Qt.CheckState.Checked
+        ]
 
     def set_checked(self, layers: list, checked: bool = True) -> None:
         """Tick (or untick) ``layers`` in the list."""
         ids = {id(layer) for layer in layers}
         for i, layer in enumerate(self._layers):
             if id(layer) in ids:
-                self.layer_list.item(i).setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+                self.layer_list.item(i).setCheckState(
+                    Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked
+                )
 
     def selected_layers(self) -> list[Image]:
         """The layers to classify: all image layers, or the ticked ones."""
@@ -870,7 +992,9 @@ class PredictPanel(_Panel):
 
     def _predicted(self, model: ClassifierModel, layers: list, results: list) -> None:
         movies = any(r.frames is not None for r in results)
-        headers = ["layer", "category", *[f"P({c})" for c in model.categories]] + (["frames"] if movies else [])
+        headers = ["layer", "category", *[f"P({c})" for c in model.categories]] + (
+            ["frames"] if movies else []
+        )
         self.table.clear()
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
@@ -884,7 +1008,11 @@ class PredictPanel(_Panel):
                 if col >= 2:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
-            record = {"model": model.path or model.name, "label": result.label, "probabilities": dict(result.probabilities)}
+            record = {
+                "model": model.path or model.name,
+                "label": result.label,
+                "probabilities": dict(result.probabilities),
+            }
             if result.frames is not None:
                 record["frames"] = result.frames
             layer.metadata["classification"] = record
@@ -921,11 +1049,19 @@ class PredictPanel(_Panel):
             show_info("Check a layer to classify first.")
             return None
         if self.model is None or not self.model.path:
-            show_error("Save the model first (Train tab ▸ Save model…) or load a saved one: a recipe refers to a model file.")
+            show_error(
+                "Save the model first (Train tab ▸ Save model…) or load a saved one: a recipe refers to a model file."
+            )
             return None
         target = None if self.cam_target.currentText() == PREDICTED else self.cam_target.currentText()
         try:
-            out = export_layer_recipe(layers[0], path, write={"format": ".gwy", "name": "{file}"}, model=self.model.path, cam={"method": self.cam_method.currentText(), "target": target})
+            out = export_layer_recipe(
+                layers[0],
+                path,
+                write={"format": ".gwy", "name": "{file}"},
+                model=self.model.path,
+                cam={"method": self.cam_method.currentText(), "target": target},
+            )
         except (ValueError, OSError) as exc:
             show_error(f"Cannot export the recipe of {layers[0].name!r}: {exc}")
             return None
@@ -1025,4 +1161,11 @@ class ClassifierWidget(QWidget):
         self.viewer.layers.events.removed.disconnect(self._layer_removed)
 
 
-__all__ = ["ClassifierWidget", "PredictPanel", "TrainPanel", "image_layers", "metrics_html", "training_example"]
+__all__ = [
+    "ClassifierWidget",
+    "PredictPanel",
+    "TrainPanel",
+    "image_layers",
+    "metrics_html",
+    "training_example",
+]

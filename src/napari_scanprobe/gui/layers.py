@@ -103,7 +103,9 @@ def derived_layer(layer, data: Any, step: dict, suffix: str, zoom: int = 1) -> t
     so that output pixel ``i`` lies at input position ``(i + 0.5) / zoom - 0.5`` -- the result
     overlays the input exactly.
     """
-    metadata = copy.deepcopy({k: v for k, v in layer.metadata.items() if k not in ("header", "channel_header")})
+    metadata = copy.deepcopy(
+        {k: v for k, v in layer.metadata.items() if k not in ("header", "channel_header")}
+    )
     metadata["header"] = layer.metadata.get("header", {})  # shared, never modified: no need to copy
     metadata["channel_header"] = layer.metadata.get("channel_header", {})
     metadata["processing"] = list(layer.metadata.get("processing", [])) + [step]
@@ -177,7 +179,9 @@ def layer_to_channel(data: Any, attributes: dict) -> Channel:
         offset.append(origin * factor)
         xy_units.append(unit)
     if xy_units[0] != xy_units[1]:
-        raise ValueError(f"layer {name!r} has different units on its y and x axes ({xy_units[0]!r}, {xy_units[1]!r})")
+        raise ValueError(
+            f"layer {name!r} has different units on its y and x axes ({xy_units[0]!r}, {xy_units[1]!r})"
+        )
     frame_time = metadata.get("frame_time_s")
     if ndim == 3:
         factor, si = parse_unit(_axis_unit(units[0]))

@@ -45,7 +45,9 @@ class LinePlot(QWidget):
     Points with a non-finite y are skipped.
     """
 
-    def __init__(self, title: str = "", x_label: str = "", y_range: tuple[float, float] | None = None, parent=None):
+    def __init__(
+        self, title: str = "", x_label: str = "", y_range: tuple[float, float] | None = None, parent=None
+    ):
         super().__init__(parent)
         self.title, self.x_label, self.y_range = title, x_label, y_range
         self.series: dict[str, tuple[list[float], list[float]]] = {}
@@ -110,10 +112,16 @@ class LinePlot(QWidget):
         left, right, top, bottom = metrics.horizontalAdvance("0.000") + 10, 8, line_h + 6, 2 * line_h + 6
         plot = QRectF(left, top, max(10, self.width() - left - right), max(10, self.height() - top - bottom))
         painter.setPen(fg)
-        painter.drawText(QRectF(plot.left(), 0, plot.width(), line_h + 4), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, self.title)
+        painter.drawText(
+            QRectF(plot.left(), 0, plot.width(), line_h + 4),
+            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+            self.title,
+        )
         self._draw_legend(painter, metrics, plot.right(), (line_h + 4) / 2, fg)
         painter.drawText(
-            QRectF(plot.left(), self.height() - line_h - 2, plot.width(), line_h), Qt.AlignmentFlag.AlignHCenter, self.x_label
+            QRectF(plot.left(), self.height() - line_h - 2, plot.width(), line_h),
+            Qt.AlignmentFlag.AlignHCenter,
+            self.x_label,
         )
         painter.setPen(QPen(grid, 1))
         painter.drawRect(plot)
@@ -126,21 +134,30 @@ class LinePlot(QWidget):
         x0, x1, y0, y1 = limits
 
         def to_px(x: float, y: float) -> QPointF:
-            return QPointF(plot.left() + (x - x0) / (x1 - x0) * plot.width(), plot.bottom() - (y - y0) / (y1 - y0) * plot.height())
+            return QPointF(
+                plot.left() + (x - x0) / (x1 - x0) * plot.width(),
+                plot.bottom() - (y - y0) / (y1 - y0) * plot.height(),
+            )
 
         for t in nice_ticks(y0, y1, 5):
             p = to_px(x0, t)
             painter.setPen(QPen(grid, 1))
             painter.drawLine(QPointF(plot.left(), p.y()), QPointF(plot.right(), p.y()))
             painter.setPen(fg)
-            painter.drawText(QRectF(0, p.y() - line_h / 2, left - 4, line_h), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, _label(t))
+            painter.drawText(
+                QRectF(0, p.y() - line_h / 2, left - 4, line_h),
+                Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                _label(t),
+            )
         x_ticks = [t for t in nice_ticks(x0, x1, 6) if float(t).is_integer()] or nice_ticks(x0, x1, 6)
         for t in x_ticks:
             p = to_px(t, y0)
             painter.setPen(QPen(grid, 1))
             painter.drawLine(QPointF(p.x(), plot.top()), QPointF(p.x(), plot.bottom()))
             painter.setPen(fg)
-            painter.drawText(QRectF(p.x() - 30, plot.bottom() + 2, 60, line_h), Qt.AlignmentFlag.AlignHCenter, _label(t))
+            painter.drawText(
+                QRectF(p.x() - 30, plot.bottom() + 2, 60, line_h), Qt.AlignmentFlag.AlignHCenter, _label(t)
+            )
         painter.setClipRect(plot.adjusted(-4, -4, 4, 4))
         for name, (xs, ys) in self.series.items():
             color = QColor(self.colors[name])
@@ -166,7 +183,9 @@ class LinePlot(QWidget):
         painter.setClipping(False)
         painter.end()
 
-    def _draw_legend(self, painter: QPainter, metrics: QFontMetrics, right: float, y: float, fg: QColor) -> None:
+    def _draw_legend(
+        self, painter: QPainter, metrics: QFontMetrics, right: float, y: float, fg: QColor
+    ) -> None:
         """The series that have points, in a row ending at ``right``, centred on height ``y``."""
         named = [n for n in self.series if self.series[n][0]]
         x = right - sum(metrics.horizontalAdvance(n) + 30 for n in named)
@@ -175,7 +194,11 @@ class LinePlot(QWidget):
             painter.drawLine(QPointF(x + 4, y), QPointF(x + 18, y))
             painter.setPen(fg)
             width = metrics.horizontalAdvance(name)
-            painter.drawText(QRectF(x + 22, y - metrics.height() / 2, width + 4, metrics.height()), Qt.AlignmentFlag.AlignVCenter, name)
+            painter.drawText(
+                QRectF(x + 22, y - metrics.height() / 2, width + 4, metrics.height()),
+                Qt.AlignmentFlag.AlignVCenter,
+                name,
+            )
             x += width + 30
 
 
@@ -196,7 +219,9 @@ class ConfusionMatrixPlot(QWidget):
     def set_matrix(self, matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> None:
         matrix = [[int(v) for v in row] for row in matrix]
         if len(matrix) != len(labels) or any(len(row) != len(labels) for row in matrix):
-            raise ValueError(f"confusion matrix: expected {len(labels)}×{len(labels)} counts for categories {list(labels)}, got {matrix}")
+            raise ValueError(
+                f"confusion matrix: expected {len(labels)}×{len(labels)} counts for categories {list(labels)}, got {matrix}"
+            )
         self.matrix, self.labels = matrix, [str(c) for c in labels]
         self.update()
 
@@ -226,11 +251,17 @@ class ConfusionMatrixPlot(QWidget):
         side = max(10.0, min((self.width() - left - 6) / k, (self.height() - top - bottom) / k))
         grid = QRectF(left, top, side * k, side * k)
         painter.setPen(fg)
-        painter.drawText(QRectF(grid.left(), 0, grid.width(), line_h + 2), Qt.AlignmentFlag.AlignHCenter, "predicted")
+        painter.drawText(
+            QRectF(grid.left(), 0, grid.width(), line_h + 2), Qt.AlignmentFlag.AlignHCenter, "predicted"
+        )
         painter.save()
         painter.translate(line_h / 2 + 2, grid.center().y())
         painter.rotate(-90)
-        painter.drawText(QRectF(-grid.height() / 2, -line_h / 2, grid.height(), line_h), Qt.AlignmentFlag.AlignHCenter, "true")
+        painter.drawText(
+            QRectF(-grid.height() / 2, -line_h / 2, grid.height(), line_h),
+            Qt.AlignmentFlag.AlignHCenter,
+            "true",
+        )
         painter.restore()
         base = QColor(PALETTE[0])
         for i in range(k):
@@ -248,9 +279,15 @@ class ConfusionMatrixPlot(QWidget):
                 painter.drawText(cell, Qt.AlignmentFlag.AlignCenter, str(count))
             painter.setPen(fg)
             painter.drawText(
-                QRectF(line_h + 4, grid.top() + i * side, left - line_h - 8, side), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, names[i]
+                QRectF(line_h + 4, grid.top() + i * side, left - line_h - 8, side),
+                Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                names[i],
             )
-            painter.drawText(QRectF(grid.left() + i * side, grid.bottom() + 2, side, line_h), Qt.AlignmentFlag.AlignHCenter, _elide(metrics, self.labels[i], int(side)))
+            painter.drawText(
+                QRectF(grid.left() + i * side, grid.bottom() + 2, side, line_h),
+                Qt.AlignmentFlag.AlignHCenter,
+                _elide(metrics, self.labels[i], int(side)),
+            )
         painter.end()
 
 

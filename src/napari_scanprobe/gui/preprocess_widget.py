@@ -102,7 +102,9 @@ def _option_widget(name: str, default: Any, info: tuple):
     lo, hi = (info[1], info[2]) if len(info) > 2 else (-1e12, 1e12)
     # the step sets the shown decimals: a tenth of the default's order of magnitude
     step = 10.0 ** (math.floor(math.log10(abs(default))) - 1) if default else 0.01
-    return FloatSpinBox(name=name, label=name, value=float(default), min=float(lo), max=float(hi), step=step, tooltip=text)
+    return FloatSpinBox(
+        name=name, label=name, value=float(default), min=float(lo), max=float(hi), step=step, tooltip=text
+    )
 
 
 class OperationPanel(Container):
@@ -112,15 +114,32 @@ class OperationPanel(Container):
         super().__init__(labels=True)
         self.dock, self.op = dock, op
         self.method = ComboBox(name="method", label="method", choices=list(op.options))
-        self.extras = {name: ComboBox(name=name, label=name, choices=list(choices), value=default) for name, (default, choices) in op.extra.items()}
-        self.pair = ComboBox(name="pair", label="second observation", choices=self._pair_choices, nullable=True, visible=False)
+        self.extras = {
+            name: ComboBox(name=name, label=name, choices=list(choices), value=default)
+            for name, (default, choices) in op.extra.items()
+        }
+        self.pair = ComboBox(
+            name="pair", label="second observation", choices=self._pair_choices, nullable=True, visible=False
+        )
         self.option_box = Container(labels=True)
         self.preview = CheckBox(name="preview", label="live preview (current frame)", value=False)
         self.run_button = PushButton(text=f"Run {op.step}")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, max=100, visible=False)
         self.status = Label(value="")
-        self.extend([self.method, *self.extras.values(), self.pair, self.option_box, self.preview, self.run_button, self.cancel_button, self.progress, self.status])
+        self.extend(
+            [
+                self.method,
+                *self.extras.values(),
+                self.pair,
+                self.option_box,
+                self.preview,
+                self.run_button,
+                self.cancel_button,
+                self.progress,
+                self.status,
+            ]
+        )
         self.worker = None
         self._preview_timer = QTimer(self.native)  # dies with the panel: no late previews
         self._preview_timer.setSingleShot(True)
@@ -208,12 +227,16 @@ class OperationPanel(Container):
         image, _ = layer_to_array(layer)
         long = method in self.op.long_methods and self.op.steps is not None
         if long:
-            worker = create_worker(self.op.steps, image, method=method, **kwargs, _start_thread=False, _ignore_errors=True)
+            worker = create_worker(
+                self.op.steps, image, method=method, **kwargs, _start_thread=False, _ignore_errors=True
+            )
             worker.yielded.connect(self._on_progress)
             self.progress.visible = True
             self.progress.value = 0
         else:
-            worker = create_worker(self.op.run, image, method=method, **kwargs, _start_thread=False, _ignore_errors=True)
+            worker = create_worker(
+                self.op.run, image, method=method, **kwargs, _start_thread=False, _ignore_errors=True
+            )
         worker.returned.connect(lambda result: self._finished(layer, result, method, record))
         worker.errored.connect(self._failed)
         worker.finished.connect(self._stopped)
@@ -266,8 +289,16 @@ class PreprocessWidget(QWidget):
         for step, panel in self.panels.items():
             self.tabs.addTab(panel.native, step)
         top = Container(widgets=[self.input], labels=True)
-        self.recipe_format = ComboBox(label="recipe writes", choices=[".gsf", ".gwy", ".tif"], value=".gsf", tooltip="The output format of the exported recipe's write step")
-        self.export_button = PushButton(text="Export recipe…", tooltip="Save the selected layer's processing history as a recipe (YAML/JSON) for `scanprobe batch`")
+        self.recipe_format = ComboBox(
+            label="recipe writes",
+            choices=[".gsf", ".gwy", ".tif"],
+            value=".gsf",
+            tooltip="The output format of the exported recipe's write step",
+        )
+        self.export_button = PushButton(
+            text="Export recipe…",
+            tooltip="Save the selected layer's processing history as a recipe (YAML/JSON) for `scanprobe batch`",
+        )
         self.export_button.changed.connect(self._export_dialog)
         bottom = Container(widgets=[self.recipe_format, self.export_button], labels=True)
         layout = QVBoxLayout(self)
@@ -282,7 +313,11 @@ class PreprocessWidget(QWidget):
 
     # -- layers ------------------------------------------------------------------------------
     def _image_layers(self, widget=None):
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer is not self._preview_layer and not layer.rgb]
+        return [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and layer is not self._preview_layer and not layer.rgb
+        ]
 
     def _layers_changed(self, event=None):
         try:
@@ -317,7 +352,13 @@ class PreprocessWidget(QWidget):
         want = twins.get(meta.get("direction"))
         for other in self._image_layers():
             m = other.metadata
-            if other is not layer and want and m.get("source") == meta.get("source") and m.get("channel") == meta.get("channel") and m.get("direction") == want:
+            if (
+                other is not layer
+                and want
+                and m.get("source") == meta.get("source")
+                and m.get("channel") == meta.get("channel")
+                and m.get("direction") == want
+            ):
                 return other
         return None
 

@@ -54,7 +54,12 @@ def _saved_model(path: Any) -> str | None:
     return str(weights) if weights.is_file() and description.is_file() else None
 
 
-def layer_recipe(layer, write: str | dict | None = ".gsf", model: str | os.PathLike | None = None, cam: bool | dict | None = None) -> Recipe:
+def layer_recipe(
+    layer,
+    write: str | dict | None = ".gsf",
+    model: str | os.PathLike | None = None,
+    cam: bool | dict | None = None,
+) -> Recipe:
     """A recipe replaying ``layer``'s processing history, then writing the result.
 
     ``write``: the output format (``".gsf"``, ``".gwy"``, ``".tif"``), ``{"format", "name"}``
@@ -66,10 +71,14 @@ def layer_recipe(layer, write: str | dict | None = ".gsf", model: str | os.PathL
     metadata = layer.metadata
     if model is None:
         model = _saved_model((metadata.get("classification") or {}).get("model"))
-    return recipe_from_history(metadata.get("processing", []), layer_channels(layer), model=model, cam=cam, write=write)
+    return recipe_from_history(
+        metadata.get("processing", []), layer_channels(layer), model=model, cam=cam, write=write
+    )
 
 
-def export_layer_recipe(layer, path: str | os.PathLike, write: str | dict | None = ".gsf", model: Any = None, cam: Any = None) -> Path:
+def export_layer_recipe(
+    layer, path: str | os.PathLike, write: str | dict | None = ".gsf", model: Any = None, cam: Any = None
+) -> Path:
     """Write :func:`layer_recipe` to ``path`` (format by extension; atomic); returns the path."""
     return save_recipe(layer_recipe(layer, write, model, cam), path)
 
@@ -78,7 +87,9 @@ def ask_recipe_path(parent, layer_name: str = "recipe") -> str | None:
     """A save-file dialog for a recipe; ``.yaml`` is added when no recipe extension is given."""
     from qtpy.QtWidgets import QFileDialog
 
-    suggestion = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in layer_name).strip("_") or "recipe"
+    suggestion = (
+        "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in layer_name).strip("_") or "recipe"
+    )
     path, _ = QFileDialog.getSaveFileName(parent, "Export recipe", f"{suggestion}.yaml", RECIPE_FILTER)
     if not path:
         return None

@@ -42,10 +42,27 @@ def knob_membranes() -> list[tuple]:
                 "processing": [],
                 "source": "synthetic",
             }
-            geometry = {"scale": [px, px], "translate": offset, "units": ["nm", "nm"], "axis_labels": ["y", "x"]}
+            geometry = {
+                "scale": [px, px],
+                "translate": offset,
+                "units": ["nm", "nm"],
+                "axis_labels": ["y", "x"],
+            }
             name = f"{category} {i}"
-            kwargs = {"name": name, **geometry, "metadata": metadata, "colormap": "afmhot", "contrast_limits": contrast_limits(height)}
+            kwargs = {
+                "name": name,
+                **geometry,
+                "metadata": metadata,
+                "colormap": "afmhot",
+                "contrast_limits": contrast_limits(height),
+            }
             images.append((height, kwargs, "image"))
             if knobs.any():
-                masks.append((knobs.astype(np.uint8), {"name": f"{name} | knobs", **geometry, "visible": False, "opacity": 0.5}, "labels"))
+                masks.append(
+                    (
+                        knobs.astype(np.uint8),
+                        {"name": f"{name} | knobs", **geometry, "visible": False, "opacity": 0.5},
+                        "labels",
+                    )
+                )
     return images + masks

@@ -45,7 +45,9 @@ def read(path: str | Path) -> Scan:
         raise ReaderError(path, f"cannot read the file ({exc.strerror or exc})") from None
     except Exception as exc:  # the safety net: a corrupt file must never surface a parser traceback
         log.debug("parser failure", exc_info=True)
-        raise ReaderError(path, f"corrupt or unsupported {module.FORMAT} file ({type(exc).__name__}: {exc})") from None
+        raise ReaderError(
+            path, f"corrupt or unsupported {module.FORMAT} file ({type(exc).__name__}: {exc})"
+        ) from None
     if not scan.channels:
         raise ReaderError(path, f"{module.FORMAT} file holds no image channel")
     number_repeated_titles(scan.channels)

@@ -203,7 +203,11 @@ def parse_header(path: Path, buf: bytes, file_size: int) -> tuple[dict, int]:
     name_size = hdr["operator_name_size"]
     comment_size = hdr["comment_size"]
     comment_skip = hdr.get("comment_offset_size", 0)
-    for key, value in (("operator name", name_size), ("comment", comment_size), ("comment offset", comment_skip)):
+    for key, value in (
+        ("operator name", name_size),
+        ("comment", comment_size),
+        ("comment offset", comment_skip),
+    ):
         if not 0 <= value <= _MAX_HEADER:
             raise ReaderError(path, f"corrupt header: {key} size {value}")
     encoding = hdr.get("text_encoding", 932)
@@ -293,7 +297,9 @@ def _read_span(path: str, offset: int, nbytes: int, fh=None) -> bytes:
         fh.seek(offset)
         data = fh.read(nbytes)
     if len(data) != nbytes:
-        raise ReaderError(path, f"file is truncated: frame data at offset {offset} is missing (file changed?)")
+        raise ReaderError(
+            path, f"file is truncated: frame data at offset {offset} is missing (file changed?)"
+        )
     return data
 
 
@@ -339,7 +345,11 @@ class AsdFrames(FrameSource):
             buf = _read_span(self.path, offset, (count - 1) * self.stride + self.skip + 2 * ny * nx)
             offset = 0
         raw = np.ndarray(
-            (count, ny, nx), dtype="<i2", buffer=buf, offset=offset + self.skip, strides=(self.stride, 2 * nx, 2)
+            (count, ny, nx),
+            dtype="<i2",
+            buffer=buf,
+            offset=offset + self.skip,
+            strides=(self.stride, 2 * nx, 2),
         )
         out = raw.astype(np.float32)  # then scaled in place: faster than one mixed-type multiply
         out *= np.float32(self.a)
@@ -388,7 +398,9 @@ def read(path: Path) -> Scan:
                 f"({whole} complete frames)",
             )
         held = None
-        if is_small(len(kinds) * nframes * ny * nx * 4):  # every channel's frames in one read, held (movie.py)
+        if is_small(
+            len(kinds) * nframes * ny * nx * 4
+        ):  # every channel's frames in one read, held (movie.py)
             held = _read_span(str(path), data_start, need - data_start, fh)
         # frame 0's frame header of each channel (tilt, offsets): a few bytes
         first_headers = []

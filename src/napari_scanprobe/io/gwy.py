@@ -27,10 +27,10 @@ import math
 import operator
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -141,7 +141,11 @@ class _Deserializer:
         if body_end > end:
             raise self.truncated(f"object {name!r} ({size} bytes)", pos)
         obj = GwyObject(name)
-        if name == CONTAINER and keep is None and (strings := self.string_container(pos, body_end)) is not None:
+        if (
+            name == CONTAINER
+            and keep is None
+            and (strings := self.string_container(pos, body_end)) is not None
+        ):
             obj.items = strings
             return obj, body_end
         while pos < body_end:  # every component consumes >= 2 bytes, so this ends
@@ -406,7 +410,9 @@ def read(path: Path) -> Scan:
     ids = sorted(
         int(m.group(1))
         for key, value in items.items()
-        if (m := _DATA_KEY.fullmatch(key)) and isinstance(value, GwyObject) and value.type_name == "GwyDataField"
+        if (m := _DATA_KEY.fullmatch(key))
+        and isinstance(value, GwyObject)
+        and value.type_name == "GwyDataField"
     )
     if not ids:
         raise ReaderError(path, "Gwyddion file holds no image channel (no /N/data data field)")
@@ -420,7 +426,9 @@ def read(path: Path) -> Scan:
         meta = dict(meta.items) if isinstance(meta, GwyObject) else {}
         if n == ids[0] and old_meta:
             meta = {**old_meta, **meta}
-        channels.append(_field_channel(path, n, items[f"/{n}/data"], title if isinstance(title, str) else "", meta))
+        channels.append(
+            _field_channel(path, n, items[f"/{n}/data"], title if isinstance(title, str) else "", meta)
+        )
 
     header = {"magic": magic}
     header.update((key, v) for key, v in items.items() if _plain(v) and not key.startswith("/meta/"))

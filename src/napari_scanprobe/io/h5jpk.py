@@ -275,7 +275,9 @@ class JpkFrames(FrameSource):
     rows flipped if ``flip``. Subclasses read raw frames with :meth:`raw`.
     """
 
-    def __init__(self, path: str, dataset: str, *, frames_last: bool, shape, mult: float, offset: float, flip: bool):
+    def __init__(
+        self, path: str, dataset: str, *, frames_last: bool, shape, mult: float, offset: float, flip: bool
+    ):
         super().__init__(path, shape)
         self.dataset = dataset
         self.frames_last = frames_last
@@ -335,7 +337,9 @@ class StoredFrames(JpkFrames):
 
                     storage.read(get, box, into)
         except (OSError, hdf5.Corrupt, ValueError) as exc:
-            raise ReaderError(self.path, f"cannot read frames {start}..{stop - 1} of {self.dataset} ({exc})") from None
+            raise ReaderError(
+                self.path, f"cannot read frames {start}..{stop - 1} of {self.dataset} ({exc})"
+            ) from None
         return out
 
 
@@ -356,7 +360,9 @@ class H5pyFrames(JpkFrames):
             with h5py.File(self.path, "r") as f:
                 return self.select(f[self.dataset], start, stop)
         except (OSError, KeyError, ValueError) as exc:
-            raise ReaderError(self.path, f"cannot read frames {start}..{stop - 1} of {self.dataset} ({exc})") from None
+            raise ReaderError(
+                self.path, f"cannot read frames {start}..{stop - 1} of {self.dataset} ({exc})"
+            ) from None
 
     def select(self, data, start: int, stop: int) -> np.ndarray:
         """Raw frames ``start:stop`` as ``(n, pixels)`` from the data set (h5py or held levels)."""
@@ -460,7 +466,9 @@ def _scan(path: Path, tree: _Tree) -> Scan:
         frame_time_s, timing = _frame_time(tree, mname, attrs, ny)
         header[mname] = jsonable(attrs)
         header[mname]["frame_time_rule"] = timing
-        names = (k for k in tree.members(mname) if k.startswith("Channel_") and tree.shape(f"{mname}/{k}") is None)
+        names = (
+            k for k in tree.members(mname) if k.startswith("Channel_") and tree.shape(f"{mname}/{k}") is None
+        )
         for cname in sorted(names, key=lambda k: (len(k), k)):
             cpath = f"{mname}/{cname}"
             found = _channel_dataset(tree, cpath, nx * ny)
@@ -472,7 +480,11 @@ def _scan(path: Path, tree: _Tree) -> Scan:
             if nframes > stat.st_size:  # every frame takes at least a byte of the file
                 raise ReaderError(path, f"{cpath} declares {nframes} frames, more than the file could hold")
             cattrs = tree.attrs(cpath)
-            title = _text(cattrs.get("channel.fancy-name", b"")) or _text(cattrs.get("channel.name", b"")) or dname
+            title = (
+                _text(cattrs.get("channel.fancy-name", b""))
+                or _text(cattrs.get("channel.name", b""))
+                or dname
+            )
             mult, off, zunit_file, which = _scaling(cattrs)
             factor, z_unit = value_scale(zunit_file)
             dpath = f"{cpath}/{dname}"

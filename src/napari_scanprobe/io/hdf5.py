@@ -263,7 +263,11 @@ def _type_of(buf, pos: int) -> tuple:
         else:
             dtype = _dtype(buf, pos)
             code = _STRUCT_CODES.get((dtype.kind, dtype.itemsize))
-            unpack = None if code is None else struct.Struct(">" + code if buf[pos + 1] & 1 else "<" + code).unpack_from
+            unpack = (
+                None
+                if code is None
+                else struct.Struct(">" + code if buf[pos + 1] & 1 else "<" + code).unpack_from
+            )
             known = (dtype, unpack)
         if len(head) == 8:
             _TYPES[head] = known

@@ -224,7 +224,9 @@ def read(path: Path) -> Scan:
     footer = _footer(buf)
     is_force = footer.get("variant") == "Force" or footer.get("IsForce") == "1"
     if n_dim[3]:
-        raise ReaderError(path, f"Igor wave is 4-D volume data {tuple(n_dim)} (e.g. a force map), not an image")
+        raise ReaderError(
+            path, f"Igor wave is 4-D volume data {tuple(n_dim)} (e.g. a force map), not an image"
+        )
     if n_dim[1] == 0:
         raise ReaderError(path, f"generic Igor wave (1-D, {n_dim[0]} points), not an SPM image")
     if n_dim[2] == 0:
@@ -249,7 +251,9 @@ def read(path: Path) -> Scan:
     dtype = np.dtype(order + _TYPES[base])
     item = dtype.itemsize * (2 if is_complex else 1)
     if npnts != xres * yres * nchan:
-        raise ReaderError(path, f"corrupt Igor header: {npnts} points do not match dimensions {xres}x{yres}x{nchan}")
+        raise ReaderError(
+            path, f"corrupt Igor header: {npnts} points do not match dimensions {xres}x{yres}x{nchan}"
+        )
     data_bytes = npnts * item
     if wfm_size < 320 + data_bytes:
         raise ReaderError(path, f"corrupt Igor header: wave size {wfm_size} is too small for {npnts} points")
@@ -266,7 +270,9 @@ def read(path: Path) -> Scan:
     for name, n in zip(names, sizes):
         if n > size - pos:
             what = name.rstrip("0123").replace("_", " ")
-            raise ReaderError(path, f"file is truncated: the Igor {what} section needs {n} bytes at offset {pos}")
+            raise ReaderError(
+                path, f"file is truncated: the Igor {what} section needs {n} bytes at offset {pos}"
+            )
         sections[name] = buf[pos : pos + n]
         pos += n
 
@@ -337,7 +343,13 @@ def read(path: Path) -> Scan:
                     pixel_size=(dy, dx),
                     xy_unit=xy_unit,
                     offset=(0.0, 0.0),
-                    header={"label": title, "layer": k, "unit": unit_text, "unit_source": unit_source, "note": own},
+                    header={
+                        "label": title,
+                        "layer": k,
+                        "unit": unit_text,
+                        "unit_source": unit_source,
+                        "note": own,
+                    },
                 )
             )
     return Scan(path=str(path), format=FORMAT, channels=channels, header=header)

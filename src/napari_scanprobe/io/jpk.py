@@ -198,11 +198,15 @@ def _scaling(path: Path, title: str, slots: list[dict], default: str | None) -> 
             if kind == "LinearScaling":
                 mult, offset = slot.get("multiplier"), slot.get("offset", 0.0)
                 if not (_finite(mult) and _finite(offset)):
-                    raise ReaderError(path, f"channel {title!r}: calibration slot {default!r} has no valid multiplier")
+                    raise ReaderError(
+                        path, f"channel {title!r}: calibration slot {default!r} has no valid multiplier"
+                    )
                 return float(mult), float(offset), str(slot.get("unit", "")), default
             if kind == "NullScaling":
                 return 1.0, 0.0, str(slot.get("unit", "")), default
-            raise ReaderError(path, f"channel {title!r}: unsupported calibration {kind!r} in slot {default!r}")
+            raise ReaderError(
+                path, f"channel {title!r}: unsupported calibration {kind!r} in slot {default!r}"
+            )
     return 1.0, 0.0, "", "raw"
 
 
@@ -256,7 +260,9 @@ def read(path: Path) -> Scan:
         found.append((raw, mult * factor, offset * factor, name, direction, z_unit, chan_header))
 
     if not found:
-        raise ReaderError(path, "JPK file holds no image channel (only a thumbnail, or the file is truncated)")
+        raise ReaderError(
+            path, "JPK file holds no image channel (only a thumbnail, or the file is truncated)"
+        )
     # One float64 block for all channels of one shape: a single allocation, not one per channel.
     shapes = {item[0].shape for item in found}
     block = np.empty((len(found), *found[0][0].shape)) if len(shapes) == 1 else None

@@ -204,7 +204,9 @@ def _parse_data_file(path: Path, buf: bytes) -> _DataFile:
     if size >= len(MAGIC) + 8:  # the image block: tag, length, time stamp, then `length` bytes
         need = len(MAGIC) + 16 + _U32.unpack_from(buf, len(MAGIC) + 4)[0]
         if need > size:
-            raise ReaderError(path, f"file is truncated: the MATRIX image needs {need} bytes, the file holds {size}")
+            raise ReaderError(
+                path, f"file is truncated: the MATRIX image needs {need} bytes, the file holds {size}"
+            )
     try:
         outer = next(_blocks(buf, len(MAGIC), size), None)
         if outer is None or outer[0] != b"BKLT":
@@ -578,7 +580,7 @@ def _utc(stamp: int | None) -> str | None:
     import datetime
 
     try:
-        return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).isoformat()
+        return datetime.datetime.fromtimestamp(stamp, datetime.UTC).isoformat()
     except (TypeError, ValueError, OverflowError, OSError):
         return None
 
@@ -762,7 +764,12 @@ def _read(path: Path, buf) -> Scan:
                 scaled += c
             image = scaled
             title = f"{run or 0}-{cycle or 0} {channel_name} {horizontal}{vertical}"  # as Gwyddion
-            own = {**base, "title": title, "scan_direction": vertical.lower(), "line_direction": horizontal.lower()}
+            own = {
+                **base,
+                "title": title,
+                "scan_direction": vertical.lower(),
+                "line_direction": horizontal.lower(),
+            }
             out.append(
                 Channel(
                     data=image,

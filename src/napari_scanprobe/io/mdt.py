@@ -178,7 +178,8 @@ def _scanned_frame(path: Path, buf: bytes, fstart: int, fend: int, var_size: int
     p += 2 * nx * ny
     if p > fend:
         raise ReaderError(
-            path, f"file is truncated or corrupt: frame {number} declares a {nx} x {ny} image larger than the frame"
+            path,
+            f"file is truncated or corrupt: frame {number} declares a {nx} x {ny} image larger than the frame",
         )
     title, xml = _trailing_strings(buf, p, fend)
 
@@ -279,7 +280,9 @@ def _mda_frame(path: Path, buf: bytes, fstart: int, fend: int, number: int, info
     """The channel of a 2-D MDA frame, or a string saying why the frame is no image."""
     r = fstart + FRAME_HEADER_SIZE
     if r + _MDA_HEAD.size > fend:
-        raise ReaderError(path, f"file is truncated or corrupt: MDA frame {number} is too short for its header")
+        raise ReaderError(
+            path, f"file is truncated or corrupt: MDA frame {number} is too short for its header"
+        )
     head_size, _tot, name_size, comm_size, view_size, spec_size, source_size, var_size, data_size = (
         _MDA_HEAD.unpack_from(buf, r)
     )
@@ -294,13 +297,21 @@ def _mda_frame(path: Path, buf: bytes, fstart: int, fend: int, number: int, info
     p += spec_size + view_size + source_size
     p += 4  # total size of the variables block
     if p + 4 + _MDA_STRUCT.size > fend:
-        raise ReaderError(path, f"file is truncated or corrupt: MDA frame {number} ends before its data description")
+        raise ReaderError(
+            path, f"file is truncated or corrupt: MDA frame {number} ends before its data description"
+        )
     (struct_len,) = struct.unpack_from("<I", buf, p)
     p += 4
     array_size, cell_size, ndims, nmeas = _MDA_STRUCT.unpack_from(buf, p)
     p += struct_len
     if ndims != 2 or nmeas != 1:
-        kind = "spectrum" if ndims + nmeas <= 2 else "3-D data (Raman/volume)" if ndims == 3 else "non-image data"
+        kind = (
+            "spectrum"
+            if ndims + nmeas <= 2
+            else "3-D data (Raman/volume)"
+            if ndims == 3
+            else "non-image data"
+        )
         return f"MDA frame with {ndims} dimensions and {nmeas} measurands ({kind})"
     cals = []
     for _ in range(3):
@@ -309,7 +320,9 @@ def _mda_frame(path: Path, buf: bytes, fstart: int, fend: int, number: int, info
     xcal, ycal, zcal = cals
     dtype = MDA_DTYPES.get(zcal["data_type"])
     if dtype is None:
-        raise ReaderError(path, f"MDA frame {number} uses an unsupported cell data type ({zcal['data_type']})")
+        raise ReaderError(
+            path, f"MDA frame {number} uses an unsupported cell data type ({zcal['data_type']})"
+        )
     nx = xcal["max_index"] - xcal["min_index"] + 1
     ny = ycal["max_index"] - ycal["min_index"] + 1
     if not (0 < nx < 2**31 and 0 < ny < 2**31):
@@ -317,7 +330,8 @@ def _mda_frame(path: Path, buf: bytes, fstart: int, fend: int, number: int, info
     check_shape(path, (ny, nx), f"MDA frame {number}")
     if p + nx * ny * np.dtype(dtype).itemsize > fend:
         raise ReaderError(
-            path, f"file is truncated or corrupt: MDA frame {number} declares a {nx} x {ny} image larger than the frame"
+            path,
+            f"file is truncated or corrupt: MDA frame {number} declares a {nx} x {ny} image larger than the frame",
         )
     raw = array_from(path, buf, p, dtype, (ny, nx), f"MDA frame {number}")
 
@@ -361,12 +375,15 @@ def read(path: Path) -> Scan:
     if buf[:4] != MAGIC:
         raise ReaderError(path, "not an NT-MDT .mdt file (no 01 b0 93 ff signature)")
     if size < FILE_HEADER_SIZE:
-        raise ReaderError(path, f"file is truncated: {size} bytes, shorter than the 33-byte NT-MDT file header")
+        raise ReaderError(
+            path, f"file is truncated: {size} bytes, shorter than the 33-byte NT-MDT file header"
+        )
     (declared,) = struct.unpack_from("<I", buf, 4)
     (last_frame,) = struct.unpack_from("<H", buf, 12)
     if declared + FILE_HEADER_SIZE > size:
         raise ReaderError(
-            path, f"file is truncated: the header declares {declared + FILE_HEADER_SIZE} bytes, the file holds {size}"
+            path,
+            f"file is truncated: the header declares {declared + FILE_HEADER_SIZE} bytes, the file holds {size}",
         )
 
     frames: list[dict] = []
@@ -376,17 +393,24 @@ def read(path: Path) -> Scan:
     for i in range(last_frame + 1):  # u16 count; every frame advances p by >= 22 bytes
         number = i + 1
         if p + FRAME_HEADER_SIZE > size:
-            raise ReaderError(path, f"file is truncated: it ends in the header of frame {number} of {last_frame + 1}")
+            raise ReaderError(
+                path, f"file is truncated: it ends in the header of frame {number} of {last_frame + 1}"
+            )
         fsize, ftype, vmaj, vmin, *date, var_size = _FRAME_HEAD.unpack_from(buf, p)
         if fsize < FRAME_HEADER_SIZE:
-            raise ReaderError(path, f"frame {number} declares an impossible size of {fsize} bytes (corrupt file)")
+            raise ReaderError(
+                path, f"frame {number} declares an impossible size of {fsize} bytes (corrupt file)"
+            )
         fend = p + fsize
         if fend > size:
             raise ReaderError(
-                path, f"file is truncated: frame {number} needs {fsize} bytes, {size - p} are left in the file"
+                path,
+                f"file is truncated: frame {number} needs {fsize} bytes, {size - p} are left in the file",
             )
         if var_size + FRAME_HEADER_SIZE > fsize:
-            raise ReaderError(path, f"frame {number} declares a variable block larger than the frame (corrupt file)")
+            raise ReaderError(
+                path, f"frame {number} declares a variable block larger than the frame (corrupt file)"
+            )
         info = {
             "frame": number,
             "frame_type": FRAME_TYPE_NAMES.get(ftype, f"unknown ({ftype})"),
@@ -410,7 +434,8 @@ def read(path: Path) -> Scan:
     if not channels:
         kinds = sorted({f["frame_type"] for f in frames})
         raise ReaderError(
-            path, f"NT-MDT file holds no 2-D scan, only {', '.join(kinds) or 'no'} frame(s) (spectroscopy/curves/text)"
+            path,
+            f"NT-MDT file holds no 2-D scan, only {', '.join(kinds) or 'no'} frame(s) (spectroscopy/curves/text)",
         )
     header = {"file_size_declared": declared + FILE_HEADER_SIZE, "frame_count": last_frame + 1, "frames": frames,
               "skipped_frames": skipped}  # fmt: skip

@@ -104,7 +104,9 @@ def _read_chunk(source: FrameSource, k: int, step: int) -> np.ndarray:
 def _plain_key(key) -> bool:
     """Whether ``key`` indexes a movie with integers and slices only, at most one per axis."""
     key = key if isinstance(key, tuple) else (key,)
-    return len(key) <= 3 and all(isinstance(k, (int, np.integer, slice)) and not isinstance(k, bool) for k in key)
+    return len(key) <= 3 and all(
+        isinstance(k, (int, np.integer, slice)) and not isinstance(k, bool) for k in key
+    )
 
 
 @functools.cache

@@ -432,7 +432,8 @@ def _image_channel(
         tokens = text_values[1]
         if start + n > len(tokens):
             raise ReaderError(
-                path, f"file is truncated: image {name!r} needs {n} values, the text data holds {len(tokens) - start}"
+                path,
+                f"file is truncated: image {name!r} needs {n} values, the text data holds {len(tokens) - start}",
             )
         try:
             raw_values = np.array(tokens[start : start + n], dtype=np.int64).reshape(yres, xres)
@@ -444,7 +445,9 @@ def _image_channel(
         offset_f = _number(section, "Data offset")
         size_f = _number(section, "Data length")
         if offset_f is None or size_f is None:
-            raise ReaderError(path, f"image {name!r} has no 'Data offset'/'Data length' in its header section")
+            raise ReaderError(
+                path, f"image {name!r} has no 'Data offset'/'Data length' in its header section"
+            )
         if offset_f < 0 or size_f < 0 or not (math.isfinite(offset_f) and math.isfinite(size_f)):
             raise ReaderError(path, f"image {name!r} declares an invalid data offset/length")
         offset, size = int(offset_f), int(size_f)
@@ -498,7 +501,9 @@ def _image_channel(
             else:
                 yreal = yreal * yres / gyres
         check_shape(path, (yres, xres), f"image {name!r}")
-        raw_image = array_from(path, buf, offset, "<i4" if bpp == 4 else "<i2", (yres, xres), f"image {name!r}")
+        raw_image = array_from(
+            path, buf, offset, "<i4" if bpp == 4 else "<i2", (yres, xres), f"image {name!r}"
+        )
 
     scale, si_unit = _physical_scale(path, section, ctx, name)
     shown, z_unit = display_unit(si_unit)
@@ -579,7 +584,9 @@ def read(path: Path) -> Scan:
         header_bytes = buf[:end]
     else:
         if header_len is None:
-            raise ReaderError(path, "the header has no 'Data length' (header size): not a readable Nanoscope file")
+            raise ReaderError(
+                path, "the header has no 'Data length' (header size): not a readable Nanoscope file"
+            )
         header_bytes = buf[: min(header_len, len(buf))]
         ctrl_z = header_bytes.find(b"\x1a")
         if ctrl_z >= 0:
@@ -673,7 +680,9 @@ def read(path: Path) -> Scan:
 
     if not found:
         if file_type == "force volume":
-            raise ReaderError(path, "force volume file without an image channel (force curves are not images)")
+            raise ReaderError(
+                path, "force volume file without an image channel (force curves are not images)"
+            )
         raise ReaderError(path, "the Nanoscope header describes no image channel")
 
     channels = [Channel(data=data, **fields) for data, (_, _, fields) in zip(_scaled(found), found)]

@@ -128,7 +128,9 @@ def read(path: Path) -> Scan:
         raise ReaderError(path, "not a Nanosurf .nid file (no [DataSet] header)")
     mark = buf.find(DATA_MARK)
     if mark < 0:
-        raise ReaderError(path, "Nanosurf header has no end (#! marker): the file is truncated or holds no data")
+        raise ReaderError(
+            path, "Nanosurf header has no end (#! marker): the file is truncated or holds no data"
+        )
     data_start = mark + len(DATA_MARK)
     sections = parse_header(decode(buf[:mark]))
     dataset = sections.get("DataSet")
@@ -146,12 +148,16 @@ def read(path: Path) -> Scan:
         xres, yres = _int(sec.get("Points")), _int(sec.get("Lines"))
         bits = _int(sec.get("SaveBits"))
         if bits not in _BITS:
-            raise ReaderError(path, f"Nanosurf data set {name} has unsupported SaveBits={sec.get('SaveBits')!r}")
+            raise ReaderError(
+                path, f"Nanosurf data set {name} has unsupported SaveBits={sec.get('SaveBits')!r}"
+            )
         if xres <= 0 or yres <= 0:
             raise ReaderError(path, f"Nanosurf data set {name} has invalid dimensions {xres} x {yres}")
         nbytes = xres * yres * (bits // 8)
         if sec.get("SaveMode", "Binary") != "Binary":
-            raise ReaderError(path, f"Nanosurf data set {name} is not stored in binary (SaveMode={sec['SaveMode']!r})")
+            raise ReaderError(
+                path, f"Nanosurf data set {name} is not stored in binary (SaveMode={sec['SaveMode']!r})"
+            )
         here = offset
         offset += nbytes
         if yres < 2:  # spectroscopy / single line: not an image
@@ -215,6 +221,8 @@ def read(path: Path) -> Scan:
 
     if not channels:
         why = f" (only {', '.join(skipped)})" if skipped else ""
-        raise ReaderError(path, f"Nanosurf file holds no image data set: spectroscopy or line data, not an image{why}")
+        raise ReaderError(
+            path, f"Nanosurf file holds no image data set: spectroscopy or line data, not an image{why}"
+        )
     header = {**sections, "skipped_data_sets": skipped}  # str -> {str: str}: JSON as it is
     return Scan(path=str(path), format=FORMAT, channels=channels, header=header)

@@ -176,7 +176,8 @@ def _block(path: Path, buf: bytes, tag: Tag, what: str) -> tuple[int, int]:
     offset, count = tag.pos, tag.nbytes
     if offset < 8 or offset + count > len(buf):
         raise ReaderError(
-            path, f"file is truncated: the {what} needs {count} bytes at offset {offset}, the file holds {len(buf)}"
+            path,
+            f"file is truncated: the {what} needs {count} bytes at offset {offset}, the file holds {len(buf)}",
         )
     return offset, count
 
@@ -191,8 +192,15 @@ def read(path: Path) -> Scan:
     version = ifd.value(TAG_VERSION)
     header_tag = ifd.tag(TAG_HEADER)
     data_tag = ifd.tag(TAG_DATA)
-    extra = {name: ifd.value(code) for code, name in ((TAG_COMMENTS, "comment"), (305, "software"), (306, "datetime"))}
-    if not (isinstance(magic, int) and isinstance(version, int)) or magic != MAGIC or version not in HEADER_SIZE:
+    extra = {
+        name: ifd.value(code)
+        for code, name in ((TAG_COMMENTS, "comment"), (305, "software"), (306, "datetime"))
+    }
+    if (
+        not (isinstance(magic, int) and isinstance(version, int))
+        or magic != MAGIC
+        or version not in HEADER_SIZE
+    ):
         raise ReaderError(path, "not a Park Systems file (magic number or version tag missing)")
     if header_tag is None:
         raise ReaderError(path, "Park Systems image header (tag 50435) is missing")
@@ -217,7 +225,9 @@ def read(path: Path) -> Scan:
     doff, dlen = _block(path, buf, data_tag, "image data")
     need = xres * yres * dtype.itemsize
     if dlen != need:
-        raise ReaderError(path, f"image data holds {dlen} bytes, but {xres} x {yres} {dtype.name} pixels need {need}")
+        raise ReaderError(
+            path, f"image data holds {dlen} bytes, but {xres} x {yres} {dtype.name} pixels need {need}"
+        )
 
     xreal, yreal = abs(header["xreal_um"]), abs(header["yreal_um"])
     if not (xreal > 0 and yreal > 0 and np.isfinite(xreal) and np.isfinite(yreal)):

@@ -31,7 +31,9 @@ from .scan import DIRECTIONS, Channel, ReaderError, Scan, check_shape, clean_nam
 FORMAT = "scanprobe_tif"
 EXTENSIONS = (".tif", ".tiff")
 
-DESCRIPTION_KEY = "napari_scanprobe"  # the same as tif_write.DESCRIPTION_KEY (not imported: sniffing stays light)
+DESCRIPTION_KEY = (
+    "napari_scanprobe"  # the same as tif_write.DESCRIPTION_KEY (not imported: sniffing stays light)
+)
 MARK = b'{"' + DESCRIPTION_KEY.encode("ascii") + b'"'
 
 IMAGE_DESCRIPTION = 270
@@ -134,7 +136,9 @@ def _info(path: Path, text: str) -> dict:
     return info
 
 
-def _pair(path: Path, info: dict, key: str, default: tuple[float, float], positive: bool) -> tuple[float, float]:
+def _pair(
+    path: Path, info: dict, key: str, default: tuple[float, float], positive: bool
+) -> tuple[float, float]:
     value = info.get(key, default)
     try:
         pair = (float(value[0]), float(value[1]))

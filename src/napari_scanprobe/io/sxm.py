@@ -109,12 +109,15 @@ def parse_header(path: Path, text: str) -> tuple[dict, list[dict]]:
             columns, rows = _table(lines)
             if tuple(columns[:6]) != _DATA_INFO_COLUMNS:
                 raise ReaderError(
-                    path, f"Nanonis DATA_INFO table lacks the expected columns ({' '.join(_DATA_INFO_COLUMNS)})"
+                    path,
+                    f"Nanonis DATA_INFO table lacks the expected columns ({' '.join(_DATA_INFO_COLUMNS)})",
                 )
             data_info = []
             for cells in rows:
                 if len(cells) < 6:
-                    raise ReaderError(path, f"Nanonis DATA_INFO line has fewer than 6 fields: {' '.join(cells)!r}")
+                    raise ReaderError(
+                        path, f"Nanonis DATA_INFO line has fewer than 6 fields: {' '.join(cells)!r}"
+                    )
                 data_info.append(dict(zip(columns, cells)))
             header[tag] = data_info
         elif tag == "Z-CONTROLLER":
@@ -144,7 +147,9 @@ def read(path: Path) -> Scan:
         raise ReaderError(path, "Nanonis .sxm header is incomplete (no :SCANIT_END:): the file is truncated")
     mark = buf.find(DATA_MARK, end)
     if mark < 0:
-        raise ReaderError(path, "Nanonis .sxm file has no data after its header (no \\x1a\\x04 marker): truncated")
+        raise ReaderError(
+            path, "Nanonis .sxm file has no data after its header (no \\x1a\\x04 marker): truncated"
+        )
     data_start = mark + len(DATA_MARK)
 
     header, data_info = parse_header(path, decode(buf[:mark]))
@@ -191,7 +196,9 @@ def read(path: Path) -> Scan:
         xy_unit, dx, dy, x0, y0 = "", 1.0, 1.0, 0.0, 0.0
 
     # Slice files of 3-D data say "both" but hold one image per channel.
-    bogus_time = header.get("ACQ_TIME", "").strip() == "N/A" or header.get("SCAN_TIME", "").strip().startswith("NaN")
+    bogus_time = header.get("ACQ_TIME", "").strip() == "N/A" or header.get(
+        "SCAN_TIME", ""
+    ).strip().startswith("NaN")
 
     images: list[tuple[dict, str]] = []
     for info in data_info:

@@ -114,6 +114,10 @@ def write(path: str | Path, channel: Channel) -> Path:
         pixels = _frames(data)
         options.update(shape=shape, dtype=np.float32)
     bigtiff = bool(np.prod(shape, dtype=np.int64) * 4 > _BIGTIFF_BYTES)
-    with write_errors(path), atomic_path(path) as tmp, tifffile.TiffWriter(tmp, byteorder="<", bigtiff=bigtiff) as tif:
+    with (
+        write_errors(path),
+        atomic_path(path) as tmp,
+        tifffile.TiffWriter(tmp, byteorder="<", bigtiff=bigtiff) as tif,
+    ):
         tif.write(pixels, **options)
     return path

@@ -76,7 +76,9 @@ _SINGLE_NUMBER_TYPES = frozenset((3, 4, 6, 8, 9, 11, 12, 13, 16, 17, 18))
 _SIZES = {code: struct.calcsize("<" + char) * n for code, (_, char, n) in TYPES.items()}
 
 #: One value of each numeric type, in each byte order.
-_SCALARS = {(bo, code): struct.Struct(f"{bo}{n}{char}") for bo in "<>" for code, (_, char, n) in TYPES.items()}
+_SCALARS = {
+    (bo, code): struct.Struct(f"{bo}{n}{char}") for bo in "<>" for code, (_, char, n) in TYPES.items()
+}
 
 # Baseline tags used for the pixels
 IMAGE_WIDTH = 256
@@ -292,7 +294,9 @@ class Ifd:
         """
         path, buf, number = self.tiff.path, self.tiff.buf, self.number
         spp = number(SAMPLES_PER_PIXEL, 1)
-        shape = check_shape(path, (number(IMAGE_LENGTH), number(IMAGE_WIDTH)), what) + ((spp,) if spp > 1 else ())
+        shape = check_shape(path, (number(IMAGE_LENGTH), number(IMAGE_WIDTH)), what) + (
+            (spp,) if spp > 1 else ()
+        )
         dtype = self.dtype
         if (
             dtype is None
@@ -313,12 +317,14 @@ class Ifd:
             counts = [max(1, min(number(ROWS_PER_STRIP, 2**32 - 1), shape[0])) * row] * len(offsets)
         if len(counts) != len(offsets):
             raise ReaderError(
-                path, f"corrupt TIFF directory {self.index}: {len(offsets)} strips but {len(counts)} strip sizes"
+                path,
+                f"corrupt TIFF directory {self.index}: {len(offsets)} strips but {len(counts)} strip sizes",
             )
         stored = sum(counts)
         if stored < need:
             raise ReaderError(
-                path, f"{what} declares {shape[1]} x {shape[0]} pixels ({need} bytes) but stores only {stored} bytes"
+                path,
+                f"{what} declares {shape[1]} x {shape[0]} pixels ({need} bytes) but stores only {stored} bytes",
             )
         if all(o + n == following for o, n, following in zip(offsets, counts, offsets[1:])):  # one block
             return array_from(path, buf, offsets[0], dtype, shape, what)
@@ -333,7 +339,8 @@ class Ifd:
         end = max(o + n for o, n in zip(offsets, counts))
         if end > len(self.tiff.buf):
             raise ReaderError(
-                self.tiff.path, f"file is truncated: {what} ends at byte {end}, the file holds {len(self.tiff.buf)}"
+                self.tiff.path,
+                f"file is truncated: {what} ends at byte {end}, the file holds {len(self.tiff.buf)}",
             )
 
     def _tifffile_image(self, what: str) -> np.ndarray:
@@ -345,7 +352,10 @@ class Ifd:
         import tifffile
 
         try:
-            with quiet_tifffile(), tifffile.TiffFile(io.BytesIO(self.tiff.buf), name=self.tiff.path.name) as tif:
+            with (
+                quiet_tifffile(),
+                tifffile.TiffFile(io.BytesIO(self.tiff.buf), name=self.tiff.path.name) as tif,
+            ):
                 data = tif.pages[self.index].asarray()
         except Exception as exc:
             raise ReaderError(self.tiff.path, f"cannot decode {what} ({type(exc).__name__}: {exc})") from None
@@ -393,13 +403,15 @@ def read_tiff(path: str | Path, buf: bytes | None = None) -> Tiff:
             raise ReaderError(path, "corrupt TIFF file: its directory chain loops back on itself")
         if offset < layout.header or offset + count_size > size:
             raise ReaderError(
-                path, f"file is truncated: TIFF directory {k} at byte {offset} lies beyond its end ({size} bytes)"
+                path,
+                f"file is truncated: TIFF directory {k} at byte {offset} lies beyond its end ({size} bytes)",
             )
         (n,) = struct.unpack_from(count_fmt, buf, offset)
         table = offset + count_size
         if n == 0 or table + layout.entry * n + struct.calcsize(offset_fmt) > size:
             raise ReaderError(
-                path, f"file is truncated or corrupt: TIFF directory {k} ({n} tags at byte {offset}) does not fit"
+                path,
+                f"file is truncated or corrupt: TIFF directory {k} ({n} tags at byte {offset}) does not fit",
             )
         tags = _tags(path, buf, k, np.frombuffer(buf, entry_dtype, n, table).tolist(), table, layout)
         seen.add(offset)
@@ -412,7 +424,9 @@ def read_tiff(path: str | Path, buf: bytes | None = None) -> Tiff:
     return tiff
 
 
-def _tags(path: Path, buf, k: int, entries: list, table: int, layout: _Layout) -> dict[int, tuple[int, int, int]]:
+def _tags(
+    path: Path, buf, k: int, entries: list, table: int, layout: _Layout
+) -> dict[int, tuple[int, int, int]]:
     """``{code: (type, count, pos)}`` of one directory's ``(code, type, count, value)`` entries.
 
     Every value stored outside its entry is checked to lie inside the file. Tags of a field
@@ -454,7 +468,9 @@ def first_ifd_entries(path: str | Path, head: bytes) -> dict[int, tuple[int, int
         bo, layout = found
         count_fmt = bo + layout.count
         count_size = struct.calcsize(count_fmt)
-        (offset,) = struct.unpack_from(bo + layout.offset, head, layout.header - struct.calcsize(bo + layout.offset))
+        (offset,) = struct.unpack_from(
+            bo + layout.offset, head, layout.header - struct.calcsize(bo + layout.offset)
+        )
         if offset < layout.header:
             return None
         chunk = head[offset:]
@@ -473,7 +489,11 @@ def first_ifd_entries(path: str | Path, head: bytes) -> dict[int, tuple[int, int
         for i, (code, type_, count, _) in enumerate(entries.tolist()):
             nbytes = count * _SIZES.get(type_, 0)
             pos = count_size + layout.entry * i + layout.value_at
-            out[code] = (type_, count, _decode(chunk, bo, type_, count, pos) if 0 < nbytes <= layout.inline else None)
+            out[code] = (
+                type_,
+                count,
+                _decode(chunk, bo, type_, count, pos) if 0 < nbytes <= layout.inline else None,
+            )
         return out
     except Exception:
         return None

@@ -44,7 +44,9 @@ WRITERS: dict[str, tuple[str, str, int | None, bool]] = {
 }
 
 
-def write(path: str | os.PathLike, channels: Channel | Sequence[Channel] | Scan, *, overwrite: bool = True) -> Path:
+def write(
+    path: str | os.PathLike, channels: Channel | Sequence[Channel] | Scan, *, overwrite: bool = True
+) -> Path:
     """Write ``channels`` to ``path`` in the format its extension names; returns the path.
 
     ``channels`` is one :class:`Channel`, a sequence of them or a :class:`Scan` (all its
@@ -136,10 +138,14 @@ def check_channel(path: str | os.PathLike, channel: Channel, *, movie: bool = Fa
     if dtype.kind not in "biuf":
         raise ValueError(f"{what} holds {dtype} values; only real numbers can be written")
     if not all(math.isfinite(s) and s > 0 for s in channel.pixel_size):
-        raise ValueError(f"{what} has an invalid pixel size {channel.pixel_size}: it must be positive and finite")
+        raise ValueError(
+            f"{what} has an invalid pixel size {channel.pixel_size}: it must be positive and finite"
+        )
     if not all(math.isfinite(o) for o in channel.offset):
         raise ValueError(f"{what} has an invalid offset {channel.offset}: it must be finite")
-    if channel.frame_time_s is not None and not (math.isfinite(channel.frame_time_s) and channel.frame_time_s > 0):
+    if channel.frame_time_s is not None and not (
+        math.isfinite(channel.frame_time_s) and channel.frame_time_s > 0
+    ):
         raise ValueError(f"{what} has an invalid frame time {channel.frame_time_s} s")
 
 

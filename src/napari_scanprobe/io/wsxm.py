@@ -145,7 +145,12 @@ def _lateral(x_amp: tuple[float, str] | None, y_amp: tuple[float, str] | None, z
         return xnum * factor, ynum * factor, unit, "X Amplitude unit (not a length)"
     if z_unit_text is not None and _is_length(z_unit_text):
         factor, _ = value_scale(z_unit_text)
-        return xnum * factor, ynum * factor, "nm", f"no lateral unit: Gwyddion's rule, the Z Amplitude's unit ({z_unit_text})"
+        return (
+            xnum * factor,
+            ynum * factor,
+            "nm",
+            f"no lateral unit: Gwyddion's rule, the Z Amplitude's unit ({z_unit_text})",
+        )
     return xnum, ynum, "", "no lateral unit"
 
 
@@ -232,7 +237,9 @@ def read(path: Path) -> Scan:
     data = np.multiply(raw[::-1, ::-1], scale, dtype=np.float64)  # stored rotated by 180 degrees
 
     lateral = _lateral(
-        _number_and_unit(control.get("X Amplitude")), _number_and_unit(control.get("Y Amplitude")), z_unit_text
+        _number_and_unit(control.get("X Amplitude")),
+        _number_and_unit(control.get("Y Amplitude")),
+        z_unit_text,
     )
     if lateral is None:
         xsize, ysize, xy_unit, rule = float(xres), float(yres), "", "no X Amplitude: 1 per pixel"

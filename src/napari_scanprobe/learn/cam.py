@@ -96,7 +96,9 @@ def target_index(model: ClassifierModel, target: Any) -> int | None:
             return int(target)
     elif isinstance(target, str) and target in model.categories:
         return model.categories.index(target)
-    raise ValueError(f"target: no category {target!r} in model {model.name!r}; its categories are {', '.join(map(repr, model.categories))} (or indices 0-{len(model.categories) - 1})")
+    raise ValueError(
+        f"target: no category {target!r} in model {model.name!r}; its categories are {', '.join(map(repr, model.categories))} (or indices 0-{len(model.categories) - 1})"
+    )
 
 
 def layer_names(model: ClassifierModel) -> list[str]:
@@ -110,7 +112,9 @@ def check_layer(model: ClassifierModel, method: str, layer: Any) -> str:
     if layer is None:
         layer = names[-1]
     if layer not in names:
-        raise ValueError(f"layer: model {model.name!r} has no layer {layer!r}; its layers are {', '.join(names)}")
+        raise ValueError(
+            f"layer: model {model.name!r} has no layer {layer!r}; its layers are {', '.join(names)}"
+        )
     if method == "cam":
         if model.architecture.get("head") != "gap":
             raise ValueError(
@@ -128,7 +132,9 @@ def check_layer(model: ClassifierModel, method: str, layer: Any) -> str:
 def _check_channels(model: ClassifierModel, example: Example) -> None:
     need = max(1, len(model.channels))
     if len(example.channels) != need:
-        raise ValueError(f"{example.source}: the model {model.name!r} needs {need} channel(s) ({', '.join(model.channels) or 'any one'}), got {len(example.channels)}")
+        raise ValueError(
+            f"{example.source}: the model {model.name!r} needs {need} channel(s) ({', '.join(model.channels) or 'any one'}), got {len(example.channels)}"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -205,7 +211,9 @@ class _Explainer:
             handle.remove()
         return logits, saved["a"]
 
-    def frame(self, channels: list[np.ndarray], pixel_size, source: str, target: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    def frame(
+        self, channels: list[np.ndarray], pixel_size, source: str, target: int | None
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         """``(map (y, x) float32 in [0, 1], probabilities (classes,), explained index)``.
 
         The tiles go through the network in batches of :data:`BATCH`; what is kept of each
@@ -231,7 +239,13 @@ class _Explainer:
         return _stitch(maps, starts, self.model.input_size, view.shape[1:], channels[0].shape), probs, index
 
 
-def _stitch(maps: np.ndarray, starts: list[tuple[int, int]], size: int, view_shape: tuple[int, int], out_shape: tuple[int, int]) -> np.ndarray:
+def _stitch(
+    maps: np.ndarray,
+    starts: list[tuple[int, int]],
+    size: int,
+    view_shape: tuple[int, int],
+    out_shape: tuple[int, int],
+) -> np.ndarray:
     """Tile maps ``(T, h, w)`` onto the model's view (overlaps averaged), then onto the input grid."""
     total = np.zeros(view_shape)
     count = np.zeros(view_shape)
@@ -262,10 +276,16 @@ def _setup(model: Any, image: Any, method: Any, target: Any, layer: Any, pixel_s
     return model, method, layer, index, example
 
 
-def _summary(model: ClassifierModel, frame_probs: np.ndarray, index: int | None) -> tuple[str, float, dict[str, float]]:
+def _summary(
+    model: ClassifierModel, frame_probs: np.ndarray, index: int | None
+) -> tuple[str, float, dict[str, float]]:
     mean = frame_probs.mean(axis=0)
     chosen = int(np.argmax(mean)) if index is None else index
-    return model.categories[chosen], float(mean[chosen]), {c: float(p) for c, p in zip(model.categories, mean, strict=True)}
+    return (
+        model.categories[chosen],
+        float(mean[chosen]),
+        {c: float(p) for c, p in zip(model.categories, mean, strict=True)},
+    )
 
 
 def cam(
@@ -342,7 +362,12 @@ def cam_lazy(
         m, _, _ = explainer.frame(example.frame(f), example.pixel_size, example.source, explained[f])
         return m[np.newaxis]
 
-    lazy = da.map_blocks(one_frame, dtype=np.float32, chunks=((1,) * example.n_frames, (height,), (width,)), meta=np.empty((0, 0, 0), np.float32))
+    lazy = da.map_blocks(
+        one_frame,
+        dtype=np.float32,
+        chunks=((1,) * example.n_frames, (height,), (width,)),
+        meta=np.empty((0, 0, 0), np.float32),
+    )
     return CamResult(
         lazy,
         category,

@@ -55,7 +55,9 @@ class Example:
         if len(shapes) != 1:
             raise ValueError(f"{self.source or 'input'}: the channels differ in shape {sorted(shapes)}")
         if self.channels[0].ndim not in (2, 3):
-            raise ValueError(f"{self.source or 'input'}: expected 2-D images or (t, y, x) movies, got {self.channels[0].ndim}-D")
+            raise ValueError(
+                f"{self.source or 'input'}: expected 2-D images or (t, y, x) movies, got {self.channels[0].ndim}-D"
+            )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -106,7 +108,9 @@ def example_from_scan(scan: Scan, channels: Sequence[str] = ()) -> Example:
     picked = pick_channels(scan, channels)
     sizes = {_pixel_size_nm(c) for c in picked}
     if len(sizes) > 1:
-        raise ValueError(f"{scan.path}: the chosen channels have different pixel sizes {sorted(map(str, sizes))}")
+        raise ValueError(
+            f"{scan.path}: the chosen channels have different pixel sizes {sorted(map(str, sizes))}"
+        )
     return Example([c.data for c in picked], [c.title for c in picked], sizes.pop(), source=scan.path)
 
 
@@ -124,7 +128,10 @@ def _read_array_file(path: Path) -> np.ndarray:
         except Exception as exc:
             raise ReaderError(path, f"not a readable TIFF image ({exc})") from None
     if arr.ndim not in (2, 3) or not np.issubdtype(arr.dtype, np.number) or min(arr.shape[-2:]) < 2:
-        raise ReaderError(path, f"expected a 2-D image or a (t, y, x) stack of numbers, got {arr.ndim}-D {arr.dtype} {arr.shape}")
+        raise ReaderError(
+            path,
+            f"expected a 2-D image or a (t, y, x) stack of numbers, got {arr.ndim}-D {arr.dtype} {arr.shape}",
+        )
     return arr
 
 
@@ -141,11 +148,15 @@ def read_example(path: str | os.PathLike, channels: Sequence[str] = ()) -> Examp
             raise
     arr = _read_array_file(path)
     if len(channels) > 1:
-        raise ValueError(f"{path}: a plain array holds one channel, but {len(channels)} channels are wanted ({', '.join(channels)})")
+        raise ValueError(
+            f"{path}: a plain array holds one channel, but {len(channels)} channels are wanted ({', '.join(channels)})"
+        )
     return Example([arr], [channels[0] if channels else "image"], None, source=str(path))
 
 
-def as_example(obj: Any, channels: Sequence[str] = (), pixel_size: Any = None, name: str = "image") -> Example:
+def as_example(
+    obj: Any, channels: Sequence[str] = (), pixel_size: Any = None, name: str = "image"
+) -> Example:
     """An :class:`Example` from a path, a Scan, an Example, an array or a dict name -> array.
 
     ``pixel_size`` (nm per pixel: a number or ``(dy, dx)``) applies to arrays and dicts, which
@@ -168,7 +179,9 @@ def as_example(obj: Any, channels: Sequence[str] = (), pixel_size: Any = None, n
         return Example([as_image(obj[c], f"{name}[{c!r}]") for c in wanted], wanted, size, source=name)
     arr = as_image(obj, name)
     if len(channels) > 1:
-        raise ValueError(f"{name}: one array is one channel, but the model needs {len(channels)} ({', '.join(channels)}); pass a dict name -> array")
+        raise ValueError(
+            f"{name}: one array is one channel, but the model needs {len(channels)} ({', '.join(channels)}); pass a dict name -> array"
+        )
     return Example([arr], [channels[0] if channels else "image"], size, source=name)
 
 
@@ -227,11 +240,16 @@ def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return ndimage.zoom(image, zoom, order=1, mode="nearest", grid_mode=True)
 
 
-def model_shape(shape: tuple[int, int], pixel_size: tuple[float, float] | None, target: float | None) -> tuple[int, int]:
+def model_shape(
+    shape: tuple[int, int], pixel_size: tuple[float, float] | None, target: float | None
+) -> tuple[int, int]:
     """The (y, x) size of an image of ``shape`` pixels once resampled to ``target`` nm/px."""
     if pixel_size is None or target is None:
         return tuple(shape)
-    return (max(1, round(shape[0] * pixel_size[0] / target)), max(1, round(shape[1] * pixel_size[1] / target)))
+    return (
+        max(1, round(shape[0] * pixel_size[0] / target)),
+        max(1, round(shape[1] * pixel_size[1] / target)),
+    )
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
@@ -249,7 +267,9 @@ def fill_nans(image: np.ndarray) -> np.ndarray:
     return np.where(bad, np.median(good) if good.size else 0.0, image)
 
 
-def model_input(frame: list[np.ndarray], pixel_size: tuple[float, float] | None, spec: dict, source: str = "input") -> np.ndarray:
+def model_input(
+    frame: list[np.ndarray], pixel_size: tuple[float, float] | None, spec: dict, source: str = "input"
+) -> np.ndarray:
     """One frame's channels as the network sees them: ``(C, H', W')`` float32 (see the module doc).
 
     ``spec``: ``{"pixel_size": nm | None, "input_size": px, "preprocessing": [steps]}``.

@@ -37,7 +37,11 @@ def classification_report(truth: np.ndarray, probabilities: np.ndarray, categori
         tp = int(confusion[i, i])
         precision = tp / called if called else float("nan")
         recall = tp / support if support else float("nan")
-        f1 = 2 * precision * recall / (precision + recall) if called and support and (precision + recall) else float("nan")
+        f1 = (
+            2 * precision * recall / (precision + recall)
+            if called and support and (precision + recall)
+            else float("nan")
+        )
         per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
         if support:
             recalls.append(recall)
@@ -58,5 +62,9 @@ def classification_report(truth: np.ndarray, probabilities: np.ndarray, categori
 
 
 def cross_entropy(truth: np.ndarray, probabilities: np.ndarray) -> float:
-    p = np.clip(np.asarray(probabilities, dtype=float)[np.arange(len(truth)), np.asarray(truth, dtype=int)], 1e-12, 1.0)
+    p = np.clip(
+        np.asarray(probabilities, dtype=float)[np.arange(len(truth)), np.asarray(truth, dtype=int)],
+        1e-12,
+        1.0,
+    )
     return float(-np.log(p).mean())

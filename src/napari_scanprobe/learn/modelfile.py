@@ -44,7 +44,11 @@ class ClassifierModel:
     @property
     def spec(self) -> dict:
         """What :func:`~napari_scanprobe.learn.data.model_input` needs."""
-        return {"pixel_size": self.pixel_size, "input_size": self.input_size, "preprocessing": self.preprocessing}
+        return {
+            "pixel_size": self.pixel_size,
+            "input_size": self.input_size,
+            "preprocessing": self.preprocessing,
+        }
 
     @property
     def name(self) -> str:
@@ -81,7 +85,9 @@ class ClassifierModel:
         """Write ``<path>.safetensors`` and ``<path>.json`` atomically; returns the weights path."""
         weights_path, _ = weight_paths(path)
         if not weights_path.parent.is_dir():
-            raise OSError(f"{weights_path}: cannot save the model, the folder {weights_path.parent} does not exist")
+            raise OSError(
+                f"{weights_path}: cannot save the model, the folder {weights_path.parent} does not exist"
+            )
         out = save_weights(weights_path, self.state, _jsonsafe(self.description()), FORMAT)
         self.path = str(out)
         return out
@@ -110,7 +116,9 @@ def load_model(path: str | os.PathLike) -> ClassifierModel:
     weights_path, description_path = weight_paths(path)
     state, doc = load_weights(path, FORMAT, "classifier model")
     if doc.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{description_path}: model format version {doc.get('format_version')!r} is not supported (this version reads {FORMAT_VERSION})")
+        raise ValueError(
+            f"{description_path}: model format version {doc.get('format_version')!r} is not supported (this version reads {FORMAT_VERSION})"
+        )
     try:
         categories = [str(c) for c in doc["categories"]]
         channels = [str(c) for c in doc["channels"]]

@@ -49,7 +49,12 @@ HEADS = ("gap", "dense")
 
 def _int(arch: dict, key: str, lo: int, hi: int) -> int:
     value = arch[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or not lo <= value <= hi:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or int(value) != value
+        or not lo <= value <= hi
+    ):
         raise ValueError(f"architecture: {key} must be an integer in [{lo}, {hi}], got {value!r}")
     return int(value)
 
@@ -60,7 +65,9 @@ def check_architecture(arch: dict | None, in_channels: int, n_classes: int, inpu
     if arch:
         unknown = set(arch) - set(DEFAULT_ARCHITECTURE) - {"in_channels", "n_classes", "input_size"}
         if unknown:
-            raise ValueError(f"architecture: unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULT_ARCHITECTURE)}")
+            raise ValueError(
+                f"architecture: unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULT_ARCHITECTURE)}"
+            )
         full.update(arch)
     full.update(in_channels=in_channels, n_classes=n_classes, input_size=input_size)
     if full["name"] != ARCHITECTURE:
@@ -89,7 +96,9 @@ def check_architecture(arch: dict | None, in_channels: int, n_classes: int, inpu
     _int(full, "pooled_blocks", 0, full["blocks"])
     pools = pooling_count(full)
     if full["input_size"] % (2**pools):
-        raise ValueError(f"input size {full['input_size']} px must be divisible by {2**pools} ({pools} pooling steps)")
+        raise ValueError(
+            f"input size {full['input_size']} px must be divisible by {2**pools} ({pools} pooling steps)"
+        )
     return full
 
 
@@ -173,7 +182,10 @@ def _network_class():
 
         def target_layers(self) -> dict[str, Any]:
             """CAM target layers: ``"blockI"`` -> the ReLU module of block I (its output is the map)."""
-            return {f"block{i + 1}": next(m for m in block if isinstance(m, nn.ReLU)) for i, block in enumerate(self.blocks)}
+            return {
+                f"block{i + 1}": next(m for m in block if isinstance(m, nn.ReLU))
+                for i, block in enumerate(self.blocks)
+            }
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.head(self.features(x))

@@ -37,7 +37,9 @@ class Prediction:
 
 
 def _result(model: ClassifierModel, probs: np.ndarray) -> tuple[str, dict[str, float]]:
-    return model.categories[int(np.argmax(probs))], {c: float(p) for c, p in zip(model.categories, probs, strict=True)}
+    return model.categories[int(np.argmax(probs))], {
+        c: float(p) for c, p in zip(model.categories, probs, strict=True)
+    }
 
 
 def network_probabilities(net, batch: np.ndarray, device) -> np.ndarray:
@@ -89,7 +91,9 @@ def predict_steps(
         try:
             example = as_example(obj, model.channels, pixel_size, name=f"input {i}")
             if len(example.channels) != max(1, len(model.channels)):
-                raise ValueError(f"{example.source}: the model needs {max(1, len(model.channels))} channel(s), got {len(example.channels)}")
+                raise ValueError(
+                    f"{example.source}: the model needs {max(1, len(model.channels))} channel(s), got {len(example.channels)}"
+                )
             first = model_input(example.frame(0), example.pixel_size, model.spec, example.source)
         except (ReaderError, ValueError, OSError) as exc:
             if on_error is None:
@@ -101,7 +105,11 @@ def predict_steps(
         examples.append(example)
         for f in range(example.n_frames):
             # movie frames are prepared one at a time: a long movie is never held whole
-            view = first if f == 0 else model_input(example.frame(f), example.pixel_size, model.spec, example.source)
+            view = (
+                first
+                if f == 0
+                else model_input(example.frame(f), example.pixel_size, model.spec, example.source)
+            )
             cut, _ = tiles(view, model.input_size)
             batch.append(cut)
             pending.append((i, f, len(cut)))

@@ -208,7 +208,9 @@ def _add_decoys(img: np.ndarray, rng: np.random.Generator, px: float, area: floa
         _add_short_fibre(img, rng, px, *_place(rng, shape))
 
 
-def _knob_centres(rng: np.random.Generator, shape: tuple[int, int], radii: list[float]) -> list[tuple[float, float]]:
+def _knob_centres(
+    rng: np.random.Generator, shape: tuple[int, int], radii: list[float]
+) -> list[tuple[float, float]]:
     """Knob centres inside the image, no two knobs overlapping by more than 10 % of their radii."""
     centres: list[tuple[float, float]] = []
     for r in radii:
@@ -271,7 +273,11 @@ def membrane_image(
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, not {type(rng).__name__}")
     size = _check_size(size)
-    if not (isinstance(pixel_size_nm, (int, float, np.number)) and math.isfinite(pixel_size_nm) and pixel_size_nm > 0):
+    if not (
+        isinstance(pixel_size_nm, (int, float, np.number))
+        and math.isfinite(pixel_size_nm)
+        and pixel_size_nm > 0
+    ):
         raise ValueError(f"pixel_size_nm must be a positive number, not {pixel_size_nm!r}")
     px = float(pixel_size_nm)
     shape = (size, size)
@@ -357,7 +363,9 @@ def write_knob_folder(
     if folder.is_dir():
         extra = sorted(p.name for p in folder.iterdir() if p.name not in CATEGORIES)
         if extra:
-            raise ValueError(f"folder {folder} holds {', '.join(extra)}: a classifier would take them for categories")
+            raise ValueError(
+                f"folder {folder} holds {', '.join(extra)}: a classifier would take them for categories"
+            )
     if masks_folder is not None:
         masks_folder = Path(masks_folder)
         if masks_folder.resolve() == folder.resolve() or folder.resolve() in masks_folder.resolve().parents:

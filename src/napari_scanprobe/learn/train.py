@@ -100,12 +100,20 @@ def _collect(data: Any, channels: Sequence[str]) -> tuple[list[str], list[tuple[
     if isinstance(data, dict):
         categories = [str(c) for c, items in data.items() if items is not None and len(items)]
         if len(categories) < 2:
-            raise ValueError(f"data: training needs at least two categories with images, got {categories or 'none'}")
-        return categories, [(item, str(c)) for c, items in data.items() if items is not None for item in items]
-    raise ValueError(f"data: expected a folder (one sub-folder per category) or a dict category -> images, got {type(data).__name__}")
+            raise ValueError(
+                f"data: training needs at least two categories with images, got {categories or 'none'}"
+            )
+        return categories, [
+            (item, str(c)) for c, items in data.items() if items is not None for item in items
+        ]
+    raise ValueError(
+        f"data: expected a folder (one sub-folder per category) or a dict category -> images, got {type(data).__name__}"
+    )
 
 
-def _load(items: list[tuple[Any, str]], channels: Sequence[str], skipped: list) -> Generator[Progress, None, list[Example]]:
+def _load(
+    items: list[tuple[Any, str]], channels: Sequence[str], skipped: list
+) -> Generator[Progress, None, list[Example]]:
     examples = []
     for i, (item, category) in enumerate(items):
         name = str(item) if isinstance(item, (str, os.PathLike)) else f"{category} image {i}"
@@ -155,11 +163,16 @@ def _target_pixel_size(examples: list[Example], pixel_size: Any) -> float | None
     return dy
 
 
-def _prepare(examples: list[Example], categories: list[str], spec: dict, skipped: list) -> Generator[Progress, None, _Samples]:
+def _prepare(
+    examples: list[Example], categories: list[str], spec: dict, skipped: list
+) -> Generator[Progress, None, _Samples]:
     views, labels, groups = [], [], []
     for g, example in enumerate(examples):
         try:
-            frames = [model_input(example.frame(f), example.pixel_size, spec, example.source) for f in range(example.n_frames)]
+            frames = [
+                model_input(example.frame(f), example.pixel_size, spec, example.source)
+                for f in range(example.n_frames)
+            ]
         except ValueError as exc:
             skipped.append({"input": example.source, "reason": _reason(exc, example.source)})
             continue
@@ -201,7 +214,9 @@ def _splits(samples: _Samples, opts: dict, categories: list[str]) -> list[tuple[
     if opts["folds"]:
         k = opts["folds"]
         if min(counts.values()) < k:
-            raise ValueError(f"folds: {k}-fold cross-validation needs at least {k} files per category; have {counts}")
+            raise ValueError(
+                f"folds: {k}-fold cross-validation needs at least {k} files per category; have {counts}"
+            )
         parts = _stratified_folds(samples, k, rng)
         return [(np.setdiff1d(everything, part), part) for part in parts]
     fraction = opts["validation"]
@@ -223,7 +238,9 @@ def _splits(samples: _Samples, opts: dict, categories: list[str]) -> list[tuple[
 # --------------------------------------------------------------------------------------
 
 
-def _batch(samples: _Samples, labels: np.ndarray, idx: np.ndarray, size: int, opts: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _batch(
+    samples: _Samples, labels: np.ndarray, idx: np.ndarray, size: int, opts: dict, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     out = np.empty((len(idx), samples.views[0].shape[0], size, size), dtype=np.float32)
     for j, i in enumerate(idx):
         view = samples.views[i]
@@ -234,7 +251,11 @@ def _batch(samples: _Samples, labels: np.ndarray, idx: np.ndarray, size: int, op
             crop = np.rot90(crop, int(rng.integers(4)), axes=(1, 2))
             if rng.random() < 0.5:
                 crop = crop[:, :, ::-1]
-            crop = crop + rng.normal(0, opts["noise"], crop.shape) + rng.normal(0, opts["row_offsets"], (crop.shape[0], size, 1))
+            crop = (
+                crop
+                + rng.normal(0, opts["noise"], crop.shape)
+                + rng.normal(0, opts["row_offsets"], (crop.shape[0], size, 1))
+            )
         out[j] = crop
     return out, labels[idx]
 
@@ -247,7 +268,9 @@ def _batches_per_epoch(n_train: int, batch_size: int) -> int:
     return max(MIN_BATCHES_PER_EPOCH, math.ceil(n_train / batch_size))
 
 
-def _evaluate(net, samples: _Samples, idx: np.ndarray, size: int, device, n_classes: int, batch_size: int = 64) -> np.ndarray:
+def _evaluate(
+    net, samples: _Samples, idx: np.ndarray, size: int, device, n_classes: int, batch_size: int = 64
+) -> np.ndarray:
     """Probabilities ``(len(idx), classes)``: the mean over each view's tiles, like prediction."""
     from .predict import network_probabilities
 
@@ -261,7 +284,12 @@ def _evaluate(net, samples: _Samples, idx: np.ndarray, size: int, device, n_clas
     if not pending:
         return out
     all_tiles = np.concatenate(pending)
-    probs = np.concatenate([network_probabilities(net, all_tiles[s : s + batch_size], device) for s in range(0, len(all_tiles), batch_size)])
+    probs = np.concatenate(
+        [
+            network_probabilities(net, all_tiles[s : s + batch_size], device)
+            for s in range(0, len(all_tiles), batch_size)
+        ]
+    )
     start = 0
     for j, count in owners:
         out[j] = probs[start : start + count].mean(axis=0)
@@ -297,8 +325,12 @@ def _train_run(
     torch.manual_seed(opts["seed"])
     rng = np.random.default_rng(opts["seed"])
     net = build_network(arch).to(device)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=opts["learning_rate"], weight_decay=opts["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.5, patience=max(1, opts["patience"] // 3))
+    optimiser = torch.optim.AdamW(
+        net.parameters(), lr=opts["learning_rate"], weight_decay=opts["weight_decay"]
+    )
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser, mode="min", factor=0.5, patience=max(1, opts["patience"] // 3)
+    )
     loss_fn = torch.nn.CrossEntropyLoss()
     size, n_classes = arch["input_size"], arch["n_classes"]
     train_labels = labels[train_idx]
@@ -311,7 +343,9 @@ def _train_run(
     val_probs_best, stopped = None, False
 
     def snapshot():
-        return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items() if v.is_floating_point()}
+        return {
+            k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items() if v.is_floating_point()
+        }
 
     for epoch in range(1, epochs + 1):
         net.train()
@@ -319,7 +353,9 @@ def _train_run(
         if opts["balance"]:
             order = rng.choice(train_idx, size=n_draw, p=weights)
         else:
-            order = np.concatenate([rng.permutation(train_idx) for _ in range(math.ceil(n_draw / len(train_idx)))])[:n_draw]
+            order = np.concatenate(
+                [rng.permutation(train_idx) for _ in range(math.ceil(n_draw / len(train_idx)))]
+            )[:n_draw]
         losses, correct, seen = [], 0, 0
         for b in range(n_batches):
             chosen = order[b * opts["batch_size"] : (b + 1) * opts["batch_size"]]
@@ -342,13 +378,24 @@ def _train_run(
             correct += int((logits.argmax(1) == yt).sum())
             seen += len(chosen)
             counter[0] += 1
-            yield Progress(counter[0], total, losses[-1] / len(chosen), f"{run_name}epoch {epoch}/{epochs}, batch {b + 1}/{n_batches}", {"run": run_name})
+            yield Progress(
+                counter[0],
+                total,
+                losses[-1] / len(chosen),
+                f"{run_name}epoch {epoch}/{epochs}, batch {b + 1}/{n_batches}",
+                {"run": run_name},
+            )
             if should_stop is not None and should_stop():
                 stopped = True
                 break
         if stopped and seen == 0:
             break
-        entry = {"epoch": epoch, "train_loss": sum(losses) / seen, "train_accuracy": correct / seen, "learning_rate": optimiser.param_groups[0]["lr"]}
+        entry = {
+            "epoch": epoch,
+            "train_loss": sum(losses) / seen,
+            "train_accuracy": correct / seen,
+            "learning_rate": optimiser.param_groups[0]["lr"],
+        }
         if len(val_idx):
             probs = _evaluate(net, samples, val_idx, size, device, n_classes)
             entry["val_loss"] = cross_entropy(labels[val_idx], probs)
@@ -358,11 +405,23 @@ def _train_run(
             probs, monitored = None, entry["train_loss"]
         history.append(entry)
         if monitored < best_loss - 1e-4:
-            best_loss, best_state, best_epoch, bad_epochs, val_probs_best = monitored, snapshot(), epoch, 0, probs
+            best_loss, best_state, best_epoch, bad_epochs, val_probs_best = (
+                monitored,
+                snapshot(),
+                epoch,
+                0,
+                probs,
+            )
         else:
             bad_epochs += 1
         scheduler.step(monitored)
-        yield Progress(counter[0], total, entry["train_loss"], f"{run_name}epoch {epoch}/{epochs} done", {"run": run_name, "epoch": entry})
+        yield Progress(
+            counter[0],
+            total,
+            entry["train_loss"],
+            f"{run_name}epoch {epoch}/{epochs} done",
+            {"run": run_name, "epoch": entry},
+        )
         if stopped or bad_epochs >= opts["patience"]:
             break
     if best_state is None:  # stopped inside the first epoch
@@ -392,7 +451,12 @@ def _options(options: dict) -> dict:
         raise ValueError("folds: cross-validation needs at least 2 folds (0 = a single validation split)")
     for key in ("learning_rate", "weight_decay", "noise", "row_offsets", "validation", "sparsity"):
         value = opts[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
             raise ValueError(f"{key}: expected a number >= 0, got {value!r}")
         opts[key] = float(value)
     if opts["learning_rate"] <= 0 or opts["validation"] >= 1:
@@ -448,7 +512,9 @@ def train_steps(
         results = []
         for f, (tr, va) in enumerate(splits):
             name = f"fold {f + 1}/{len(splits)}: " if opts["folds"] else ""
-            run = yield from _train_run(samples, labels, tr, va, arch, opts, dev, name, opts["epochs"], should_stop, counter, total)
+            run = yield from _train_run(
+                samples, labels, tr, va, arch, opts, dev, name, opts["epochs"], should_stop, counter, total
+            )
             results.append(run)
             if run.stopped_by_user:
                 break
@@ -457,18 +523,35 @@ def train_steps(
         if opts["folds"] and not stopped:
             epochs = max(1, int(np.median([r.best_epoch for r in results])))
             everything = np.arange(len(labels))
-            final = yield from _train_run(samples, labels, everything, np.array([], dtype=int), arch, opts, dev, "final: ", epochs, should_stop, counter, total)
+            final = yield from _train_run(
+                samples,
+                labels,
+                everything,
+                np.array([], dtype=int),
+                arch,
+                opts,
+                dev,
+                "final: ",
+                epochs,
+                should_stop,
+                counter,
+                total,
+            )
             # all images, for the epoch count cross-validation chose (best training loss kept)
             state, history = final.state, final.history
             metrics["cross_validation"] = {
                 "folds": opts["folds"],
-                "fold_accuracy": [_fold_accuracy(r, labels, va) for r, (_, va) in zip(results, splits, strict=True)],
+                "fold_accuracy": [
+                    _fold_accuracy(r, labels, va) for r, (_, va) in zip(results, splits, strict=True)
+                ],
                 "final_epochs": epochs,
             }
         else:
             state, history = results[0].state, results[0].history
         if opts["permutations"] and not stopped:
-            metrics["permutation_test"] = yield from _permutation_test(samples, splits, arch, opts, dev, metrics, should_stop, counter, total)
+            metrics["permutation_test"] = yield from _permutation_test(
+                samples, splits, arch, opts, dev, metrics, should_stop, counter, total
+            )
     model = ClassifierModel(
         architecture=arch,
         state=state,
@@ -481,7 +564,9 @@ def train_steps(
         history=history,
         training={
             "options": opts,
-            "images_per_category": {c: int(len(np.unique(samples.groups[samples.labels == i]))) for i, c in enumerate(categories)},
+            "images_per_category": {
+                c: int(len(np.unique(samples.groups[samples.labels == i]))) for i, c in enumerate(categories)
+            },
             "samples": int(len(labels)),
             "validation_samples": int(sum(len(va) for _, va in splits)),
             "skipped": skipped,
@@ -512,7 +597,9 @@ def _report(results: list[_Run], splits, labels: np.ndarray, categories: list[st
     return report
 
 
-def _permutation_test(samples, splits, arch, opts, dev, metrics, should_stop, counter, total) -> Generator[Progress, None, dict]:
+def _permutation_test(
+    samples, splits, arch, opts, dev, metrics, should_stop, counter, total
+) -> Generator[Progress, None, dict]:
     observed = metrics.get("accuracy", float("nan"))
     rng = np.random.default_rng(opts["seed"] + 1)
     groups, group_labels = _group_labels(samples)
@@ -521,17 +608,41 @@ def _permutation_test(samples, splits, arch, opts, dev, metrics, should_stop, co
         shuffled = dict(zip(groups, rng.permutation(group_labels), strict=True))
         labels = np.array([shuffled[g] for g in samples.groups])
         results = []
-        for f, (tr, va) in enumerate(splits):
-            run = yield from _train_run(samples, labels, tr, va, arch, opts, dev, f"permutation {p + 1}/{opts['permutations']}: ", opts["epochs"], should_stop, counter, total)
+        for _f, (tr, va) in enumerate(splits):
+            run = yield from _train_run(
+                samples,
+                labels,
+                tr,
+                va,
+                arch,
+                opts,
+                dev,
+                f"permutation {p + 1}/{opts['permutations']}: ",
+                opts["epochs"],
+                should_stop,
+                counter,
+                total,
+            )
             results.append(run)
-        accuracies.append(_report(results, splits, labels, [str(i) for i in range(arch["n_classes"])]).get("accuracy", float("nan")))
+        accuracies.append(
+            _report(results, splits, labels, [str(i) for i in range(arch["n_classes"])]).get(
+                "accuracy", float("nan")
+            )
+        )
         if any(r.stopped_by_user for r in results):
             break
     higher = sum(1 for a in accuracies if a >= observed)
-    return {"permutations": len(accuracies), "accuracies": accuracies, "observed_accuracy": observed, "p_value": (1 + higher) / (1 + len(accuracies))}
+    return {
+        "permutations": len(accuracies),
+        "accuracies": accuracies,
+        "observed_accuracy": observed,
+        "p_value": (1 + higher) / (1 + len(accuracies)),
+    }
 
 
-def train(data: Any, channels: Sequence[str] = (), progress: Callable[[Progress], Any] | None = None, **options: Any) -> ClassifierModel:
+def train(
+    data: Any, channels: Sequence[str] = (), progress: Callable[[Progress], Any] | None = None, **options: Any
+) -> ClassifierModel:
     """Train a classifier (see the module docstring); ``progress`` sees every step.
 
     ``data``: a folder with one sub-folder per category, or ``{category: [inputs]}``.
@@ -541,4 +652,3 @@ def train(data: Any, channels: Sequence[str] = (), progress: Callable[[Progress]
     ``device``, ``threads``, ``should_stop`` and the training options of :data:`DEFAULTS`.
     """
     return run_to_end(train_steps(data, channels, **options), progress)
-

@@ -54,8 +54,12 @@ def as_image(image: Any, name: str = "image") -> Any:
         except Exception as exc:  # ragged lists etc.
             raise ValueError(f"{name}: not an array of numbers ({exc})") from None
     if arr.ndim not in (2, 3):
-        raise ValueError(f"{name}: expected a 2-D image (y, x) or a 3-D stack (t, y, x), got {arr.ndim}-D {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(
+            f"{name}: expected a 2-D image (y, x) or a 3-D stack (t, y, x), got {arr.ndim}-D {arr.shape}"
+        )
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.issubdtype(
+        arr.dtype, np.complexfloating
+    ):
         raise ValueError(f"{name}: expected real numbers, got dtype {arr.dtype}")
     if min(arr.shape[-2:]) < 2:
         raise ValueError(f"{name}: an image needs at least 2 x 2 pixels, got {arr.shape}")
@@ -96,7 +100,9 @@ def map_frames(func: Callable[[np.ndarray], np.ndarray], image: Any, dtype=np.fl
     return np.stack([func(np.asarray(frame)) for frame in image])
 
 
-def run_to_end(steps: Generator[Progress, None, Any], progress: Callable[[Progress], Any] | None = None) -> Any:
+def run_to_end(
+    steps: Generator[Progress, None, Any], progress: Callable[[Progress], Any] | None = None
+) -> Any:
     """Drive a long-work generator to its end and return its result; ``progress`` sees every step."""
     while True:
         try:

@@ -111,7 +111,9 @@ def _check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
         value = merged[name]
         kind = numbers.Integral if integer else numbers.Real
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind) or not np.isfinite(value):
-            raise ValueError(f"{name}: expected {'an integer' if integer else 'a finite number'}, got {value!r}")
+            raise ValueError(
+                f"{name}: expected {'an integer' if integer else 'a finite number'}, got {value!r}"
+            )
         if value < minimum or (strict and value == minimum):
             raise ValueError(f"{name}: must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
         merged[name] = int(value) if integer else float(value)
@@ -433,7 +435,9 @@ def _cnn_steps(
 
     def denoise_one_steps(f: np.ndarray, what: str) -> Generator[Progress, None, np.ndarray]:
         z, bad = normalise(np.asarray(f, dtype=np.float64))
-        out = yield from cnn.predict_steps(net, z, tta=o["tta"], device=device, label=f"{method}: denoising {what}")
+        out = yield from cnn.predict_steps(
+            net, z, tta=o["tta"], device=device, label=f"{method}: denoising {what}"
+        )
         out = out.astype(np.float64) * scale + offset
         out[bad] = np.asarray(f)[bad]
         return out
@@ -454,7 +458,9 @@ def _cnn_steps(
     if image.ndim == 2:
         sources = [(np.asarray(image), None if pair is None else np.asarray(pair))]
     else:
-        sources = [(np.asarray(image[t]), None if pair is None else np.asarray(pair[t])) for t in range(ntotal)]
+        sources = [
+            (np.asarray(image[t]), None if pair is None else np.asarray(pair[t])) for t in range(ntotal)
+        ]
     results = []
     for t, (a, b) in enumerate(sources):
         what = "image" if image.ndim == 2 else f"frame {t + 1} of {len(sources)}"
@@ -491,7 +497,9 @@ def denoise_steps(
         raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(DENOISE_METHODS)}")
     if method == "auto":
         if options:
-            raise ValueError(f"{next(iter(options))}: method 'auto' takes no options; choose a method to set them")
+            raise ValueError(
+                f"{next(iter(options))}: method 'auto' takes no options; choose a method to set them"
+            )
         method = choose_auto(arr.shape)
     o = _check_options(method, options)
     seed = _check_seed(seed)

@@ -69,7 +69,14 @@ __all__ = [
 #: Method name -> {option name: default value}. The type of the default is the option's type
 #: (int, float, bool, or str with its choices in OPTION_INFO).
 FLATTEN_OPTIONS: dict[str, dict[str, Any]] = {
-    "auto": {"iterations": 3, "threshold": 3.0, "dilation": 2, "degree": 2, "features": "above", "scars": True},
+    "auto": {
+        "iterations": 3,
+        "threshold": 3.0,
+        "dilation": 2,
+        "degree": 2,
+        "features": "above",
+        "scars": True,
+    },
     "plane": {},
     "polynomial": {"degree_x": 2, "degree_y": 2},
     "rows_median": {},
@@ -192,7 +199,9 @@ def _check_value(name: str, value: Any, default: Any) -> Any:
             raise ValueError(f"{name}: expected a whole number, got {value!r}")
         value = int(value)
     else:
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)
+        ):
             raise ValueError(f"{name}: expected a number, got {value!r}")
         value = float(value)
         if not np.isfinite(value):
@@ -530,7 +539,9 @@ def _remove_scars(
 # Auto
 
 
-def _feature_mask(r: np.ndarray, background: np.ndarray, threshold: float, dilation: int, features: str) -> np.ndarray:
+def _feature_mask(
+    r: np.ndarray, background: np.ndarray, threshold: float, dilation: int, features: str
+) -> np.ndarray:
     """Pixels sticking out of the background by > threshold sigma, grown into their connected
     pixels above _GROW_SIGMA sigma (hysteresis), dilated by ``dilation`` pixels."""
     values = r[background]

@@ -173,7 +173,9 @@ def noise_sigma(net) -> float:
     return float(torch.exp(0.5 * net.log_noise.detach().clamp(*_LOG_VAR)))
 
 
-def initial_noise_variance(frames: Sequence[np.ndarray], valid: Sequence[np.ndarray] | None, structured: bool) -> float:
+def initial_noise_variance(
+    frames: Sequence[np.ndarray], valid: Sequence[np.ndarray] | None, structured: bool
+) -> float:
     """A robust first guess of the noise variance: the spread of ``y - fill`` over the image.
 
     ``fill`` is what the blind-spot mask puts in a pixel's place (the mean of the 2 lines or the 4
@@ -365,7 +367,9 @@ def predict_steps(
     # multiple of 4
     extra_y = 2 * halo_y if halo_y else (-h) % _MULTIPLE
     extra_x = 2 * halo_x if halo_x else (-w) % _MULTIPLE
-    padded = np.pad(frame.astype(np.float32), ((halo_y, extra_y - halo_y), (halo_x, extra_x - halo_x)), mode="reflect")
+    padded = np.pad(
+        frame.astype(np.float32), ((halo_y, extra_y - halo_y), (halo_x, extra_x - halo_x)), mode="reflect"
+    )
     out = np.empty((h, w), dtype=np.float32)
     flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
     ys, xs = _tiles(h, tile), _tiles(w, tile)

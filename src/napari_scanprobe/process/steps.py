@@ -33,17 +33,23 @@ def check_steps(steps: Any, name: str = "preprocessing") -> list[dict]:
     if isinstance(steps, dict):
         steps = [steps]
     if not isinstance(steps, (list, tuple)):
-        raise ValueError(f"{name}: expected a list of steps like {{'step': 'flatten', 'method': 'plane'}}, got {type(steps).__name__}")
+        raise ValueError(
+            f"{name}: expected a list of steps like {{'step': 'flatten', 'method': 'plane'}}, got {type(steps).__name__}"
+        )
     clean = []
     for i, step in enumerate(steps):
         if not isinstance(step, dict) or "step" not in step:
             raise ValueError(f"{name}[{i}]: expected a dict with a 'step' key, got {step!r}")
         if step["step"] not in STEP_FUNCTIONS:
-            raise ValueError(f"{name}[{i}]: unknown step {step['step']!r}; choose one of {', '.join(STEP_FUNCTIONS)}")
+            raise ValueError(
+                f"{name}[{i}]: unknown step {step['step']!r}; choose one of {', '.join(STEP_FUNCTIONS)}"
+            )
         options = step.get("options") or {}
         if not isinstance(options, dict):
             raise ValueError(f"{name}[{i}]: 'options' must be a dict, got {options!r}")
-        clean.append({"step": str(step["step"]), "method": str(step.get("method", "auto")), "options": dict(options)})
+        clean.append(
+            {"step": str(step["step"]), "method": str(step.get("method", "auto")), "options": dict(options)}
+        )
     return clean
 
 

@@ -71,8 +71,8 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..weights_file import check_shapes, load_weights, save_weights, weight_paths
 from ..torch_setup import resolve_device, torch_threads
+from ..weights_file import check_shapes, load_weights, save_weights, weight_paths
 from .common import Progress, as_image, is_dask, map_frames, run_to_end
 
 __all__ = [
@@ -151,7 +151,12 @@ OPTION_INFO: dict[str, tuple] = {
 ARCHITECTURE = "espcn-zero-mean-detail"
 FORMAT = "napari-scanprobe-upscaler"
 FORMAT_VERSION = 1
-NORMALISATION = {"plane": "least-squares", "centre": "median", "scale": "percentile-range", "percentiles": [1.0, 99.0]}
+NORMALISATION = {
+    "plane": "least-squares",
+    "centre": "median",
+    "scale": "percentile-range",
+    "percentiles": [1.0, 99.0],
+}
 _PERCENTILES = (1.0, 99.0)
 _MIN_LEARN_SIDE = 4  # coarse pixels: zero-shot training needs at least this many per side
 
@@ -189,7 +194,9 @@ def _check_options(method: str, options: dict) -> dict:
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"learning_rate: must be a positive number, got {lr!r}")
     threads = merged["threads"]
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1
+    ):
         raise ValueError(f"threads: must be None or an integer >= 1, got {threads!r}")
     return merged
 
@@ -236,17 +243,23 @@ def upscaled_geometry(scale: Any, translate: Any, factor: int) -> tuple[tuple[fl
     scale = tuple(float(v) for v in np.atleast_1d(scale))
     translate = tuple(float(v) for v in np.atleast_1d(translate))
     if len(scale) != len(translate) or len(scale) < 2:
-        raise ValueError(f"scale: needs one value per axis (at least 2) matching translate, got {scale} and {translate}")
+        raise ValueError(
+            f"scale: needs one value per axis (at least 2) matching translate, got {scale} and {translate}"
+        )
     lead = len(scale) - 2
     new_scale = scale[:lead] + tuple(v / factor for v in scale[lead:])
-    new_translate = translate[:lead] + tuple(t - v * (factor - 1) / (2 * factor) for t, v in zip(translate[lead:], scale[lead:]))
+    new_translate = translate[:lead] + tuple(
+        t - v * (factor - 1) / (2 * factor) for t, v in zip(translate[lead:], scale[lead:])
+    )
     return new_scale, new_translate
 
 
 def _bicubic2d(image: np.ndarray, factor: int) -> np.ndarray:
     from scipy import ndimage
 
-    out = ndimage.zoom(np.asarray(image, dtype=np.float64), factor, order=3, mode="reflect", grid_mode=True, prefilter=True)
+    out = ndimage.zoom(
+        np.asarray(image, dtype=np.float64), factor, order=3, mode="reflect", grid_mode=True, prefilter=True
+    )
     assert out.shape == (image.shape[0] * factor, image.shape[1] * factor)
     return out
 
@@ -384,7 +397,14 @@ class _Norm:
 
 
 def _architecture(factor: int, features: int, layers: int) -> dict:
-    return {"name": ARCHITECTURE, "factor": factor, "features": features, "layers": layers, "head_kernel": 5, "activation": "prelu"}
+    return {
+        "name": ARCHITECTURE,
+        "factor": factor,
+        "features": features,
+        "layers": layers,
+        "head_kernel": 5,
+        "activation": "prelu",
+    }
 
 
 def _expected_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
@@ -504,7 +524,9 @@ def load_upscaler(path: str | os.PathLike) -> UpscalerModel:
     state, sidecar = load_weights(path, FORMAT, "upscaler")
     version = sidecar.get("format_version")
     if version != FORMAT_VERSION:
-        raise ValueError(f"{sidecar_path}: format version {version!r} is not supported (this version reads {FORMAT_VERSION})")
+        raise ValueError(
+            f"{sidecar_path}: format version {version!r} is not supported (this version reads {FORMAT_VERSION})"
+        )
     arch = sidecar.get("architecture")
     try:
         if arch.get("name") != ARCHITECTURE:
@@ -517,7 +539,12 @@ def load_upscaler(path: str | os.PathLike) -> UpscalerModel:
             "head_kernel": int(arch["head_kernel"]),
             "activation": str(arch.get("activation", "prelu")),
         }
-        if arch["activation"] != "prelu" or arch["head_kernel"] not in (3, 5, 7) or not (1 <= arch["features"] <= 1024) or not (1 <= arch["layers"] <= 64):
+        if (
+            arch["activation"] != "prelu"
+            or arch["head_kernel"] not in (3, 5, 7)
+            or not (1 <= arch["features"] <= 1024)
+            or not (1 <= arch["layers"] <= 64)
+        ):
             raise ValueError("unsupported architecture parameters")
         if int(sidecar.get("factor", arch["factor"])) != arch["factor"]:
             raise ValueError("factor disagrees with the architecture")
@@ -525,7 +552,9 @@ def load_upscaler(path: str | os.PathLike) -> UpscalerModel:
         raise ValueError(f"{sidecar_path}: incompatible architecture ({exc})") from None
 
     if sidecar.get("normalisation", NORMALISATION) != NORMALISATION:
-        raise ValueError(f"{sidecar_path}: normalisation {sidecar.get('normalisation')!r} is not the one this version uses ({NORMALISATION!r})")
+        raise ValueError(
+            f"{sidecar_path}: normalisation {sidecar.get('normalisation')!r} is not the one this version uses ({NORMALISATION!r})"
+        )
 
     check_shapes(weights_path, state, _expected_shapes(arch))
     return UpscalerModel(
@@ -545,7 +574,9 @@ def _as_model(weights: Any, factor: int) -> UpscalerModel:
     else:
         raise ValueError(f"weights: expected a path or an UpscalerModel, got {type(weights).__name__}")
     if model.factor != factor:
-        raise ValueError(f"factor: the weights were trained for ×{model.factor}, not ×{factor} (pass factor={model.factor})")
+        raise ValueError(
+            f"factor: the weights were trained for ×{model.factor}, not ×{factor} (pass factor={model.factor})"
+        )
     return model
 
 
@@ -584,7 +615,9 @@ def _training_frames(images: Iterable[Any], name: str, max_frames: int = 16) -> 
     for i, img in enumerate(images):
         arr = img if name == "image" else as_image(img, f"{name}[{i}]")
         if arr.ndim == 3:
-            picks = np.unique(np.linspace(0, arr.shape[0] - 1, min(arr.shape[0], max_frames)).round().astype(int))
+            picks = np.unique(
+                np.linspace(0, arr.shape[0] - 1, min(arr.shape[0], max_frames)).round().astype(int)
+            )
             chosen = [np.asarray(arr[int(t)], dtype=np.float64) for t in picks]
         else:
             chosen = [np.asarray(arr, dtype=np.float64)]
@@ -624,7 +657,13 @@ def _train_steps(
     radius = net.radius
     opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=learning_rate, total_steps=steps, pct_start=0.15, anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0
+        opt,
+        max_lr=learning_rate,
+        total_steps=steps,
+        pct_start=0.15,
+        anneal_strategy="cos",
+        div_factor=10.0,
+        final_div_factor=100.0,
     )
     tensors = [(torch.from_numpy(p.coarse).to(device), torch.from_numpy(p.detail).to(device)) for p in pairs]
     net.train()
@@ -636,8 +675,15 @@ def _train_steps(
         ph, pw = min(patch, h), min(patch, w)
         ys = rng.integers(0, h - ph + 1, size=batch)
         xs = rng.integers(0, w - pw + 1, size=batch)
-        x = torch.stack([coarse[y0 : y0 + ph + 2 * radius, x0 : x0 + pw + 2 * radius] for y0, x0 in zip(ys, xs)])[:, None]
-        y = torch.stack([detail[y0 * factor : (y0 + ph) * factor, x0 * factor : (x0 + pw) * factor] for y0, x0 in zip(ys, xs)])[:, None]
+        x = torch.stack(
+            [coarse[y0 : y0 + ph + 2 * radius, x0 : x0 + pw + 2 * radius] for y0, x0 in zip(ys, xs)]
+        )[:, None]
+        y = torch.stack(
+            [
+                detail[y0 * factor : (y0 + ph) * factor, x0 * factor : (x0 + pw) * factor]
+                for y0, x0 in zip(ys, xs)
+            ]
+        )[:, None]
         t = int(rng.integers(8))  # one of the 8 flips/rotations for the whole batch
         if t & 4:
             x, y = x.transpose(2, 3), y.transpose(2, 3)
@@ -688,7 +734,9 @@ def _as_list(images: Any, name: str) -> list:
     try:
         return list(images)
     except TypeError:
-        raise ValueError(f"{name}: expected an array or a list of arrays, got {type(images).__name__}") from None
+        raise ValueError(
+            f"{name}: expected an array or a list of arrays, got {type(images).__name__}"
+        ) from None
 
 
 def train_upscaler_steps(
@@ -711,7 +759,16 @@ def train_upscaler_steps(
     factor = _check_factor(factor)
     seed = _check_seed(seed)
     opts = _check_options(
-        "cnn", dict(steps=steps, batch=batch, patch=patch, learning_rate=learning_rate, features=features, layers=layers, threads=threads)
+        "cnn",
+        dict(
+            steps=steps,
+            batch=batch,
+            patch=patch,
+            learning_rate=learning_rate,
+            features=features,
+            layers=layers,
+            threads=threads,
+        ),
     )
     images = _as_list(images, "images")
     if not images:
@@ -721,12 +778,16 @@ def train_upscaler_steps(
     pairs = _pairs(frames, factor, _receptive_radius(arch))
     if not pairs:
         side = _MIN_LEARN_SIDE * factor
-        raise ValueError(f"images: nothing to learn from (each needs at least {side} x {side} pixels and some height variation)")
+        raise ValueError(
+            f"images: nothing to learn from (each needs at least {side} x {side} pixels and some height variation)"
+        )
     dev = resolve_device(device)
     with torch_threads(opts["threads"]), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = _new_net(arch, seed, dev)
-        loss = yield from _train_steps(net, pairs, factor, opts["steps"], opts["batch"], opts["patch"], opts["learning_rate"], seed, dev)
+        loss = yield from _train_steps(
+            net, pairs, factor, opts["steps"], opts["batch"], opts["patch"], opts["learning_rate"], seed, dev
+        )
     training = {
         "images": len(frames),
         "steps": opts["steps"],
@@ -764,7 +825,9 @@ def train_upscaler(
 _TRANSFORMS = 8
 
 
-def _apply_detail(net, normed: np.ndarray, factor: int, device, ensemble: bool) -> Generator[Progress, None, np.ndarray]:
+def _apply_detail(
+    net, normed: np.ndarray, factor: int, device, ensemble: bool
+) -> Generator[Progress, None, np.ndarray]:
     """The network's detail for one normalised 2-D image (row bands, exact: each has its context)."""
     import torch
 
@@ -803,7 +866,9 @@ def _apply_detail(net, normed: np.ndarray, factor: int, device, ensemble: bool) 
     return out / len(transforms)
 
 
-def _cross_scale_weight(net, frames: list[np.ndarray], factor: int, device, ensemble: bool) -> Generator[Progress, None, float | None]:
+def _cross_scale_weight(
+    net, frames: list[np.ndarray], factor: int, device, ensemble: bool
+) -> Generator[Progress, None, float | None]:
     """Least-squares weight in [0, 1] of the network's detail on (frame / factor -> frame) pairs.
 
     The weight ``w`` minimising ``|base + w * detail - frame|²`` summed over the frames
@@ -882,7 +947,9 @@ def _cnn_steps(arr: Any, factor: int, seed: int, weights: Any, opts: dict) -> Ge
 
     def train(net, pairs, steps, rate, step_seed, offset=0, total=None):
         with torch_threads(train_threads):
-            loss = yield from _train_steps(net, pairs, net.factor, steps, batch, patch, rate, step_seed, dev, offset, total)
+            loss = yield from _train_steps(
+                net, pairs, net.factor, steps, batch, patch, rate, step_seed, dev, offset, total
+            )
         net.eval()
         return loss
 
@@ -892,11 +959,15 @@ def _cnn_steps(arr: Any, factor: int, seed: int, weights: Any, opts: dict) -> Ge
         if weights is not None:
             model = _as_model(weights, factor)
             net = _net_from_model(model, dev).eval()
-            weight = (yield from _cross_scale_weight(net, frames, net.factor, dev, ensemble)) if adaptive else None
+            weight = (
+                (yield from _cross_scale_weight(net, frames, net.factor, dev, ensemble)) if adaptive else None
+            )
             weight = 1.0 if weight is None else weight
             if opts["finetune"] and opts["finetune_steps"] > 0:
                 # the weight checked before fine-tuning is kept: no unseen scale is left to check on
-                yield from train(net, _pairs(frames + extra, net.factor, net.radius), opts["finetune_steps"], lr / 4, seed)
+                yield from train(
+                    net, _pairs(frames + extra, net.factor, net.radius), opts["finetune_steps"], lr / 4, seed
+                )
         else:
             # zero-shot: ×2 learned from the image; ×4 = that ×2 network, then a ×2 consistent base
             nf = 2
@@ -934,7 +1005,9 @@ def _cnn_steps(arr: Any, factor: int, seed: int, weights: Any, opts: dict) -> Ge
         if arr.ndim == 2:
             return (yield from _cnn_frame_steps(net, np.asarray(arr), factor, dev, ensemble, weight))
         if is_dask(arr):
-            return map_frames(lambda frame: run_to_end(_cnn_frame_steps(net, frame, factor, dev, ensemble, weight)), arr)
+            return map_frames(
+                lambda frame: run_to_end(_cnn_frame_steps(net, frame, factor, dev, ensemble, weight)), arr
+            )
         out = []
         for t in range(arr.shape[0]):
             out.append((yield from _cnn_frame_steps(net, np.asarray(arr[t]), factor, dev, ensemble, weight)))
