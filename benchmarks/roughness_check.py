@@ -90,9 +90,11 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             npz = Path(tmp) / "heights.npz"
             arrays = {}
-            for i, (key, ch, z, _) in enumerate(found):
+            for i, (_, ch, z, _) in enumerate(found):
                 arrays[f"c{i}"] = z
-                arrays[f"c{i}__size"] = np.array([z.shape[0] * ch.pixel_size[0], z.shape[1] * ch.pixel_size[1]])
+                arrays[f"c{i}__size"] = np.array(
+                    [z.shape[0] * ch.pixel_size[0], z.shape[1] * ch.pixel_size[1]]
+                )
             np.savez(npz, **arrays)
             done = subprocess.run(
                 [args.st_python, "-c", ST_SCRIPT, str(npz)], capture_output=True, text=True, check=True
@@ -111,7 +113,11 @@ def main() -> int:
             t = theirs[key]
             diff = max(rel(getattr(r, p), t[p]) for p in ROUGHNESS_PARAMETERS)
             worst_st = max(worst_st, diff)
-            print("   " + " ".join(f"{t[p]:11.5g}" for p in ROUGHNESS_PARAMETERS) + f"   SurfaceTopography  max diff {100 * diff:.2g} %")
+            print(
+                "   "
+                + " ".join(f"{t[p]:11.5g}" for p in ROUGHNESS_PARAMETERS)
+                + f"   SurfaceTopography  max diff {100 * diff:.2g} %"
+            )
         scale = 1e9 if ref["unit_z"] == "m" else 1.0
         gwy = {"Sp": (ref["max"] - ref["mean"]) * scale, "Sv": (ref["mean"] - ref["min"]) * scale}
         diff = max(rel(getattr(r, p), gwy[p]) for p in gwy)

@@ -76,9 +76,7 @@ def check_path(points: Any) -> np.ndarray:
     return pts
 
 
-def sample_path(
-    points: np.ndarray, step: float, width: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_path(points: np.ndarray, step: float, width: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample positions along the polyline: ``distance`` (n,) and ``ys``, ``xs`` (n, m), m
     samples across the width (physical units)."""
     if not (np.isfinite(step) and step > 0):

@@ -53,7 +53,16 @@ def _units(z_unit: str, xy_unit: str) -> dict[str, str]:
         slope = f"{z_unit or '1'}/{xy_unit or 'px'}"
     else:
         slope = ""
-    return {"Sa": z_unit, "Sq": z_unit, "Ssk": "", "Sku": "", "Sp": z_unit, "Sv": z_unit, "Sz": z_unit, "Sdq": slope}
+    return {
+        "Sa": z_unit,
+        "Sq": z_unit,
+        "Ssk": "",
+        "Sku": "",
+        "Sp": z_unit,
+        "Sv": z_unit,
+        "Sz": z_unit,
+        "Sdq": slope,
+    }
 
 
 def _rms_gradient(z: np.ndarray, dy: float, dx: float) -> float:

@@ -26,9 +26,7 @@ class StepHeight:
 
     @property
     def uncertainty(self) -> float:
-        return float(
-            np.sqrt(self.lower_std**2 / self.lower_pixels + self.upper_std**2 / self.upper_pixels)
-        )
+        return float(np.sqrt(self.lower_std**2 / self.lower_pixels + self.upper_std**2 / self.upper_pixels))
 
 
 def step_height(
