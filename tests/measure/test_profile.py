@@ -91,7 +91,7 @@ def test_kymograph_of_a_lazy_movie_is_the_profile_of_each_frame():
     frames = np.stack([ramp(pixel_size=(1.0, 1.0)) + t for t in range(5)])
     movie = Channel(da.from_array(frames, chunks=(1, 40, 60)), "Height", z_unit="nm", frame_time_s=0.1)
     seen = []
-    k = kymograph(movie, [(10, 5), (30, 40)], width=3, progress=lambda i, n: seen.append((i, n)))
+    k = kymograph(movie, [(10, 5), (30, 40)], width=3, progress=lambda u: seen.append((u.step, u.total)))
     assert k.data.shape == (5, len(k.distance)) and k.frame_time_s == 0.1 and k.z_unit == "nm"
     for t in range(5):
         assert np.allclose(

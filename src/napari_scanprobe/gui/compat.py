@@ -16,3 +16,12 @@ def scale_bar_of(viewer):
     if overlays is not None and hasattr(overlays, "scale_bar"):
         return overlays.scale_bar
     return viewer.scale_bar
+
+
+def text_overlay_of(viewer):
+    """The canvas text overlay: ``viewer.canvas.overlays.text`` from 0.9, ``viewer.text_overlay`` before."""
+    canvas = getattr(viewer, "canvas", None)
+    overlays = getattr(canvas, "overlays", None)
+    if overlays is not None and hasattr(overlays, "text"):
+        return overlays.text
+    return viewer.text_overlay

@@ -8,7 +8,7 @@ are used), and returns numbers with their units.
 
 from .geometry import Image, as_measured
 from .histogram import Histogram, height_histogram
-from .profile import Kymograph, Profile, kymograph, profile
+from .profile import Kymograph, Profile, kymograph, kymograph_steps, profile
 from .roughness import ROUGHNESS_PARAMETERS, Roughness, roughness
 from .step import StepHeight, step_height
 
@@ -19,6 +19,7 @@ __all__ = [
     "profile",
     "Kymograph",
     "kymograph",
+    "kymograph_steps",
     "StepHeight",
     "step_height",
     "Roughness",

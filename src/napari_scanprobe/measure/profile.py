@@ -9,13 +9,14 @@ Samples outside the image are NaN.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+from ..process.common import Progress, run_to_end
 from .geometry import Image, as_measured, length_unit
 
 #: Most samples one profile may hold (a path this long is a mistake in its coordinates).
@@ -177,20 +178,16 @@ def _is_numbers(items: Any) -> bool:
     return len(items) > 0 and not hasattr(items[0], "data")
 
 
-def kymograph(
+def kymograph_steps(
     movie: Any,
     points: Any,
     width: float = 0.0,
     step: float | None = None,
     pixel_size: Any = None,
     offset: Any = None,
-    progress: Callable[[int, int], Any] | None = None,
-) -> Kymograph:
-    """The profile along ``points`` in every frame of a ``(t, y, x)`` movie: ``(t, distance)``.
-
-    Frames are read one at a time (a dask movie is never loaded whole). ``progress(done,
-    total)`` is called after each frame; it may raise to cancel.
-    """
+) -> Generator[Progress, None, Kymograph]:
+    """:func:`kymograph` as long work: yields a :class:`Progress` after each frame (stop
+    iterating to cancel) and returns the :class:`Kymograph`."""
     pts = check_path(points)
     m = as_measured(movie, pixel_size, offset, movie=True)
     if m.data.ndim != 3:
@@ -202,6 +199,22 @@ def kymograph(
     out = np.empty((total, len(distance)))
     for t in range(total):
         out[t] = _sample(np.asarray(m.data[t]), rows, cols)
-        if progress is not None:
-            progress(t + 1, total)
+        yield Progress(t + 1, total, message=f"frame {t + 1}/{total}")
     return Kymograph(out, distance, m.z_unit, length_unit(m), m.frame_time_s, pts, float(width))
+
+
+def kymograph(
+    movie: Any,
+    points: Any,
+    width: float = 0.0,
+    step: float | None = None,
+    pixel_size: Any = None,
+    offset: Any = None,
+    progress: Callable[[Progress], Any] | None = None,
+) -> Kymograph:
+    """The profile along ``points`` in every frame of a ``(t, y, x)`` movie: ``(t, distance)``.
+
+    ``movie``: an array (with ``pixel_size``/``offset``) or a movie Channel. Frames are read one
+    at a time (a dask movie is never loaded whole); ``progress`` sees a :class:`Progress` per frame.
+    """
+    return run_to_end(kymograph_steps(movie, points, width, step, pixel_size, offset), progress)
