@@ -46,7 +46,7 @@ def test_profile_of_every_channel_in_nm_finds_the_step_within_1_percent(dock, tm
     viewer, widget = dock
     shapes = widget.add_shapes()
     shapes.add_lines(np.array([[190.0, 20.0], [190.0, 360.0]]))
-    widget.width.setValue(60.0)
+    widget.line_width.setValue(60.0)
     p = widget.run_profile()
     assert list(p.values) == ["Height (forward)", "Phase (forward)"]
     assert p.distance_unit == "nm" and p.distance[-1] == pytest.approx(340.0, abs=DX)

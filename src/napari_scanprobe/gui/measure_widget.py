@@ -147,17 +147,17 @@ class MeasureWidget(QWidget):
         self.new_shapes = _button(
             "New", "Add a Shapes layer to draw a line on (press L for a line)", self.add_shapes
         )
-        self.width = QDoubleSpinBox()
-        self.width.setRange(0.0, 1e6)
-        self.width.setDecimals(2)
-        self.width.setToolTip(
+        self.line_width = QDoubleSpinBox()
+        self.line_width.setRange(0.0, 1e6)
+        self.line_width.setDecimals(2)
+        self.line_width.setToolTip(
             "Width of the band across the line whose values are averaged (0: the line itself)"
         )
         form = QFormLayout()
         form.addRow("Image layer", self.image_box)
         form.addRow("Shapes layer", _row(self.shapes_box, self.new_shapes))
         self.width_label = QLabel("Line width (nm)")
-        form.addRow(self.width_label, self.width)
+        form.addRow(self.width_label, self.line_width)
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self._profile_tab(), "Profile")
@@ -253,6 +253,12 @@ class MeasureWidget(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setMinimumWidth(200)
+        self.table.resizeRowsToContents()
+        rows = sum(self.table.rowHeight(i) for i in range(self.table.rowCount()))
+        self.table.setFixedHeight(
+            rows + self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth() + 2
+        )
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         for row, name in enumerate(measure.ROUGHNESS_PARAMETERS):
             item = QTableWidgetItem(name)
             item.setToolTip(PARAMETER_HELP[name])
@@ -334,8 +340,9 @@ class MeasureWidget(QWidget):
     def add_shapes(self) -> Shapes:
         image = self.image
         frame = {"ndim": image.ndim, "units": list(image.units)} if image is not None else {}
+        edge = max(image.scale[-2:]) if image is not None else 1.0  # one pixel, in world units
         layer = self.viewer.add_shapes(
-            name="measure lines", edge_color="cyan", edge_width=2, face_color="transparent", **frame
+            name="measure lines", edge_color="cyan", edge_width=edge, face_color="transparent", **frame
         )
         layer.mode = "add_line"
         self.shapes_box.setCurrentText(layer.name)
@@ -409,7 +416,7 @@ class MeasureWidget(QWidget):
             layer = self._need_image()
             (line,) = self._selected(("line", "path"), 1)
             channels = [layer_channel(other, self._frame(other)) for other in self._siblings(layer)]
-            self.last_profile = measure.profile(channels, line, width=self.width.value())
+            self.last_profile = measure.profile(channels, line, width=self.line_width.value())
         except ValueError as exc:
             self._report(exc)
             return None
@@ -446,7 +453,7 @@ class MeasureWidget(QWidget):
         except ValueError as exc:
             self._report(exc)
             return
-        width = self.width.value()
+        width = self.line_width.value()
         worker = create_worker(
             measure.kymograph_steps, channel, line, width, _start_thread=False, _ignore_errors=True
         )
