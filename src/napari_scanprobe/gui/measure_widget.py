@@ -254,11 +254,9 @@ class MeasureWidget(QWidget):
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setMinimumWidth(200)
         self.table.resizeRowsToContents()
-        rows = sum(self.table.rowHeight(i) for i in range(self.table.rowCount()))
-        self.table.setFixedHeight(
-            rows + self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth() + 2
-        )
-        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        header = self.table.horizontalHeader().sizeHint().height()
+        rows = self.table.verticalHeader().length()
+        self.table.setMinimumHeight(header + rows + 2 * self.table.frameWidth() + 8)
         for row, name in enumerate(measure.ROUGHNESS_PARAMETERS):
             item = QTableWidgetItem(name)
             item.setToolTip(PARAMETER_HELP[name])
