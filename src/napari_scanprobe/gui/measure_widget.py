@@ -549,11 +549,16 @@ class MeasureWidget(QWidget):
         )
         return s
 
+    def _area(self) -> tuple[Image, Channel, np.ndarray | None]:
+        """The image layer, its shown frame as a Channel, and the chosen area's mask (None: all)."""
+        layer = self._need_image()
+        frame = self._frame(layer)
+        return layer, layer_channel(layer, frame), self._region(layer, frame)
+
     def run_roughness(self, *args) -> measure.Roughness | None:
         try:
-            layer = self._need_image()
-            frame = self._frame(layer)
-            r = measure.roughness(layer_channel(layer, frame), mask=self._region(layer, frame))
+            layer, channel, mask = self._area()
+            r = measure.roughness(channel, mask=mask)
         except ValueError as exc:
             self._report(exc)
             return None
@@ -566,11 +571,8 @@ class MeasureWidget(QWidget):
 
     def run_histogram(self, *args) -> measure.Histogram | None:
         try:
-            layer = self._need_image()
-            frame = self._frame(layer)
-            h = measure.height_histogram(
-                layer_channel(layer, frame), bins=self.bins.value(), mask=self._region(layer, frame)
-            )
+            _, channel, mask = self._area()
+            h = measure.height_histogram(channel, bins=self.bins.value(), mask=mask)
         except ValueError as exc:
             self._report(exc)
             return None

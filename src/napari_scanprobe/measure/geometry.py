@@ -109,5 +109,17 @@ def region_mask(image: Image, region: Any, name: str = "region") -> np.ndarray:
     )
 
 
+def evaluated(image: Image, mask: Any = None, roi: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """The heights as float64 and where they count: finite, inside ``mask`` and ``roi``
+    (a mask and/or a rectangle, see :func:`region_mask`; both given: their intersection)."""
+    z = np.asarray(image.data, dtype=np.float64)
+    inside = np.isfinite(z)
+    if mask is not None:
+        inside &= region_mask(image, mask, "mask")
+    if roi is not None:
+        inside &= region_mask(image, roi, "roi")
+    return z, inside
+
+
 def length_unit(image: Image) -> str:
     return image.xy_unit or "px"

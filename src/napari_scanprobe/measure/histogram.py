@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import as_measured, region_mask
+from .geometry import as_measured, evaluated
 
 MAX_BINS = 100_000
 
@@ -42,12 +42,7 @@ def height_histogram(
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 1 <= bins <= MAX_BINS:
         raise ValueError(f"bins: expected a whole number from 1 to {MAX_BINS}, got {bins!r}")
     m = as_measured(image, pixel_size, None, z_unit)
-    z = np.asarray(m.data, dtype=np.float64)
-    inside = np.isfinite(z)
-    if mask is not None:
-        inside &= region_mask(m, mask, "mask")
-    if roi is not None:
-        inside &= region_mask(m, roi, "roi")
+    z, inside = evaluated(m, mask, roi)
     values = z[inside]
     if values.size == 0:
         raise ValueError(f"{m.name}: no valid pixel to count")

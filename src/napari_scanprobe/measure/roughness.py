@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import as_measured, region_mask
+from .geometry import as_measured, evaluated
 
 ROUGHNESS_PARAMETERS = ("Sa", "Sq", "Ssk", "Sku", "Sp", "Sv", "Sz", "Sdq")
 
@@ -89,12 +89,7 @@ def roughness(
     x1))`` in physical coordinates. Both given: their intersection.
     """
     m = as_measured(image, pixel_size, None, z_unit, xy_unit)
-    z = np.asarray(m.data, dtype=np.float64)
-    inside = np.isfinite(z)
-    if mask is not None:
-        inside &= region_mask(m, mask, "mask")
-    if roi is not None:
-        inside &= region_mask(m, roi, "roi")
+    z, inside = evaluated(m, mask, roi)
     n = int(inside.sum())
     if n < 2:
         raise ValueError(f"{m.name}: the evaluated area holds {n} valid pixel(s); roughness needs at least 2")
