@@ -40,6 +40,7 @@ from .. import measure
 from ..atomic import atomic_write
 from ..io.scan import Channel
 from .compat import text_overlay_of
+from .layers import _axis_unit as axis_unit  # a napari axis unit as short text
 from .layers import contrast_limits, layer_to_channel, processing_step
 from .plots import LinePlot
 
@@ -330,7 +331,9 @@ class MeasureWidget(QWidget):
             self.show_colorbar(True)
 
     def _xy_unit(self, layer: Image) -> str:
-        return layer_channel(layer, self._frame(layer)).xy_unit or "px"
+        """The lateral unit as the readout and labels show it (no pixel data is read)."""
+        units = list(layer.units) if hasattr(layer, "units") else []
+        return (axis_unit(units[-1]) if units else "") or "px"
 
     def _z_unit(self, layer: Image) -> str:
         return str(layer.metadata.get("z_unit") or "")
