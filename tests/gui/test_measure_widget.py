@@ -159,3 +159,25 @@ def test_profile_of_a_real_scan_has_every_channel(make_napari_viewer, sample):
     p = widget.run_profile()
     assert len(p.values) == len(layers) and all(np.isfinite(v).all() for v in p.values.values())
     assert p.distance_unit == "nm"
+
+
+def test_a_closed_dock_lets_go_of_the_viewer(make_napari_viewer):
+    from qtpy.QtCore import QEvent
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer()
+    dock_widget, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Measure")
+
+    def holders(emitter) -> list:  # napari keeps methods as (weakref to the object, name)
+        return [
+            cb[0]() if isinstance(cb, tuple) else getattr(cb, "__self__", None) for cb in emitter.callbacks
+        ]
+
+    assert any(h is widget for h in holders(viewer.layers.events.inserted))
+    viewer.window.remove_dock_widget(dock_widget)
+    widget.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    viewer.add_image(np.zeros((8, 8)))  # the handler finds its widgets gone and disconnects
+    viewer.cursor.position = (1.0, 1.0)
+    assert not any(h is widget for h in holders(viewer.layers.events.inserted))
+    assert not any(h is widget for h in holders(viewer.cursor.events.position))

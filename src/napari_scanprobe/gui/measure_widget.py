@@ -298,6 +298,18 @@ class MeasureWidget(QWidget):
 
     # -- layers -----------------------------------------------------------------------------
     def refresh_layers(self, *args) -> None:
+        try:
+            self._fill_layer_boxes()
+        except RuntimeError:  # the dock was closed: its Qt widgets are gone
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.reordered):
+            event.disconnect(self.refresh_layers)
+        self.viewer.cursor.events.position.disconnect(self.update_readout)
+
+    def _fill_layer_boxes(self) -> None:
         for box, kind, extra in (
             (self.image_box, Image, []),
             (self.shapes_box, Shapes, []),
@@ -597,7 +609,11 @@ class MeasureWidget(QWidget):
         text.text = f"colour bar: {channel_title(layer)} ({unit or 'no unit'})" if layer is not None else ""
 
     def update_readout(self, *args) -> None:
-        layer = self.image
+        try:
+            layer = self.image
+        except RuntimeError:  # the dock was closed
+            self._disconnect()
+            return
         if layer is None:
             return
         position = self.viewer.cursor.position
