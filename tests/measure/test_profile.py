@@ -38,6 +38,15 @@ def test_polyline_distance_runs_on_across_vertices():
     assert p.values["image"][at_corner] == pytest.approx(0.3 * 5 - 0.7 * 25)
 
 
+def test_repeated_vertices_are_ignored():
+    z = ramp(pixel_size=(1.0, 1.0))
+    once = profile(z, [(5, 5), (5, 25), (25, 25)], pixel_size=1.0)
+    for pts in ([(5, 5), (5, 5), (5, 25), (25, 25)], [(5, 5), (5, 25), (5, 25), (25, 25), (25, 25)]):
+        again = profile(z, pts, pixel_size=1.0, width=2)
+        np.testing.assert_allclose(again.distance, once.distance)
+        np.testing.assert_allclose(again.values["image"], once.values["image"])
+
+
 def test_width_averages_noise_across_the_line_and_outside_is_nan():
     rng = np.random.default_rng(1)
     z = rng.normal(size=(80, 80))

@@ -21,6 +21,8 @@ from .geometry import Image, as_measured, length_unit
 
 #: Most samples one profile may hold (a path this long is a mistake in its coordinates).
 MAX_SAMPLES = 1_000_000
+#: Most values a kymograph may hold (frames x samples along the line; 1 GiB of float64).
+MAX_KYMOGRAPH = 2**27
 
 
 @dataclass
@@ -84,6 +86,7 @@ def sample_path(points: np.ndarray, step: float, width: float) -> tuple[np.ndarr
         raise ValueError(f"step: expected a positive distance, got {step!r}")
     if not (np.isfinite(width) and width >= 0):
         raise ValueError(f"width: expected zero or a positive distance, got {width!r}")
+    points = points[np.r_[True, np.any(np.diff(points, axis=0) != 0, axis=1)]]  # repeated vertices out
     seg = np.diff(points, axis=0)
     lengths = np.hypot(seg[:, 0], seg[:, 1])
     total = float(lengths.sum())
@@ -97,8 +100,6 @@ def sample_path(points: np.ndarray, step: float, width: float) -> tuple[np.ndarr
     distance = np.arange(n) * step
     starts = np.concatenate([[0.0], np.cumsum(lengths)])
     index = np.clip(np.searchsorted(starts, distance, side="right") - 1, 0, len(seg) - 1)
-    while np.any(lengths[index] == 0):  # skip repeated vertices
-        index = np.where(lengths[index] == 0, np.minimum(index + 1, len(seg) - 1), index)
     frac = (distance - starts[index]) / lengths[index]
     y = points[index, 0] + frac * seg[index, 0]
     x = points[index, 1] + frac * seg[index, 1]
@@ -196,6 +197,11 @@ def kymograph_steps(
     distance, ys, xs = sample_path(pts, step, float(width))
     rows, cols = m.to_pixels(ys, xs)
     total = m.data.shape[0]
+    if total * len(distance) > MAX_KYMOGRAPH:
+        raise ValueError(
+            f"points: {total} frames x {len(distance)} samples along the line is more than {MAX_KYMOGRAPH} values; "
+            "use a shorter line or a larger step"
+        )
     out = np.empty((total, len(distance)))
     for t in range(total):
         out[t] = _sample(np.asarray(m.data[t]), rows, cols)
