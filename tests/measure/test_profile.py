@@ -129,3 +129,10 @@ def test_a_movie_is_not_a_profile_and_an_image_not_a_kymograph():
         profile(np.zeros((3, 10, 10)), [(1, 1), (5, 5)])
     with pytest.raises(ValueError, match="profile"):
         kymograph(np.zeros((10, 10)), [(1, 1), (5, 5)])
+
+
+def test_a_kymograph_too_large_is_refused_before_any_frame_is_read():
+    da = pytest.importorskip("dask.array")
+    movie = da.zeros((300_000, 40, 40), chunks=(1, 40, 40))
+    with pytest.raises(ValueError, match="frames x"):
+        kymograph(movie, [(1, 1), (30, 30)], step=0.01)
