@@ -98,7 +98,7 @@ def test_mask_roi_and_nan_pixels_limit_the_evaluated_area():
 
 def test_too_small_an_area_and_wrong_masks_are_refused():
     with pytest.raises(ValueError, match="at least 2"):
-        roughness(np.zeros((10, 10)), mask=np.eye(10)[:1].repeat(10, 0) * 0)
+        roughness(np.zeros((10, 10)), mask=np.zeros((10, 10), bool))
     with pytest.raises(ValueError, match="mask"):
         roughness(np.zeros((10, 10)), mask=np.ones((5, 5)))
     with pytest.raises(ValueError, match="no pixel"):
