@@ -61,6 +61,12 @@ def test_profile_of_every_channel_in_nm_finds_the_step_within_1_percent(dock, tm
     assert len(rows) == len(p.distance) + 1
     png = widget.save_png(str(tmp_path / "p.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the plot follows the line when it is edited
+    shapes.data = [np.array([[100.0, 50.0], [100.0, 150.0]])]
+    assert widget.last_profile.distance[-1] == pytest.approx(100.0, abs=DX)
+    widget.follow.setChecked(False)
+    shapes.data = [np.array([[100.0, 50.0], [100.0, 250.0]])]
+    assert widget.last_profile.distance[-1] == pytest.approx(100.0, abs=DX)
 
 
 def test_step_height_between_two_rectangles(dock):

@@ -8,6 +8,7 @@ the numbers come from :mod:`napari_scanprobe.measure`; results go back as plots,
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,8 @@ class MeasureWidget(QWidget):
         for event in (events.inserted, events.removed, events.reordered):
             event.connect(self.refresh_layers)
         self.image_box.currentIndexChanged.connect(self._image_changed)
+        self._followed: Shapes | None = None
+        self.shapes_box.currentIndexChanged.connect(self._follow_shapes)
         self.viewer.cursor.events.position.connect(self.update_readout)
         self.refresh_layers()
 
@@ -195,6 +198,9 @@ class MeasureWidget(QWidget):
         self.plot_channel.setToolTip("The channel drawn in the plot (the CSV holds every channel)")
         self.plot_channel.currentTextChanged.connect(self._draw_profile)
         self.profile_plot = LinePlot(title="profile", x_label="distance (nm)")
+        self.follow = QCheckBox("Follow the line")
+        self.follow.setChecked(True)
+        self.follow.setToolTip("Redraw the profile whenever the line is drawn, moved or edited")
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.cancel_button = _button("Cancel", "Stop the kymograph", self.cancel)
@@ -218,6 +224,7 @@ class MeasureWidget(QWidget):
         form = QFormLayout()
         form.addRow("Plot channel", self.plot_channel)
         layout.addLayout(form)
+        layout.addWidget(self.follow)
         layout.addWidget(self.profile_plot)
         layout.addWidget(
             _row(
@@ -308,6 +315,9 @@ class MeasureWidget(QWidget):
         for event in (events.inserted, events.removed, events.reordered):
             event.disconnect(self.refresh_layers)
         self.viewer.cursor.events.position.disconnect(self.update_readout)
+        if self._followed is not None:
+            with contextlib.suppress(Exception):
+                self._followed.events.data.disconnect(self._line_changed)
 
     def _fill_layer_boxes(self) -> None:
         for box, kind, extra in (
@@ -324,6 +334,7 @@ class MeasureWidget(QWidget):
                 box.setCurrentIndex(box.findText(current))
             box.blockSignals(False)
         self._image_changed()
+        self._follow_shapes()
 
     @property
     def image(self) -> Image | None:
@@ -419,19 +430,42 @@ class MeasureWidget(QWidget):
             raise ValueError("choose an image layer")
         return layer
 
+    def _follow_shapes(self, *args) -> None:
+        """Redraw the profile when the line of the chosen Shapes layer is drawn, moved or edited."""
+        shapes = self.shapes
+        if self._followed is not None:
+            with contextlib.suppress(Exception):
+                self._followed.events.data.disconnect(self._line_changed)
+        self._followed = shapes
+        if shapes is not None:
+            shapes.events.data.connect(self._line_changed)
+
+    def _line_changed(self, *args) -> None:
+        try:
+            follow = self.follow.isChecked()
+        except RuntimeError:  # the dock was closed
+            self._disconnect()
+            return
+        if follow:
+            self.run_profile(quiet=True)
+
     def _report(self, exc: Exception) -> None:
         self.status.setText(f"⚠ {exc}")
         show_error(str(exc))
 
     # -- profile and kymograph --------------------------------------------------------------
-    def run_profile(self, *args) -> measure.Profile | None:
+    def run_profile(self, *args, quiet: bool = False) -> measure.Profile | None:
+        """The profile along the selected line; ``quiet``: a problem goes to the status line only."""
         try:
             layer = self._need_image()
             (line,) = self._selected(("line", "path"), 1)
             channels = [layer_channel(other, self._frame(other)) for other in self._siblings(layer)]
             self.last_profile = measure.profile(channels, line, width=self.line_width.value())
         except ValueError as exc:
-            self._report(exc)
+            if quiet:
+                self.status.setText(f"⚠ {exc}")
+            else:
+                self._report(exc)
             return None
         p = self.last_profile
         current = self.plot_channel.currentText()
