@@ -197,6 +197,10 @@ class MeasureWidget(QWidget):
         self.plot_channel = QComboBox()
         self.plot_channel.setToolTip("The channel drawn in the plot (the CSV holds every channel)")
         self.plot_channel.currentTextChanged.connect(self._draw_profile)
+        self.plot_channel.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.plot_channel.setMinimumContentsLength(10)
         self.profile_plot = LinePlot(title="profile", x_label="distance (nm)")
         self.follow = QCheckBox("Follow the line")
         self.follow.setChecked(True)
@@ -221,9 +225,7 @@ class MeasureWidget(QWidget):
                 ),
             )
         )
-        form = QFormLayout()
-        form.addRow("Plot channel", self.plot_channel)
-        layout.addLayout(form)
+        layout.addWidget(_row(QLabel("Plot channel"), self.plot_channel))
         layout.addWidget(self.follow)
         layout.addWidget(self.profile_plot)
         layout.addWidget(
