@@ -1,6 +1,7 @@
 """ISO 25178 roughness of napari-scanprobe against independent implementations, on real files.
 
-    python -m venv /tmp/st && /tmp/st/bin/pip install SurfaceTopography    # once
+    python benchmarks/roughness_check.py          # SurfaceTopography installed here (requirements.txt)
+    python -m venv /tmp/st && /tmp/st/bin/pip install SurfaceTopography    # or in its own Python
     python benchmarks/roughness_check.py --st-python /tmp/st/bin/python
 
 For every 2-D length channel (z in nm) of every image file in ``../shared/spm-samples``
@@ -14,12 +15,14 @@ For every 2-D length channel (z in nm) of every image file in ``../shared/spm-sa
   same file (``ground_truth.json``'s min, max, mean).
 
 The last column is the largest relative difference over all parameters; the target is 0.5 %.
-Without ``--st-python`` only the Gwyddion columns are compared.
+Without ``--st-python`` SurfaceTopography is run in this Python when it is installed here;
+when it is not, only the Gwyddion columns are compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -82,6 +85,8 @@ def main() -> int:
     parser.add_argument("--st-python", help="a Python with SurfaceTopography installed")
     parser.add_argument("--max-pixels", type=int, default=2048 * 2048)
     args = parser.parse_args()
+    if args.st_python is None and importlib.util.find_spec("SurfaceTopography") is not None:
+        args.st_python = sys.executable
 
     found = list(channels(args.samples, args.max_pixels))
     ours = {key: roughness(ch) for key, ch, _, _ in found}
