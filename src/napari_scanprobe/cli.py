@@ -434,8 +434,11 @@ def cmd_measure(args) -> int:
     from .process.flatten import flatten
 
     try:
-        points = None if args.profile is None else np.array([float(v) for v in args.profile.split(",")])
-        if points is not None and (points.size < 4 or points.size % 2):
+        try:
+            points = None if args.profile is None else np.array([float(v) for v in args.profile.split(",")])
+        except ValueError:
+            points = np.zeros(1)  # reported just below
+        if points is not None and (points.size < 4 or points.size % 2 or not np.isfinite(points).all()):
             raise ValueError(f"--profile: expected Y0,X0,Y1,X1[,Y2,X2...] in nm, got {args.profile!r}")
         if points is not None and len(args.files) != 1:
             raise ValueError("--profile takes one FILE")

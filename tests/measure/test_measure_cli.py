@@ -40,6 +40,7 @@ def test_profile_csv_written_to_a_file(sample, tmp_path):
     "extra, message",
     [
         (["--profile", "1,2,3"], "Y0,X0,Y1,X1"),
+        (["--profile", "1,2,a,b"], "Y0,X0,Y1,X1"),
         (["--flatten", "nope"], "nope"),
         (["--profile", "0,0,1e12,1e12"], "samples"),
     ],
