@@ -12,6 +12,8 @@ from napari_scanprobe.learn.cam import cam
 from napari_scanprobe.learn.modelfile import ClassifierModel
 from napari_scanprobe.learn.network import build_network, check_architecture
 
+from .widget_helpers import open_in_file_order
+
 PLUGIN = "napari-scanprobe"
 
 
@@ -32,7 +34,7 @@ def add(viewer, layer_tuple):
 
 def test_cam_layer_overlays_a_real_scan(make_napari_viewer, sample, tmp_path):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     height = layers[0]
     assert height.metadata["channel"] == "Z" and height.metadata["xy_unit"] == "nm"
     # the model sees the 256 px scan (19.5 nm/px) at 40 nm/px: 125 px, 4 x 4 tiles of 32 px
@@ -75,7 +77,7 @@ def test_cam_layer_overlays_a_real_scan(make_napari_viewer, sample, tmp_path):
 
 def test_several_channels_come_from_the_same_scan(make_napari_viewer, sample):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     model = small_model(["Z (forward)", "Current (forward)"], pixel_size=40.0)
     height, current = layers[0], next(layer for layer in layers if layer.name.endswith("Current (forward)"))
     example = layer_example(current, model, viewer.layers)  # either channel's layer will do

@@ -13,6 +13,8 @@ from napari_scanprobe.gui.layers import layer_to_channel
 from napari_scanprobe.gui.writers import SaveError
 from napari_scanprobe.io import read
 
+from .widget_helpers import open_in_file_order
+
 PLUGIN = "napari-scanprobe"
 
 
@@ -32,7 +34,7 @@ def assert_same_layer(got, want, *, rtol: float) -> None:
 @pytest.mark.parametrize("ext, rtol", [(".gsf", 2**-23), (".tif", 2**-24)])
 def test_save_one_layer_and_open_it(make_napari_viewer, sample, tmp_path, ext, rtol):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     current = layers[2]  # "test | Current (forward)", values in A
     current.metadata["processing"] = [
         {"step": "flatten", "method": "rows", "options": {}, "version": "0.1.0"}
@@ -53,7 +55,7 @@ def test_save_one_layer_and_open_it(make_napari_viewer, sample, tmp_path, ext, r
 
 def test_save_all_layers_to_one_gwy(make_napari_viewer, sample, tmp_path):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     target = tmp_path / "all.gwy"
     assert napari.save_layers(str(target), layers, plugin=PLUGIN) == [str(target)]
     back = viewer.open(str(target), plugin=PLUGIN)
@@ -93,7 +95,7 @@ def test_refusals_reach_the_user(make_napari_viewer, sample, tmp_path):
 
 def test_write_failure_reaches_the_user(make_napari_viewer, sample, tmp_path):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     target = tmp_path / "missing folder" / "all.gwy"
     with pytest.raises(OSError, match="does not exist") as info:
         napari.save_layers(str(target), layers, plugin=PLUGIN)
