@@ -39,10 +39,10 @@ def _grab(viewer, app, path: Path) -> Path:
     return path
 
 
-def session(outdir: Path, samples: Path = SAMPLES, keep_open: bool = False) -> dict:
+def session(outdir: Path, samples: Path = SAMPLES, viewer=None) -> dict:
     """Run the tutorial's session; return ``{"shots": {name: png path}, "viewer", "docks", ...}``.
 
-    ``keep_open``: leave the viewer open (the caller closes it) so that it can be inspected.
+    ``viewer``: a shown napari viewer to use (a test's); None: a new one, closed at the end.
     """
     import napari
     from qtpy.QtWidgets import QApplication
@@ -51,12 +51,16 @@ def session(outdir: Path, samples: Path = SAMPLES, keep_open: bool = False) -> d
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(title="napari-scanprobe tutorial", show=True)
+    own_viewer = viewer is None
+    if own_viewer:
+        viewer = napari.Viewer(title="napari-scanprobe tutorial", show=True)
     app = QApplication.instance()
     viewer.window._qt_window.resize(*WINDOW)
     scale_bar_of(viewer).visible = True
     shots: dict[str, Path] = {}
-    _, browser = viewer.window.add_plugin_dock_widget(PLUGIN, "Scan browser")
+    min_widths: dict[str, int] = {}  # each dock's narrowest width, as napari docks it
+    dock, browser = viewer.window.add_plugin_dock_widget(PLUGIN, "Scan browser")
+    min_widths["Scan browser"] = dock.minimumSizeHint().width()
 
     # 1. three scans of different sizes, opened with the plugin: each opens on its height
     browser.open_scans([samples / name for name in SCANS])
@@ -77,7 +81,8 @@ def session(outdir: Path, samples: Path = SAMPLES, keep_open: bool = False) -> d
     # 4. flatten the .sxm height in the Preprocess dock
     browser.show_channels(sxm)
     height = next(layer for layer in browser.tiles() if layer.name.endswith("Z (forward)"))
-    _, preprocess = viewer.window.add_plugin_dock_widget(PLUGIN, "Preprocess")
+    dock, preprocess = viewer.window.add_plugin_dock_widget(PLUGIN, "Preprocess")
+    min_widths["Preprocess"] = dock.minimumSizeHint().width()
     preprocess.input.value = height
     panel = preprocess.panels["flatten"]
     panel.method.value = "plane"
@@ -100,7 +105,7 @@ def session(outdir: Path, samples: Path = SAMPLES, keep_open: bool = False) -> d
     viewer.layers.save(str(saved), selected=True, plugin=PLUGIN)
 
     # 6. a drifting HS-AFM movie: contrast follows the frame
-    browser.view_box.setCurrentIndex(0)
+    browser.view_box.setCurrentIndex(0)  # all layers stacked
     for layer in list(viewer.layers):
         layer.visible = False
     (movie,) = browser.open_scans([samples / MOVIE])
@@ -113,14 +118,19 @@ def session(outdir: Path, samples: Path = SAMPLES, keep_open: bool = False) -> d
     movie_limits[31] = tuple(movie.contrast_limits)
     shots["movie_31"] = _grab(viewer, app, outdir / "tutorial_6_movie_frame31.png")
 
-    # 7. the Classifier dock at 1280x800
-    _, classifier = viewer.window.add_plugin_dock_widget(PLUGIN, "Classifier")
+    # 7. the Classifier dock at 1280x800, beside the Scan browser
+    viewer.window.remove_dock_widget(preprocess)
+    dock, classifier = viewer.window.add_plugin_dock_widget(PLUGIN, "Classifier")
+    min_widths["Classifier"] = dock.minimumSizeHint().width()
     shots["classifier"] = _grab(viewer, app, outdir / "tutorial_7_classifier.png")
+    window = viewer.window._qt_window
 
     result = {
         "shots": shots,
         "viewer": viewer,
-        "docks": {"Scan browser": browser, "Preprocess": preprocess, "Classifier": classifier},
+        "browser": browser,
+        "min_widths": min_widths,
+        "window_size": (window.width(), window.height()),
         "channel_tiles": channel_tiles,
         "compare_tiles": compare_tiles,
         "flattened": flattened,
@@ -128,7 +138,7 @@ def session(outdir: Path, samples: Path = SAMPLES, keep_open: bool = False) -> d
         "movie": movie,
         "movie_limits": movie_limits,
     }
-    if not keep_open:
+    if own_viewer:
         viewer.close()
     return result
 

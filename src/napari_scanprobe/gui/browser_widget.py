@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QTreeWidget,
     QTreeWidgetItem,
@@ -120,12 +121,20 @@ class ScanBrowser(QWidget):
         form.addRow("View", self.view_box)
         form.addRow("Scan", self.scan_box)
         form.addRow("Channel", self.channel_box)
-        layout = QVBoxLayout(self)
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
         layout.addWidget(self.open_button)
         layout.addWidget(self.open_status)
         layout.addLayout(form)
         layout.addWidget(self.summary)
-        layout.addWidget(self.tree)
+        layout.addWidget(self.tree, 1)
+        area = QScrollArea()  # short laptop screens: scroll down rather than push the window taller
+        area.setWidgetResizable(True)
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        area.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(area)
         self.setMinimumWidth(260)
 
         self.open_button.clicked.connect(self._open_dialog)
@@ -247,10 +256,7 @@ class ScanBrowser(QWidget):
         grid.stride = 1
         grid.shape = grid_shape(len(tiles), _aspect(tiles), _canvas_size(self.viewer))
         grid.enabled = True
-        try:
-            self.viewer.reset_view(layers=tiles)  # napari >= 0.9: the tiles' extent only
-        except TypeError:
-            self.viewer.reset_view()
+        fit_view(self.viewer, tiles)
 
     def _draw_from_origin(self, layer, zoom: float) -> None:
         """Draw ``layer`` from (0, 0), ``zoom`` times larger, so scans far apart and of different
@@ -291,6 +297,22 @@ class ScanBrowser(QWidget):
         budget = [_MAX_TREE_ITEMS]
         _fill(self.tree.invisibleRootItem(), {"channel": meta.channel_header, "file": meta.header}, budget)
         self.tree.expandToDepth(0)
+
+
+def fit_view(viewer, layers) -> None:
+    """Zoom and centre the camera on ``layers`` only (hidden layers elsewhere do not count)."""
+    try:
+        viewer.reset_view(layers=layers)  # napari >= 0.9
+        return
+    except (TypeError, IndexError):  # older napari; or 2-D tiles while a movie is open (0.9.2)
+        pass
+    extents = np.array([np.asarray(layer.extent.world)[:, -2:] for layer in layers])
+    low, high = extents[:, 0].min(axis=0), extents[:, 1].max(axis=0)
+    canvas = getattr(viewer, "canvas", None)
+    box = canvas.viewbox_size(viewer.layers) if hasattr(canvas, "viewbox_size") else _canvas_size(viewer)
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.center = tuple(float(v) for v in (low + high) / 2)
+    camera.zoom = 0.95 * float(np.min(np.asarray(box, float)[-2:] / np.maximum(high - low, 1e-12)))
 
 
 def _extent(layer) -> float:

@@ -585,6 +585,10 @@ class TrainPanel(_Panel):
                 self._assignments_changed()
                 return
 
+    def _rows_layers(self) -> list[Image]:
+        """The layers offered for training, in table order."""
+        return [layer for layer, _ in self._rows]
+
     def category_combo(self, layer) -> QComboBox:
         """The combo choosing ``layer``'s category."""
         for candidate, combo in self._rows:
