@@ -8,6 +8,7 @@ import torch
 from napari.layers import Layer
 
 from napari_scanprobe.gui.cam_layer import cam_layer, layer_example
+from napari_scanprobe.gui.reader import open_scan
 from napari_scanprobe.learn.cam import cam
 from napari_scanprobe.learn.modelfile import ClassifierModel
 from napari_scanprobe.learn.network import build_network, check_architecture
@@ -124,3 +125,24 @@ def test_movie_cam_is_computed_frame_by_frame(make_napari_viewer, sample):
         cam(model, np.asarray(movie.data[5]), "gradcam", target=out.metadata["frame_categories"][5]).map,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("suffix", [".gwy", ".tif"])
+def test_cam_layer_keeps_its_look_when_saved_and_reopened(make_napari_viewer, sample, tmp_path, suffix):
+    """Saved as .gwy/.tif and reopened with the plugin, a CAM is coloured and translucent over
+    its height, with the look it had when saved (not grey and opaque)."""
+    from napari_scanprobe.gui.layers import LayerMeta
+
+    viewer = make_napari_viewer()
+    height = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))[0]
+    model = small_model(["Z (forward)"], pixel_size=40.0)
+    out = add(viewer, cam_layer(height, model, "gradcam"))
+    assert (out.colormap.name, out.opacity, str(out.blending)) == ("turbo", 0.5, "translucent")
+    out.opacity = 0.35  # the user's change is what is saved
+    target = tmp_path / f"cam{suffix}"
+    viewer.layers.selection = {out}
+    viewer.layers.save(str(target), selected=True, plugin=PLUGIN)
+    (back,) = open_scan(viewer, target)
+    assert (back.colormap.name, back.opacity, str(back.blending)) == ("turbo", 0.35, "translucent")
+    assert LayerMeta(back).is_cam, "a reopened map is still a CAM (not offered for classification)"
+    np.testing.assert_allclose(np.asarray(back.data), np.asarray(out.data), atol=1e-6)

@@ -32,9 +32,9 @@ from qtpy.QtWidgets import (
 
 from .compat import grid_of, set_tile_label
 from .layers import LayerMeta
+from .reader import open_scan
 
 _MAX_TREE_ITEMS = 2000
-PLUGIN = "napari-scanprobe"
 
 #: The views the dock offers, in the order of its "View" list.
 STACKED, CHANNELS, COMPARE = range(3)
@@ -154,7 +154,7 @@ class ScanBrowser(QWidget):
         added, failed = [], []
         for path in paths:
             try:
-                added.extend(self.viewer.open(str(path), plugin=PLUGIN))
+                added.extend(open_scan(self.viewer, path))
             except Exception as exc:  # one line per file, never a traceback
                 cause = exc.__cause__ or exc
                 reason = getattr(cause, "reason", None) or str(cause) or type(cause).__name__

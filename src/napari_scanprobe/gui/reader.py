@@ -5,7 +5,7 @@ when several do. The manifest therefore claims only extensions that are ours alo
 and ``.dat`` files (:data:`SHARED_EXTENSIONS`) stay with napari's own reader, with no dialog;
 scanning probe files with those extensions (Park TIFF, our float32 TIFF, Nanoscope text
 exports, Nanonis spectra) open through the Scan browser's "Open scans…" button or
-``viewer.open(path, plugin="napari-scanprobe")``, where this reader sniffs the content.
+:func:`open_scan` in a script, which sniff the content.
 """
 
 from __future__ import annotations
@@ -40,3 +40,12 @@ def read_layers(path) -> list[tuple]:
     for p in paths:
         layers.extend(scan_to_layers(read(p)))
     return layers
+
+
+def open_scan(viewer, path) -> list:
+    """Add every channel of ``path`` to ``viewer`` as layers, whatever its extension (napari's
+    ``viewer.open(..., plugin=)`` only takes the extensions the manifest claims). Raises
+    ReaderError naming the file when it is not one this plugin reads."""
+    from napari.layers import Layer
+
+    return [viewer.add_layer(Layer.create(*layer)) for layer in read_layers(path)]
