@@ -45,6 +45,7 @@ def session(outdir: Path, samples: Path = SAMPLES, viewer=None) -> dict:
     ``viewer``: a shown napari viewer to use (a test's); None: a new one, closed at the end.
     """
     import napari
+    from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
 
     from napari_scanprobe.gui.compat import scale_bar_of
@@ -59,8 +60,8 @@ def session(outdir: Path, samples: Path = SAMPLES, viewer=None) -> dict:
     scale_bar_of(viewer).visible = True
     shots: dict[str, Path] = {}
     min_widths: dict[str, int] = {}  # each dock's narrowest width, as napari docks it
-    dock, browser = viewer.window.add_plugin_dock_widget(PLUGIN, "Scan browser")
-    min_widths["Scan browser"] = dock.minimumSizeHint().width()
+    browser_dock, browser = viewer.window.add_plugin_dock_widget(PLUGIN, "Scan browser")
+    min_widths["Scan browser"] = browser_dock.minimumSizeHint().width()
 
     # 1. three scans of different sizes, opened with the plugin: each opens on its height
     browser.open_scans([samples / name for name in SCANS])
@@ -120,10 +121,11 @@ def session(outdir: Path, samples: Path = SAMPLES, viewer=None) -> dict:
 
     # 7. the Classifier dock at 1280x800, beside the Scan browser
     viewer.window.remove_dock_widget(preprocess)
-    dock, classifier = viewer.window.add_plugin_dock_widget(PLUGIN, "Classifier")
-    min_widths["Classifier"] = dock.minimumSizeHint().width()
-    shots["classifier"] = _grab(viewer, app, outdir / "tutorial_7_classifier.png")
+    classifier_dock, classifier = viewer.window.add_plugin_dock_widget(PLUGIN, "Classifier")
+    min_widths["Classifier"] = classifier_dock.minimumSizeHint().width()
     window = viewer.window._qt_window
+    window.resizeDocks([browser_dock, classifier_dock], [120, 640], Qt.Orientation.Vertical)
+    shots["classifier"] = _grab(viewer, app, outdir / "tutorial_7_classifier.png")
 
     result = {
         "shots": shots,

@@ -115,6 +115,7 @@ class ScanBrowser(QWidget):
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["key", "value"])
         self.tree.setColumnWidth(0, 160)
+        self.tree.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # long values: tooltips
 
         form = QFormLayout()
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
@@ -167,7 +168,7 @@ class ScanBrowser(QWidget):
     def show_channels(self, source: str | None = None) -> None:
         """Every channel of the scan read from ``source`` (default: the chosen one) side by side."""
         if source is not None:
-            self.scan_box.setCurrentIndex(max(self.scan_box.findData(source), 0))
+            self.scan_box.setCurrentIndex(max(self.scan_box.findData(str(source)), 0))
         self.view_box.setCurrentIndex(CHANNELS)
 
     def compare(self, channel: str = HEIGHT) -> None:
@@ -353,4 +354,5 @@ def _fill(parent, value, budget):
             _fill(item, child, budget)
         else:
             text = child if isinstance(child, str) else json.dumps(child)
-            QTreeWidgetItem(parent, [str(key), text[:500]])
+            item = QTreeWidgetItem(parent, [str(key), text[:500]])
+            item.setToolTip(1, text[:500])

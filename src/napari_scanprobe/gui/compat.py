@@ -79,7 +79,7 @@ def set_tile_label(layer, text: str | None) -> bool:
             overlays[key].visible = False
         return True
     if key not in overlays:
-        overlays[key] = label(position="top_left", font_size=11, box=True, visible=True, text=text)
+        overlays[key] = label(position="top_left", font_size=10, box=True, visible=True, text=text)
     else:
         overlays[key].text = text
         overlays[key].visible = True
