@@ -11,7 +11,7 @@ from napari_scanprobe.gui.cam_layer import cam_layer, layer_example
 from napari_scanprobe.gui.reader import open_scan
 from napari_scanprobe.learn.cam import cam
 from napari_scanprobe.learn.modelfile import ClassifierModel
-from napari_scanprobe.learn.network import build_network, check_architecture
+from napari_scanprobe.nn.classifier import build_network, check_architecture
 
 from .widget_helpers import open_in_file_order
 

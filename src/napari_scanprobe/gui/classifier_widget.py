@@ -60,8 +60,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..learn.modelfile import ClassifierModel
-from ..learn.network import DEFAULT_ARCHITECTURE, HEADS
 from ..learn.train import DEFAULT_PREPROCESSING, DEFAULTS
+from ..nn.classifier import DEFAULT_ARCHITECTURE, HEADS
 from ..process.flatten import FLATTEN_METHODS
 from .layers import LayerMeta
 from .plots import ConfusionMatrixPlot, LinePlot
