@@ -41,8 +41,8 @@ from .. import measure
 from ..atomic import atomic_write
 from ..io.scan import Channel
 from .compat import text_overlay_of
+from .layers import LayerMeta, contrast_limits, layer_to_channel, processing_step
 from .layers import _axis_unit as axis_unit  # a napari axis unit as short text
-from .layers import contrast_limits, layer_to_channel, processing_step
 from .plots import LinePlot
 
 #: What each roughness parameter means, for the table's tooltips.
@@ -86,10 +86,7 @@ def _row(*widgets: QWidget) -> QWidget:
 
 def channel_title(layer: Layer) -> str:
     """The channel's title (``"Z (forward)"``) from our metadata, else the layer name."""
-    name, direction = layer.metadata.get("channel"), layer.metadata.get("direction")
-    if not name:
-        return layer.name
-    return f"{name} ({direction})" if direction else str(name)
+    return LayerMeta(layer).title or layer.name
 
 
 def layer_channel(layer: Image, data: Any = None) -> Channel:
@@ -99,7 +96,7 @@ def layer_channel(layer: Image, data: Any = None) -> Channel:
         "scale": list(layer.scale),
         "translate": list(layer.translate),
         "units": list(layer.units) if hasattr(layer, "units") else None,
-        "metadata": {k: v for k, v in layer.metadata.items() if k in ("z_unit", "frame_time_s")},
+        "metadata": {"z_unit": LayerMeta(layer).z_unit or ""},
     }
     if data is not None and getattr(data, "ndim", 0) == 2 and layer.ndim == 3:
         attributes.update(scale=attributes["scale"][1:], translate=attributes["translate"][1:])
@@ -361,7 +358,7 @@ class MeasureWidget(QWidget):
         return (axis_unit(units[-1]) if units else "") or "px"
 
     def _z_unit(self, layer: Image) -> str:
-        return str(layer.metadata.get("z_unit") or "")
+        return LayerMeta(layer).z_unit or ""
 
     def add_shapes(self) -> Shapes:
         image = self.image
@@ -384,14 +381,14 @@ class MeasureWidget(QWidget):
 
     def _siblings(self, layer: Image) -> list[Image]:
         """The image layers of the same scan (same source file and shape), ``layer`` first."""
-        source = layer.metadata.get("source")
+        source = LayerMeta(layer).source
         others = [
             other
             for other in self.viewer.layers
             if isinstance(other, Image)
             and other.name != layer.name  # napari hands docks proxies of layers: compare names
             and source
-            and other.metadata.get("source") == source
+            and LayerMeta(other).source == source
             and other.data.shape == layer.data.shape
             and not other.rgb
         ]
@@ -521,7 +518,7 @@ class MeasureWidget(QWidget):
         step_nm = float(k.distance[1] - k.distance[0]) if len(k.distance) > 1 else 1.0
         metadata = {key: v for key, v in layer.metadata.items() if key not in ("header", "channel_header")}
         record = {"points": k.points.tolist(), "width": k.width}
-        metadata["processing"] = list(layer.metadata.get("processing", [])) + [
+        metadata["processing"] = LayerMeta(layer).processing + [
             processing_step("kymograph", "bilinear", record)
         ]
         metadata["pixel_size"] = [k.frame_time_s or 1.0, step_nm]
