@@ -15,7 +15,10 @@ Conventions (one place, so every format agrees):
 
 from __future__ import annotations
 
+import bisect
+import contextvars
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,14 +144,108 @@ def clean_name(text: str) -> str:
     return " ".join(text.split())
 
 
-def check_shape(path: str | Path, shape: tuple[int, ...], what: str = "image") -> tuple[int, ...]:
-    """Validate dimensions from a header before anything is allocated."""
+def check_shape(
+    path: str | Path, shape: tuple[int, ...], what: str = "image", count: bool = True
+) -> tuple[int, ...]:
+    """Validate dimensions from a header before anything is allocated.
+
+    Within :func:`read_budget` the pixels are counted against the file's size: count each
+    image a reader will hold once (``count=False`` validates only).
+    """
     shape = tuple(int(n) for n in shape)
     if any(n <= 0 for n in shape):
         raise ReaderError(path, f"{what} has invalid dimensions {shape}")
     if math.prod(shape[-2:]) > MAX_PIXELS_PER_FRAME:
         raise ReaderError(path, f"{what} declares absurd dimensions {shape}")
+    budget = _BUDGET.get()
+    if budget is not None and count:
+        budget.declare(shape, what)
     return shape
+
+
+
+
+# --------------------------------------------------------------------------------------
+# Bounds on one read: what a header declares against the bytes the file holds
+# --------------------------------------------------------------------------------------
+
+#: However small the file, a read may declare this many pixels (a compressed file can hold
+#: more pixels than bytes); beyond it, no more pixels than the file has bytes.
+MIN_PIXEL_BUDGET = 2**21
+
+
+class _ReadBudget:
+    """What one :func:`napari_scanprobe.io.read` has declared so far (see :func:`read_budget`)."""
+
+    def __init__(self, path: str | Path, file_bytes: int):
+        self.path = path
+        self.file_bytes = file_bytes
+        self.pixels_left = max(file_bytes, MIN_PIXEL_BUDGET)
+        self.taken: dict[int, tuple[Any, list[tuple[int, int]]]] = {}  # id(buffer) -> (buffer, ranges)
+
+    def declare(self, shape: tuple[int, ...], what: str) -> None:
+        self.pixels_left -= math.prod(shape)
+        if self.pixels_left < 0:
+            raise ReaderError(
+                self.path,
+                f"the header declares more pixels than the file's {self.file_bytes} bytes can hold "
+                f"(at {what} {shape}): it lists images the file does not contain",
+            )
+
+    def take(self, buffer: Any, start: int, stop: int, what: str) -> None:
+        """Refuse bytes of ``buffer`` already read into another array: a file holds each image once."""
+        # The buffer itself is kept, so its id cannot be reused by another buffer during the read.
+        ranges = self.taken.setdefault(id(buffer), (buffer, []))[1]
+        k = bisect.bisect_left(ranges, (start, stop))
+        before = ranges[k - 1] if k else None
+        after = ranges[k] if k < len(ranges) else None
+        if (before and before[1] > start) or (after and after[0] < stop):
+            raise ReaderError(
+                self.path,
+                f"the header points {what} at bytes {start}-{stop} that another image was read from: "
+                "a file holds each image once, so the header is corrupt",
+            )
+        ranges.insert(k, (start, stop))
+
+
+_BUDGET: contextvars.ContextVar[_ReadBudget | None] = contextvars.ContextVar("scanprobe_read_budget", default=None)
+
+
+@contextmanager
+def read_budget(path: str | Path, file_bytes: int):
+    """Within this block, :func:`check_shape` and :func:`array_from` refuse a header that declares
+    more pixels than ``file_bytes`` can hold, or the same bytes as two images (a small file must
+    not turn into a huge read). ``io.read`` wraps every format module in it."""
+    token = _BUDGET.set(_ReadBudget(path, file_bytes))
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def check_geometry(path: str | Path, channel: Channel) -> None:
+    """Refuse a channel whose pixel size, offset or frame time is not a finite, sensible number
+    (1e308 sizes turn into inf after unit conversion; 1e-320 into a pixel size of 0)."""
+    dy, dx = channel.pixel_size
+    for label, value in (("pixel height", dy), ("pixel width", dx)):
+        if not (math.isfinite(value) and MIN_PIXEL_SIZE <= value <= MAX_PIXEL_SIZE):
+            unit = channel.xy_unit or "(no unit)"
+            raise ReaderError(
+                path,
+                f"channel {channel.title!r}: {label} {value:g} {unit} is not a finite size between "
+                f"{MIN_PIXEL_SIZE:g} and {MAX_PIXEL_SIZE:g}; the header's scan size is corrupt",
+            )
+    if not all(math.isfinite(v) and abs(v) <= MAX_OFFSET for v in channel.offset):
+        raise ReaderError(path, f"channel {channel.title!r}: offset {channel.offset} is not a finite position")
+    t = channel.frame_time_s
+    if t is not None and not (math.isfinite(t) and t >= 0):
+        raise ReaderError(path, f"channel {channel.title!r}: frame time {t} s is not a finite time")
+
+
+#: Pixel sizes a reader accepts (in xy_unit: nm, so 1e-9 nm to 1000 km per pixel).
+MIN_PIXEL_SIZE = 1e-9
+MAX_PIXEL_SIZE = 1e12
+MAX_OFFSET = 1e15
 
 
 def array_from(
@@ -162,9 +259,10 @@ def array_from(
     """``np.frombuffer`` with the checks a corrupt header needs.
 
     Raises :class:`ReaderError` when the buffer holds fewer bytes than the header declares,
-    so a truncated file is reported, never read past its end or silently padded.
+    so a truncated file is reported, never read past its end or silently padded. Within
+    :func:`read_budget` it refuses bytes already read into another array.
     """
-    shape = check_shape(path, shape, what)
+    shape = check_shape(path, shape, what, count=False)
     dtype = np.dtype(dtype)
     count = math.prod(shape)
     need = count * dtype.itemsize
@@ -175,6 +273,9 @@ def array_from(
             f"file is truncated: {what} needs {need} bytes at offset {offset}, "
             f"but the file holds {max(size - offset, 0)}",
         )
+    budget = _BUDGET.get()
+    if budget is not None and need:
+        budget.take(buffer, offset, offset + need, what)
     return np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape)
 
 
