@@ -28,6 +28,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import struct
 import sys
@@ -51,9 +52,9 @@ CLEAR_TYPES = ("ReaderError", "ValueError", "FileNotFoundError")
 
 HOSTILE_NUMBERS = [b"0", b"-1", b"1e308", b"-1e308", b"1e-320", b"nan", b"inf", b"4294967295", b"2147483648",
                    b"999999999999", b"1000000000", b"65536", b"9" * 40]  # fmt: skip
-HOSTILE_BINARY = [struct.pack("<I", v) for v in (0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, 65536, 1 << 20)] + [
-    struct.pack("<d", v) for v in (1e308, -1e308, 5e-324, float("nan"), float("inf"), 0.0)
-]
+HOSTILE_BINARY = [
+    struct.pack("<I", v) for v in (0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, 65536, 1 << 20)
+] + [struct.pack("<d", v) for v in (1e308, -1e308, 5e-324, float("nan"), float("inf"), 0.0)]
 
 
 def mutate_bytes(data: bytes, rng: np.random.Generator, others: list[bytes]) -> tuple[str, bytes]:
@@ -231,7 +232,9 @@ class Campaign:
 
         arch = check_architecture(None, in_channels=1, n_classes=2, input_size=64)
         rng = np.random.default_rng(0)
-        state = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in expected_shapes(arch).items()}
+        state = {
+            k: rng.standard_normal(shape).astype(np.float32) for k, shape in expected_shapes(arch).items()
+        }
         model = ClassifierModel(arch, state, ["good", "bad"], ["Height (trace)"], None, 64)
         model.save(self.model_dir / "model")
         load_model(self.model_dir / "model")  # warms the loader (libraries mapped before the forks)
@@ -261,7 +264,9 @@ class Campaign:
             choice = rng.random()
             if choice < 0.02:  # nesting deeper than any parser's recursion limit
                 depth = int(rng.choice([100, 1000, 100_000]))
-                text = "format: napari-scanprobe recipe\nversion: 1\nsteps: " + "[" * depth + "]" * depth + "\n"
+                text = (
+                    "format: napari-scanprobe recipe\nversion: 1\nsteps: " + "[" * depth + "]" * depth + "\n"
+                )
                 label, suffix = f"steps nested {depth} deep", ".yaml"
             elif choice < 0.05:
                 field = str(rng.choice(["channels", "format", "version", "steps", "name"]))
@@ -296,7 +301,9 @@ class Campaign:
         if choice < 0.03:  # nesting deeper than any parser's recursion limit
             depth = int(rng.choice([100, 1000, 100_000]))
             text = files["model.json"].decode()
-            files["model.json"] = text.replace('"metrics": {', '"metrics": ' + "[" * depth + "]" * depth + ', "x": {', 1).encode()
+            files["model.json"] = text.replace(
+                '"metrics": {', '"metrics": ' + "[" * depth + "]" * depth + ', "x": {', 1
+            ).encode()
             label = f"metrics nested {depth} deep"
         elif choice < 0.6:
             label, doc = mutate_document(json.loads(files["model.json"]), rng)
@@ -347,7 +354,9 @@ def _child(campaign: Campaign, index: int, target: str, case_dir: Path, fd: int,
                 result.update(outcome="allocation", message=message[:300])
             elif kind in CLEAR_TYPES:
                 unclear = len(message) > 2000 or "\n" in message.strip() or not message.strip()
-                result.update(outcome="unclear error" if unclear else "clear error", message=f"{kind}: {message[:300]}")
+                result.update(
+                    outcome="unclear error" if unclear else "clear error", message=f"{kind}: {message[:300]}"
+                )
             else:
                 result.update(outcome="traceback", message=f"{kind}: {message[:300]}")
         result["extra"] = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start)
@@ -389,10 +398,15 @@ def run_campaign(args) -> dict:
             outcome, message = "hang", f"still running after {args.timeout} s"
         elif not raw:
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-            outcome, message = "crash", f"child died ({signal.Signals(sig).name if sig else f'exit {status}'})"
+            outcome, message = (
+                "crash",
+                f"child died ({signal.Signals(sig).name if sig else f'exit {status}'})",
+            )
         else:
             outcome, message = result["outcome"], result["message"]
-            if outcome in ("ok", "clear error", "unclear error") and result["extra"] > max(10 * result["size"], floor):
+            if outcome in ("ok", "clear error", "unclear error") and result["extra"] > max(
+                10 * result["size"], floor
+            ):
                 message = f"{result['extra'] / 2**20:.0f} MB for a {result['size']} byte input ({outcome})"
                 outcome = "allocation"
         counts[target][outcome] += 1
@@ -402,7 +416,7 @@ def run_campaign(args) -> dict:
                 examples[target, outcome].append(f"case {index} [{label}] -> {message}")
             if keep and result.get("path") and Path(result["path"]).exists():
                 dest = keep / f"{target}-{outcome.replace(' ', '_')}-{index}"
-                os.replace(case_dir, dest)
+                shutil.move(str(case_dir), dest)
         _rmtree(case_dir)
 
     per_target = {t: 0 for t in targets}
@@ -450,8 +464,6 @@ def _weighted(args, index: int) -> str:
 
 
 def _rmtree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -463,9 +475,13 @@ def main(argv=None) -> int:
     parser.add_argument("--targets", default="readers,recipes,models")
     parser.add_argument("--weights", default="readers:6,recipes:2,models:2",
                         help="share of cases per target, e.g. readers:6,recipes:2,models:2 ('' = round robin)")  # fmt: skip
-    parser.add_argument("--timeout", type=float, default=20.0, help="seconds per case before it counts as a hang")
+    parser.add_argument(
+        "--timeout", type=float, default=20.0, help="seconds per case before it counts as a hang"
+    )
     parser.add_argument("--mem-limit-mb", type=int, default=2048, help="address space a case may add")
-    parser.add_argument("--floor-mb", type=int, default=64, help="growth below this is never an allocation finding")
+    parser.add_argument(
+        "--floor-mb", type=int, default=64, help="growth below this is never an allocation finding"
+    )
     parser.add_argument("--examples", type=int, default=5, help="examples printed per target and outcome")
     parser.add_argument("--keep", help="folder to keep the inputs of findings in")
     parser.add_argument("--progress", type=int, default=0, help="print progress every N cases")

@@ -199,7 +199,11 @@ def test_a_denormal_scan_size_giving_pixel_size_0_is_refused(sample, tmp_path):
 
 def test_info_json_never_prints_infinity(sample, tmp_path, capsys):
     path = tmp_path / "huge.gsf"
-    path.write_bytes(HUGE["gwyddion_gsf/GwiddionReader_chip.gsf"](sample("gwyddion_gsf/GwiddionReader_chip.gsf").read_bytes()))
+    path.write_bytes(
+        HUGE["gwyddion_gsf/GwiddionReader_chip.gsf"](
+            sample("gwyddion_gsf/GwiddionReader_chip.gsf").read_bytes()
+        )
+    )
     good = sample("nanonis_sxm/test.sxm")
     assert main(["info", "--json", str(path), str(good)]) != 0
     lines = capsys.readouterr().out.splitlines()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode
+from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, role_for
 from .units import display_unit, parse_unit
 
 FORMAT = "nanoscope"
@@ -525,7 +525,15 @@ def _image_channel(
     header["#section"] = section.name
     header["#quantity"] = label
     # Nanoscope stores the bottom row first: flip so row 0 is the top row (as Gwyddion shows it).
-    fields = {"name": name, "direction": direction, "z_unit": z_unit, "pixel_size": pixel, "xy_unit": xy_unit}
+    role = role_for(label, z_unit)  # the quantity in brackets: [Height], [ZSensor], [AmplitudeError] ...
+    fields = {
+        "name": name,
+        "role": role,
+        "direction": direction,
+        "z_unit": z_unit,
+        "pixel_size": pixel,
+        "xy_unit": xy_unit,
+    }
     return raw_image[::-1], factor, {**fields, "offset": (0.0, 0.0), "header": header}
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .movie import FrameSource, lazy_movie
-from .scan import DIRECTIONS, Channel, ReaderError, Scan, check_shape, clean_name
+from .scan import DIRECTIONS, ROLES, Channel, ReaderError, Scan, check_shape, clean_name
 
 FORMAT = "scanprobe_tif"
 EXTENSIONS = (".tif", ".tiff")
@@ -206,6 +206,7 @@ def read(path: Path) -> Scan:
         data=pixels,
         name=clean_name(_text(info, "name")) or path.stem,
         direction=info.get("direction") if info.get("direction") in DIRECTIONS else None,
+        role=info.get("role") if info.get("role") in ROLES else None,
         z_unit=_text(info, "z_unit"),
         pixel_size=_pair(path, info, "pixel_size", (1.0, 1.0), positive=True),
         xy_unit=_text(info, "xy_unit"),
