@@ -380,7 +380,7 @@ def run_campaign(args) -> dict:
     examples: dict[tuple[str, str], list[str]] = defaultdict(list)
     running: dict[int, tuple] = {}
     started = time.time()
-    next_case = 0
+    reported = 0
     keep = Path(args.keep) if args.keep else None
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
@@ -419,9 +419,15 @@ def run_campaign(args) -> dict:
                 shutil.move(str(case_dir), dest)
         _rmtree(case_dir)
 
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the children's collector leaves the parent's objects alone: fewer copied pages
+    next_case = args.first
+    last = args.first + args.cases
     per_target = {t: 0 for t in targets}
-    while next_case < args.cases or running:
-        while next_case < args.cases and len(running) < args.jobs:
+    while next_case < last or running:
+        while next_case < last and len(running) < args.jobs:
             target = targets[next_case % len(targets)] if not args.weights else _weighted(args, next_case)
             per_target[target] += 1
             case_dir = work / f"case{next_case}"
@@ -445,9 +451,11 @@ def run_campaign(args) -> dict:
                 _, status, rusage = os.wait4(pid, 0)
                 finish(pid, status, rusage, killed=True)
         time.sleep(0.005)
-        done = next_case - len(running)
-        if args.progress and done and done % args.progress == 0:
-            print(f"... {done} cases, {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+        done = sum(sum(c.values()) for c in counts.values())
+        if args.progress and done and done % args.progress == 0 and done != reported:
+            reported = done
+            summary = "; ".join(f"{t}: {dict(c)}" for t, c in counts.items())
+            print(f"... {done} cases, {time.time() - started:.0f} s: {summary}", file=sys.stderr, flush=True)
     _rmtree(work)
     return {"counts": counts, "examples": examples, "seconds": time.time() - started}
 
@@ -470,6 +478,9 @@ def _rmtree(path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument(
+        "--first", type=int, default=0, help="index of the first case (to continue a campaign)"
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--targets", default="readers,recipes,models")
@@ -494,7 +505,7 @@ def main(argv=None) -> int:
     report = run_campaign(args)
     counts = report["counts"]
     total = sum(sum(c.values()) for c in counts.values())
-    print(f"fuzz campaign: {total} cases, seed {args.seed}, {report['seconds']:.0f} s wall, "
+    print(f"fuzz campaign: {total} cases ({args.first} to {args.first + args.cases - 1}), seed {args.seed}, {report['seconds']:.0f} s wall, "
           f"timeout {args.timeout:g} s, memory limit {args.mem_limit_mb} MB, "
           f"allocation finding: > max(10x input, {args.floor_mb} MB)")  # fmt: skip
     print(f"{'target':<10}" + "".join(f"{o:>15}" for o in OUTCOMES) + f"{'total':>10}")
