@@ -1,16 +1,17 @@
 """Fuzzing campaign over the untrusted inputs: SPM files, recipe files, model files.
 
 Each case mutates a valid input (a real sample from ../shared/spm-samples, a recipe, a model
-saved in code), runs the matching loader in a forked child process with a time and memory limit,
-and is counted as one of
+saved in code), runs the matching loader in a forked worker process (a pool of ``--jobs``, each
+recycled after ``--recycle`` cases; one that hangs or dies is replaced) under a CPU-time and a
+memory limit, and is counted as one of
 
 * ``ok``            -- the input was read (readers: every channel, first frame of movies);
 * ``clear error``   -- ReaderError / ValueError / FileNotFoundError with a one-line message;
 * ``unclear error`` -- one of those, but with a message over 2,000 characters or several lines;
 * ``traceback``     -- any other exception (TypeError, OverflowError, RecursionError ...);
-* ``hang``          -- still running after ``--timeout`` seconds (killed);
-* ``crash``         -- the child died from a signal (segfault, abort, out-of-memory kill);
-* ``allocation``    -- peak memory grew by more than 10x the input size (and over ``--floor-mb``),
+* ``hang``          -- still running after ``--timeout`` seconds of CPU (or ``--wall-limit`` s);
+* ``crash``         -- the worker died (segfault, abort, out-of-memory kill);
+* ``allocation``    -- peak RSS grew by more than 10x the input size (and over ``--floor-mb``),
   or the loader hit the memory limit / reported "not enough memory".
 
 Usage (a long campaign, low priority, 2 processes)::
@@ -325,24 +326,30 @@ class Campaign:
 
 
 # ---------------------------------------------------------------------------------------
-# running cases in forked children
+# running cases in a pool of forked workers
 # ---------------------------------------------------------------------------------------
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(key: str) -> int:
+    """``VmRSS``, ``VmHWM`` (peak RSS) ... of this process from /proc/self/status, in bytes."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
-def _child(campaign: Campaign, index: int, target: str, case_dir: Path, fd: int, mem_limit: int) -> None:
-    """Runs in the forked child: one case; writes a JSON result to ``fd``; never returns."""
+def _run_case(campaign: Campaign, index: int, target: str, case_dir: Path, mem_limit: int) -> dict:
+    """One case in a worker: build the input, run the loader, classify what happened."""
     result = {"outcome": "ok", "message": "", "label": "", "size": 0, "extra": 0}
     try:
         label, path, size, run = campaign.case(index, target, case_dir)
-        result.update(label=label[:300], size=size, path=str(path))
-        vm = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        resource.setrlimit(resource.RLIMIT_AS, (vm + mem_limit, vm + mem_limit))
-        start = _rss_bytes()
+        result.update(label=label[:300], size=size)
+        vm = _status_bytes("VmSize")
+        resource.setrlimit(resource.RLIMIT_AS, (vm + mem_limit, resource.RLIM_INFINITY))
+        with open("/proc/self/clear_refs", "w") as fh:  # resets the peak RSS (VmHWM) to the current RSS
+            fh.write("5")
+        start = _status_bytes("VmRSS")
         try:
             run()
         except MemoryError:
@@ -354,110 +361,165 @@ def _child(campaign: Campaign, index: int, target: str, case_dir: Path, fd: int,
                 result.update(outcome="allocation", message=message[:300])
             elif kind in CLEAR_TYPES:
                 unclear = len(message) > 2000 or "\n" in message.strip() or not message.strip()
-                result.update(
-                    outcome="unclear error" if unclear else "clear error", message=f"{kind}: {message[:300]}"
-                )
+                outcome = "unclear error" if unclear else "clear error"
+                result.update(outcome=outcome, message=f"{kind}: {message[:300]}")
             else:
                 result.update(outcome="traceback", message=f"{kind}: {message[:300]}")
-        result["extra"] = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start)
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        result["extra"] = max(0, _status_bytes("VmHWM") - start)
     except BaseException as exc:  # noqa: BLE001 -- a failure of the harness itself
         result.update(outcome="traceback", message=f"harness: {type(exc).__name__}: {exc}"[:300])
+    return result
+
+
+def _worker(campaign: Campaign, commands: int, results: int, mem_limit: int) -> None:
+    """A forked worker: runs the cases the parent sends (index, target, folder) until EOF."""
+    with os.fdopen(commands, "r") as inbox, os.fdopen(results, "w") as outbox:
+        for line in inbox:
+            index, target, case_dir = json.loads(line)
+            result = _run_case(campaign, index, target, Path(case_dir), mem_limit)
+            outbox.write(json.dumps(result)[:60000] + "\n")
+            outbox.flush()
+    os._exit(0)
+
+
+def _cpu_seconds(pid: int) -> float:
     try:
-        os.write(fd, json.dumps(result).encode()[:60000])
-    finally:
-        os._exit(0)
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class _Worker:
+    def __init__(self, campaign: Campaign, mem_limit: int):
+        c_read, c_write = os.pipe()
+        r_read, r_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(c_write)
+            os.close(r_read)
+            _worker(campaign, c_read, r_write, mem_limit)
+        os.close(c_read)
+        os.close(r_write)
+        self.pid = pid
+        self.inbox = os.fdopen(c_write, "w")
+        self.results = r_read
+        self.buffer = b""
+        self.case = None  # (index, target, case_dir, wall0, cpu0) while busy
+        self.done = 0
+
+    def send(self, index: int, target: str, case_dir: Path) -> None:
+        self.case = (index, target, case_dir, time.time(), _cpu_seconds(self.pid))
+        self.inbox.write(json.dumps([index, target, str(case_dir)]) + "\n")
+        self.inbox.flush()
+
+    def stop(self, kill: bool = True) -> int:
+        """End the worker (killed: the other workers hold copies of its inbox, so it sees no EOF)."""
+        if kill:
+            os.kill(self.pid, signal.SIGKILL)
+        try:
+            self.inbox.close()
+        except OSError:
+            pass
+        os.close(self.results)
+        return os.waitpid(self.pid, 0)[1]
 
 
 def run_campaign(args) -> dict:
+    import gc
+    import select
+
     targets = args.targets.split(",")
     shm = Path("/dev/shm")  # in memory where there is one: the cases write many files
     work = Path(tempfile.mkdtemp(prefix="scanprobe-fuzz-", dir=shm if shm.is_dir() else None))
     campaign = Campaign(args.seed, work)
     campaign.prepare(targets)
+    gc.collect()
+    gc.freeze()  # the workers' collector leaves the parent's objects alone: fewer copied pages
     floor = args.floor_mb * 2**20
     mem_limit = args.mem_limit_mb * 2**20
     counts: dict[str, Counter] = defaultdict(Counter)
     examples: dict[tuple[str, str], list[str]] = defaultdict(list)
-    running: dict[int, tuple] = {}
-    started = time.time()
-    reported = 0
     keep = Path(args.keep) if args.keep else None
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))  # finish the running cases, then report
 
-    def finish(pid: int, status: int, rusage, killed: bool) -> None:
-        index, target, case_dir, fd, t0 = running.pop(pid)
-        raw = b""
-        try:
-            while chunk := os.read(fd, 65536):
-                raw += chunk
-        finally:
-            os.close(fd)
-        result = json.loads(raw) if raw else {}
-        if killed:
-            outcome, message = "hang", f"still running after {args.timeout} s"
-        elif not raw:
-            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-            outcome, message = (
-                "crash",
-                f"child died ({signal.Signals(sig).name if sig else f'exit {status}'})",
-            )
-        else:
-            outcome, message = result["outcome"], result["message"]
-            if outcome in ("ok", "clear error", "unclear error") and result["extra"] > max(
-                10 * result["size"], floor
-            ):
-                message = f"{result['extra'] / 2**20:.0f} MB for a {result['size']} byte input ({outcome})"
-                outcome = "allocation"
+    def record(index, target, case_dir, outcome, message, result) -> None:
+        if outcome in ("ok", "clear error", "unclear error") and result.get("extra", 0) > max(
+            10 * result.get("size", 0), floor
+        ):
+            message = f"{result['extra'] / 2**20:.0f} MB for a {result['size']} byte input ({outcome})"
+            outcome = "allocation"
         counts[target][outcome] += 1
         if outcome not in ("ok", "clear error"):
             label = result.get("label") or f"case {index}"
             if len(examples[target, outcome]) < args.examples:
                 examples[target, outcome].append(f"case {index} [{label}] -> {message}")
-            if keep and result.get("path") and Path(result["path"]).exists():
-                dest = keep / f"{target}-{outcome.replace(' ', '_')}-{index}"
-                shutil.move(str(case_dir), dest)
+            if keep and case_dir.exists():
+                shutil.move(str(case_dir), keep / f"{target}-{outcome.replace(' ', '_')}-{index}")
         _rmtree(case_dir)
-
-    import gc
-
-    gc.collect()
-    gc.freeze()  # the children's collector leaves the parent's objects alone: fewer copied pages
-    next_case = args.first
-    last = args.first + args.cases
-    per_target = {t: 0 for t in targets}
-    while next_case < last or running:
-        while next_case < last and len(running) < args.jobs:
-            target = targets[next_case % len(targets)] if not args.weights else _weighted(args, next_case)
-            per_target[target] += 1
-            case_dir = work / f"case{next_case}"
-            case_dir.mkdir()
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(r)
-                _child(campaign, next_case, target, case_dir, w, mem_limit)
-            os.close(w)
-            running[pid] = (next_case, target, case_dir, r, time.time())
-            next_case += 1
-        pid, status, rusage = os.wait4(-1, os.WNOHANG)
-        if pid:
-            finish(pid, status, rusage, killed=False)
-            continue
-        now = time.time()
-        for pid, (_, _, _, _, t0) in list(running.items()):
-            if now - t0 > args.timeout:
-                os.kill(pid, signal.SIGKILL)
-                _, status, rusage = os.wait4(pid, 0)
-                finish(pid, status, rusage, killed=True)
-        time.sleep(0.005)
         done = sum(sum(c.values()) for c in counts.values())
-        if args.progress and done and done % args.progress == 0 and done != reported:
-            reported = done
+        if args.progress and done % args.progress == 0:
             summary = "; ".join(f"{t}: {dict(c)}" for t, c in counts.items())
             print(f"... {done} cases, {time.time() - started:.0f} s: {summary}", file=sys.stderr, flush=True)
+
+    workers = [_Worker(campaign, mem_limit) for _ in range(args.jobs)]
+    next_case, last = args.first, args.first + args.cases
+    while True:
+        for w in workers:  # hand out work
+            if w.case is None and next_case < last and not stopping:
+                target = _weighted(args, next_case) if args.weights else targets[next_case % len(targets)]
+                case_dir = work / f"case{next_case}"
+                case_dir.mkdir()
+                w.send(next_case, target, case_dir)
+                next_case += 1
+        busy = [w for w in workers if w.case is not None]
+        if not busy:
+            break
+        ready, _, _ = select.select([w.results for w in busy], [], [], 0.5)
+        for i, w in enumerate(workers):
+            if w.case is None:
+                continue
+            index, target, case_dir, wall0, cpu0 = w.case
+            if w.results in ready:
+                chunk = os.read(w.results, 65536)
+                if chunk:
+                    w.buffer += chunk
+                    if b"\n" not in w.buffer:
+                        continue
+                    line, w.buffer = w.buffer.split(b"\n", 1)
+                    result = json.loads(line)
+                    record(index, target, case_dir, result["outcome"], result["message"], result)
+                    w.case = None
+                    w.done += 1
+                    if w.done >= args.recycle:  # a fresh worker now and then: no state builds up
+                        w.stop()
+                        workers[i] = _Worker(campaign, mem_limit)
+                    continue
+                status = w.stop(kill=False)  # EOF: the worker died on this case
+                sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+                message = f"worker died ({signal.Signals(sig).name if sig else f'exit status {status}'})"
+                record(index, target, case_dir, "crash", message, {})
+                workers[i] = _Worker(campaign, mem_limit)
+                continue
+            cpu = _cpu_seconds(w.pid) - cpu0
+            wall = time.time() - wall0
+            if cpu > args.timeout or wall > args.wall_limit:  # CPU time: a loaded machine is no hang
+                w.stop(kill=True)
+                message = f"still running after {cpu:.0f} s of CPU ({wall:.0f} s wall)"
+                record(index, target, case_dir, "hang", message, {})
+                workers[i] = _Worker(campaign, mem_limit)
+    for w in workers:
+        w.stop()
     _rmtree(work)
-    return {"counts": counts, "examples": examples, "seconds": time.time() - started}
+    done = sum(sum(c.values()) for c in counts.values())
+    return {"counts": counts, "examples": examples, "seconds": time.time() - started, "done": done}
 
 
 def _weighted(args, index: int) -> str:
@@ -487,8 +549,10 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default="readers:6,recipes:2,models:2",
                         help="share of cases per target, e.g. readers:6,recipes:2,models:2 ('' = round robin)")  # fmt: skip
     parser.add_argument(
-        "--timeout", type=float, default=20.0, help="seconds per case before it counts as a hang"
+        "--timeout", type=float, default=20.0, help="CPU seconds per case before it counts as a hang"
     )
+    parser.add_argument("--wall-limit", type=float, default=600.0, help="wall seconds before a hang")
+    parser.add_argument("--recycle", type=int, default=200, help="cases per worker before a fresh one")
     parser.add_argument("--mem-limit-mb", type=int, default=2048, help="address space a case may add")
     parser.add_argument(
         "--floor-mb", type=int, default=64, help="growth below this is never an allocation finding"
@@ -504,9 +568,9 @@ def main(argv=None) -> int:
         parser.error(f"no samples at {SAMPLES} (set SCANPROBE_SAMPLES)")
     report = run_campaign(args)
     counts = report["counts"]
-    total = sum(sum(c.values()) for c in counts.values())
-    print(f"fuzz campaign: {total} cases ({args.first} to {args.first + args.cases - 1}), seed {args.seed}, {report['seconds']:.0f} s wall, "
-          f"timeout {args.timeout:g} s, memory limit {args.mem_limit_mb} MB, "
+    total = report["done"]
+    print(f"fuzz campaign: {total} cases ({args.first} to {args.first + total - 1}), seed {args.seed}, {report['seconds']:.0f} s wall, "
+          f"timeout {args.timeout:g} s of CPU, memory limit {args.mem_limit_mb} MB, "
           f"allocation finding: > max(10x input, {args.floor_mb} MB)")  # fmt: skip
     print(f"{'target':<10}" + "".join(f"{o:>15}" for o in OUTCOMES) + f"{'total':>10}")
     for target in targets:
