@@ -9,7 +9,7 @@ import pytest
 
 from napari_scanprobe.cli import main
 from napari_scanprobe.io import read
-from napari_scanprobe.io.scan import ROLES, Channel, find_channel, role_for, select_channels
+from napari_scanprobe.io.scan import ROLES, Channel, find_channel, role_for, role_of_title, select_channels
 
 #: relpath -> {title: role} for channels of every format the samples hold (None: the file does not say)
 EXPECTED = {
@@ -64,6 +64,17 @@ def test_direction_words_pair_trace_with_forward():
     assert Channel(data, "Z").sweep is None
     with pytest.raises(ValueError, match="role"):
         Channel(data, "Z", role="height")
+
+
+def test_the_role_a_title_stands_for():
+    assert (
+        role_of_title("Z (forward)")
+        == role_of_title("topography")
+        == role_of_title(" HEIGHT ")
+        == "topography"
+    )
+    assert role_of_title("Lock-In Phase (retrace)") == "phase"
+    assert role_of_title("UserIn0") is None
 
 
 def test_a_height_in_volts_is_not_topography():
