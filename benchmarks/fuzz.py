@@ -229,7 +229,7 @@ class Campaign:
 
         torch.set_num_threads(1)
         from napari_scanprobe.learn.modelfile import ClassifierModel, load_model
-        from napari_scanprobe.learn.network import check_architecture, expected_shapes
+        from napari_scanprobe.nn.classifier import check_architecture, expected_shapes
 
         arch = check_architecture(None, in_channels=1, n_classes=2, input_size=64)
         rng = np.random.default_rng(0)
