@@ -247,3 +247,12 @@ def test_an_empty_file_gets_a_clear_error(tmp_path):
     path = tmp_path / "empty.sxm"
     path.write_bytes(b"")
     refused(path, r"empty \(0 bytes\)")
+
+
+def test_junk_quoted_from_a_file_is_cut_short(tmp_path):
+    """A reader quoting 10,000 junk bytes of a corrupt header still gives a short one-line reason."""
+    error = ReaderError(
+        tmp_path / "junk.gwy", "corrupt Gwyddion file: unknown type '>' for '" + "\xc8a" * 5000 + "'"
+    )
+    assert len(error.reason) <= 400 and error.reason.endswith("…")
+    assert "junk.gwy" in str(error)

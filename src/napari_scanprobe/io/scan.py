@@ -93,11 +93,17 @@ def role_for(name: str, z_unit: str = "", vendor_names: dict[str, str | None] | 
 MAX_PIXELS_PER_FRAME = 2**28
 
 
+#: The longest reason a ReaderError gives (one line; junk quoted from a file is cut).
+MAX_REASON = 400
+
+
 class ReaderError(Exception):
     """A file could not be read. The message names the file and the reason."""
 
     def __init__(self, path: str | Path, reason: str):
         self.path = str(path)
+        if len(reason) > MAX_REASON:  # a corrupt file's junk quoted in full is no clear message
+            reason = reason[: MAX_REASON - 1] + "…"
         self.reason = reason
         super().__init__(f"{Path(self.path).name}: {reason} (file: {self.path})")
 
