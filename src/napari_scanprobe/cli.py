@@ -7,6 +7,10 @@ scanprobe predict MODEL PATH...     category and probabilities per file (per fra
 scanprobe cam MODEL PATH... -o DIR  class activation maps as DIR/<stem>.cam.tif
 scanprobe batch RECIPE INPUTS... -o OUTDIR [--workers N] [--scheduler ADDRESS]
                                     a recipe over files, folders and globs, in parallel (Dask)
+scanprobe steps [STEP]              the processing steps a recipe can hold: methods, options, ranges
+
+Every command takes its inputs by one rule (files, folders, globs: napari_scanprobe.inputs) and
+ends any error in one line on stderr.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 
 from . import __version__
 from .io import ReaderError, read
+from .untrusted import one_line
 
 
 def _channel_facts(ch) -> dict:
@@ -166,18 +171,20 @@ class ProgressBar:
             self.stream.flush()
 
 
-def _expand_inputs(paths: list[str]) -> list[str]:
-    """Files as given; folders replaced by the files inside them (recursively, sorted)."""
-    from pathlib import Path
+def _expand_inputs(paths: list[str], command: str, outdir=None) -> tuple[list[str], int]:
+    """``(files, failures)`` by the one input rule (:mod:`napari_scanprobe.inputs`); inputs that
+    cannot be run (missing, empty, a named pipe ...) are reported here and counted."""
+    from .inputs import expand_inputs
 
-    out = []
-    for name in paths:
-        p = Path(name)
-        if p.is_dir():
-            out += [str(f) for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith(".")]
-        else:
-            out.append(name)
-    return out
+    items, left_out = expand_inputs(paths, outdir)
+    for item in items:
+        if item.error:
+            print(f"scanprobe {command}: error: {item.error}", file=sys.stderr)
+    if left_out:
+        print(
+            f"scanprobe {command}: {left_out} file(s) in the folders given are not SPM files or arrays; left out"
+        )
+    return [str(i.path) for i in items if not i.error], sum(1 for i in items if i.error)
 
 
 def _print_metrics(metrics: dict, categories: list[str]) -> None:
@@ -213,6 +220,15 @@ def cmd_train(args) -> int:
         options["folds"] = args.folds
     if args.validation is not None:
         options["validation"] = args.validation
+    try:
+        from pathlib import Path
+
+        from .atomic import output_folder
+
+        output_folder(Path(args.output).parent)  # checked before hours of training, not after
+    except (ValueError, OSError) as exc:
+        print(f"scanprobe train: error: {exc}", file=sys.stderr)
+        return 1
     bar = ProgressBar("training")
 
     def show(update):
@@ -278,7 +294,8 @@ def cmd_predict(args) -> int:
         else:
             print(f"scanprobe predict: error: {obj}: {message}", file=sys.stderr)
 
-    inputs = _expand_inputs(args.paths)
+    inputs, bad = _expand_inputs(args.paths, "predict")
+    failures += [None] * bad
     try:
         results = predict_many(model, inputs, device=args.device, on_error=failed)
     except ValueError as exc:
@@ -321,8 +338,9 @@ def cmd_cam(args) -> int:
     except (ValueError, OSError) as exc:
         print(f"scanprobe cam: error: {exc}", file=sys.stderr)
         return 1
-    failed, written = 0, {}
-    for name in _expand_inputs(args.paths):
+    names, failed = _expand_inputs(args.paths, "cam", outdir)
+    written: dict = {}
+    for name in names:
         out = outdir / f"{Path(name).stem}.cam.tif"
         try:
             if out in written:
@@ -364,9 +382,9 @@ def cmd_cam(args) -> int:
                     geometry["frame_time_s"] = source.frame_time_s
             write(out, Channel(result.map, f"CAM {result.category}", z_unit="", header=header, **geometry))
             written[out] = name
-        except (ReaderError, ValueError, OSError) as exc:
+        except Exception as exc:  # the error boundary of one input: the others go on
             failed += 1
-            message = exc.reason if isinstance(exc, ReaderError) else str(exc)
+            message = exc.reason if isinstance(exc, ReaderError) else one_line(exc)
             print(
                 f"scanprobe cam: error: {message if str(name) in message else f'{name}: {message}'}",
                 file=sys.stderr,
@@ -381,7 +399,7 @@ def cmd_cam(args) -> int:
 
 def cmd_batch(args) -> int:
     """A recipe over files/folders/globs: outputs, batch_summary.csv and batch_journal.jsonl in OUTDIR."""
-    from .batch import DONE, NOT_RUN, run_batch
+    from .batch import CLAIMED, DONE, NOT_RUN, run_batch
     from .recipe import load_recipe
 
     try:
@@ -416,12 +434,21 @@ def cmd_batch(args) -> int:
     for r in result.results:
         if r.status == "failed":
             print(f"scanprobe batch: error: {r.error}", file=sys.stderr)
-    counts = {status: result.count(status) for status in ("ok", DONE, "failed", NOT_RUN)}
+    counts = {status: result.count(status) for status in ("ok", DONE, CLAIMED, "failed", NOT_RUN)}
     text = ", ".join(f"{n} {status}" for status, n in counts.items() if n or status in ("ok", "failed"))
     print(f"{len(result.results)} input(s): {text}; summary: {result.summary}")
     if result.left_out:
         print(f"  {result.left_out} file(s) in the folders given are not SPM files and were left out")
     return 1 if result.failed else 0
+
+
+def cmd_steps(args) -> int:
+    """The step contract (methods, options, ranges, units, help) as Markdown tables."""
+    from .process.steps import STEPS, contract_markdown, step
+
+    chosen = {args.step: step(args.step)} if args.step else STEPS
+    print(contract_markdown(chosen), end="")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -529,15 +556,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="address of an existing dask.distributed scheduler, e.g. tcp://host:8786",
     )
     ba.set_defaults(func=cmd_batch)
+
+    st = sub.add_parser(
+        "steps", help="the processing steps a recipe can hold: methods, options, ranges, units"
+    )
+    st.add_argument("step", nargs="?", default=None, help="flatten, denoise, upscale, predict, cam or write")
+    st.set_defaults(func=cmd_steps)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI's error boundary: whatever goes wrong ends in one line on stderr, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        print(f"scanprobe {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -34,6 +34,15 @@ class Progress:
         return self.step / self.total if self.total else 1.0
 
 
+def torch_available() -> bool:
+    """Whether torch can be imported (the network methods need it)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def is_dask(array: Any) -> bool:
     """Whether ``array`` is a dask array (subclasses included); never imports dask itself."""
     dask_array = sys.modules.get("dask.array")

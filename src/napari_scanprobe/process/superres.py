@@ -73,14 +73,12 @@ import numpy as np
 from .. import __version__
 from ..torch_setup import resolve_device, torch_threads
 from ..weights_file import check_shapes, load_weights, save_weights, weight_paths
-from .common import Progress, as_image, is_dask, map_frames, run_to_end
+from .common import Progress, as_image, is_dask, map_frames, run_to_end, torch_available
+from .steps import UPSCALE
 
 __all__ = [
     "CNN_METHODS",
-    "OPTION_INFO",
-    "UPSCALE_HELP",
     "UPSCALE_METHODS",
-    "UPSCALE_OPTIONS",
     "UpscalerModel",
     "downscale_area",
     "upscaled_geometry",
@@ -93,60 +91,11 @@ __all__ = [
 
 FACTORS = (2, 4)
 
-#: CNN defaults (the GUI builds its controls from :data:`UPSCALE_METHODS`).
-CNN_DEFAULTS: dict[str, Any] = {
-    "steps": 300,  # optimiser steps of zero-shot training (stages A+B; the check C adds half)
-    "batch": 16,  # patches per step
-    "patch": 24,  # patch side in coarse (input-to-the-network) pixels
-    "learning_rate": 2e-3,
-    "features": 32,  # channels of the hidden convolutions
-    "layers": 1,  # hidden 3x3 layers between the 5x5 head and the output layer
-    "ensemble": True,  # average the 8 flips/rotations at inference (self-ensemble)
-    "adaptive": True,  # weigh the learned detail by how well it carries over one scale up
-    "finetune": False,  # with weights=: continue zero-shot training on the image first
-    "finetune_steps": 150,
-    "training_images": None,  # extra high-resolution arrays to learn from
-    "device": None,  # None: "cuda" when available, else "cpu"
-    "threads": None,  # torch CPU threads (None: training on 1 thread, inference as torch is set)
-}
-
-#: name -> {option: default}, for the GUI ("auto" runs the CNN with its defaults).
-UPSCALE_METHODS: dict[str, dict[str, Any]] = {
-    "auto": {},
-    "bicubic": {},
-    "lanczos": {},
-    "cnn": dict(CNN_DEFAULTS),
-}
-#: The same table under the name the other preprocessing modules use.
-UPSCALE_OPTIONS = UPSCALE_METHODS
+#: name -> {option: default}, from the contract ``process.steps.UPSCALE`` (ranges, units, help);
+#: "auto" runs the CNN with its defaults.
+UPSCALE_METHODS: dict[str, dict[str, Any]] = {m: UPSCALE.defaults(m) for m in UPSCALE.method_names}
 #: Methods that train a network (long work: run them through :func:`upscale_steps`).
-CNN_METHODS: tuple[str, ...] = ("auto", "cnn")
-
-#: Method name -> one line for a tooltip.
-UPSCALE_HELP: dict[str, str] = {
-    "auto": "The CNN with its defaults (bicubic when torch is missing).",
-    "bicubic": "Interpolating cubic B-spline (scipy), pixel areas aligned.",
-    "lanczos": "Separable Lanczos-3, pixel areas aligned.",
-    "cnn": "Small network learnt from the image itself (zero-shot) over a back-projected bicubic base; "
-    "the output's blocks average back to the input.",
-}
-
-#: Option -> (help, min, max) for numbers, (help,) otherwise.
-OPTION_INFO: dict[str, tuple] = {
-    "steps": ("Optimiser steps of zero-shot training (the cross-scale check adds half as many)", 0, 100_000),
-    "batch": ("Patches per training step", 1, 1024),
-    "patch": ("Patch side in input pixels", 4, 512),
-    "learning_rate": ("Peak Adam learning rate (one-cycle schedule)", 1e-5, 1.0),
-    "features": ("Channels of the hidden convolutions (32: about 11 k parameters)", 1, 256),
-    "layers": ("Hidden 3x3 convolution layers", 1, 16),
-    "ensemble": ("Average the 8 flips/rotations at inference (8x the network passes)",),
-    "adaptive": ("Weigh the learnt detail by how well it carries across scale (off: add it fully)",),
-    "finetune": ("With saved weights: continue training on the image first",),
-    "finetune_steps": ("Fine-tuning steps with saved weights", 0, 100_000),
-    "training_images": ("Extra high-resolution arrays to learn from (scripting)",),
-    "device": ("torch device; None: cuda when available, else cpu",),
-    "threads": ("torch CPU threads; None: training on 1 thread, inference as torch is set",),
-}
+CNN_METHODS: tuple[str, ...] = tuple(m.name for m in UPSCALE.methods if m.long)
 
 ARCHITECTURE = "espcn-zero-mean-detail"
 FORMAT = "napari-scanprobe-upscaler"
@@ -167,44 +116,11 @@ _MIN_LEARN_SIDE = 4  # coarse pixels: zero-shot training needs at least this man
 
 
 def _check_factor(factor: Any) -> int:
-    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer, float)) or factor not in FACTORS:
-        raise ValueError(f"factor: must be 2 or 4, got {factor!r}")
-    return int(factor)
-
-
-def _check_method(method: Any) -> str:
-    if not isinstance(method, str) or method not in UPSCALE_METHODS:
-        raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(UPSCALE_METHODS)}")
-    return method
+    return UPSCALE.check_option("factor", factor)
 
 
 def _check_options(method: str, options: dict) -> dict:
-    allowed = UPSCALE_METHODS[method] if method != "auto" else CNN_DEFAULTS
-    for key in options:
-        if key not in allowed:
-            known = ", ".join(allowed) if allowed else "none"
-            raise ValueError(f"{key}: not an option of method {method!r} (options: {known})")
-    merged = {**CNN_DEFAULTS, **options}
-    for key in ("steps", "batch", "patch", "features", "layers", "finetune_steps"):
-        value = merged[key]
-        minimum = {"steps": 0, "finetune_steps": 0, "batch": 1, "patch": 4, "features": 1, "layers": 1}[key]
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{key}: must be an integer >= {minimum}, got {value!r}")
-    lr = merged["learning_rate"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"learning_rate: must be a positive number, got {lr!r}")
-    threads = merged["threads"]
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1
-    ):
-        raise ValueError(f"threads: must be None or an integer >= 1, got {threads!r}")
-    return merged
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: must be a non-negative integer, got {seed!r}")
-    return int(seed)
+    return UPSCALE.check(method, options)
 
 
 # --------------------------------------------------------------------------------------
@@ -757,7 +673,7 @@ def train_upscaler_steps(
     import torch
 
     factor = _check_factor(factor)
-    seed = _check_seed(seed)
+    seed = UPSCALE.check_option("seed", seed)
     opts = _check_options(
         "cnn",
         dict(
@@ -925,14 +841,6 @@ def _classical(image: Any, factor: int, method: str) -> Any:
     return map_frames(one, image)
 
 
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _cnn_steps(arr: Any, factor: int, seed: int, weights: Any, opts: dict) -> Generator[Progress, None, Any]:
     import torch
 
@@ -1025,12 +933,11 @@ def upscale_steps(
 ) -> Generator[Progress, None, Any]:
     """Generator form of :func:`upscale`: yields Progress (training, then upscaling), returns the result."""
     factor = _check_factor(factor)
-    method = _check_method(method)
-    seed = _check_seed(seed)
+    _check_options(method, options)
+    seed = UPSCALE.check_option("seed", seed)
     arr = as_image(image)
     if method == "auto":
-        _check_options("auto", options)
-        method = "cnn" if _torch_available() else "bicubic"
+        method = "cnn" if torch_available() else "bicubic"
         if method != "cnn":
             options = {}
     if method in ("bicubic", "lanczos"):
