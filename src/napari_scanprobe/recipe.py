@@ -493,7 +493,7 @@ def _check_write_step(raw: dict, recipe: Recipe) -> dict:
     bad = sorted(fields - set(_TEMPLATE_FIELDS))
     if bad:
         raise ValueError(
-            f"name: unknown field {{{short_repr(bad[0], 30)}}}; use {', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}"
+            f"name: unknown field {{{bad[0][:30]}}}; use {', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}"
         )
     if "/" in name or "\\" in name:
         raise ValueError(

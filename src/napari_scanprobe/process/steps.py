@@ -670,11 +670,12 @@ def contract_markdown(steps: dict[str, Step] | None = None) -> str:
     out = []
     for s in (steps or STEPS).values():
         out.append(f"### `{s.name}` — {s.label}\n\n{s.help}\n")
-        if s.function is None:
+        if s.keys:
             out.append("| Key | Values | Default | Meaning |\n|---|---|---|---|")
             for o in s.keys:
                 out.append(f"| `{o.name}` | {_cell(o.range_text)} | {_cell(_default(o))} | {_cell(o.help)} |")
             out.append("")
+        if not (s.function or any(m.options for m in s.methods)):
             continue
         out.append("| Method | Option | Values | Unit | Default | Meaning |\n|---|---|---|---|---|---|")
         for m in s.methods:
