@@ -145,30 +145,27 @@ def _make_layer(data, kwargs, kind):
 
 
 class ProgressBar:
-    """A one-line text progress bar on stderr (redrawn in place on a terminal, sparse otherwise)."""
+    """A progress bar on stderr (tqdm: redrawn in place on a terminal, with the time left)."""
 
     def __init__(self, label: str, stream=None):
-        self.label, self.stream = label, stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.last_percent = -1
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=100,
+            desc=label,
+            file=stream or sys.stderr,
+            bar_format="{desc} {bar:20} {percentage:3.0f}%{postfix} [{elapsed}<{remaining}]",
+            mininterval=0.5,
+            leave=True,
+        )
 
     def update(self, fraction: float, text: str = "") -> None:
-        percent = int(100 * min(max(fraction, 0.0), 1.0))
-        if not self.tty and percent // 10 == self.last_percent // 10:
-            return
-        self.last_percent = percent
-        filled = percent // 5
-        line = f"{self.label} [{'#' * filled}{'.' * (20 - filled)}] {percent:3d}% {text}"
-        if self.tty:
-            self.stream.write("\r" + line[:120].ljust(120))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        percent = 100 * min(max(fraction, 0.0), 1.0)
+        self.bar.set_postfix_str(text[:60], refresh=False)
+        self.bar.update(percent - self.bar.n)
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.bar.close()
 
 
 def _expand_inputs(paths: list[str], command: str, outdir=None) -> tuple[list[str], int]:
