@@ -464,8 +464,8 @@ class PreprocessWidget(QWidget):
             return None
         try:
             out = export_layer_recipe(layer, path, write=self.recipe_format.value)
-        except (ValueError, OSError) as exc:
-            show_error(f"Cannot export the recipe of {layer.name!r}: {exc}")
+        except Exception as exc:  # the dock's error boundary: one line, the dock stays alive
+            show_error(f"Cannot export the recipe of {layer.name!r}: {one_line(exc)}")
             return None
         show_info(f"Recipe of {layer.name!r} written to {out}")
         return out

@@ -59,16 +59,20 @@ class Option:
         return f"{label} ({self.unit})" if self.unit else label
 
     @property
-    def range_text(self) -> str:
-        """The allowed values in words: ``"1 … 31"``, ``"> 0 … 10"``, ``"2, 4"``."""
+    def bounds_text(self) -> str:
+        """The allowed values without null: ``"1 … 31"``, ``"> 0 … 10"``, ``"2, 4"``."""
         if self.kind == "choice":
             return ", ".join(map(str, self.choices))
         if self.kind in ("int", "float") and (self.low is not None or self.high is not None):
             lo = "" if self.low is None else f"{'> ' if self.low_open else ''}{self.low:g}"
             hi = "" if self.high is None else f"{'< ' if self.high_open else ''}{self.high:g}"
-            text = f"{lo} … {hi}".strip()
-        else:
-            text = {"bool": "true, false", "text": "text", "path": "file path"}.get(self.kind, "")
+            return f"{lo} … {hi}".strip()
+        return {"bool": "true, false", "text": "text", "path": "file path"}.get(self.kind, "")
+
+    @property
+    def range_text(self) -> str:
+        """The allowed values in words, null included: ``"> 0 … 10, or null (auto)"``."""
+        text = self.bounds_text
         if self.nullable:
             text = f"{text}, or null ({self.none_means})" if text else f"null ({self.none_means})"
         return text
@@ -90,7 +94,7 @@ class Option:
             except Exception:
                 ok = False
             if not ok:
-                raise ValueError(f"{name}: {short_repr(value)} is not one of {self.range_text}")
+                raise ValueError(f"{name}: {short_repr(value)} is not one of {self.bounds_text}")
             return next(c for c in self.choices if value == c)
         if self.kind in ("text", "path"):
             if not isinstance(value, str) or not value.strip():
@@ -125,7 +129,7 @@ class Option:
         too_low = lo is not None and (number < lo or (self.low_open and number == lo))
         too_high = hi is not None and (number > hi or (self.high_open and number == hi))
         if too_low or too_high:
-            raise ValueError(f"{name}: {short_repr(number, 30)}{unit} is outside {self.range_text}{unit}")
+            raise ValueError(f"{name}: {short_repr(number, 30)}{unit} is outside {self.bounds_text}{unit}")
         return number
 
 
