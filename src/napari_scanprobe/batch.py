@@ -368,7 +368,7 @@ def run_batch(
             results[i] = FileResult(str(inp.path), "failed", inp.error)
             continue
         entry = journal.get(str(inp.path.resolve()))
-        if _done(entry, inp, fingerprint, outdir):
+        if entry is not None and _done(entry, inp, fingerprint, outdir):
             results[i] = _done_result(inp, entry, outdir)
         else:
             todo.append(inp)
@@ -426,7 +426,7 @@ def _take_over_finished(
     for i in claimed:
         inp = items[i]
         entry = journal.get(str(inp.path.resolve()))
-        if _done(entry, inp, fingerprint, outdir):
+        if entry is not None and _done(entry, inp, fingerprint, outdir):
             results[i] = _done_result(inp, entry, outdir)
 
 

@@ -120,7 +120,7 @@ class Option:
             want = "a whole number" if whole else "a number"
             raise ValueError(f"{name}: expected {want}, got {short_repr(value)}")
         try:
-            number = int(value) if whole else float(value)
+            number = int(value) if whole else float(value)  # type: ignore[call-overload]
         except (OverflowError, ValueError):
             number = math.inf
         if not whole and not math.isfinite(number):
