@@ -272,13 +272,13 @@ class OperationPanel(Container):
         if layer is None:
             show_info("Choose an image layer first.")
             return
-        method, kwargs, record = self._call_args()
         try:  # the contract's check first: a bad value is named at once, without a worker
+            method, kwargs, record = self._call_args()
             self.op.contract.check(method, {k: v for k, v in kwargs.items() if k != "pair"})
-        except ValueError as exc:
+            image, _ = layer_to_array(layer)
+        except Exception as exc:  # the dock's error boundary: one line, the dock stays alive
             self.status.value = f"{self.op.contract.label}: {one_line(exc)}"
             return
-        image, _ = layer_to_array(layer)
         long = self.op.contract.method(method).long and self.op.steps is not None
         if long:
             worker = create_worker(
