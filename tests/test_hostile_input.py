@@ -20,8 +20,8 @@ from napari_scanprobe.cli import main
 from napari_scanprobe.io.scan import Channel
 from napari_scanprobe.io.write import write
 from napari_scanprobe.learn.modelfile import FORMAT, load_model
+from napari_scanprobe.nn.weights import save_weights
 from napari_scanprobe.recipe import load_recipe
-from napari_scanprobe.weights_file import save_weights
 
 WRITE = {"step": "write", "format": ".gsf", "name": "{stem} {channel}"}
 
