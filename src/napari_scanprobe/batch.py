@@ -101,7 +101,7 @@ def _check_collisions(recipe: Recipe, inputs: list[Input]) -> None:
         if key in first:
             inp.error = (
                 f"{inp.path}: its outputs would overwrite those of {first[key].path} (the same names after the "
-                f"recipe's write name {recipe.step('write')['name']!r}); put {{file}} in the name, or use separate folders"
+                f"recipe's write name {(recipe.step('write') or {}).get('name')!r}); put {{file}} in the name, or use separate folders"
             )
         else:
             first[key] = inp
