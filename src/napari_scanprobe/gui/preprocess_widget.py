@@ -30,7 +30,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Layer
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QSizePolicy, QTabWidget, QVBoxLayout, QWidget
 
 from ..process.contract import Option, Step
@@ -125,7 +125,8 @@ class OperationPanel(Container):
             choices=[(m.label or m.name, m.name) for m in contract.methods],
             tooltip=contract.help,
         )
-        self.method_help = _wrapping(Label(name="method_help", label="", value=""))
+        for i, m in enumerate(contract.methods):  # each method's help on its entry of the list
+            self.method.native.setItemData(i, m.help, Qt.ToolTipRole)
         # options every method takes that a user sets here (factor); seed and saved weights are for scripts/recipes
         self._extra_options = {o.name: o for o in contract.common if o.kind == "choice"}
         self.extras = {name: _option_widget(o) for name, o in self._extra_options.items()}
@@ -152,7 +153,6 @@ class OperationPanel(Container):
         self.extend(
             [
                 self.method,
-                self.method_help,
                 *self.extras.values(),
                 self.pair,
                 self.option_box,
@@ -190,7 +190,6 @@ class OperationPanel(Container):
             self.option_box.append(widget)
             self._options[option.name] = option
         self.method.tooltip = method.help
-        self.method_help.value = method.help
         self.preview.enabled = method.preview
         if not self.preview.enabled:
             self.preview.value = False
@@ -365,7 +364,6 @@ class PreprocessWidget(QWidget):
         layout.addWidget(self.tabs)
         layout.addWidget(bottom.native)
         layout.addStretch(1)
-        self.setMinimumWidth(300)
         self.setMaximumWidth(DOCK_WIDTH)
         self.viewer.layers.events.inserted.connect(self._layers_changed)
         self.viewer.layers.events.removed.connect(self._layers_changed)
