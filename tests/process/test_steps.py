@@ -25,7 +25,7 @@ START, END = "<!-- contract:start -->\n", "<!-- contract:end -->\n"
 
 
 def test_every_step_method_and_option_is_described():
-    assert list(STEPS) == ["flatten", "denoise", "upscale", "predict", "cam", "write"]
+    assert list(STEPS) == ["flatten", "denoise", "upscale", "predict", "cam", "measure", "write"]
     assert IMAGE_STEPS == ("flatten", "denoise", "upscale")
     for step in STEPS.values():
         assert step.label and step.help

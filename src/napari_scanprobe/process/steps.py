@@ -574,6 +574,19 @@ CAM = Step(
     ),
 )
 
+MEASURE = Step(
+    "measure",
+    "Measure",
+    "Measure each chosen 2-D channel as processed so far; the numbers go into the batch summary's columns.",
+    (
+        Method(
+            "roughness",
+            "ISO 25178 areal roughness (Sa, Sq, …) of each channel; takes no options.",
+            label="Roughness",
+        ),
+    ),
+)
+
 WRITE = Step(
     "write",
     "Write",
@@ -599,7 +612,7 @@ WRITE = Step(
 )
 
 #: step name -> its contract. A new step adds its entry here.
-STEPS: dict[str, Step] = {s.name: s for s in (FLATTEN, DENOISE, UPSCALE, PREDICT, CAM, WRITE)}
+STEPS: dict[str, Step] = {s.name: s for s in (FLATTEN, DENOISE, UPSCALE, PREDICT, CAM, MEASURE, WRITE)}
 #: The steps that run a function on an image (the others only run in a recipe).
 IMAGE_STEPS: tuple[str, ...] = tuple(name for name, s in STEPS.items() if s.function)
 
