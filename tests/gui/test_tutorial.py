@@ -109,3 +109,8 @@ def test_tutorial_session_pixels(make_napari_viewer, samples_dir, tmp_path):
 
     # every dock fits a laptop's dock area
     assert all(width <= 400 for width in result["min_widths"].values()), result["min_widths"]
+    assert set(result["min_widths"]) == {"Scan browser", "Preprocess", "Measure", "Classifier"}
+    # the measured profile crosses the flattened height in nm; its roughness is a real number in nm
+    profile, roughness = result["profile"], result["roughness"]
+    assert profile.distance_unit == "nm" and profile.distance[-1] > 0
+    assert roughness.units["Sq"] == "nm" and 0 < roughness.Sa <= roughness.Sq
