@@ -154,7 +154,12 @@ def find_topostats_python() -> str | None:
     for python in candidates:
         if not python or not Path(python).exists():
             continue
-        probe = subprocess.run([python, "-c", "import topostats.filters"], capture_output=True, check=False)
+        probe = subprocess.run(  # in a temporary folder: TopoStats writes a log file where it starts
+            [python, "-c", "import topostats.filters"],
+            capture_output=True,
+            check=False,
+            cwd=tempfile.gettempdir(),
+        )
         if probe.returncode == 0:
             return python
     return None

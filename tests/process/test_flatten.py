@@ -420,7 +420,7 @@ def test_real_nanonis_scan(sample):
 
 
 def test_fast_median_is_numpy_median_bit_for_bit():
-    from napari_scanprobe.process.flatten import _median
+    from napari_scanprobe.process.common import median
 
     rng = np.random.default_rng(0)
     cases = [
@@ -431,7 +431,7 @@ def test_fast_median_is_numpy_median_bit_for_bit():
         rng.normal(size=5),
     ]
     for values in cases:
-        assert _median(values) == np.median(values)
+        assert median(values) == np.median(values)
 
 
 @pytest.mark.parametrize("radius", [1, 2, 3, 5])

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import Progress, as_image, as_mask, is_dask, map_frames, run_to_end
+from .common import Progress, as_image, as_mask, center_and_sigma, is_dask, map_frames, run_to_end
 
 #: method -> {option: default}; ``auto`` takes no options of its own
 DENOISE_METHODS: dict[str, dict[str, Any]] = {
@@ -213,8 +213,8 @@ def estimate_noise(frame: Any, mask: Any = None) -> dict[str, Any]:
     ok = np.isfinite(z) if mask is None else np.isfinite(z) & ~np.asarray(mask, dtype=bool)
     along = z[:, :-2] - 2 * z[:, 1:-1] + z[:, 2:]
     across = z[:-2] - 2 * z[1:-1] + z[2:]
-    spread_x = _mad(along[ok[:, :-2] & ok[:, 1:-1] & ok[:, 2:]])
-    spread_y = _mad(across[ok[:-2] & ok[1:-1] & ok[2:]])
+    spread_x = center_and_sigma(along[ok[:, :-2] & ok[:, 1:-1] & ok[:, 2:]])[1]
+    spread_y = center_and_sigma(across[ok[:-2] & ok[1:-1] & ok[2:]])[1]
     if not spread_y > 0:
         return {"sigma": 0.0, "line_ratio": 1.0, "kind": "white"}
     ratio = spread_x / spread_y
@@ -224,14 +224,6 @@ def estimate_noise(frame: Any, mask: Any = None) -> dict[str, Any]:
         "line_ratio": float(ratio),
         "kind": "line" if ratio < LINE_RATIO else "white",
     }
-
-
-def _mad(values: np.ndarray) -> float:
-    """1.4826 x the median absolute deviation from the median (0 for no values)."""
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return 0.0
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
 # --------------------------------------------------------------------------------------------------

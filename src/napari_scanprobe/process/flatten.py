@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .common import as_image, as_mask, is_dask, map_frames
+from .common import as_image, as_mask, center_and_sigma, is_dask, map_frames, median
 
 __all__ = [
     "FLATTEN_HELP",
@@ -423,7 +423,7 @@ def _row_offsets_diff(z: np.ndarray, valid: np.ndarray, level: bool = True) -> n
     offsets[rows] = np.concatenate([[0.0], np.cumsum(steps)])
     if level:
         pick = valid if valid.any() else finite
-        offsets += _median((z - offsets[:, None])[pick])
+        offsets += median((z - offsets[:, None])[pick])
     return offsets
 
 
@@ -450,42 +450,9 @@ def _row_polynomials(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarra
 # Scars
 
 
-def _median(values: np.ndarray) -> float:
-    """``np.median`` of a 1-D array without NaNs, bit for bit, in a few passes for large arrays.
-
-    The median of a strided sample brackets the true one; only the values inside the bracket
-    are partitioned (a full partition when the bracket misses).
-    """
-    n = values.size
-    if n < 100_000:
-        return float(np.median(values))
-    sample = np.sort(values[:: n // 20_000])
-    m = sample.size
-    a, b = sample[int(0.45 * m)], sample[int(0.55 * m)]  # the median's rank +-7 sample sigmas
-    below = np.count_nonzero(values < a)
-    inside = values[(values >= a) & (values <= b)]
-    lo, hi = (n - 1) // 2 - below, n // 2 - below
-    if lo < 0 or hi >= inside.size:
-        return float(np.median(values))
-    part = np.partition(inside, (lo, hi))
-    return float(np.mean(part[[lo, hi]]))
-
-
-def _center_and_sigma(values: np.ndarray) -> tuple[float, float]:
-    """Median and 1.4826 x the median absolute deviation (the standard deviation if that is 0)."""
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return 0.0, 0.0
-    center = _median(values)
-    sigma = 1.4826 * _median(np.abs(values - center))
-    if sigma <= 0:
-        sigma = float(np.std(values))
-    return center, sigma
-
-
 def _robust_sigma(values: np.ndarray) -> float:
     """1.4826 x the median absolute deviation; the standard deviation if that is 0."""
-    return _center_and_sigma(values)[1]
+    return center_and_sigma(values)[1]
 
 
 def _runs(pixels: np.ndarray, strong: np.ndarray, nx: int, min_length: int, max_length: int) -> np.ndarray:
@@ -590,7 +557,7 @@ def _feature_mask(
     values = r[background]
     if values.size == 0:
         return np.zeros(r.shape, dtype=bool)
-    center, sigma = _center_and_sigma(values)
+    center, sigma = center_and_sigma(values)
     if not sigma > 0:
         return np.zeros(r.shape, dtype=bool)
     dev = r - center  # NaN pixels: no comparison holds, so they are never features
@@ -701,5 +668,5 @@ def _auto(
         background = new_background
         result = z - _fit_rows_and_bow(z, background, degree)
     pick = background if background.any() else finite
-    result -= _median(result[pick])
+    result -= median(result[pick])
     return result, background
