@@ -6,7 +6,8 @@
   frame by frame, when the stack is a dask array.
 * :func:`median` is ``np.median`` bit for bit in a few passes for large arrays;
   :func:`center_and_sigma` the median and robust (MAD) sigma of a sample.
-* Long work (CNN training) is written as a generator that yields :class:`Progress` and returns
+* Long work (CNN training) is written as a generator that yields :class:`Progress` (defined in
+  :mod:`napari_scanprobe.progress`, named here too) and returns
   its result; :func:`run_to_end` drives one to completion for the plain scripting API, and the
   napari widget wraps the same generator in a ``thread_worker`` (quit = cancel at the next yield).
 """
@@ -14,11 +15,23 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from ..progress import Progress, run_to_end
+
+__all__ = [
+    "Progress",
+    "as_image",
+    "as_mask",
+    "center_and_sigma",
+    "is_dask",
+    "map_frames",
+    "median",
+    "run_to_end",
+]
 
 
 def median(values: np.ndarray) -> float:
@@ -52,21 +65,6 @@ def center_and_sigma(values: np.ndarray) -> tuple[float, float]:
     if sigma <= 0:
         sigma = float(np.std(values))
     return center, sigma
-
-
-@dataclass
-class Progress:
-    """One step of long work: ``step`` of ``total``, the current loss, a short message."""
-
-    step: int
-    total: int
-    loss: float | None = None
-    message: str = ""
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def fraction(self) -> float:
-        return self.step / self.total if self.total else 1.0
 
 
 def is_dask(array: Any) -> bool:
@@ -133,16 +131,3 @@ def map_frames(func: Callable[[np.ndarray], np.ndarray], image: Any, dtype=np.fl
             chunks=((1,) * image.shape[0], (sample.shape[0],), (sample.shape[1],)),
         )
     return np.stack([func(np.asarray(frame)) for frame in image])
-
-
-def run_to_end(
-    steps: Generator[Progress, None, Any], progress: Callable[[Progress], Any] | None = None
-) -> Any:
-    """Drive a long-work generator to its end and return its result; ``progress`` sees every step."""
-    while True:
-        try:
-            update = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(update)
