@@ -67,6 +67,15 @@ def center_and_sigma(values: np.ndarray) -> tuple[float, float]:
     return center, sigma
 
 
+def torch_available() -> bool:
+    """Whether torch can be imported (the network methods need it)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def is_dask(array: Any) -> bool:
     """Whether ``array`` is a dask array (subclasses included); never imports dask itself."""
     dask_array = sys.modules.get("dask.array")
