@@ -14,9 +14,11 @@ from napari_scanprobe.process.common import Progress
 from napari_scanprobe.process.denoise import (
     AUTO_MIN_PIXELS,
     DENOISE_METHODS,
+    auto_choice,
     choose_auto,
     denoise,
     denoise_steps,
+    estimate_noise,
     estimate_noise_sigma,
 )
 from napari_scanprobe.synthetic import synthetic_surface
@@ -217,6 +219,54 @@ def test_auto_choice():
     assert choose_auto((5, side, side)) == "n2v"
     small = np.random.default_rng(0).normal(size=(40, 40))
     np.testing.assert_array_equal(denoise(small), denoise(small, "nl_means"))
+
+
+def _noise_cases(shape=(128, 128), sigma=0.15, seed=5):
+    truth, _ = synthetic_surface(shape, 3.9, n_particles=10, seed=seed)
+    rng = np.random.default_rng(seed)
+    white = rng.normal(0, 1, shape)
+    line = ndimage.gaussian_filter1d(rng.normal(0, 1, shape), 1.5, axis=1)
+    return truth, truth + sigma * white, truth + sigma * line / line.std()
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.3])
+def test_estimate_noise_tells_white_from_line_correlated_and_measures_the_level(sigma):
+    _, white, line = _noise_cases(sigma=sigma)
+    w, c = estimate_noise(white), estimate_noise(line)
+    assert w["kind"] == "white" and 0.9 < w["line_ratio"] < 1.1
+    assert c["kind"] == "line" and c["line_ratio"] < 0.5
+    for estimate in (w, c):
+        assert estimate["sigma"] == pytest.approx(sigma, rel=0.12)
+
+
+def test_estimate_noise_ignores_masked_and_nan_pixels():
+    _, white, _ = _noise_cases(sigma=0.1)
+    spoiled = white.copy()
+    spoiled[40:60, 40:60] = 50.0 * np.random.default_rng(1).normal(size=(20, 20))
+    mask = np.zeros(white.shape, dtype=bool)
+    mask[38:62, 38:62] = True
+    spoiled[0, :10] = np.nan
+    assert estimate_noise(spoiled, mask)["sigma"] == pytest.approx(0.1, rel=0.12)
+    assert estimate_noise(np.zeros((8, 8))) == {"sigma": 0.0, "line_ratio": 1.0, "kind": "white"}
+
+
+def test_auto_picks_the_blind_spot_that_matches_the_noise():
+    pytest.importorskip("torch")
+    _, white, line = _noise_cases()
+    assert auto_choice(white)[:2] == ("n2v", {"structured": False})
+    assert auto_choice(line)[:2] == ("n2v", {"structured": True})
+    assert auto_choice(np.stack([line, line]))[:2] == ("n2v", {"structured": True})
+    assert auto_choice(white[:32, :32])[:2] == ("nl_means", {})
+
+
+def test_auto_reports_its_noise_estimate_and_choice():
+    _, white, _ = _noise_cases(shape=(40, 40), sigma=0.2)
+    seen = []
+    out = denoise(white, progress=seen.append)
+    np.testing.assert_array_equal(out, denoise(white, "nl_means"))
+    first = seen[0]
+    assert first.extra["method"] == "nl_means" and first.extra["noise"]["kind"] == "white"
+    assert "white noise" in first.message and "nl_means" in first.message
 
 
 def test_package_imports_without_torch():
