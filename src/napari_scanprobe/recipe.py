@@ -9,6 +9,7 @@ A recipe is a JSON or YAML file (the extension decides: ``.json``, ``.yaml``/``.
       - {step: flatten, method: auto, options: {threshold: 3.0}}
       - {step: denoise, method: median, options: {size: 3}}
       - {step: upscale, method: bicubic, options: {factor: 2}}
+      - {step: register, method: phase, options: {reference: first, per_line: false}}
       - {step: predict, model: knobs, sha256: 3f5a...}
       - {step: cam, model: knobs, sha256: 3f5a..., method: gradcam, target: null, layer: null}
       - {step: write, format: .gsf, name: "{stem} {channel}"}
@@ -18,12 +19,14 @@ Conventions
 * ``channels``: names matched against each channel's title (``"Z (forward)"``), then its name
   (``"Z"``: the first such channel), case-insensitively -- as for classifier models. ``[]`` or
   absent means every channel of the file. A channel the file lacks is an error for that file.
-* Image steps (``flatten``, ``denoise``, ``upscale``) are the dicts layers record in
+* Image steps (``flatten``, ``denoise``, ``upscale``, ``register``) are the dicts layers record in
   ``metadata["processing"]`` (see :mod:`napari_scanprobe.process.steps`); they run in order on
   each chosen channel, a movie frame by frame (lazily). Options must be plain values (numbers,
   text, true/false, null). ``upscale`` takes ``factor`` among its options; saved upscaler
   ``weights`` are a path with their ``sha256``, like models. A Noise2Noise ``pair`` names a
   layer of one napari session and cannot be replayed (a movie without ``pair`` uses its frames).
+  ``register`` (drift correction, movies only) corrects each chosen channel on its own; its
+  flagged frames (lost correlation) are kept and never stop the file or the batch.
 * ``predict`` and ``cam`` classify / explain the image *as processed by the steps before
   them*, and the model's own stored preprocessing is applied on top -- exactly as when a
   processed layer is classified in napari. Put them first to use the raw data. The model's
@@ -66,7 +69,7 @@ from .io.scan import Channel, Scan
 
 FORMAT = "napari-scanprobe recipe"
 VERSION = 1
-IMAGE_STEPS = ("flatten", "denoise", "upscale")
+IMAGE_STEPS = ("flatten", "denoise", "upscale", "register")
 MODEL_STEPS = ("predict", "cam")
 STEPS = (*IMAGE_STEPS, *MODEL_STEPS, "write")
 WRITE_FORMATS = (".gsf", ".gwy", ".tif")
@@ -79,6 +82,7 @@ _STEP_KEYS = {
     "flatten": {"step", "method", "options", "version"},
     "denoise": {"step", "method", "options", "version"},
     "upscale": {"step", "method", "options", "version", "sha256"},
+    "register": {"step", "method", "options", "version"},
     "predict": {"step", "model", "sha256"},
     "cam": {"step", "model", "sha256", "method", "target", "layer"},
     "write": {"step", "format", "name"},
@@ -407,6 +411,10 @@ def _check_image_step(name: str, raw: dict, base: Path, recipe: Recipe) -> dict:
             )
         if method != "auto":
             mod._check_options(method, rest)
+    elif name == "register":
+        from .process.register import check_options
+
+        check_options(method, options)
     else:
         from .process import superres as mod
 

@@ -14,6 +14,7 @@ STEP_FUNCTIONS = {
     "flatten": "napari_scanprobe.process.flatten:flatten",
     "denoise": "napari_scanprobe.process.denoise:denoise",
     "upscale": "napari_scanprobe.process.superres:upscale",
+    "register": "napari_scanprobe.process.register:register_movie",
 }
 
 
