@@ -1,9 +1,10 @@
 """Drift correction of movies (``(t, y, x)``, numpy or lazy dask): :func:`register`.
 
-Each frame's translation against a reference is measured by phase correlation, refined to
-1/20 pixel by an upsampled DFT on a 1.5-pixel neighbourhood of the peak (Guizar-Sicairos et
-al., Opt. Lett. 33, 156, 2008), and taken out by bilinear interpolation; pixels the frame did
-not see become NaN. What makes it fit scanning probe movies:
+Each frame's translation against a reference is measured by phase correlation: the whole
+pixel from the correlation's peak, then -- the frame moved back by it -- the fraction from an
+upsampled DFT on 1/10 pixel over +-1 pixel (Guizar-Sicairos et al., Opt. Lett. 33, 156, 2008)
+and a parabola through its top. The drift is taken out by bilinear interpolation; pixels the
+frame did not see become NaN. What makes it fit scanning probe movies:
 
 * frames are read in blocks, transformed with ``rfft2`` in float32 and forgotten; the
   reference's spectrum is computed once (or once per frame for a running mean), so a
@@ -14,9 +15,9 @@ not see become NaN. What makes it fit scanning probe movies:
   and a Tukey window keeps the image borders (where drift brings in new ground) from
   dominating;
 * the correlation is mostly whitened (see :data:`WHITENING`), so a tall feature that appears
-  or vanishes weighs little more than the rest of the frame; a frame whose correlation peak collapses (object lost,
-  feedback error, tip change) is flagged, kept, and given the drift interpolated between its
-  unflagged neighbours -- it never stops the series;
+  or vanishes weighs little more than the rest of the frame; a frame whose correlation peak
+  collapses (object lost, feedback error, tip change) is flagged, kept, and given the drift
+  interpolated between its unflagged neighbours -- it never stops the series;
 * ``per_line=True`` also measures the x offset of bands of scan lines against the reference
   (creep, scan-direction drift within a frame) and takes out a smooth (quadratic) profile.
 
@@ -25,9 +26,12 @@ The shift table is in the movie's lateral unit (nm) when a pixel size is given.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +41,8 @@ from .common import Progress, as_image, is_dask, run_to_end
 
 #: Reference choices (besides a frame index).
 REFERENCES = ("first", "mean")
-#: Subpixel resolution of the shift: 1/UPSAMPLE pixel.
-UPSAMPLE = 20
+#: The correlation peak is sampled on 1/UPSAMPLE pixel, then a parabola through its top.
+UPSAMPLE = 10
 #: Spatial frequencies above this (cycles per pixel) are left out of the correlation (noise).
 CUTOFF = 0.2
 #: The cross-power spectrum is divided by its magnitude to this power: 1 is phase correlation
@@ -49,6 +53,8 @@ WHITENING = 0.75
 MIN_QUALITY = 0.5
 #: Bytes of frames read at once while measuring.
 BLOCK_BYTES = 16 * 2**20
+#: Threads measuring frames against a fixed reference.
+THREADS = min(4, os.cpu_count() or 1)
 #: Scan lines per band for the per-line correction.
 LINE_BAND = 16
 
@@ -145,6 +151,7 @@ class _Correlator:
         if nx % 2 == 0:
             double[:, -1] = 1.0
         self.half = double[np.ix_(self.rows, self.cols)].astype(np.float32)
+        self.weight = self.weight[np.ix_(self.rows, self.cols)]
         # the upsampled DFT on UPSAMPLE points per pixel around the peak, as chirp z-transforms
         # (FFTs: a matrix product here would start every BLAS thread for a few microseconds)
         from scipy.signal import CZT
@@ -159,17 +166,19 @@ class _Correlator:
         self.czt_y = czt(len(self.rows), ny)
         self.czt_x = czt(len(self.cols), nx)
         self.post_y = np.exp(2j * np.pi * self.ky[0] * self.offsets / ny)[:, None]
+        # the whole-pixel search on a coarser grid: the correlation holds no frequency above
+        # CUTOFF, so half as many samples per axis show it without aliasing
+        self.coarse = tuple(n // 2 if n // 2 > 2 * CUTOFF * n + 1 else n for n in shape)
+        self.coarse_rows = self.ky.astype(np.intp) % self.coarse[0]
 
     def spectrum(self, frame: np.ndarray) -> np.ndarray:
-        """The windowed spectrum of a frame (NaN -> the frame's mean)."""
-        f = np.asarray(frame, dtype=np.float32)
-        finite = np.isfinite(f)
-        if not finite.all():
-            f = np.where(finite, f, np.float32(f[finite].mean()) if finite.any() else 0)
-        f = f - f.mean()
+        """The windowed spectrum of a frame (NaN -> the frame's mean), at the frequencies the
+        correlation uses (:attr:`rows` x :attr:`cols`)."""
         from scipy import fft
 
-        return fft.rfft2(f * self.window)
+        f = _fill(frame)
+        f = (f - f.mean()) * self.window
+        return fft.rfft2(f)[self.rows, : len(self.cols)]
 
     def shift(self, frame: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
         """``(dy, dx, quality)`` of ``frame`` against the reference spectrum ``ref``.
@@ -182,24 +191,35 @@ class _Correlator:
         from scipy import fft
 
         ny, nx = self.shape
-        cross = self._cross(self.spectrum(frame), ref)
-        peak = int(np.argmax(fft.irfft2(cross, s=self.shape)))
-        py, px = divmod(peak, nx)
+        frame = _fill(frame)
+        spec = self.spectrum(frame)
+        my, mx = self.coarse
+        full = np.zeros((my, mx // 2 + 1), np.complex64)
+        full[self.coarse_rows, : len(self.cols)] = self._cross(spec, ref)
+        surface = fft.irfft2(full, s=self.coarse)
+        qy, qx = divmod(int(np.argmax(surface)), mx)
+        fy = _vertex(surface[[(qy - 1) % my, qy, (qy + 1) % my], qx])
+        fx = _vertex(surface[qy, [(qx - 1) % mx, qx, (qx + 1) % mx]])
+        py = int(round((qy + fy) * ny / my))
+        px = int(round((qx + fx) * nx / mx))
         py = py - ny if py > ny // 2 else py
         px = px - nx if px > nx // 2 else px
-        cross = self._cross(self.spectrum(_roll_back(frame, py, px)), ref)
-        near = cross[np.ix_(self.rows, self.cols)] * self.half
+        if py or px:
+            spec = self.spectrum(_roll_back(frame, py, px, fill=float(frame.mean())))
+        near = self._cross(spec, ref) * self.half
         fine = (self.czt_y(self.czt_x(near, axis=1), axis=0) * self.post_y).real
         j, i = divmod(int(np.argmax(fine)), fine.shape[1])
         perfect = float(np.abs(near).sum())  # the peak if every frequency agreed
         quality = float(fine[j, i]) / perfect if perfect > 0 else 0.0
-        return py + float(self.offsets[j]), px + float(self.offsets[i]), quality
+        last = len(self.offsets) - 1
+        dy = self.offsets[j] + (_vertex(fine[j - 1 : j + 2, i]) / UPSAMPLE if 0 < j < last else 0.0)
+        dx = self.offsets[i] + (_vertex(fine[j, i - 1 : i + 2]) / UPSAMPLE if 0 < i < last else 0.0)
+        return py + float(dy), px + float(dx), quality
 
     def _cross(self, spec: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """The (mostly) whitened, weighted cross-power spectrum."""
         cross = spec * np.conj(ref)
-        cross /= (np.abs(cross) + np.float32(1e-12)) ** np.float32(WHITENING)
-        cross *= self.weight
+        cross *= self.weight / (np.abs(cross) + np.float32(1e-12)) ** np.float32(WHITENING)
         return cross
 
     def line_shifts(self, frame: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -247,6 +267,13 @@ class _Correlator:
         return profile - profile.mean()  # the mean offset belongs to the frame's shift
 
 
+def _vertex(three: np.ndarray) -> float:
+    """Where a parabola through three equally spaced values peaks, from the middle one (-0.5..0.5)."""
+    left, mid, right = (float(v) for v in three)
+    den = left - 2 * mid + right
+    return float(np.clip(0.5 * (left - right) / den, -0.5, 0.5)) if den < 0 else 0.0
+
+
 def _fill(frame: np.ndarray) -> np.ndarray:
     f = np.asarray(frame, dtype=np.float32)
     finite = np.isfinite(f)
@@ -255,11 +282,11 @@ def _fill(frame: np.ndarray) -> np.ndarray:
     return np.where(finite, f, np.float32(f[finite].mean()) if finite.any() else 0)
 
 
-def _roll_back(frame: np.ndarray, dy: int, dx: int) -> np.ndarray:
+def _roll_back(frame: np.ndarray, dy: int, dx: int, fill: float = np.nan) -> np.ndarray:
     """``frame`` moved back by whole pixels (output ``(y, x)`` = input ``(y + dy, x + dx)``);
-    what it did not see is NaN."""
+    what it did not see is ``fill``."""
     ny, nx = frame.shape
-    out = np.full(frame.shape, np.nan, np.float32)
+    out = np.full(frame.shape, fill, np.float32)
     if abs(dy) < ny and abs(dx) < nx:
         out[max(-dy, 0) : ny - max(dy, 0), max(-dx, 0) : nx - max(dx, 0)] = frame[
             max(dy, 0) : ny + min(dy, 0), max(dx, 0) : nx + min(dx, 0)
@@ -272,12 +299,27 @@ def shift_frame(frame: np.ndarray, dy: float, dx: Any) -> np.ndarray:
     ``(y, x)`` is input position ``(y + dy, x + dx)``; ``dx`` may be one value per input line.
     Pixels whose source lies outside the frame are NaN. float32."""
     a = np.asarray(frame, dtype=np.float32)
+    if np.ndim(dx) == 0:  # one shift: four whole-pixel moves, weighted
+        iy, ix = int(np.floor(dy)), int(np.floor(dx))
+        fy, fx = np.float32(dy - iy), np.float32(dx - ix)
+
+        def row(y: int) -> np.ndarray:
+            out = _roll_back(a, y, ix)
+            if fx > 0:
+                out *= 1 - fx
+                out += _roll_back(a, y, ix + 1) * fx
+            return out
+
+        out = row(iy)
+        if fy > 0:
+            out *= 1 - fy
+            out += row(iy + 1) * fy
+        return out
     ny, nx = a.shape
     iy = int(np.floor(dy))
     fy = np.float32(dy - iy)
     rows = np.arange(ny) + iy
-    dx_rows = np.broadcast_to(np.asarray(dx, dtype=np.float64), (ny,))
-    src_dx = dx_rows[np.clip(rows, 0, ny - 1)]
+    src_dx = np.asarray(dx, dtype=np.float64)[np.clip(rows, 0, ny - 1)]
     ix = np.floor(src_dx).astype(np.intp)
     fx = (src_dx - ix).astype(np.float32)[:, None]
     cols = np.arange(nx)[None, :] + ix[:, None]
@@ -337,24 +379,31 @@ def register_steps(
     quality = np.zeros(t)
     lines = np.zeros((t, ny)) if per_line else None
     started = time.perf_counter()
-    for start, block in _blocks(stack):
-        for k, frame in enumerate(block):
-            i = start + k
-            dy, dx, q = corr.shift(frame, ref_spec)
-            shifts[i], quality[i] = (dy, dx), q
-            if reference == "mean" or per_line:
+    # frames measured against a fixed reference are independent: measured in threads (the FFTs
+    # and array arithmetic release the GIL); a running mean or per-line offsets go in order
+    independent = reference != "mean" and not per_line
+    with ThreadPoolExecutor(THREADS) if independent else contextlib.nullcontext() as pool:
+        for start, block in _blocks(stack):
+            if pool is not None:
+                found = np.array(list(pool.map(corr.shift, block, [ref_spec] * len(block))))
+                shifts[start : start + len(block)] = found[:, :2]
+                quality[start : start + len(block)] = found[:, 2]
+            for k, frame in enumerate(block if pool is None else ()):
+                i = start + k
+                dy, dx, q = corr.shift(frame, ref_spec)
+                shifts[i], quality[i] = (dy, dx), q
                 corrected = shift_frame(frame, dy, dx)
-            if per_line:
-                lines[i] = corr.line_shifts(
-                    corrected, ref_frame if reference != "mean" else _mean(recent, ref_frame)
-                )
-            if reference == "mean" and not _flag(quality[: i + 1], reference)[i]:
-                recent.append(corrected)
-                ref_spec = corr.spectrum(_mean(recent, ref_frame))
-        done = start + len(block)
-        elapsed = time.perf_counter() - started
-        left = elapsed / done * (t - done)
-        yield Progress(done, t, message=f"frame {done} of {t}, {left:.0f} s left")
+                if per_line:
+                    lines[i] = corr.line_shifts(
+                        corrected, ref_frame if reference != "mean" else _mean(recent, ref_frame)
+                    )
+                if reference == "mean" and not _flag(quality[: i + 1], reference)[i]:
+                    recent.append(corrected)
+                    ref_spec = corr.spectrum(_mean(recent, ref_frame))
+            done = start + len(block)
+            elapsed = time.perf_counter() - started
+            left = elapsed / done * (t - done)
+            yield Progress(done, t, message=f"frame {done} of {t}, {left:.0f} s left")
     flagged = _flag(quality, reference)
     if flagged.any() and not flagged.all():
         good = np.flatnonzero(~flagged)
@@ -413,7 +462,11 @@ def apply_shifts(movie: Any, shifts: np.ndarray, line_shifts: np.ndarray | None 
             return np.stack([one(f, start + k) for k, f in enumerate(np.asarray(frames))])
 
         return da.map_blocks(block, movie.rechunk({1: -1, 2: -1}), dtype=np.float32)
-    return np.stack([one(frame, i) for i, frame in enumerate(np.asarray(movie))])
+    frames = np.asarray(movie)
+    out = np.empty(frames.shape, np.float32)
+    for i, frame in enumerate(frames):
+        out[i] = one(frame, i)
+    return out
 
 
 def register(
