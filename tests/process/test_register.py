@@ -171,3 +171,20 @@ def test_batch_registers_a_movie_with_lost_frames_to_the_end(sample, tmp_path):
     assert channel.data.shape == (32, 200, 200)
     assert channel.pixel_size == pytest.approx((0.5, 0.5)) and channel.xy_unit == "nm"
     assert [s["step"] for s in channel.header["processing"]] == ["register"]
+
+
+def test_cli_writes_the_per_frame_table(sample, tmp_path, capsys):
+    import csv
+
+    from napari_scanprobe.cli import main
+
+    out = tmp_path / "frames.csv"
+    assert (
+        main(["movie", str(sample("hsafm_asd/asd_sample_0.asd")), "-o", str(out), "--reference", "mean"]) == 0
+    )
+    assert "32 frames, " in capsys.readouterr().out
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 32 and float(rows[0]["Sq (nm)"]) > 0
+    assert [r["flagged"] for r in rows[22:]] == ["True"] * 10  # the frames that lost the surface
+    assert main(["movie", str(sample("nanonis_sxm/test.sxm")), "-o", str(out)]) == 1
+    assert "is an image, not a movie" in capsys.readouterr().err
