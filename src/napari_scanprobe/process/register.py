@@ -299,46 +299,40 @@ def shift_frame(frame: np.ndarray, dy: float, dx: Any) -> np.ndarray:
     ``(y, x)`` is input position ``(y + dy, x + dx)``; ``dx`` may be one value per input line.
     Pixels whose source lies outside the frame are NaN. float32."""
     a = np.asarray(frame, dtype=np.float32)
-    if np.ndim(dx) == 0:  # one shift: four whole-pixel moves, weighted
-        iy, ix = int(np.floor(dy)), int(np.floor(dx))
-        fy, fx = np.float32(dy - iy), np.float32(dx - ix)
+    ny, nx = a.shape
+    iy = int(np.floor(dy))
+    fy = np.float32(dy - iy)
+    if np.ndim(dx) == 0:  # one shift for the frame: whole-pixel moves, weighted
+        ix = int(np.floor(dx))
+        fx = np.float32(dx - ix)
 
-        def row(y: int) -> np.ndarray:
+        def lines(y: int) -> np.ndarray:
+            """Output lines from input lines ``+ y``, interpolated along x."""
             out = _roll_back(a, y, ix)
             if fx > 0:
                 out *= 1 - fx
                 out += _roll_back(a, y, ix + 1) * fx
             return out
 
-        out = row(iy)
-        if fy > 0:
-            out *= 1 - fy
-            out += row(iy + 1) * fy
-        return out
-    ny, nx = a.shape
-    iy = int(np.floor(dy))
-    fy = np.float32(dy - iy)
-    rows = np.arange(ny) + iy
-    src_dx = np.asarray(dx, dtype=np.float64)[np.clip(rows, 0, ny - 1)]
-    ix = np.floor(src_dx).astype(np.intp)
-    fx = (src_dx - ix).astype(np.float32)[:, None]
-    cols = np.arange(nx)[None, :] + ix[:, None]
+    else:  # one x shift per input line
+        src_dx = np.asarray(dx, dtype=np.float64)[np.clip(np.arange(ny) + iy, 0, ny - 1)]
+        ixs = np.floor(src_dx).astype(np.intp)
+        fxs = (src_dx - ixs).astype(np.float32)[:, None]
+        cols = np.arange(nx)[None, :] + ixs[:, None]
 
-    def sample(r: np.ndarray) -> np.ndarray:
-        ok_r = (r >= 0) & (r < ny)
-        rr = np.clip(r, 0, ny - 1)[:, None]
-        c0 = np.clip(cols, 0, nx - 1)
-        c1 = np.clip(cols + 1, 0, nx - 1)
-        v = a[rr, c0] * (1 - fx)
-        v += a[rr, c1] * fx
-        bad = ~ok_r[:, None] | (cols < 0) | (cols >= nx) | ((cols + 1 >= nx) & (fx > 0))
-        v[bad] = np.nan
-        return v
+        def lines(y: int) -> np.ndarray:
+            r = np.arange(ny) + y
+            rr = np.clip(r, 0, ny - 1)[:, None]
+            out = a[rr, np.clip(cols, 0, nx - 1)] * (1 - fxs)
+            out += a[rr, np.clip(cols + 1, 0, nx - 1)] * fxs
+            outside = (r < 0) | (r >= ny)
+            out[outside[:, None] | (cols < 0) | (cols >= nx) | ((cols + 1 >= nx) & (fxs > 0))] = np.nan
+            return out
 
-    out = sample(rows)
+    out = lines(iy)
     if fy > 0:
         out *= 1 - fy
-        out += sample(rows + 1) * fy
+        out += lines(iy + 1) * fy
     return out
 
 
