@@ -368,7 +368,7 @@ def register_steps(
     corr = _Correlator((ny, nx))
     ref_frame = np.asarray(stack[reference if isinstance(reference, int) else 0], dtype=np.float32)
     ref_spec = corr.spectrum(ref_frame)
-    recent: deque[np.ndarray] = deque(maxlen=int(window))
+    running = _RunningMean(int(window), ref_frame)
     shifts = np.zeros((t, 2))
     quality = np.zeros(t)
     lines = np.zeros((t, ny)) if per_line else None
@@ -389,11 +389,11 @@ def register_steps(
                 corrected = shift_frame(frame, dy, dx)
                 if per_line:
                     lines[i] = corr.line_shifts(
-                        corrected, ref_frame if reference != "mean" else _mean(recent, ref_frame)
+                        corrected, ref_frame if reference != "mean" else running.mean()
                     )
                 if reference == "mean" and not _flag(quality[: i + 1], reference)[i]:
-                    recent.append(corrected)
-                    ref_spec = corr.spectrum(_mean(recent, ref_frame))
+                    running.add(corrected)
+                    ref_spec = corr.spectrum(running.mean())
             done = start + len(block)
             elapsed = time.perf_counter() - started
             left = elapsed / done * (t - done)
@@ -419,14 +419,32 @@ def register_steps(
     )
 
 
-def _mean(recent: deque, fallback: np.ndarray) -> np.ndarray:
-    if not recent:
-        return fallback
-    with np.errstate(invalid="ignore"):
-        stack = np.stack(recent)
-        count = np.isfinite(stack).sum(axis=0)
-        total = np.nansum(stack, axis=0)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+class _RunningMean:
+    """The mean of the last ``window`` corrected frames, pixel by pixel over the frames that saw
+    each pixel (a sum and a count updated per frame); ``fallback`` until the first frame."""
+
+    def __init__(self, window: int, fallback: np.ndarray):
+        self.frames: deque[np.ndarray] = deque()
+        self.window, self.fallback = window, fallback
+        self.total = np.zeros(fallback.shape, np.float64)
+        self.count = np.zeros(fallback.shape, np.int64)
+
+    def add(self, frame: np.ndarray) -> None:
+        if len(self.frames) == self.window:
+            self._update(self.frames.popleft(), -1)
+        self.frames.append(frame)
+        self._update(frame, 1)
+
+    def _update(self, frame: np.ndarray, sign: int) -> None:
+        seen = np.isfinite(frame)
+        self.total += sign * np.where(seen, frame, 0.0)
+        self.count += sign * seen
+
+    def mean(self) -> np.ndarray:
+        if not self.frames:
+            return self.fallback
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.total / self.count, np.nan).astype(np.float32)
 
 
 def _flag(quality: np.ndarray, reference: str | int) -> np.ndarray:
