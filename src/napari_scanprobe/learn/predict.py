@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from ..io import ReaderError
+from ..nn.classifier import as_input
 from ..process.common import Progress, run_to_end
 from .data import Example, as_example, model_input, tiles
 from .modelfile import ClassifierModel, as_model
-from .network import as_input
 
 
 @dataclass
@@ -64,7 +64,7 @@ def predict_steps(
     With ``on_error(input, exception)`` an input that cannot be read or used is reported there
     and gets ``None`` in the results; without it the first such input raises.
     """
-    from ..torch_setup import resolve_device
+    from ..nn.device import resolve_device
 
     model = as_model(model)
     dev = resolve_device(device)
