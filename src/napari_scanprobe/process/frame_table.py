@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..nn.loop import time_left
 from .common import Progress, as_image, run_to_end
 
 #: Frames read (and classified) at once.
@@ -84,6 +86,7 @@ def frame_table_steps(
         model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
     stats = {name: np.empty(t) for name in ("mean", "min", "max", "Sa", "Sq")}
     probabilities: list[dict[str, float]] = []
+    started = time.perf_counter()
     for start in range(0, t, BLOCK_FRAMES):
         block = np.asarray(stack[start : start + BLOCK_FRAMES], dtype=np.float64)
         stop = start + len(block)
@@ -102,7 +105,8 @@ def frame_table_steps(
             ]
             for prediction in predict_many(model, frames, pixel_size):
                 probabilities.append(prediction.probabilities)
-        yield Progress(stop, t, message=f"frame {stop} of {t}")
+        left = (time.perf_counter() - started) / stop * (t - stop)
+        yield Progress(stop, t, message=f"frame {stop} of {t}, {time_left(left)}")
     table = FrameTable()
     table.add("frame", range(t))
     if frame_time_s:

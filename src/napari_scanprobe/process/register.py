@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ..nn.loop import time_left
 from .common import Progress, as_image, is_dask, run_to_end
 
 #: Reference choices (besides a frame index).
@@ -397,7 +398,7 @@ def register_steps(
             done = start + len(block)
             elapsed = time.perf_counter() - started
             left = elapsed / done * (t - done)
-            yield Progress(done, t, message=f"frame {done} of {t}, {left:.0f} s left")
+            yield Progress(done, t, message=f"frame {done} of {t}, {time_left(left)}")
     flagged = _flag(quality, reference)
     if flagged.any() and not flagged.all():
         good = np.flatnonzero(~flagged)
