@@ -102,6 +102,7 @@ def test_progress_reports_time_left(drifting):
         ({"reference": 40}, "reference: frame 40"),
         ({"per_line": "yes"}, "per_line"),
         ({"window": 0}, "window"),
+        ({"window": 10**6}, "window: expected a number of frames from 1 to 1000"),
         ({"pixel_size": -1}, "pixel_size"),
     ],
 )
@@ -110,9 +111,19 @@ def test_bad_options_name_the_option(drifting, kwargs, message):
         register(drifting[0], **kwargs)
 
 
-def test_a_still_image_is_refused():
+def test_a_still_image_and_huge_frames_are_refused():
     with pytest.raises(ValueError, match="movie: expected a \\(t, y, x\\) stack"):
         register(np.zeros((32, 32)))
+    with pytest.raises(ValueError, match="movie: frames of 5000 x 5000 pixels are too large"):
+        register(da.zeros((2, 5000, 5000), chunks=(1, 5000, 5000)))
+
+
+def test_frames_without_data_are_flagged_not_fatal(drifting):
+    movie = drifting[0].copy()
+    movie[3] = np.nan
+    result = register(movie)
+    assert result.flagged[3] and result.flagged.sum() == 1
+    assert np.isnan(result.movie[3]).all()
 
 
 # -- real movies ---------------------------------------------------------------------------

@@ -54,6 +54,10 @@ WHITENING = 0.75
 MIN_QUALITY = 0.5
 #: Bytes of frames read at once while measuring.
 BLOCK_BYTES = 16 * 2**20
+#: The largest frame registered (pixels): a few float32 copies of it are made per frame.
+MAX_FRAME_PIXELS = 4096 * 4096
+#: The most frames a running mean holds (they are kept in memory).
+MAX_WINDOW = 1000
 #: Threads measuring frames against a fixed reference.
 THREADS = min(4, os.cpu_count() or 1)
 #: Scan lines per band for the per-line correction.
@@ -363,6 +367,10 @@ def register_steps(
         raise ValueError("movie: it has no frame")
     if min(ny, nx) < 8:
         raise ValueError(f"movie: frames of {ny} x {nx} pixels are too small to register (8 x 8 at least)")
+    if ny * nx > MAX_FRAME_PIXELS:
+        raise ValueError(
+            f"movie: frames of {ny} x {nx} pixels are too large to register (at most {MAX_FRAME_PIXELS:,} pixels)"
+        )
     check_options("phase", {"reference": reference, "per_line": per_line, "window": window})
     reference = _check_reference(reference, t)
     size = _check_pixel_size(pixel_size)
@@ -519,8 +527,8 @@ def check_options(method: Any, options: dict) -> dict:
     if not isinstance(clean["per_line"], (bool, np.bool_)):
         raise ValueError(f"per_line: expected true or false, got {clean['per_line']!r}")
     window = clean["window"]
-    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
-        raise ValueError(f"window: expected a number of frames >= 1, got {window!r}")
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or not 1 <= window <= MAX_WINDOW:
+        raise ValueError(f"window: expected a number of frames from 1 to {MAX_WINDOW}, got {window!r}")
     return clean
 
 
