@@ -439,17 +439,15 @@ def cmd_movie(args) -> int:
         if channel.data.ndim != 3:
             raise ValueError(f"{args.file}: channel {channel.title!r} is an image, not a movie")
         size = tuple(channel.pixel_size) if channel.xy_unit else None
-        steps = register_steps(channel.data, reference, args.per_line, size, channel.xy_unit or "px")
-        reg = run_to_end(steps, lambda u: bar.update(u.fraction / 2, f"registering: {u.message}"))
-        steps = frame_table_steps(
-            reg.movie,
-            channel.z_unit,
-            channel.frame_time_s,
-            reg,
-            args.model,
-            size if channel.xy_unit == "nm" else None,
+        reg = run_to_end(
+            register_steps(channel.data, reference, args.per_line, size, channel.xy_unit or "px"),
+            lambda u: bar.update(u.fraction / 2, f"registering: {u.message}"),
         )
-        table = run_to_end(steps, lambda u: bar.update(0.5 + u.fraction / 2, f"measuring: {u.message}"))
+        nm = size if channel.xy_unit == "nm" else None
+        table = run_to_end(
+            frame_table_steps(reg.movie, channel.z_unit, channel.frame_time_s, reg, args.model, nm),
+            lambda u: bar.update(0.5 + u.fraction / 2, f"measuring: {u.message}"),
+        )
         table.to_csv(args.output)
     except (ReaderError, ValueError, OSError) as exc:
         bar.close()

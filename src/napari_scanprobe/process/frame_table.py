@@ -104,6 +104,7 @@ def frame_table_steps(
                 np.where(np.isfinite(f), f, np.nanmedian(f) if np.isfinite(f).any() else 0.0) for f in block
             ]
             for prediction in predict_many(model, frames, pixel_size):
+                assert prediction is not None  # arrays always give a prediction (no on_error here)
                 probabilities.append(prediction.probabilities)
         left = (time.perf_counter() - started) / stop * (t - stop)
         yield Progress(stop, t, message=f"frame {stop} of {t}, {time_left(left)}")

@@ -90,7 +90,7 @@ class Registration:
         """The shift table, one row per frame: ``frame``, ``dy``/``dx`` (in ``unit``),
         ``quality``, ``flagged`` (and ``line_dx_range``: the spread of per-line offsets)."""
         dy, dx = self.pixel_size
-        out = {
+        out: dict[str, list] = {
             "frame": list(range(len(self.shifts))),
             f"dy_{self.unit}": [float(v) for v in self.shifts[:, 0] * dy],
             f"dx_{self.unit}": [float(v) for v in self.shifts[:, 1] * dx],
@@ -396,7 +396,7 @@ def register_steps(
                 dy, dx, q = corr.shift(frame, ref_spec)
                 shifts[i], quality[i] = (dy, dx), q
                 corrected = shift_frame(frame, dy, dx)
-                if per_line:
+                if lines is not None:
                     lines[i] = corr.line_shifts(
                         corrected, ref_frame if reference != "mean" else running.mean()
                     )
@@ -458,7 +458,7 @@ class _RunningMean:
 
 def _flag(quality: np.ndarray, reference: str | int) -> np.ndarray:
     """Frames whose correlation peak collapsed against the series' typical one."""
-    own = 0 if reference in REFERENCES else reference  # the reference frame matches itself
+    own = reference if isinstance(reference, int) else 0  # the reference frame matches itself
     others = np.delete(quality, own) if len(quality) > 1 else quality
     typical = float(np.percentile(others, 75))
     flagged = quality < MIN_QUALITY * typical
