@@ -40,7 +40,7 @@ from qtpy.QtWidgets import (
 
 from ..process.frame_table import FrameTable, frame_table_steps
 from ..process.register import Registration, register_steps
-from .layers import derived_layer, layer_to_channel, processing_step
+from .layers import LayerMeta, derived_layer, layer_to_channel, processing_step
 from .plots import LinePlot
 
 _REFERENCES = {"first frame": "first", "running mean": "mean", "chosen frame": "frame"}
@@ -55,7 +55,7 @@ def layer_channel(layer: Image):
             "scale": list(layer.scale),
             "translate": list(layer.translate),
             "units": list(layer.units),
-            "metadata": {k: v for k, v in layer.metadata.items() if k in ("z_unit", "frame_time_s")},
+            "metadata": {"z_unit": LayerMeta(layer).z_unit},
         },
     )
 
