@@ -31,7 +31,7 @@ def _info_line(facts: dict) -> str:
     ny, nx = facts["shape"][-2:]
     dy, dx = facts["pixel_size"]
     unit = facts["xy_unit"] or "(no unit)"
-    text = f"  {facts['title']:<34} {nx:>5} x {ny:<5} px   pixel {dx:.4g} x {dy:.4g} {unit}   values {facts['z_unit'] or '(no unit)'}"
+    text = f"  {facts['title']:<34} {nx:>5} x {ny:<5} px   pixel {dx:.4g} x {dy:.4g} {unit}   values {facts['z_unit'] or '(no unit)'}   {facts['role'] or 'no role'}"
     if facts["frames"] > 1 or len(facts["shape"]) == 3:
         text += f"   {facts['frames']} frames"
         if facts["frame_time_s"]:

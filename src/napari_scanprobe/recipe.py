@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .io.scan import Channel, Scan
+from .io.scan import Channel, Scan, find_channel, role_of_title
 
 FORMAT = "napari-scanprobe recipe"
 VERSION = 1
@@ -449,8 +449,9 @@ def _check_model_step(name: str, raw: dict, base: Path, recipe: Recipe) -> dict:
         clean["target"] = target
     if recipe.channels:
         processed = {c.lower() for c in recipe.channels} | {_bare(c).lower() for c in recipe.channels}
+        processed |= {role_of_title(c) for c in recipe.channels} - {None}
         for channel in model.channels:
-            if channel.lower() not in processed:
+            if not ({channel.lower(), role_of_title(channel)} & processed):
                 raise ValueError(
                     f"the model {Path(path).name} needs channel {channel!r}, which the recipe does not process "
                     f"(its channels: {', '.join(map(repr, recipe.channels))}); add it to 'channels'"
@@ -681,8 +682,7 @@ def _model_example(recipe: Recipe, step: dict, channels: list[Channel], source: 
 
 
 def _has_channel(channels: list[Channel], wanted: str) -> bool:
-    key = wanted.strip().lower()
-    return any(key in (c.title.lower(), c.name.lower()) for c in channels)
+    return find_channel(channels, wanted) is not None
 
 
 def _run(recipe: Recipe, channels: list[Channel], source: str) -> _Run:
