@@ -18,8 +18,9 @@
 * A file that fails is recorded with its error and the batch goes on. At the end (also after
   Ctrl-C) ``OUTDIR/batch_summary.csv`` lists every input: ``input``, ``status`` (``ok``,
   ``failed``, ``skipped (done)``, ``not run``), ``error``, ``category``, one ``P(<category>)``
-  column per category of the recipe's model, ``frames`` (movies) and ``outputs`` (relative to
-  OUTDIR, ``;``-separated).
+  column per category of the recipe's model, one column per number of a ``measure`` step
+  (``"Z (forward): Sq [nm]"``), ``frames`` (movies) and ``outputs`` (relative to OUTDIR,
+  ``;``-separated).
 """
 
 from __future__ import annotations
@@ -241,6 +242,7 @@ def _journal_entry(result: FileResult, inp: Input, fingerprint: str, outdir: Pat
         "category": result.category,
         "probabilities": result.probabilities,
         "frames": result.frames,
+        "measurements": result.measurements,
     }
 
 
@@ -365,9 +367,9 @@ def run_batch(
         )
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise ValueError(f"workers: expected a whole number >= 0, got {workers!r}")
-    if not recipe.writes and not (recipe.step("predict") or recipe.step("cam")):
+    if not recipe.writes and not (recipe.step("predict") or recipe.step("cam") or recipe.step("measure")):
         raise ValueError(
-            "the recipe neither writes files nor predicts: add a 'write' step (or a 'predict' step)"
+            "the recipe neither writes files, predicts nor measures: add a 'write' step (or a 'predict' step)"
         )
     outdir = output_folder(outdir)
 
@@ -393,6 +395,7 @@ def run_batch(
                 probabilities=entry.get("probabilities") or {},
                 frames=entry.get("frames"),
                 outputs=[str(outdir / rel) for rel in entry.get("outputs", [])],
+                measurements=entry.get("measurements") or {},
             )
         else:
             todo.append(inp)
@@ -440,12 +443,14 @@ def write_summary(batch: BatchResult, outdir: Path) -> Path:
     """``OUTDIR/batch_summary.csv`` (see the module docstring), written atomically."""
     from .atomic import atomic_write
 
+    measured = list(dict.fromkeys(k for r in batch.results for k in r.measurements))
     columns = [
         "input",
         "status",
         "error",
         "category",
         *[f"P({c})" for c in batch.categories],
+        *measured,
         "frames",
         "outputs",
     ]
@@ -462,6 +467,7 @@ def write_summary(batch: BatchResult, outdir: Path) -> Path:
                 r.error,
                 r.category or "",
                 *probs,
+                *[_number(r.measurements.get(k)) for k in measured],
                 "" if r.frames is None else r.frames,
                 outputs,
             ]

@@ -7,11 +7,14 @@ scanprobe predict MODEL PATH...     category and probabilities per file (per fra
 scanprobe cam MODEL PATH... -o DIR  class activation maps as DIR/<stem>.cam.tif
 scanprobe batch RECIPE INPUTS... -o OUTDIR [--workers N] [--scheduler ADDRESS]
                                     a recipe over files, folders and globs, in parallel (Dask)
+scanprobe measure FILE... [--flatten METHOD] [--profile Y0,X0,Y1,X1 [--width NM] [-o OUT.csv]]
+                                    ISO 25178 roughness of every channel, or a line profile as CSV
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -438,6 +441,58 @@ def cmd_movie(args) -> int:
     return 0
 
 
+def cmd_measure(args) -> int:
+    """Roughness of every 2-D channel of each file, or (``--profile``) one line profile as CSV."""
+    from .atomic import atomic_write
+    from .measure import ROUGHNESS_PARAMETERS, profile, roughness
+    from .process.flatten import flatten
+
+    try:
+        try:
+            points = None if args.profile is None else np.array([float(v) for v in args.profile.split(",")])
+        except ValueError:
+            points = np.zeros(1)  # reported just below
+        if points is not None and (points.size < 4 or points.size % 2 or not np.isfinite(points).all()):
+            raise ValueError(f"--profile: expected Y0,X0,Y1,X1[,Y2,X2...] in nm, got {args.profile!r}")
+        if points is not None and len(args.files) != 1:
+            raise ValueError("--profile takes one FILE")
+        failed = 0
+        for name in args.files:
+            try:
+                scan = read(name)
+            except ReaderError as exc:
+                failed += 1
+                print(f"scanprobe measure: error: {exc}", file=sys.stderr)
+                continue
+            channels = [ch for ch in scan.channels if ch.data.ndim == 2]
+            if args.flatten:
+                channels = [dataclasses.replace(ch, data=flatten(ch.data, args.flatten)) for ch in channels]
+            if points is not None:
+                text = profile(channels, points.reshape(-1, 2), width=args.width).to_csv()
+                if args.output:
+                    atomic_write(args.output, text.encode("utf-8"))
+                else:
+                    sys.stdout.write(text)
+                continue
+            print(f"{scan.path}")
+            for ch in channels:
+                r = roughness(ch)
+                if args.json:
+                    print(
+                        json.dumps({"path": scan.path, "channel": ch.title, **r.as_dict(), "units": r.units})
+                    )
+                else:
+                    cells = "  ".join(
+                        f"{p} {getattr(r, p):.5g}{(' ' + r.units[p]) if r.units[p] else ''}"
+                        for p in ROUGHNESS_PARAMETERS
+                    )
+                    print(f"  {ch.title}: {cells}")
+    except (ValueError, OSError) as exc:
+        print(f"scanprobe measure: error: {exc}", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scanprobe", description="Scanning probe microscopy data: read, inspect, view."
@@ -554,6 +609,15 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("--per-line", action="store_true", help="also correct creep along the slow scan axis")
     mv.add_argument("--model", default=None, metavar="MODEL", help="add each category's probability")
     mv.set_defaults(func=cmd_movie)
+
+    me = sub.add_parser("measure", help="ISO 25178 roughness of every channel, or a line profile (CSV)")
+    me.add_argument("files", nargs="+", metavar="FILE")
+    me.add_argument("--flatten", metavar="METHOD", help="flatten each channel first (plane, auto, ...)")
+    me.add_argument("--profile", metavar="Y0,X0,Y1,X1", help="a line or path, vertices (y, x) in nm")
+    me.add_argument("--width", type=float, default=0.0, help="profile: width averaged across the line, nm")
+    me.add_argument("-o", "--output", metavar="OUT.csv", help="profile: write the CSV here (default: print)")
+    me.add_argument("--json", action="store_true", help="roughness: one JSON object per channel and line")
+    me.set_defaults(func=cmd_measure)
     return parser
 
 

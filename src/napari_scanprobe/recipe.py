@@ -12,6 +12,7 @@ A recipe is a JSON or YAML file (the extension decides: ``.json``, ``.yaml``/``.
       - {step: register, method: phase, options: {reference: first, per_line: false}}
       - {step: predict, model: knobs, sha256: 3f5a...}
       - {step: cam, model: knobs, sha256: 3f5a..., method: gradcam, target: null, layer: null}
+      - {step: measure, method: roughness}
       - {step: write, format: .gsf, name: "{stem} {channel}"}
 
 Conventions
@@ -37,6 +38,10 @@ Conventions
   for a recipe given as a dict); ``sha256`` is the SHA-256 of the model's ``.json``
   description (``sha256sum knobs.json``), which pins the weights by their own SHA-256. A
   missing or different hash is refused before any work, naming the hash the file has.
+* ``measure`` (``method: roughness``, no options) measures each chosen 2-D channel as processed
+  by the steps before it: ISO 25178 Sa ... Sdq, named ``"<channel>: Sq [nm]"``
+  (:mod:`napari_scanprobe.measure.summary`); movies are not measured. The numbers go into
+  the result's ``measurements`` and the batch summary's columns.
 * ``write`` (last, at most once): ``format`` ``.gsf`` (default), ``.gwy`` or ``.tif``; ``name``
   a template (default ``"{file} {channel}"``) with ``{stem}`` (input file name without its
   extension), ``{file}`` (with it) and ``{channel}`` (the channel title; ``CAM`` for the
@@ -71,7 +76,7 @@ FORMAT = "napari-scanprobe recipe"
 VERSION = 1
 IMAGE_STEPS = ("flatten", "denoise", "upscale", "register")
 MODEL_STEPS = ("predict", "cam")
-STEPS = (*IMAGE_STEPS, *MODEL_STEPS, "write")
+STEPS = (*IMAGE_STEPS, *MODEL_STEPS, "measure", "write")
 WRITE_FORMATS = (".gsf", ".gwy", ".tif")
 DEFAULT_NAME = "{file} {channel}"
 MOVIE_FORMAT = ".tif"
@@ -85,6 +90,7 @@ _STEP_KEYS = {
     "register": {"step", "method", "options", "version"},
     "predict": {"step", "model", "sha256"},
     "cam": {"step", "model", "sha256", "method", "target", "layer"},
+    "measure": {"step", "method", "options", "version"},
     "write": {"step", "format", "name"},
 }
 _TEMPLATE_FIELDS = ("stem", "file", "channel")
@@ -350,6 +356,16 @@ def _check_step(raw: Any, base: Path, recipe: Recipe) -> dict:
         return _check_image_step(name, raw, base, recipe)
     if name in MODEL_STEPS:
         return _check_model_step(name, raw, base, recipe)
+    if name == "measure":
+        from .measure.summary import check_measure_method
+
+        if raw.get("options"):
+            raise ValueError(f"a measure step takes no options, got {raw['options']!r}")
+        return {
+            "step": "measure",
+            "method": check_measure_method(raw.get("method", "roughness")),
+            "options": {},
+        }
     return _check_write_step(raw, recipe)
 
 
@@ -605,13 +621,15 @@ class RecipeResult:
     movie stays lazy. ``pixel_size``: its ``(dy, dx)`` (divided by an upscale factor), or
     None. ``prediction``: a :class:`~napari_scanprobe.learn.predict.Prediction` when the
     recipe predicts; ``cam``: a :class:`~napari_scanprobe.learn.cam.CamResult` (``.map`` in
-    the shape of the image at the cam step) when it has a cam step.
+    the shape of the image at the cam step) when it has a cam step; ``measurements``: the
+    measure step's numbers by name.
     """
 
     image: Any
     pixel_size: tuple[float, float] | None = None
     prediction: Any = None
     cam: Any = None
+    measurements: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -619,7 +637,8 @@ class FileResult:
     """What :func:`run_recipe_file` did with one input. ``status``: ok, failed, skipped (done).
 
     ``category``/``probabilities``: the prediction (else the CAM's explained category);
-    ``frames``: a movie's frame count; ``outputs``: the files written.
+    ``frames``: a movie's frame count; ``outputs``: the files written; ``measurements``: the
+    measure step's numbers by name (``"Z (forward): Sq [nm]"``).
     """
 
     input: str
@@ -629,6 +648,7 @@ class FileResult:
     probabilities: dict[str, float] = field(default_factory=dict)
     frames: int | None = None
     outputs: list[str] = field(default_factory=list)
+    measurements: dict[str, float] = field(default_factory=dict)
 
 
 def _apply_image_step(recipe: Recipe, step: dict, channel: Channel) -> Channel:
@@ -662,6 +682,7 @@ class _Run:
     cam: Any = None
     cam_channel: Channel | None = None  # the channel whose frame the map has
     history: list[dict] = field(default_factory=list)
+    measurements: dict[str, float] = field(default_factory=dict)
 
 
 def _model_example(recipe: Recipe, step: dict, channels: list[Channel], source: str):
@@ -703,6 +724,10 @@ def _run(recipe: Recipe, channels: list[Channel], source: str) -> _Run:
             run.cam = cam_lazy(recipe.model(step), example, step["method"], step["target"], step["layer"])
             run.cam_channel = first
             run.history.append(_record(step))
+        elif step["step"] == "measure":
+            from .measure.summary import measure_channels
+
+            run.measurements.update(measure_channels(run.channels, step["method"]))
     return run
 
 
@@ -730,7 +755,7 @@ def run_recipe(recipe: Any, image: Any, pixel_size: Any = None) -> RecipeResult:
     run = _run(recipe, channels, "image")
     out_size = tuple(run.channels[0].pixel_size) if size else None
     data = {ch.name: ch.data for ch in run.channels} if isinstance(image, dict) else run.channels[0].data
-    return RecipeResult(data, out_size, run.prediction, run.cam)
+    return RecipeResult(data, out_size, run.prediction, run.cam, run.measurements)
 
 
 def _safe(text: str) -> str:
@@ -780,7 +805,7 @@ def run_recipe_file(
     else:
         chosen = list(scan.channels)
     run = _run(recipe, chosen, scan.path)
-    result = FileResult(str(path))
+    result = FileResult(str(path), measurements=run.measurements)
     movie = chosen[0].data.ndim == 3
     if movie:
         result.frames = int(chosen[0].data.shape[0])

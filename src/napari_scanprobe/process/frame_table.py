@@ -1,6 +1,7 @@
 """Numbers per movie frame, as a table to plot over time and save as CSV: :func:`frame_table`.
 
-Height statistics (mean, min, max), roughness (Sa, Sq), the drift of a :class:`Registration`
+Height statistics (mean, min, max), ISO 25178 roughness (Sa, Sq, from
+:mod:`napari_scanprobe.measure`), the drift of a :class:`Registration`
 (and its flagged frames) and, for a classifier model, the probability of each category. Frames
 are read a few at a time, so a long lazy movie is never loaded whole; NaN pixels (what a
 corrected frame did not see) are left out of every number.
@@ -59,10 +60,15 @@ class FrameTable:
         return text
 
 
-def _roughness(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sa (mean absolute deviation) and Sq (RMS deviation) from each frame's mean height."""
-    dev = frames - np.nanmean(frames, axis=(1, 2), keepdims=True)
-    return np.nanmean(np.abs(dev), axis=(1, 2)), np.sqrt(np.nanmean(dev**2, axis=(1, 2)))
+def _roughness(frame: np.ndarray) -> tuple[float, float]:
+    """ISO 25178 Sa and Sq of one frame (:func:`~napari_scanprobe.measure.roughness`); NaN for a
+    frame with fewer than two valid pixels."""
+    from ..measure import roughness
+
+    if np.count_nonzero(np.isfinite(frame)) < 2:
+        return float("nan"), float("nan")
+    r = roughness(frame)
+    return r.Sa, r.Sq
 
 
 def frame_table_steps(
@@ -95,7 +101,8 @@ def frame_table_steps(
             stats["mean"][start:stop] = np.nanmean(block, axis=(1, 2))
             stats["min"][start:stop] = np.nanmin(block, axis=(1, 2))
             stats["max"][start:stop] = np.nanmax(block, axis=(1, 2))
-            stats["Sa"][start:stop], stats["Sq"][start:stop] = _roughness(block)
+            for k, frame in enumerate(block):
+                stats["Sa"][start + k], stats["Sq"][start + k] = _roughness(frame)
         if model is not None:
             from ..learn.predict import predict_many
 
