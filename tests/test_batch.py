@@ -209,6 +209,7 @@ def test_predictions_and_cam_maps_from_a_batch(sample, tmp_path):
     np.testing.assert_allclose(gwy.channels[1].pixel_size, raw.pixel_size)
 
 
+@pytest.mark.slow
 def test_a_multiprocess_cluster_runs_the_batch_through_scheduler(sample, tmp_path, recipe_file):
     from dask.distributed import LocalCluster
 
@@ -260,6 +261,7 @@ def test_workers_and_scheduler_exclude_each_other(tmp_path, recipe_file, sample,
     assert "neither writes" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_movie_is_processed_frame_by_frame(sample, tmp_path, monkeypatch):
     import napari_scanprobe.io.movie as movie
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from napari_scanprobe.cli import main
 
 from .learn.conftest import blob_data
+
+pytestmark = pytest.mark.slow  # every test here trains a network (or uses one trained here)
 
 
 def _folder(root, n=8, seed=0):

@@ -226,11 +226,13 @@ def test_package_imports_without_torch():
 # CNNs
 
 
+@pytest.mark.slow
 def test_n2v_structured_improves_psnr(surface, noisy, n2v_result):
     assert n2v_result.shape == noisy.shape
     assert psnr(n2v_result, surface) > psnr(noisy, surface) + 2.0
 
 
+@pytest.mark.slow
 def test_n2v_seeded_runs_repeat(noisy, n2v_result):
     torch = pytest.importorskip("torch")
     state = torch.random.get_rng_state()
@@ -241,12 +243,14 @@ def test_n2v_seeded_runs_repeat(noisy, n2v_result):
     assert not np.array_equal(denoise(noisy, "n2v", seed=1, **short), denoise(noisy, "n2v", seed=2, **short))
 
 
+@pytest.mark.slow
 def test_n2v_plain_on_white_noise(surface):
     noisy = surface + np.random.default_rng(5).normal(0, 0.4, surface.shape)
     out = denoise(noisy, "n2v", structured=False, **FAST_CNN)
     assert psnr(out, surface) > psnr(noisy, surface) + 3.0
 
 
+@pytest.mark.slow
 def test_n2n_with_pair_improves_psnr(surface, noisy):
     pair = surface + line_noise(surface.shape, 8)
     before = (noisy.copy(), pair.copy())
@@ -257,6 +261,7 @@ def test_n2n_with_pair_improves_psnr(surface, noisy):
     assert psnr(out, surface) > psnr(noisy, surface) + 4.5
 
 
+@pytest.mark.slow
 def test_n2n_on_a_movie_pairs_consecutive_frames(surface):
     movie = np.stack([surface + line_noise(surface.shape, 20 + t) for t in range(2)])
     out = denoise(movie, "n2n", **FAST_CNN)
@@ -315,6 +320,7 @@ def test_steps_yield_progress_and_return_the_result(noisy):
 # a real scan
 
 
+@pytest.mark.slow
 def test_real_nanonis_scan(sample):
     import napari_scanprobe
 

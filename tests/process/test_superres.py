@@ -222,6 +222,7 @@ def test_cnn_output_averages_back_to_the_input(factor):
     np.testing.assert_allclose(downscale_area(out, factor), img, atol=1e-9 * np.ptp(img))
 
 
+@pytest.mark.slow
 def test_cnn_is_deterministic_and_leaves_torch_alone():
     coarse = downscale_area(blocks(64, seed=3), 2)
     threads = torch.get_num_threads()
@@ -274,6 +275,7 @@ def test_auto_uses_the_cnn():
     )
 
 
+@pytest.mark.slow
 def test_training_images_are_used():
     coarse = downscale_area(blocks(64, seed=1), 2)
     alone = upscale(coarse, 2, method="cnn", **FAST)
