@@ -78,7 +78,7 @@ def test_cancel_stops_registration(qtbot, make_napari_viewer):
     import dask.array as da
 
     viewer = make_napari_viewer()
-    movie = da.random.random((4000, 64, 64), chunks=(1, 64, 64)).astype(np.float32)
+    movie = da.random.random((2000, 256, 256), chunks=(64, 256, 256)).astype(np.float32)
     viewer.add_image(movie, name="long movie")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Movie")
     widget.start()
