@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from napari_scanprobe import read
-from napari_scanprobe.batch import JOURNAL_NAME, SUMMARY_NAME, expand_inputs, run_batch
+from napari_scanprobe.batch import JOURNAL_NAME, SUMMARY_NAME, run_batch
 from napari_scanprobe.cli import main
+from napari_scanprobe.inputs import expand_inputs
 from napari_scanprobe.io.scan import Channel
 from napari_scanprobe.io.write import write
 from napari_scanprobe.process.denoise import denoise
@@ -380,7 +381,7 @@ def test_folders_and_globs_mirror_subfolders_and_skip_the_output_folder(tmp_path
     items, _ = expand_inputs(
         [str(data / "**" / "*.gsf")], out
     )  # a recursive glob: the same, outputs left out
-    assert [(i.path, i.outdir) for i in items] == [(a, out / "a"), (b, out / "b" / "deep")]
+    assert [(i.path, i.sub) for i in items] == [(a, Path("a")), (b, Path("b/deep"))]
     # outputs of one folder that would overwrite each other: the later input fails, named
     _scan_file(data / "a" / "x.gwy", 3)
     clash = run_batch(recipe, [data / "a"], tmp_path / "o3", workers=0)

@@ -221,7 +221,7 @@ class MovieWidget(QWidget):
         """The ``register`` step's options as the dock is set."""
         choice = _REFERENCES[self.reference.value]
         options: dict[str, Any] = {
-            "reference": int(self.frame.value) if choice == "frame" else choice,
+            "reference": str(int(self.frame.value)) if choice == "frame" else choice,
             "per_line": bool(self.per_line.value),
         }
         if choice == "mean":

@@ -108,6 +108,8 @@ class Registration:
 
 
 def _check_reference(reference: Any, frames: int) -> str | int:
+    if isinstance(reference, str) and reference.strip().isdigit():  # a frame number, as recipe text
+        reference = int(reference)
     if isinstance(reference, str) and reference in REFERENCES:
         return reference
     if isinstance(reference, (int, np.integer)) and not isinstance(reference, bool):
