@@ -8,6 +8,7 @@ The scripting API::
     flat = sp.flatten(height)             # auto: rows, tilt, bow; features masked out
     clean = sp.denoise(flat, "nl_means")
     big = sp.upscale(clean, factor=2)     # zero-shot CNN
+    reg = sp.register(movie, pixel_size=0.5)   # drift-corrected movie: reg.movie, reg.table()
     model = sp.train("data/")             # one sub-folder per category
     model.save("knobs")                   # knobs.safetensors + knobs.json
     result = sp.predict(sp.load_model("knobs"), "new.spm")   # label, probabilities
@@ -30,6 +31,8 @@ __all__ = [
     "flatten",
     "denoise",
     "upscale",
+    "register",
+    "frame_table",
     "train",
     "predict",
     "load_model",
@@ -48,6 +51,8 @@ _LAZY = {
     "flatten": "napari_scanprobe.process.flatten",
     "denoise": "napari_scanprobe.process.denoise",
     "upscale": "napari_scanprobe.process.superres",
+    "register": "napari_scanprobe.process.register",
+    "frame_table": "napari_scanprobe.process.frame_table",
     "train": "napari_scanprobe.learn.train",
     "predict": "napari_scanprobe.learn.predict",
     "load_model": "napari_scanprobe.learn.modelfile",

@@ -417,6 +417,45 @@ def cmd_batch(args) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_movie(args) -> int:
+    """Drift of a movie and its numbers frame by frame, as CSV (``scanprobe movie``)."""
+    from .io import ReaderError, read
+    from .learn.data import pick_channels
+    from .process.common import run_to_end
+    from .process.frame_table import frame_table_steps
+    from .process.register import register_steps
+
+    reference = int(args.reference) if args.reference.lstrip("-").isdigit() else args.reference
+    bar = ProgressBar("movie")
+    try:
+        channel = pick_channels(read(args.file), [args.channel] if args.channel else [])[0]
+        if channel.data.ndim != 3:
+            raise ValueError(f"{args.file}: channel {channel.title!r} is an image, not a movie")
+        size = tuple(channel.pixel_size) if channel.xy_unit else None
+        reg = run_to_end(
+            register_steps(channel.data, reference, args.per_line, size, channel.xy_unit or "px"),
+            lambda u: bar.update(u.fraction / 2, f"registering: {u.message}"),
+        )
+        nm = size if channel.xy_unit == "nm" else None
+        table = run_to_end(
+            frame_table_steps(reg.movie, channel.z_unit, channel.frame_time_s, reg, args.model, nm),
+            lambda u: bar.update(0.5 + u.fraction / 2, f"measuring: {u.message}"),
+        )
+        table.to_csv(args.output)
+    except (ReaderError, ValueError, OSError) as exc:
+        bar.close()
+        print(f"scanprobe movie: error: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    flagged = [i for i, f in enumerate(reg.flagged) if f]
+    print(
+        f"{args.file}: {len(table)} frames, {len(flagged)} flagged"
+        + (f" ({', '.join(map(str, flagged))})" if flagged else "")
+        + f"; table: {args.output}"
+    )
+    return 0
+
+
 def cmd_measure(args) -> int:
     """Roughness of every 2-D channel of each file, or (``--profile``) one line profile as CSV."""
     from .atomic import atomic_write
@@ -583,6 +622,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="address of an existing dask.distributed scheduler, e.g. tcp://host:8786",
     )
     ba.set_defaults(func=cmd_batch)
+
+    mv = sub.add_parser("movie", help="drift of a movie and its per-frame numbers, as a CSV table")
+    mv.add_argument("file", metavar="FILE", help="a movie file (.asd, .h5-jpk, .tif …)")
+    mv.add_argument("-o", "--output", required=True, metavar="CSV", help="the per-frame table (.csv)")
+    mv.add_argument("--channel", default=None, metavar="NAME", help="the channel (default: the first)")
+    mv.add_argument(
+        "--reference", default="first", help="first (default), mean (running mean) or a frame number"
+    )
+    mv.add_argument("--per-line", action="store_true", help="also correct creep along the slow scan axis")
+    mv.add_argument("--model", default=None, metavar="MODEL", help="add each category's probability")
+    mv.set_defaults(func=cmd_movie)
 
     me = sub.add_parser("measure", help="ISO 25178 roughness of every channel, or a line profile (CSV)")
     me.add_argument("files", nargs="+", metavar="FILE")

@@ -9,6 +9,7 @@ A recipe is a JSON or YAML file (the extension decides: ``.json``, ``.yaml``/``.
       - {step: flatten, method: auto, options: {threshold: 3.0}}
       - {step: denoise, method: median, options: {size: 3}}
       - {step: upscale, method: bicubic, options: {factor: 2}}
+      - {step: register, method: phase, options: {reference: first, per_line: false}}
       - {step: predict, model: knobs, sha256: 3f5a...}
       - {step: cam, model: knobs, sha256: 3f5a..., method: gradcam, target: null, layer: null}
       - {step: measure, method: roughness}
@@ -19,12 +20,14 @@ Conventions
 * ``channels``: names matched against each channel's title (``"Z (forward)"``), then its name
   (``"Z"``: the first such channel), case-insensitively -- as for classifier models. ``[]`` or
   absent means every channel of the file. A channel the file lacks is an error for that file.
-* Image steps (``flatten``, ``denoise``, ``upscale``) are the dicts layers record in
+* Image steps (``flatten``, ``denoise``, ``upscale``, ``register``) are the dicts layers record in
   ``metadata["processing"]`` (see :mod:`napari_scanprobe.process.steps`); they run in order on
   each chosen channel, a movie frame by frame (lazily). Options must be plain values (numbers,
   text, true/false, null). ``upscale`` takes ``factor`` among its options; saved upscaler
   ``weights`` are a path with their ``sha256``, like models. A Noise2Noise ``pair`` names a
   layer of one napari session and cannot be replayed (a movie without ``pair`` uses its frames).
+  ``register`` (drift correction, movies only) corrects each chosen channel on its own; its
+  flagged frames (lost correlation) are kept and never stop the file or the batch.
 * ``predict`` and ``cam`` classify / explain the image *as processed by the steps before
   them*, and the model's own stored preprocessing is applied on top -- exactly as when a
   processed layer is classified in napari. Put them first to use the raw data. The model's
@@ -431,6 +434,10 @@ def _check_image_step(name: str, raw: dict, base: Path, recipe: Recipe) -> dict:
     options = {k: v for k, v in options.items() if not (k == "pair" and v is None)}
     options = contract.check(method, options, fill=False)
     clean = {"step": name, "method": method, "options": options}
+    if name == "register":
+        from .process.register import check_options
+
+        check_options(method, options)
     if name == "upscale":
         options.setdefault("factor", 2)
         weights = options.pop("weights", None)

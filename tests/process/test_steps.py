@@ -25,8 +25,8 @@ START, END = "<!-- contract:start -->\n", "<!-- contract:end -->\n"
 
 
 def test_every_step_method_and_option_is_described():
-    assert list(STEPS) == ["flatten", "denoise", "upscale", "predict", "cam", "measure", "write"]
-    assert IMAGE_STEPS == ("flatten", "denoise", "upscale")
+    assert list(STEPS) == ["flatten", "denoise", "upscale", "register", "predict", "cam", "measure", "write"]
+    assert IMAGE_STEPS == ("flatten", "denoise", "upscale", "register")
     for step in STEPS.values():
         assert step.label and step.help
         for method in step.methods:

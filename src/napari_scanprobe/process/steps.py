@@ -521,6 +521,37 @@ UPSCALE = Step(
     function="napari_scanprobe.process.superres:upscale",
 )
 
+REGISTER = Step(
+    "register",
+    "Register (drift correction)",
+    "Take out each movie frame's drift against a reference, by subpixel phase correlation; frames whose "
+    "correlation collapses are flagged and kept.",
+    (
+        Method(
+            "phase",
+            "Phase correlation, refined to 1/10 pixel and a parabola.",
+            (
+                Option(
+                    "reference",
+                    "text",
+                    "first",
+                    "Reference",
+                    "What each frame is aligned to: first (the first frame), mean (running mean) or a frame number",
+                ),
+                Option(
+                    "per_line", "bool", False, "Per-line correction", "Also correct creep along the slow scan"
+                ),
+                Option(
+                    "window", "int", 10, "Running mean of", "Frames in the running mean", "frames", 1, 1000
+                ),
+            ),
+            label="Phase correlation",
+        ),
+        Method("auto", "Phase correlation with its defaults.", label="Automatic"),
+    ),
+    function="napari_scanprobe.process.register:register_movie",
+)
+
 # --------------------------------------------------------------------------------------
 # steps only a recipe runs
 # --------------------------------------------------------------------------------------
@@ -612,7 +643,9 @@ WRITE = Step(
 )
 
 #: step name -> its contract. A new step adds its entry here.
-STEPS: dict[str, Step] = {s.name: s for s in (FLATTEN, DENOISE, UPSCALE, PREDICT, CAM, MEASURE, WRITE)}
+STEPS: dict[str, Step] = {
+    s.name: s for s in (FLATTEN, DENOISE, UPSCALE, REGISTER, PREDICT, CAM, MEASURE, WRITE)
+}
 #: The steps that run a function on an image (the others only run in a recipe).
 IMAGE_STEPS: tuple[str, ...] = tuple(name for name, s in STEPS.items() if s.function)
 
