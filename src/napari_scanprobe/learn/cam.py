@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import Example, as_example, model_input, resize, tiles
+from .data import Example, as_example, model_input, model_shape, resize, tiles
 from .modelfile import ClassifierModel, as_model
 from .network import as_input
 
@@ -236,7 +236,11 @@ class _Explainer:
                 else:
                     maps.append(layer_maps(self.method, a, None, self.weights[index]))
             maps = torch.cat(maps).float().cpu().numpy().astype(np.float64)
-        return _stitch(maps, starts, self.model.input_size, view.shape[1:], channels[0].shape), probs, index
+        real = model_shape(
+            channels[0].shape, pixel_size, self.model.pixel_size
+        )  # the view less its mirrored padding
+        stitched = _stitch(maps, starts, self.model.input_size, view.shape[1:], channels[0].shape, real)
+        return stitched, probs, index
 
 
 def _stitch(
@@ -245,14 +249,19 @@ def _stitch(
     size: int,
     view_shape: tuple[int, int],
     out_shape: tuple[int, int],
+    real_shape: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Tile maps ``(T, h, w)`` onto the model's view (overlaps averaged), then onto the input grid."""
+    """Tile maps ``(T, h, w)`` onto the model's view (overlaps averaged), then its ``real_shape``
+    part (without the mirrored padding of a small image) onto the input grid."""
     total = np.zeros(view_shape)
     count = np.zeros(view_shape)
     for tile_map, (y, x) in zip(maps, starts, strict=True):
         total[y : y + size, x : x + size] += resize(tile_map, (size, size))
         count[y : y + size, x : x + size] += 1
-    full = np.maximum(resize(total / count, tuple(out_shape)), 0.0)
+    mean = total / count
+    if real_shape is not None:
+        mean = mean[: real_shape[0], : real_shape[1]]
+    full = np.maximum(resize(mean, tuple(out_shape)), 0.0)
     peak = full.max()
     if peak > 0 and np.isfinite(peak):
         full = full / peak

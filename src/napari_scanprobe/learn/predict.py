@@ -3,6 +3,11 @@
 An image larger than the network input is cut into tiles (see ``data.tiles``); its
 probabilities are the mean of its tiles' softmax probabilities. A movie gets one prediction per
 frame, and overall the category of the mean probabilities over its frames.
+
+The probabilities are calibrated (the model's temperature, see ``calibration``), and every
+prediction carries ``unlike_training``: how far the image lies from the training images in
+the network's own features (about 1 or less: like them; well above 1: unlike anything the
+model learnt from, so its answer means little). None for models saved without it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 
 from ..io import ReaderError
 from ..process.common import Progress, run_to_end
+from .calibration import unlike_training
 from .data import Example, as_example, model_input, tiles
 from .modelfile import ClassifierModel, as_model
 from .network import as_input
@@ -28,9 +34,15 @@ class Prediction:
     label: str
     probabilities: dict[str, float]
     frames: list[dict] | None = None
+    unlike_training: float | None = None
 
     def as_dict(self) -> dict:
-        out = {"path": self.source, "label": self.label, "probabilities": self.probabilities}
+        out = {
+            "path": self.source,
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "unlike_training": self.unlike_training,
+        }
         if self.frames is not None:
             out["frames"] = self.frames
         return out
@@ -40,6 +52,22 @@ def _result(model: ClassifierModel, probs: np.ndarray) -> tuple[str, dict[str, f
     return model.categories[int(np.argmax(probs))], {
         c: float(p) for c, p in zip(model.categories, probs, strict=True)
     }
+
+
+def network_outputs(net, batch: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``(N, classes)`` and pooled last-block features ``(N, K)`` of a ``(N, C, S, S)`` batch."""
+    import torch
+
+    with torch.inference_mode():
+        features = net.features(as_input(batch, device))
+        logits = net.head(features).float().cpu().numpy()
+        return logits, features.mean(dim=(2, 3)).float().cpu().numpy()
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 def network_probabilities(net, batch: np.ndarray, device) -> np.ndarray:
@@ -75,14 +103,19 @@ def predict_steps(
     pending: list[tuple[int, int, int]] = []  # (input, frame, tile count) of the batched tiles
     batch: list[np.ndarray] = []
     frame_probs: dict[int, list[np.ndarray]] = {}
+    frame_features: dict[int, list[np.ndarray]] = {}
+    temperature = float(model.confidence.get("temperature", 1.0))
+    reference = model.confidence.get("reference")
 
     def flush():
         if not batch:
             return
-        probs = network_probabilities(net, np.concatenate(batch), dev)
+        logits, features = network_outputs(net, np.concatenate(batch), dev)
+        probs = softmax(logits, temperature)
         start = 0
         for i, _frame, count in pending:
             frame_probs.setdefault(i, []).append(probs[start : start + count].mean(axis=0))
+            frame_features.setdefault(i, []).append(features[start : start + count].mean(axis=0))
             start += count
         batch.clear()
         pending.clear()
@@ -123,13 +156,18 @@ def predict_steps(
             continue
         per_frame = np.stack(frame_probs[i])
         label, probs = _result(model, per_frame.mean(axis=0))
+        features = np.stack(frame_features[i])
+        unlike = None if reference is None else unlike_training(features, reference)
         frames = None
         if example.is_movie:
             frames = []
             for f, p in enumerate(per_frame):
                 fl, fp = _result(model, p)
                 frames.append({"frame": f, "label": fl, "probabilities": fp})
-        results.append(Prediction(example.source, label, probs, frames))
+                if unlike is not None:
+                    frames[-1]["unlike_training"] = float(unlike[f])
+        overall = None if unlike is None else float(unlike_training(features.mean(axis=0), reference)[0])
+        results.append(Prediction(example.source, label, probs, frames, overall))
     return results
 
 
