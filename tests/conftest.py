@@ -53,3 +53,11 @@ def sample(samples_dir):
         return path
 
     return get
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/gui needs a real viewer: mark it ``gui`` (``pytest -m "not gui"`` skips them)."""
+    gui_dir = Path(__file__).resolve().parent / "gui"
+    for item in items:
+        if gui_dir in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.gui)
