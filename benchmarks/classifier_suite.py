@@ -199,6 +199,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--tasks", default=None, help="comma-separated (default: the split's tasks)")
     parser.add_argument("--curve", action="store_true", help="add the learning curve (5, 10, 20, 50, all)")
+    parser.add_argument(
+        "--per-class", type=int, default=None, help="train on this many images per category (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="few images and epochs: a trial run")
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: train's)")
     parser.add_argument("--threads", type=int, default=None)
@@ -235,7 +238,7 @@ def main() -> None:
                 data = stm_tip(seed, args.split, 40 if args.quick else None)
             else:
                 raise SystemExit(f"unknown task {task!r}")
-            sizes = (5, 10, 20, 50, None) if args.curve else (None,)
+            sizes = (5, 10, 20, 50, None) if args.curve else (args.per_class,)
             for per_class in sizes:
                 row = run_case(task, seed, per_class, args, data)
                 print(_line(row), flush=True)

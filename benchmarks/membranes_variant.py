@@ -82,30 +82,9 @@ def variant_image(rng: np.random.Generator, infected: bool) -> tuple[np.ndarray,
         cy, cx = rng.uniform(0.05 * n, 0.95 * n, 2)
         height = rng.uniform(3, 14)
         radius = rng.uniform(25, 70) / px
-        if infected:
-            e = rng.uniform(1.0, 1.3)
-            _bump(
-                img,
-                cy,
-                cx,
-                height,
-                radius / np.sqrt(e),
-                radius * np.sqrt(e),
-                rng.uniform(0, np.pi),
-                rng.uniform(1.4, 3.0),
-            )
-        else:
-            aspect = rng.uniform(3, 5)
-            _bump(
-                img,
-                cy,
-                cx,
-                height,
-                radius / np.sqrt(aspect),
-                radius * np.sqrt(aspect),
-                rng.uniform(0, np.pi),
-                rng.uniform(1.4, 3.0),
-            )
+        aspect = rng.uniform(1.0, 1.3) if infected else rng.uniform(3, 5)  # knob or rod
+        a, b = radius / np.sqrt(aspect), radius * np.sqrt(aspect)
+        _bump(img, cy, cx, height, a, b, rng.uniform(0, np.pi), rng.uniform(1.4, 3.0))
     img = ndimage.gaussian_filter(img, rng.uniform(0.6, 1.4))
     yy, xx = np.mgrid[0:n, 0:n] * px / 1000
     img += rng.uniform(-5, 5) * yy + rng.uniform(-5, 5) * xx

@@ -408,6 +408,9 @@ def cmd_cam(args) -> int:
             target = int(target)  # a category index
         target = target_index(model, target)
         resolve_device(args.device)
+        pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
+        if isinstance(pixel_size, str):
+            raise ValueError("--pixel-size: cam needs nm per pixel or 'none'")
         outdir = output_folder(args.output)
     except (ValueError, OSError) as exc:
         print(f"scanprobe cam: error: {exc}", file=sys.stderr)
@@ -424,7 +427,9 @@ def cmd_cam(args) -> int:
             except ReaderError:
                 if Path(name).suffix.lower() not in ARRAY_SUFFIXES:
                     raise
-                example = read_example(name, model.channels)  # .npy/.tif arrays
+                example = read_example(name, model.channels)  # .npy/.tif arrays, pictures
+                if pixel_size is not None:
+                    example.pixel_size = (pixel_size, pixel_size)
             else:
                 example = example_from_scan(scan, model.channels)
                 source = pick_channels(scan, model.channels)[0]
@@ -611,6 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer", default=None, metavar="L", help="network layer, block1 ... blockN (default: the last)"
     )
     cm.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    cm.add_argument(
+        "--pixel-size",
+        default=None,
+        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
+    )
     cm.set_defaults(func=cmd_cam)
 
     ba = sub.add_parser("batch", help="apply a recipe (JSON/YAML) to files, folders and globs, in parallel")

@@ -233,7 +233,7 @@ def test_predict_fills_the_table_and_the_layer_metadata(qtbot, dock, model_file)
     qtbot.waitUntil(lambda: panel.worker is None, timeout=30_000)
 
     headers = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
-    assert headers == ["layer", "category", "P(blob)", "P(flat)", "frames"]
+    assert headers == ["layer", "category", "P(blob)", "P(flat)", "unlike", "frames"]
     assert panel.table.rowCount() == len(chosen)
     correct = 0
     for row, layer in enumerate(chosen):
@@ -247,12 +247,14 @@ def test_predict_fills_the_table_and_the_layer_metadata(qtbot, dock, model_file)
         assert float(panel.table.item(row, 2).text()) == pytest.approx(
             record["probabilities"]["blob"], abs=1e-3
         )
+        assert record["unlike_training"] > 0
+        assert float(panel.table.item(row, 4).text()) == pytest.approx(record["unlike_training"], abs=0.01)
         truth = "flat" if layer in layers["flat"] else "blob"
         correct += record["label"] == truth
     assert correct >= len(chosen) - 1
     frames = movie.metadata["classification"]["frames"]
     assert [f["frame"] for f in frames] == [0, 1, 2, 3]
-    assert panel.table.item(len(chosen) - 1, 4).text().startswith("4 frames:")
+    assert panel.table.item(len(chosen) - 1, 5).text().startswith("4 frames:")
     assert "frames" not in layers["blob"][0].metadata["classification"]
     # "all image layers" takes every image layer
     panel.all_layers.setChecked(True)
