@@ -38,8 +38,9 @@ def read_image_export(path: str | os.PathLike) -> np.ndarray:
                 )
             im.load()
             if im.mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            arr = np.asarray(im)
+                arr = np.asarray(im.convert("RGBA" if "transparency" in im.info else "RGB"))
+            else:
+                arr = np.asarray(im)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         if isinstance(exc, ReaderError):
             raise

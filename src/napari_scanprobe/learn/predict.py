@@ -37,7 +37,7 @@ class Prediction:
     unlike_training: float | None = None
 
     def as_dict(self) -> dict:
-        out = {
+        out: dict[str, Any] = {
             "path": self.source,
             "label": self.label,
             "probabilities": self.probabilities,

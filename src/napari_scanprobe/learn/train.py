@@ -181,7 +181,9 @@ def _target_pixel_size(examples: list[Example], pixel_size: Any, input_size: int
             )
         median = float(np.median([math.sqrt(dy * dx) for dy, dx in known]))
         need = math.ceil(input_size * MIN_COVERED)
-        smallest = min(min(e.shape[0] * e.pixel_size[0], e.shape[1] * e.pixel_size[1]) for e in examples)
+        smallest = min(
+            min(s * p for s, p in zip(e.shape, e.pixel_size or (0, 0), strict=True)) for e in examples
+        )
         return max(median / AUTO_FINER_AT_MOST, min(median, smallest / need))
     dy, dx = check_pixel_size(pixel_size, "pixel_size")
     if dy != dx:
@@ -598,7 +600,7 @@ def train_steps(
             metrics["permutation_test"] = yield from _permutation_test(
                 samples, splits, arch, opts, dev, metrics, should_stop, counter, total
             )
-    confidence = {"temperature": temperature if len(truth) else 1.0}
+    confidence: dict[str, Any] = {"temperature": temperature if len(truth) else 1.0}
     if not stopped:
         confidence["reference"] = _reference(state, arch, samples, splits, opts, dev)
     model = ClassifierModel(
