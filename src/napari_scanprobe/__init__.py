@@ -11,6 +11,7 @@ The scripting API::
     model = sp.train("data/")             # one sub-folder per category
     model.save("knobs")                   # knobs.safetensors + knobs.json
     result = sp.predict(sp.load_model("knobs"), "new.spm")   # label, probabilities
+    metrics = sp.evaluate("knobs", "kept_apart/")            # accuracy, AUC, ECE on a labelled folder
     out = sp.run_recipe("flatten_denoise_gsf.yaml", height)  # a recipe on one array: out.image
 
 This module stays light: importing it loads numpy, never napari, Qt or torch; the
@@ -30,6 +31,7 @@ __all__ = [
     "upscale",
     "train",
     "predict",
+    "evaluate",
     "load_model",
     "cam",
     "run_recipe",
@@ -43,6 +45,7 @@ _LAZY = {
     "upscale": "napari_scanprobe.process.superres",
     "train": "napari_scanprobe.learn.train",
     "predict": "napari_scanprobe.learn.predict",
+    "evaluate": "napari_scanprobe.learn.predict",
     "load_model": "napari_scanprobe.learn.modelfile",
     "cam": "napari_scanprobe.learn.cam",
     "run_recipe": "napari_scanprobe.recipe",

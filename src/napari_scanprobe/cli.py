@@ -290,27 +290,18 @@ def _pixel_size_value(text: str):
 
 
 def cmd_evaluate(args) -> int:
-    from .learn.data import list_folder
-    from .learn.metrics import classification_report
     from .learn.modelfile import load_model
-    from .learn.predict import predict_many
+    from .learn.predict import evaluate
 
+    skipped = []
     try:
         model = load_model(args.model)
-        _, files = list_folder(args.folder)
-        unknown = sorted({c for _, c in files} - set(model.categories))
-        if unknown:
-            raise ValueError(
-                f"{args.folder}: sub-folder(s) {', '.join(unknown)} are not categories of the model "
-                f"({', '.join(model.categories)})"
-            )
         pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
         if isinstance(pixel_size, str):
             raise ValueError("--pixel-size: evaluate needs nm per pixel or 'none'")
-        skipped = []
-        results = predict_many(
+        metrics = evaluate(
             model,
-            [p for p, _ in files],
+            args.folder,
             pixel_size=pixel_size,
             device=args.device,
             on_error=lambda obj, exc: skipped.append((obj, exc)),
@@ -318,29 +309,18 @@ def cmd_evaluate(args) -> int:
     except (ValueError, OSError) as exc:
         print(f"scanprobe evaluate: error: {exc}", file=sys.stderr)
         return 1
-    kept = [(r, c) for r, (_, c) in zip(results, files, strict=True) if r is not None]
     for obj, exc in skipped:
         print(f"  skipped {obj}: {exc.reason if isinstance(exc, ReaderError) else exc}", file=sys.stderr)
-    if not kept:
-        print("scanprobe evaluate: error: no image of the folder could be classified", file=sys.stderr)
-        return 1
-    truth = [model.categories.index(c) for _, c in kept]
-    probs = [[r.probabilities[c] for c in model.categories] for r, _ in kept]
-    metrics = classification_report(truth, probs, model.categories)
-    unlike = [r.unlike_training for r, _ in kept if r.unlike_training is not None]
-    metrics["evaluated_on"] = f"images of {args.folder}"
-    metrics["unlike_training_median"] = float(np.median(unlike)) if unlike else None
-    metrics["skipped"] = len(skipped)
     if args.json:
         print(json.dumps(metrics))
-    else:
-        _print_metrics(metrics, model.categories)
-        print(f"  expected calibration error {metrics['ece']:.3f}")
-        if unlike:
-            print(
-                f"  unlike-training score: median {np.median(unlike):.2f}, "
-                f"{sum(u > 2 for u in unlike)} image(s) above 2 (unlike the training data)"
-            )
+        return 0
+    _print_metrics(metrics, model.categories)
+    print(f"  expected calibration error {metrics['ece']:.3f}")
+    if metrics["unlike_training_median"] is not None:
+        print(
+            f"  unlike-training score: median {metrics['unlike_training_median']:.2f}, "
+            f"{metrics['unlike_training_above_2']} image(s) above 2 (unlike the training data)"
+        )
     return 0
 
 

@@ -149,6 +149,7 @@ def test_train_from_layers_live_curves_metrics_and_save(qtbot, dock, tmp_path):
     assert {k: len(v) for k, v in panel.assigned().items()} == {"blob": 12, "flat": 12}
     assert panel.layer_channels() == ["Height"]
     small_options(panel)
+    panel.baseline.setChecked(True)
     train_and_wait(qtbot, panel)
 
     model = panel.model
@@ -173,6 +174,8 @@ def test_train_from_layers_live_curves_metrics_and_save(qtbot, dock, tmp_path):
         and "balanced accuracy" in text
         and "ROC AUC" in text
     )
+    assert "Calibration: temperature" in text and "Feature baseline (random forest)" in text
+    assert "<b>Warning:</b> only 6 validation images" in text  # and what to do about it
     assert "Skipped inputs: 0" in panel.skipped_label.text()
     # the confusion plot counts every validation image once
     validation = model.training["validation_samples"]

@@ -193,3 +193,47 @@ def predict(model: Any, image: Any, pixel_size: Any = None, device: Any = None) 
     is for plain arrays; files and Scans carry their own.
     """
     return predict_many(model, [image], pixel_size, device)[0]
+
+
+def evaluate(
+    model: Any,
+    folder: Any,
+    pixel_size: Any = None,
+    device: Any = None,
+    on_error: Callable[[Any, Exception], Any] | None = None,
+) -> dict:
+    """The model's metrics on a labelled folder (one sub-folder per category, named as the
+    model's categories): ``metrics.classification_report`` plus ``unlike_training_median``,
+    ``unlike_training_above_2`` and ``skipped`` (inputs that could not be used, each passed to
+    ``on_error(input, exception)``)."""
+    from .data import list_folder
+    from .metrics import classification_report
+
+    model = as_model(model)
+    _, files = list_folder(folder)
+    unknown = sorted({c for _, c in files} - set(model.categories))
+    if unknown:
+        raise ValueError(
+            f"{folder}: sub-folder(s) {', '.join(unknown)} are not categories of the model "
+            f"({', '.join(model.categories)})"
+        )
+    skipped = []
+
+    def failed(obj, exc):
+        skipped.append(obj)
+        if on_error is not None:
+            on_error(obj, exc)
+
+    results = predict_many(model, [p for p, _ in files], pixel_size, device, on_error=failed)
+    kept = [(r, c) for r, (_, c) in zip(results, files, strict=True) if r is not None]
+    if not kept:
+        raise ValueError(f"{folder}: no image of the folder could be classified")
+    truth = np.array([model.categories.index(c) for _, c in kept])
+    probs = np.array([[r.probabilities[c] for c in model.categories] for r, _ in kept])
+    metrics = classification_report(truth, probs, model.categories)
+    unlike = [r.unlike_training for r, _ in kept if r.unlike_training is not None]
+    metrics["evaluated_on"] = f"images of {folder}"
+    metrics["unlike_training_median"] = float(np.median(unlike)) if unlike else None
+    metrics["unlike_training_above_2"] = sum(u > 2 for u in unlike)
+    metrics["skipped"] = len(skipped)
+    return metrics
