@@ -43,10 +43,10 @@ from scipy import ndimage
 from napari_scanprobe.learn.cam import METHODS, cam, layer_names
 from napari_scanprobe.learn.data import resize
 from napari_scanprobe.learn.modelfile import load_model
-from napari_scanprobe.learn.network import pooling_count
 from napari_scanprobe.learn.predict import predict, predict_many
 from napari_scanprobe.learn.synthetic import CATEGORIES, knob_dataset, membrane_image
 from napari_scanprobe.learn.train import train
+from napari_scanprobe.nn.classifier import pooling_count
 from napari_scanprobe.process.flatten import flatten
 
 POINTING_TARGET = 0.90

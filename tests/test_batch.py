@@ -167,7 +167,7 @@ def test_a_failing_file_is_recorded_and_the_batch_goes_on(sample, tmp_path, reci
 def save_model(path, channels, pixel_size) -> str:
     torch = pytest.importorskip("torch")
     from napari_scanprobe.learn.modelfile import ClassifierModel
-    from napari_scanprobe.learn.network import build_network, check_architecture
+    from napari_scanprobe.nn.classifier import build_network, check_architecture
 
     arch = check_architecture({"blocks": 3, "filters": 8, "head": "gap"}, max(1, len(channels)), 2, 32)
     torch.manual_seed(0)

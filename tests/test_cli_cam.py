@@ -11,7 +11,7 @@ from napari_scanprobe import read
 from napari_scanprobe.cli import main
 from napari_scanprobe.learn.cam import cam
 from napari_scanprobe.learn.modelfile import ClassifierModel
-from napari_scanprobe.learn.network import build_network, check_architecture
+from napari_scanprobe.nn.classifier import build_network, check_architecture
 
 
 def save_model(path, channels, pixel_size, head="gap", categories=("clean", "dirty"), input_size=32) -> str:

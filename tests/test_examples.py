@@ -101,7 +101,7 @@ def test_the_flatten_denoise_recipe_on_a_real_file(sample, tmp_path):
 def test_the_classify_recipe_asks_for_the_hash_of_the_users_model(tmp_path):
     torch = pytest.importorskip("torch")
     from napari_scanprobe.learn.modelfile import ClassifierModel
-    from napari_scanprobe.learn.network import build_network, check_architecture
+    from napari_scanprobe.nn.classifier import build_network, check_architecture
 
     text = (EXAMPLES / "recipes" / "classify_cam_gwy.yaml").read_text()
     (tmp_path / "classify.yaml").write_text(text)

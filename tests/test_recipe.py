@@ -40,7 +40,7 @@ def save_model(
     """A small untrained classifier (random weights, fixed seed) saved to ``path``."""
     torch = pytest.importorskip("torch")
     from napari_scanprobe.learn.modelfile import ClassifierModel
-    from napari_scanprobe.learn.network import build_network, check_architecture
+    from napari_scanprobe.nn.classifier import build_network, check_architecture
 
     arch = check_architecture(
         {"blocks": 3, "filters": 8, "head": "gap"}, max(1, len(channels)), len(categories), input_size

@@ -377,7 +377,7 @@ def cmd_cam(args) -> int:
     from .learn.cam import cam_lazy, check_layer, check_method, target_index
     from .learn.data import ARRAY_SUFFIXES, example_from_scan, pick_channels, read_example
     from .learn.modelfile import load_model
-    from .torch_setup import resolve_device
+    from .nn.device import resolve_device
 
     try:
         model = load_model(args.model)

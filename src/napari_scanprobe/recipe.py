@@ -195,7 +195,7 @@ def model_sha256(path: str | os.PathLike) -> str:
     holds the weights' own SHA-256 (checked whenever the model is loaded), so this one hash
     covers both files. FileNotFoundError when the description is missing.
     """
-    from .weights_file import weight_paths
+    from .nn.weights import weight_paths
 
     _, description = weight_paths(path)
     if not description.is_file():

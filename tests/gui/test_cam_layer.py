@@ -10,7 +10,7 @@ from napari.layers import Layer
 from napari_scanprobe.gui.cam_layer import cam_layer, layer_example
 from napari_scanprobe.learn.cam import cam
 from napari_scanprobe.learn.modelfile import ClassifierModel
-from napari_scanprobe.learn.network import build_network, check_architecture
+from napari_scanprobe.nn.classifier import build_network, check_architecture
 
 PLUGIN = "napari-scanprobe"
 

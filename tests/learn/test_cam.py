@@ -10,9 +10,9 @@ import torch
 
 from napari_scanprobe.learn.cam import METHODS, cam, cam_lazy, layer_maps
 from napari_scanprobe.learn.modelfile import ClassifierModel
-from napari_scanprobe.learn.network import build_network, check_architecture
 from napari_scanprobe.learn.predict import predict
 from napari_scanprobe.learn.train import train
+from napari_scanprobe.nn.classifier import build_network, check_architecture
 
 SMALL = {"blocks": 3, "filters": 8}  # for untrained hand-made models
 

@@ -257,7 +257,8 @@ def test_steps_generator_yields_progress_and_returns_result():
             break
     assert result.shape == (64, 64)
     assert all(isinstance(u, Progress) for u in updates)
-    assert any(u.message == "training" and u.loss is not None for u in updates)
+    assert any(u.message.startswith("training: step") and u.loss is not None for u in updates)
+    assert any("s left" in u.message for u in updates)  # the time left is shown
     seen = []
     upscale(smooth((32, 32)), 2, method="cnn", steps=10, ensemble=False, progress=seen.append)
     assert len(seen) == len(updates) and seen[-1].message == updates[-1].message

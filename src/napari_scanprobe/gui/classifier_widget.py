@@ -59,8 +59,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..learn.modelfile import ClassifierModel
-from ..learn.network import DEFAULT_ARCHITECTURE, HEADS
 from ..learn.train import DEFAULT_PREPROCESSING, DEFAULTS
+from ..nn.classifier import DEFAULT_ARCHITECTURE, HEADS
 from ..process.flatten import FLATTEN_METHODS
 from .plots import ConfusionMatrixPlot, LinePlot
 

@@ -48,7 +48,7 @@ def _saved_model(path: Any) -> str | None:
     """``path`` when it names a saved model file, else None."""
     if not path:
         return None
-    from ..weights_file import weight_paths
+    from ..nn.weights import weight_paths
 
     weights, description = weight_paths(str(path))
     return str(weights) if weights.is_file() and description.is_file() else None

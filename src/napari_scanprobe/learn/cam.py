@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
+from ..nn.classifier import as_input
 from .data import Example, as_example, model_input, model_shape, resize, tiles
 from .modelfile import ClassifierModel, as_model
-from .network import as_input
 
 METHODS = ("cam", "gradcam", "gradcam++", "layercam")
 
@@ -176,7 +176,7 @@ class _Explainer:
     def __init__(self, model: ClassifierModel, method: str, layer: str, device: Any):
         import torch
 
-        from ..torch_setup import resolve_device
+        from ..nn.device import resolve_device
 
         self.model, self.method, self.layer = model, method, layer
         self.device = resolve_device(device)

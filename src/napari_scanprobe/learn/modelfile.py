@@ -2,7 +2,7 @@
 
 The JSON holds everything needed to use the weights on raw files -- categories, channels,
 pixel size (nm/px), input size, preprocessing steps, architecture -- and what the training
-produced: metrics, per-epoch history, options, package version. See ``weights_file.py`` for
+produced: metrics, per-epoch history, options, package version. See ``nn/weights.py`` for
 why loading is safe (no pickle; SHA-256 checked).
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..nn.classifier import build_network, check_architecture, expected_shapes
+from ..nn.weights import check_shapes, load_weights, save_weights, weight_paths
 from ..process.steps import check_steps
-from ..weights_file import check_shapes, load_weights, save_weights, weight_paths
-from .network import build_network, check_architecture, expected_shapes
 
 FORMAT = "napari-scanprobe classifier"
 FORMAT_VERSION = 1
@@ -61,7 +61,7 @@ class ClassifierModel:
         batch norms folded: ``ScanprobeCNN.for_inference``; feed it ``network.as_input``)."""
         import torch
 
-        from ..torch_setup import resolve_device
+        from ..nn.device import resolve_device
 
         net = build_network(self.architecture)
         net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in self.state.items()}, strict=False)

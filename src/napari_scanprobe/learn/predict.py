@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from ..io import ReaderError
+from ..nn.classifier import as_input
 from ..process.common import Progress, run_to_end
 from .calibration import unlike_training
 from .data import Example, as_example, model_input, tiles
 from .modelfile import ClassifierModel, as_model
-from .network import as_input
 
 
 @dataclass
@@ -70,15 +70,6 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def network_probabilities(net, batch: np.ndarray, device) -> np.ndarray:
-    """Softmax probabilities ``(N, classes)`` of a ``(N, C, S, S)`` float32 batch."""
-    import torch
-
-    with torch.inference_mode():
-        logits = net(as_input(batch, device))
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
-
-
 def predict_steps(
     model: Any,
     inputs: Iterable[Any],
@@ -92,7 +83,7 @@ def predict_steps(
     With ``on_error(input, exception)`` an input that cannot be read or used is reported there
     and gets ``None`` in the results; without it the first such input raises.
     """
-    from ..torch_setup import resolve_device
+    from ..nn.device import resolve_device
 
     model = as_model(model)
     dev = resolve_device(device)

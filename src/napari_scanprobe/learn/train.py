@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from ..io import ReaderError
+from ..nn.classifier import build_network, check_architecture, receptive_field
 from ..process.common import Progress, run_to_end
 from ..process.steps import check_steps
 from .baseline import baseline_probabilities
@@ -66,7 +67,6 @@ from .data import (
 )
 from .metrics import classification_report, cross_entropy, expected_calibration_error
 from .modelfile import ClassifierModel
-from .network import build_network, check_architecture, receptive_field
 
 #: Row-offset and tilt removal: cheap (well under a millisecond per 128² image) and robust.
 DEFAULT_PREPROCESSING = [
@@ -359,15 +359,11 @@ def _train_run(
 ) -> Generator[Progress, None, _Run]:
     import torch
 
+    from ..nn.loop import EpochEnd, Plateau, Stopping, fit, state_of
+
     torch.manual_seed(opts["seed"])
     rng = np.random.default_rng(opts["seed"])
     net = build_network(arch).to(device)
-    optimiser = torch.optim.AdamW(
-        net.parameters(), lr=opts["learning_rate"], weight_decay=opts["weight_decay"]
-    )
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimiser, mode="min", factor=0.5, patience=max(1, opts["patience"] // 3)
-    )
     loss_fn = torch.nn.CrossEntropyLoss()
     size, n_classes = arch["input_size"], arch["n_classes"]
     train_labels = labels[train_idx]
@@ -375,64 +371,47 @@ def _train_run(
         freq = np.bincount(train_labels, minlength=n_classes).astype(float)
         weights = 1.0 / freq[train_labels]
         weights /= weights.sum()
-    n_batches = _batches_per_epoch(len(train_idx), opts["batch_size"])
-    history, best_loss, best_state, best_epoch, bad_epochs = [], math.inf, None, 0, 0
-    val_probs_best, stopped = None, False
+    batch_size = opts["batch_size"]
+    n_batches = _batches_per_epoch(len(train_idx), batch_size)
+    history: list[dict] = []
+    epoch_state: dict = {}  # this epoch's draw order and running sums
 
-    def snapshot():
-        return {
-            k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items() if v.is_floating_point()
-        }
+    def step():
+        if epoch_state["batch"] == 0:
+            n_draw = n_batches * batch_size
+            if opts["balance"]:
+                order = rng.choice(train_idx, size=n_draw, p=weights)
+            else:
+                order = np.concatenate(
+                    [rng.permutation(train_idx) for _ in range(math.ceil(n_draw / len(train_idx)))]
+                )[:n_draw]
+            epoch_state.update(order=order, losses=[], correct=0, seen=0)
+        b = epoch_state["batch"]
+        epoch_state["batch"] = b + 1
+        chosen = epoch_state["order"][b * batch_size : (b + 1) * batch_size]
+        x, y = _batch(samples, labels, chosen, size, opts, rng)
+        xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        if len(chosen) == 1 and arch["batch_norm"]:
+            net.eval()  # batch norm cannot train on a single image
+        features = net.features(xt)
+        logits = net.head(features)
+        loss = loss_fn(logits, yt)
+        if opts["sparsity"]:
+            loss = loss + opts["sparsity"] * features.mean()  # features are ReLU outputs: mean = L1
+        epoch_state["losses"].append(loss.item() * len(chosen))
+        epoch_state["correct"] += int((logits.argmax(1) == yt).sum())
+        epoch_state["seen"] += len(chosen)
+        return loss
 
-    for epoch in range(1, epochs + 1):
-        net.train()
-        n_draw = n_batches * opts["batch_size"]
-        if opts["balance"]:
-            order = rng.choice(train_idx, size=n_draw, p=weights)
-        else:
-            order = np.concatenate(
-                [rng.permutation(train_idx) for _ in range(math.ceil(n_draw / len(train_idx)))]
-            )[:n_draw]
-        losses, correct, seen = [], 0, 0
-        for b in range(n_batches):
-            chosen = order[b * opts["batch_size"] : (b + 1) * opts["batch_size"]]
-            if len(chosen) == 0:
-                continue
-            x, y = _batch(samples, labels, chosen, size, opts, rng)
-            xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-            if len(chosen) == 1 and arch["batch_norm"]:
-                net.eval()  # batch norm cannot train on a single image
-            optimiser.zero_grad()
-            features = net.features(xt)
-            logits = net.head(features)
-            loss = loss_fn(logits, yt)
-            if opts["sparsity"]:
-                loss = loss + opts["sparsity"] * features.mean()  # features are ReLU outputs: mean = L1
-            loss.backward()
-            optimiser.step()
-            net.train()
-            losses.append(loss.item() * len(chosen))
-            correct += int((logits.argmax(1) == yt).sum())
-            seen += len(chosen)
-            counter[0] += 1
-            yield Progress(
-                counter[0],
-                total,
-                losses[-1] / len(chosen),
-                f"{run_name}epoch {epoch}/{epochs}, batch {b + 1}/{n_batches}",
-                {"run": run_name},
-            )
-            if should_stop is not None and should_stop():
-                stopped = True
-                break
-        if stopped and seen == 0:
-            break
+    def end_epoch(epoch: int, learning_rate: float) -> EpochEnd:
+        seen = epoch_state["seen"]
         entry = {
             "epoch": epoch,
-            "train_loss": sum(losses) / seen,
-            "train_accuracy": correct / seen,
-            "learning_rate": optimiser.param_groups[0]["lr"],
+            "train_loss": sum(epoch_state["losses"]) / seen,
+            "train_accuracy": epoch_state["correct"] / seen,
+            "learning_rate": learning_rate,
         }
+        epoch_state["batch"] = 0
         if len(val_idx):
             probs = _evaluate(net, samples, val_idx, size, device, n_classes)
             entry["val_loss"] = cross_entropy(labels[val_idx], probs)
@@ -441,30 +420,32 @@ def _train_run(
         else:
             probs, monitored = None, entry["train_loss"]
         history.append(entry)
-        if monitored < best_loss - 1e-4:
-            best_loss, best_state, best_epoch, bad_epochs, val_probs_best = (
-                monitored,
-                snapshot(),
-                epoch,
-                0,
-                probs,
-            )
-        else:
-            bad_epochs += 1
-        scheduler.step(monitored)
-        yield Progress(
-            counter[0],
-            total,
-            entry["train_loss"],
-            f"{run_name}epoch {epoch}/{epochs} done",
-            {"run": run_name, "epoch": entry},
-        )
-        if stopped or (bad_epochs >= opts["patience"] and epoch >= opts["min_epochs"]):
-            break
-    if best_state is None:  # stopped inside the first epoch
-        best_state = snapshot()
+        return EpochEnd(monitored, {"run": run_name, "epoch": entry}, probs)
+
+    epoch_state["batch"] = 0
+    fitted = yield from fit(
+        net,
+        step,
+        learning_rate=opts["learning_rate"],
+        weight_decay=opts["weight_decay"],
+        optimiser="adamw",
+        schedule=Plateau(factor=0.5, patience=max(1, opts["patience"] // 3)),
+        steps_per_epoch=n_batches,
+        epochs=epochs,
+        end_epoch=end_epoch,
+        stopping=Stopping(patience=opts["patience"], min_epochs=opts["min_epochs"]),
+        should_stop=should_stop,
+        label=f"{run_name}training",
+        extra={"run": run_name},
+        offset=counter[0],
+        total=total,
+    )
+    counter[0] += fitted.steps
+    best_state, val_probs_best = fitted.best_state, fitted.best_keep
+    if best_state is None:  # no epoch improved (a loss that is not a number)
+        best_state = state_of(net)
         val_probs_best = _evaluate(net, samples, val_idx, size, device, n_classes) if len(val_idx) else None
-    return _Run(best_state, history, best_epoch, val_probs_best, stopped)
+    return _Run(best_state, history, fitted.best_epoch, val_probs_best, fitted.stopped_by_user)
 
 
 # --------------------------------------------------------------------------------------
@@ -519,7 +500,7 @@ def train_steps(
     ``extra["epoch"]`` (that epoch's history entry) and every update ``extra["run"]``."""
     import torch
 
-    from ..torch_setup import resolve_device, torch_threads
+    from ..nn.device import resolve_device, torch_threads
 
     started = time.perf_counter()
     opts = _options(options)

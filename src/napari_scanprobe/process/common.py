@@ -4,7 +4,8 @@
   ``(t, y, x)`` stack (numpy or dask). Functions never modify their input.
 * :func:`map_frames` applies a 2-D function to an image or to every frame of a stack -- lazily,
   frame by frame, when the stack is a dask array.
-* Long work (CNN training) is written as a generator that yields :class:`Progress` and returns
+* Long work (CNN training) is written as a generator that yields :class:`Progress` (defined in
+  :mod:`napari_scanprobe.progress`, named here too) and returns
   its result; :func:`run_to_end` drives one to completion for the plain scripting API, and the
   napari widget wraps the same generator in a ``thread_worker`` (quit = cancel at the next yield).
 """
@@ -12,26 +13,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from ..progress import Progress, run_to_end
 
-@dataclass
-class Progress:
-    """One step of long work: ``step`` of ``total``, the current loss, a short message."""
-
-    step: int
-    total: int
-    loss: float | None = None
-    message: str = ""
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def fraction(self) -> float:
-        return self.step / self.total if self.total else 1.0
+__all__ = ["Progress", "as_image", "as_mask", "is_dask", "map_frames", "run_to_end"]
 
 
 def is_dask(array: Any) -> bool:
@@ -98,16 +87,3 @@ def map_frames(func: Callable[[np.ndarray], np.ndarray], image: Any, dtype=np.fl
             chunks=((1,) * image.shape[0], (sample.shape[0],), (sample.shape[1],)),
         )
     return np.stack([func(np.asarray(frame)) for frame in image])
-
-
-def run_to_end(
-    steps: Generator[Progress, None, Any], progress: Callable[[Progress], Any] | None = None
-) -> Any:
-    """Drive a long-work generator to its end and return its result; ``progress`` sees every step."""
-    while True:
-        try:
-            update = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(update)

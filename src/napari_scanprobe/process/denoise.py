@@ -336,7 +336,7 @@ def _mask_frames(mask: np.ndarray | None, n: int, index: list[int] | None = None
 def _cnn_steps(
     image: Any, mask: np.ndarray | None, method: str, o: dict, seed: int
 ) -> Generator[Progress, None, Any]:
-    from ..torch_setup import resolve_device
+    from ..nn.device import resolve_device
     from . import n2v as cnn
 
     device = resolve_device(o["device"])

@@ -4,8 +4,9 @@ Everything here works on *normalised* float32 frames (about zero median and unit
 :mod:`napari_scanprobe.process.denoise` does the scaling, the NaN filling and the public API).
 torch is imported inside the functions, so importing this module does not import torch.
 
-The network is a small two-level U-Net (``features`` channels at full resolution, twice that below;
-about 40 k parameters for ``features=12``) with a residual output (it predicts the correction to
+The network (:class:`napari_scanprobe.nn.networks.SmallUNet`) is a small two-level U-Net
+(``features`` channels at full resolution, twice that below; about 40 k parameters for
+``features=12``) with a residual output (it predicts the correction to
 its input, which trains several times faster than predicting the height itself); its last layer
 starts at zero, so the untrained network is the identity (Noise2Noise then improves from the first
 steps instead of first unlearning a random output).
@@ -51,73 +52,13 @@ from typing import Any
 
 import numpy as np
 
-from ..torch_setup import resolve_device
+from ..nn.device import resolve_device
 from .common import Progress
 
-#: the U-Net pools twice, so network inputs are padded to a multiple of this
+#: the U-Net (nn.networks.SmallUNet) pools twice, so network inputs are padded to a multiple of this
 _MULTIPLE = 4
 #: pixels of context on each side of a prediction tile (the receptive field is about +-20 px)
 _HALO = 32
-#: bounds on the log variances (normalised units) so the likelihood cannot run away
-_LOG_VAR = (-14.0, 4.0)
-
-
-def build_unet(features: int = 12, seed: int = 0, probabilistic: bool = False, noise_variance: float = 0.02):
-    """A small residual two-level U-Net, 1 channel in, initialised from ``seed``.
-
-    ``probabilistic``: a second output channel (log prior variance) and a learnable global log
-    noise variance ``net.log_noise``, for the blind-spot posterior; both start at
-    ``noise_variance`` (a poor start, e.g. far too small, converges very slowly: the likelihood
-    only sees their sum, so the prior variance absorbs what the noise variance lacks).
-    """
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
-
-    def block(cin: int, cout: int) -> nn.Module:
-        return nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1),
-            nn.LeakyReLU(0.1),
-            nn.Conv2d(cout, cout, 3, padding=1),
-            nn.LeakyReLU(0.1),
-        )
-
-    class SmallUNet(nn.Module):
-        def __init__(self, f: int, outputs: int):
-            super().__init__()
-            self.enc1 = block(1, f)
-            self.enc2 = block(f, 2 * f)
-            self.bottom = block(2 * f, 2 * f)
-            self.dec2 = block(4 * f, 2 * f)
-            self.dec1 = block(3 * f, f)
-            self.head = nn.Conv2d(f, outputs, 1)
-            with torch.no_grad():  # start as the identity: training only has to learn the correction
-                self.head.weight.zero_()
-                self.head.bias.zero_()
-            if outputs > 1:
-                start = float(np.clip(np.log(max(noise_variance, 1e-12)), *_LOG_VAR))
-                self.log_noise = nn.Parameter(torch.tensor(start))
-                with torch.no_grad():
-                    self.head.bias[1] = start
-
-        def forward(self, x):
-            a = self.enc1(x)
-            b = self.enc2(F.max_pool2d(a, 2))
-            c = self.bottom(F.max_pool2d(b, 2))
-            d = self.dec2(torch.cat([F.interpolate(c, scale_factor=2.0, mode="nearest"), b], 1))
-            e = self.dec1(torch.cat([F.interpolate(d, scale_factor=2.0, mode="nearest"), a], 1))
-            out = self.head(e)
-            # residual: the first channel is the input plus a learnt correction
-            return torch.cat([x + out[:, :1], out[:, 1:]], 1)
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        net = SmallUNet(int(features), 2 if probabilistic else 1)
-    return net
-
-
-def count_parameters(net) -> int:
-    return sum(p.numel() for p in net.parameters())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,8 +102,10 @@ def _variances(net, out):
     """Network output -> (prior mean, prior variance, noise variance), the variances bounded."""
     import torch
 
-    prior = torch.exp(out[:, 1:2].clamp(*_LOG_VAR))
-    noise = torch.exp(net.log_noise.clamp(*_LOG_VAR))
+    from ..nn.networks import LOG_VAR_BOUNDS
+
+    prior = torch.exp(out[:, 1:2].clamp(*LOG_VAR_BOUNDS))
+    noise = torch.exp(net.log_noise.clamp(*LOG_VAR_BOUNDS))
     return out[:, :1], prior, noise
 
 
@@ -170,7 +113,9 @@ def noise_sigma(net) -> float:
     """The noise standard deviation a probabilistic net has learnt (normalised units)."""
     import torch
 
-    return float(torch.exp(0.5 * net.log_noise.detach().clamp(*_LOG_VAR)))
+    from ..nn.networks import LOG_VAR_BOUNDS
+
+    return float(torch.exp(0.5 * net.log_noise.detach().clamp(*LOG_VAR_BOUNDS)))
 
 
 def initial_noise_variance(
@@ -256,6 +201,9 @@ def train_steps(
     """
     import torch
 
+    from ..nn.loop import fit
+    from ..nn.networks import build_unet
+
     dev = resolve_device(device)
     g = torch.Generator().manual_seed(int(seed))
     tens = [torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)) for f in frames]
@@ -281,13 +229,8 @@ def train_steps(
     probabilistic = pairs is None
     start = initial_noise_variance(frames, valid, structured) if probabilistic else 0.02
     net = build_unet(features, seed, probabilistic=probabilistic, noise_variance=start).to(dev)
-    optimiser = torch.optim.Adam(net.parameters(), lr=float(learning_rate))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=float(learning_rate), total_steps=int(iterations), pct_start=0.15
-    )
-    net.train()
-    smooth = None
-    for step in range(1, int(iterations) + 1):
+
+    def step():
         patches, ok = _sample_patches(data, data_valid, pick, g, int(batch_size), size)
         if probabilistic:
             phase = torch.randint(0, 2, (patches.shape[0],), generator=g)
@@ -305,17 +248,12 @@ def train_steps(
             per_pixel = (net(inputs) - targets) ** 2
         count = where.sum()
         if int(count) == 0:  # a patch entirely of invalid pixels: skip this step
-            yield Progress(step, int(iterations), smooth, f"{label}: training")
-            continue
-        loss = (per_pixel * where).sum() / count
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        value = float(loss.detach())
-        smooth = value if smooth is None else 0.95 * smooth + 0.05 * value
-        yield Progress(step, int(iterations), smooth, f"{label}: training")
-    net.eval()
+            return None
+        return (per_pixel * where).sum() / count
+
+    yield from fit(
+        net, step, learning_rate=float(learning_rate), steps_per_epoch=int(iterations), label=label
+    )
     net.structured = bool(structured)
     net.probabilistic = probabilistic
     return net

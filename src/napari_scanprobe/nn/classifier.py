@@ -1,4 +1,7 @@
-"""The classifier network: operation blocks, then a head, then one output per category.
+"""The classifier network's architecture: operation blocks, then a head, then one output per category.
+
+This module is torch-free (checks, receptive field); the torch module is
+:class:`napari_scanprobe.nn.networks.ScanprobeCNN`, built by :func:`build_network`.
 
 Block ``i`` is ``conv(k×k, filters·2^i) → [batch norm] → ReLU → [max-pool 2×2]``; the number of
 filters doubles block by block. The first ``pooled_blocks`` blocks end with the pooling; the last
@@ -19,12 +22,10 @@ Head ``"dense"`` is flatten → dropout → dense(ReLU) → dropout → linear, 
 size; it pools after every block and keeps ``kernel_size`` in the last block by default.
 
 Every block's ReLU output is a CAM target layer, named ``"block1"`` … ``"blockN"``
-(:meth:`ScanprobeCNN.target_layers`); the default is the last one.
+(``ScanprobeCNN.target_layers``); the default is the last one.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 
@@ -124,88 +125,19 @@ def receptive_field(arch: dict) -> int:
 
 
 def build_network(arch: dict):
-    """A fresh :class:`ScanprobeCNN` for a checked architecture (see :func:`check_architecture`)."""
-    return _network_class()(arch)
+    """A fresh :class:`~napari_scanprobe.nn.networks.ScanprobeCNN` for a checked architecture
+    (see :func:`check_architecture`). Imports torch."""
+    from .networks import ScanprobeCNN
+
+    return ScanprobeCNN(arch, block_plan(arch))
 
 
-_CLASS = None
-
-
-def _network_class():
-    global _CLASS
-    if _CLASS is not None:
-        return _CLASS
-    import torch
-    from torch import nn
-
-    class ScanprobeCNN(nn.Module):
-        """Blocks of conv → [BN] → ReLU → pool, then the head (see the module docstring)."""
-
-        def __init__(self, arch: dict):
-            super().__init__()
-            self.arch = dict(arch)
-            bn = arch["batch_norm"]
-            blocks, c_in = [], arch["in_channels"]
-            for i in range(arch["blocks"]):
-                c_out, k = arch["filters"] * 2**i, block_kernel_size(arch, i)
-                layers = [nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=not bn)]
-                if bn:
-                    layers.append(nn.BatchNorm2d(c_out))
-                layers.append(nn.ReLU())
-                if i < pooling_count(arch):
-                    layers.append(nn.MaxPool2d(2))
-                blocks.append(nn.Sequential(*layers))
-                c_in = c_out
-            self.blocks = nn.ModuleList(blocks)
-            self.dropout = nn.Dropout(arch["dropout"])
-            if arch["head"] == "gap":
-                self.dense = None
-                self.output = nn.Linear(c_in, arch["n_classes"])
-            else:
-                side = arch["input_size"] // 2 ** pooling_count(arch)
-                self.dense = nn.Linear(c_in * side * side, arch["dense_units"])
-                self.output = nn.Linear(arch["dense_units"], arch["n_classes"])
-
-        def for_inference(self) -> ScanprobeCNN:
-            """This network in eval mode made faster for prediction, the same function: every
-            batch norm folded into its convolution (eval mode's fixed statistics make it an affine
-            map of the conv's output), and the weights in channels-last memory order, which
-            torch's CPU convolutions run faster (feed it :func:`as_input`)."""
-            from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-            self.eval()
-            for i, block in enumerate(self.blocks):
-                layers = list(block)
-                if len(layers) > 1 and isinstance(layers[1], nn.BatchNorm2d):
-                    self.blocks[i] = nn.Sequential(fuse_conv_bn_eval(layers[0], layers[1]), *layers[2:])
-            return self.to(memory_format=torch.channels_last)
-
-        def target_layers(self) -> dict[str, Any]:
-            """CAM target layers: ``"blockI"`` -> the ReLU module of block I (its output is the map)."""
-            return {
-                f"block{i + 1}": next(m for m in block if isinstance(m, nn.ReLU))
-                for i, block in enumerate(self.blocks)
-            }
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(self.features(x))
-
-        def features(self, x: torch.Tensor) -> torch.Tensor:
-            """The last block's output (N, K, h, w): what the head and CAM see."""
-            for block in self.blocks:
-                x = block(x)
-            return x
-
-        def head(self, x: torch.Tensor) -> torch.Tensor:
-            """Logits from the last block's output."""
-            if self.dense is None:
-                x = self.dropout(x.mean(dim=(2, 3)))
-            else:
-                x = self.dropout(torch.relu(self.dense(self.dropout(x.flatten(1)))))
-            return self.output(x)
-
-    _CLASS = ScanprobeCNN
-    return _CLASS
+def block_plan(arch: dict) -> list[tuple[int, int, bool]]:
+    """Per block: ``(kernel size, output channels, whether it ends with a 2×2 max-pool)``."""
+    return [
+        (block_kernel_size(arch, i), arch["filters"] * 2**i, i < pooling_count(arch))
+        for i in range(arch["blocks"])
+    ]
 
 
 def as_input(batch, device):

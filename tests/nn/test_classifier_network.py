@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from napari_scanprobe.learn.network import build_network, check_architecture, pooling_count, receptive_field
+from napari_scanprobe.nn.classifier import build_network, check_architecture, pooling_count, receptive_field
 
 
 def convs(arch: dict) -> list[tuple[int, int]]:
@@ -59,7 +59,7 @@ def test_bad_architecture_options_are_named(arch, message):
 def test_network_for_inference_computes_the_same_function(arch):
     import torch
 
-    from napari_scanprobe.learn.network import as_input
+    from napari_scanprobe.nn.classifier import as_input
 
     full = check_architecture(arch, in_channels=2, n_classes=3, input_size=64)
     torch.manual_seed(0)
