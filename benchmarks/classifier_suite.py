@@ -132,9 +132,20 @@ def _scores(truth, probs) -> dict:
     }
 
 
+def _usable(example: Example, spec: dict) -> bool:
+    try:
+        model_input(example.frame(0), example.pixel_size, spec)
+    except ValueError:
+        return False
+    return True
+
+
 def run_case(task, seed, per_class, args, data) -> dict:
     train_x, train_y, test_x, test_y, categories, extra = data
     pick = _subset(train_y, per_class, seed)
+    spec = {"pixel_size": extra.get("pixel_size"), "input_size": 128, "preprocessing": []}
+    usable = np.array([_usable(x, spec) for x in test_x], dtype=bool)  # too-small partial scans are left out
+    test_x, test_y = [x for x, ok in zip(test_x, usable, strict=True) if ok], test_y[usable]
     train_dict = {c: [train_x[i] for i in pick if train_y[i] == k] for k, c in enumerate(categories)}
     options = {"seed": seed, "threads": args.threads, **extra}
     if args.epochs:

@@ -91,7 +91,7 @@ def test_train_with_baseline_then_evaluate_on_png_pictures(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "feature baseline (random forest) on the same images: accuracy" in out
     assert "calibration: temperature" in out
-    assert "warning: only 8 validation images" in out
+    assert "warning: only 6 validation images (3 in the smallest category)" in out
     assert "images as they are" in out
 
     test = _png_folder(tmp_path / "test", n=10, seed=7)
