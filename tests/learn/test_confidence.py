@@ -80,11 +80,11 @@ def test_chance_level_and_tiny_validation_are_warned():
 
 
 @pytest.mark.slow
-def test_a_tiny_category_is_warned_and_a_good_model_is_not_called_chance():
+def test_a_tiny_category_is_warned_and_a_good_model_is_not_called_chance(blob_model):
     data = blob_data(40, seed=1)
     data["blob"] = data["blob"][:6]
-    model = train(data, epochs=8, seed=0, **FAST)
+    model = train(data, epochs=4, seed=0, **FAST)
     text = " ".join(model.training["warnings"])
     assert "category 'blob' has only 6 images" in text
-    assert "no better than guessing" not in text
-    assert model.confidence["reference"]["scale"] > 0 and model.confidence["temperature"] > 0
+    assert not any("guessing" in w for w in blob_model.training["warnings"])
+    assert blob_model.confidence["reference"]["scale"] > 0 and blob_model.confidence["temperature"] > 0

@@ -226,7 +226,8 @@ class _Explainer:
         with self.lock:
             passes = [self._forward(cut[s : s + BATCH]) for s in range(0, len(cut), BATCH)]
             logits = torch.cat([lg.detach() for lg, _ in passes])
-            probs = torch.softmax(logits.float(), dim=1).mean(dim=0).cpu().numpy()
+            temperature = float(self.model.confidence.get("temperature", 1.0))  # calibrated, as predict
+            probs = torch.softmax(logits.float() / temperature, dim=1).mean(dim=0).cpu().numpy()
             index = int(np.argmax(probs)) if target is None else target
             maps = []
             for lg, a in passes:
