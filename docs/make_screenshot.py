@@ -23,7 +23,7 @@ def main() -> None:
     viewer.window.resize(1500, 900)
     viewer.open(path, plugin="napari-scanprobe")
     _, browser = viewer.window.add_plugin_dock_widget("napari-scanprobe", "Scan browser")
-    browser.side_by_side.setChecked(True)
+    browser.show_channels()
     viewer.layers.selection.active = viewer.layers[0]
     scale_bar_of(viewer).visible = True
     viewer.reset_view()

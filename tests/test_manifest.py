@@ -41,14 +41,33 @@ def test_menu_ids_exist_in_napari():
         assert menu in known, f"menu id {menu!r} does not exist in napari: the menu would never appear"
 
 
-def test_filename_patterns_cover_every_format_extension():
+def _claimed(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name.lower(), p.lower()) for p in patterns)
+
+
+def test_filename_patterns_cover_every_format_extension_but_shared_ones():
+    from napari_scanprobe.gui.reader import SHARED_EXTENSIONS
+
     patterns = _manifest()["contributions"]["readers"][0]["filename_patterns"]
     for module in all_format_modules():
         for ext in module.EXTENSIONS:
             name = f"scan{ext}"
-            assert any(
-                fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name.lower(), p.lower()) for p in patterns
-            ), f"{module.FORMAT}: no reader pattern matches {name}"
+            assert _claimed(name, patterns) != (ext in SHARED_EXTENSIONS), (
+                f"{module.FORMAT}: {name} claimed"
+                if ext in SHARED_EXTENSIONS
+                else f"{module.FORMAT}: {name} not claimed"
+            )
+
+
+def test_plain_images_and_text_open_without_a_reader_choice(tmp_path):
+    """napari asks the user to choose only when several readers match: ours must not match
+    ordinary TIFF, text or .dat files, so napari's own reader opens a TIFF at once."""
+    from napari.plugins import _npe2
+
+    for name in ("photo.tif", "stack.TIFF", "notes.txt", "table.dat"):
+        readers = _npe2.get_readers(str(tmp_path / name))
+        assert "napari-scanprobe" not in readers, name
+    assert "napari-scanprobe" in _npe2.get_readers(str(tmp_path / "scan.sxm"))
 
 
 def test_nanoscope_numbered_extensions_match():

@@ -372,9 +372,8 @@ def cmd_cam(args) -> int:
     from pathlib import Path
 
     from .atomic import output_folder
-    from .io.scan import Channel
     from .io.write import write
-    from .learn.cam import cam_lazy, check_layer, check_method, target_index
+    from .learn.cam import cam_channel, cam_lazy, check_layer, check_method, target_index
     from .learn.data import ARRAY_SUFFIXES, example_from_scan, pick_channels, read_example
     from .learn.modelfile import load_model
     from .nn.device import resolve_device
@@ -414,31 +413,7 @@ def cmd_cam(args) -> int:
                 example = example_from_scan(scan, model.channels)
                 source = pick_channels(scan, model.channels)[0]
             result = cam_lazy(model, example, method, target, layer, device=args.device)
-            header = {
-                "model": model.name,
-                "model_path": model.path,
-                "method": result.method,
-                "layer": result.layer,
-                "category": result.category,
-                "probability": result.probability,
-                "probabilities": result.probabilities,
-                "source": str(name),
-            }
-            if result.frame_categories is not None:
-                header.update(
-                    frame_categories=result.frame_categories, frame_probabilities=result.frame_probabilities
-                )
-            geometry = {"xy_unit": ""}  # a plain array: pixels
-            if source is not None:
-                geometry = {
-                    "direction": source.direction,
-                    "pixel_size": source.pixel_size,
-                    "xy_unit": source.xy_unit,
-                    "offset": source.offset,
-                }
-                if example.is_movie:
-                    geometry["frame_time_s"] = source.frame_time_s
-            write(out, Channel(result.map, f"CAM {result.category}", z_unit="", header=header, **geometry))
+            write(out, cam_channel(result, model, like=source, source=str(name)))
             written[out] = name
         except (ReaderError, ValueError, OSError) as exc:
             failed += 1

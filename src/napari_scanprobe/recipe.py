@@ -794,31 +794,18 @@ def run_recipe_file(
             header["recipe"] = recipe.source
         outputs.append((ch.title, dataclasses.replace(ch, header=header)))
     if run.cam is not None:
-        c, ref = run.cam, run.cam_channel
-        header = {
-            "source": scan.path,
-            "channel": ref.title,
-            "model": recipe.model(recipe.step("cam")).name,
-            "method": c.method,
-            "layer": c.layer,
-            "category": c.category,
-            "probability": c.probability,
-            "probabilities": c.probabilities,
-            "processing": run.history,
-        }
-        if c.frame_categories is not None:
-            header.update(frame_categories=c.frame_categories, frame_probabilities=c.frame_probabilities)
-        cam_channel = Channel(
-            c.map,
-            f"CAM {c.category}",
-            z_unit="",
-            pixel_size=ref.pixel_size,
-            xy_unit=ref.xy_unit,
-            offset=ref.offset,
-            frame_time_s=ref.frame_time_s,
-            header=header,
+        from .learn.cam import cam_channel
+
+        cam_map = cam_channel(
+            run.cam,
+            recipe.model(recipe.step("cam")),
+            like=run.cam_channel,
+            source=scan.path,
+            processing=run.history,
         )
-        outputs.append(("CAM", cam_channel))
+        if recipe.source:
+            cam_map.header["recipe"] = recipe.source
+        outputs.append(("CAM", cam_map))
 
     groups: dict[Path, list[tuple[str, Channel]]] = {}
     for title, ch in outputs:

@@ -8,9 +8,12 @@ import torch
 from napari.layers import Layer
 
 from napari_scanprobe.gui.cam_layer import cam_layer, layer_example
+from napari_scanprobe.gui.reader import open_scan
 from napari_scanprobe.learn.cam import cam
 from napari_scanprobe.learn.modelfile import ClassifierModel
 from napari_scanprobe.nn.classifier import build_network, check_architecture
+
+from .widget_helpers import open_in_file_order
 
 PLUGIN = "napari-scanprobe"
 
@@ -32,7 +35,7 @@ def add(viewer, layer_tuple):
 
 def test_cam_layer_overlays_a_real_scan(make_napari_viewer, sample, tmp_path):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     height = layers[0]
     assert height.metadata["channel"] == "Z" and height.metadata["xy_unit"] == "nm"
     # the model sees the 256 px scan (19.5 nm/px) at 40 nm/px: 125 px, 4 x 4 tiles of 32 px
@@ -75,7 +78,7 @@ def test_cam_layer_overlays_a_real_scan(make_napari_viewer, sample, tmp_path):
 
 def test_several_channels_come_from_the_same_scan(make_napari_viewer, sample):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     model = small_model(["Z (forward)", "Current (forward)"], pixel_size=40.0)
     height, current = layers[0], next(layer for layer in layers if layer.name.endswith("Current (forward)"))
     example = layer_example(current, model, viewer.layers)  # either channel's layer will do
@@ -122,3 +125,24 @@ def test_movie_cam_is_computed_frame_by_frame(make_napari_viewer, sample):
         cam(model, np.asarray(movie.data[5]), "gradcam", target=out.metadata["frame_categories"][5]).map,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("suffix", [".gwy", ".tif"])
+def test_cam_layer_keeps_its_look_when_saved_and_reopened(make_napari_viewer, sample, tmp_path, suffix):
+    """Saved as .gwy/.tif and reopened with the plugin, a CAM is coloured and translucent over
+    its height, with the look it had when saved (not grey and opaque)."""
+    from napari_scanprobe.gui.layers import LayerMeta
+
+    viewer = make_napari_viewer()
+    height = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))[0]
+    model = small_model(["Z (forward)"], pixel_size=40.0)
+    out = add(viewer, cam_layer(height, model, "gradcam"))
+    assert (out.colormap.name, out.opacity, str(out.blending)) == ("turbo", 0.5, "translucent")
+    out.opacity = 0.35  # the user's change is what is saved
+    target = tmp_path / f"cam{suffix}"
+    viewer.layers.selection = {out}
+    viewer.layers.save(str(target), selected=True, plugin=PLUGIN)
+    (back,) = open_scan(viewer, target)
+    assert (back.colormap.name, back.opacity, str(back.blending)) == ("turbo", 0.35, "translucent")
+    assert LayerMeta(back).is_cam, "a reopened map is still a CAM (not offered for classification)"
+    np.testing.assert_allclose(np.asarray(back.data), np.asarray(out.data), atol=1e-6)

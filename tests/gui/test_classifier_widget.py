@@ -432,3 +432,64 @@ def test_export_recipe_predict_and_cam_replays_the_widget(qtbot, dock, model_fil
     assert result.prediction.label == direct.label
     assert result.prediction.probabilities == pytest.approx(direct.probabilities, abs=1e-6)
     assert result.cam.map.shape == source.data.shape and result.cam.method == "layercam"
+
+
+def test_export_recipe_with_no_layer_checked_says_so(dock, tmp_path, monkeypatch):
+    """The button with nothing ticked: one message, no dialog, no file (it once raised NameError)."""
+    from qtpy.QtWidgets import QFileDialog
+
+    viewer, widget = dock
+    add_blob_layers(viewer, per_category=1, seed=2)
+    panel = widget.predict
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: asked.append(a) or ("", ""))
+    panel.export_button.click()
+    assert not asked, "no file dialog without a checked layer"
+    assert "Check a layer" in last_error()
+    assert panel.export_recipe(tmp_path / "r.yaml") is None
+    assert not (tmp_path / "r.yaml").exists()
+
+
+def test_predict_rows_go_with_their_layers_and_cams_are_not_offered(qtbot, dock, model_file):
+    viewer, widget = dock
+    layers = add_blob_layers(viewer, per_category=2, seed=6)
+    panel = widget.predict
+    panel.load_model(str(model_file))
+    chosen = layers["blob"] + layers["flat"]
+    panel.set_checked(chosen)
+    panel.predict_button.click()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=30_000)
+    assert panel.table.rowCount() == 4
+    gone = chosen[1]
+    viewer.layers.remove(gone)
+    rows = [panel.table.item(r, 0).text() for r in range(panel.table.rowCount())]
+    assert rows == [layer.name for layer in chosen if layer is not gone]
+
+    panel.set_checked([chosen[0]])
+    panel.cam_button.click()
+    qtbot.waitUntil(lambda: panel.cam_worker is None, timeout=30_000)
+    cam = viewer.layers[-1]
+    assert "CAM" in cam.name
+    offered = [panel.layer_list.item(i).text() for i in range(panel.layer_list.count())]
+    assert cam.name not in offered and chosen[0].name in offered
+    assert all(layer is not cam for layer in widget.train._rows_layers()), "a CAM is no training image"
+    panel.all_layers.setChecked(True)
+    assert cam not in panel.selected_layers()
+
+
+def test_classifier_dock_fits_a_laptop(dock):
+    """1280x800: the dock's content needs at most 400 px, and no horizontal scrollbar shows."""
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    viewer, widget = dock
+    viewer.window._qt_window.resize(1280, 800)
+    viewer.window._qt_window.show()
+    for _ in range(10):
+        QApplication.processEvents()
+    assert widget.minimumSizeHint().width() <= 400
+    for tab in range(widget.tabs.count()):
+        widget.tabs.setCurrentIndex(tab)
+        QApplication.processEvents()
+        for area in widget.tabs.widget(tab).findChildren(QScrollArea):
+            assert not area.horizontalScrollBar().isVisible(), widget.tabs.tabText(tab)
+            assert area.widget().minimumSizeHint().width() <= area.viewport().width()

@@ -10,7 +10,7 @@ import pytest
 from napari_scanprobe.process.flatten import flatten
 from napari_scanprobe.process.superres import upscale
 
-from .widget_helpers import run_and_wait
+from .widget_helpers import open_in_file_order, run_and_wait
 
 PLUGIN = "napari-scanprobe"
 
@@ -18,7 +18,7 @@ PLUGIN = "napari-scanprobe"
 @pytest.fixture
 def viewer_with_scan(make_napari_viewer, sample):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Preprocess")
     widget.input.value = layers[0]
     return viewer, widget, layers

@@ -9,6 +9,8 @@ from napari_scanprobe.gui.compat import grid_of, scale_bar_of
 from napari_scanprobe.gui.reader import napari_get_reader
 from napari_scanprobe.io import read
 
+from .widget_helpers import open_in_file_order
+
 PLUGIN = "napari-scanprobe"
 
 
@@ -28,7 +30,8 @@ def test_open_multichannel_file_in_viewer(make_napari_viewer, sample, tmp_path):
     path = sample("nanonis_sxm/test.sxm")
     scan = read(path)
     viewer = make_napari_viewer(show=True)  # a hidden canvas renders nothing under Xvfb
-    layers = viewer.open(str(path), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, path)
+    assert viewer.layers[-1].name == "test | Z (forward)", "the height opens on top"
     assert len(layers) == len(scan.channels) == 4
     for layer, ch in zip(layers, scan.channels):
         assert layer.name == f"test | {ch.title}"
@@ -94,18 +97,18 @@ def test_bad_file_gives_one_clear_error(make_napari_viewer, sample):
 def test_sample_data_and_browser_widget(make_napari_viewer):
     viewer = make_napari_viewer()
     layers = viewer.open_sample(PLUGIN, "afm_scan")
-    assert [layer.name for layer in layers] == [
-        "synthetic_afm_scan | Height (trace)",
+    assert [layer.name for layer in layers] == [  # the height last: on top
         "synthetic_afm_scan | Height (retrace)",
         "synthetic_afm_scan | Phase (trace)",
+        "synthetic_afm_scan | Height (trace)",
     ]
-    assert layers[0].metadata["z_unit"] == "nm"
+    assert layers[-1].metadata["z_unit"] == "nm"
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Scan browser")
     assert widget.scan_box.count() == 1
-    widget.side_by_side.setChecked(True)
+    widget.show_channels()
     assert grid_of(viewer).enabled
-    viewer.layers.selection.active = layers[2]
+    viewer.layers.selection.active = layers[1]
     assert "Phase" in widget.summary.text()
     assert widget.tree.topLevelItemCount() == 2
-    widget.side_by_side.setChecked(False)
+    widget.view_box.setCurrentIndex(0)  # all layers stacked
     assert not grid_of(viewer).enabled

@@ -12,7 +12,7 @@ from napari_scanprobe import read
 from napari_scanprobe.cli import main
 from napari_scanprobe.recipe import load_recipe
 
-from .widget_helpers import run_and_wait
+from .widget_helpers import open_in_file_order, run_and_wait
 
 PLUGIN = "napari-scanprobe"
 FILES = ("nanonis_sxm/test.sxm", "nanonis_sxm/A151216.123306-02602.sxm")
@@ -74,7 +74,7 @@ def test_export_without_a_replayable_history_says_why(
     make_napari_viewer, qtbot, sample, tmp_path, monkeypatch
 ):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Preprocess")
     errors = []
     monkeypatch.setattr("napari_scanprobe.gui.preprocess_widget.show_error", errors.append)
@@ -127,7 +127,7 @@ def test_layer_recipe_for_other_widgets(make_napari_viewer, sample, tmp_path, wr
     from napari_scanprobe.gui.recipe_export import export_layer_recipe
 
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     path = export_layer_recipe(layers[0], tmp_path / "r.yml", write=write)
     recipe = load_recipe(path)
     assert recipe.channels == ["Z (forward)"]

@@ -16,12 +16,13 @@ def test_knob_membranes_open_as_eight_height_layers(make_napari_viewer):
     viewer = make_napari_viewer()
     opened = viewer.open_sample(PLUGIN, "knob_membranes")
     knobs = [f"infected {i} | knobs" for i in range(1, 5)]
-    assert [layer.name for layer in opened] == NAMES + knobs
-    layers = opened[:8]
+    assert [layer.name for layer in opened] == knobs + NAMES
+    assert viewer.layers.selection.active.name == "infected 4", "an image is selected, not a labels layer"
+    layers = opened[4:]
     px = DEFAULT_PIXEL_SIZE_NM
     offsets = {tuple(layer.translate) for layer in layers}
     assert len(offsets) == 8  # side by side, none on top of another
-    for name in knobs:  # the true knob pixels, hidden, over their image
+    for name in knobs:  # the true knob pixels, hidden, under their image
         mask, image = viewer.layers[name], viewer.layers[name.split(" |")[0]]
         assert mask.visible is False and mask.data.shape == image.data.shape and 0 < mask.data.mean() < 0.1
         np.testing.assert_allclose(mask.translate, image.translate)
@@ -43,6 +44,6 @@ def test_knob_membranes_open_as_eight_height_layers(make_napari_viewer):
     # the images are all different, and repeatable
     assert len({layer.data.tobytes() for layer in layers}) == 8
     again = knob_membranes()
-    for layer, (data, kwargs, kind) in zip(layers, again[:8], strict=True):
+    for layer, (data, kwargs, kind) in zip(layers, again[4:], strict=True):
         assert kind == "image" and kwargs["name"] == layer.name
         np.testing.assert_array_equal(data, layer.data)

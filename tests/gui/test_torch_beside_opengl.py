@@ -15,7 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from napari_scanprobe.torch_setup import keep_triton_out_beside_another_llvm, resolve_device
+from napari_scanprobe.nn.device import keep_triton_out_beside_another_llvm, resolve_device
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_triton_kept_out_once_opengl_loaded_llvm(make_napari_viewer, stand_in_tr
     viewer.screenshot()  # the canvas draws: Mesa's GL driver (and its libLLVM) are loaded
     if not _llvm_loaded():
         pytest.skip("this OpenGL driver loads no libLLVM: there is nothing to clash with")
-    with caplog.at_level(logging.WARNING, logger="napari_scanprobe.torch_setup"):
+    with caplog.at_level(logging.WARNING, logger="napari_scanprobe.nn.device"):
         device = resolve_device("cpu")
     assert device.type == "cpu"
     assert sys.modules["triton"] is None, "torch must find triton absent"
@@ -66,7 +66,7 @@ def test_triton_left_alone_without_another_llvm(stand_in_triton):
     code = textwrap.dedent(
         """
         import sys
-        from napari_scanprobe.torch_setup import keep_triton_out_beside_another_llvm
+        from napari_scanprobe.nn.device import keep_triton_out_beside_another_llvm
         print(keep_triton_out_beside_another_llvm(), "triton" in sys.modules)
         """
     )

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.gui.layers import layer_to_channel
+from napari_scanprobe.gui.reader import open_scan
 from napari_scanprobe.gui.writers import SaveError
 from napari_scanprobe.io import read
+
+from .widget_helpers import open_in_file_order
 
 PLUGIN = "napari-scanprobe"
 
@@ -32,7 +35,7 @@ def assert_same_layer(got, want, *, rtol: float) -> None:
 @pytest.mark.parametrize("ext, rtol", [(".gsf", 2**-23), (".tif", 2**-24)])
 def test_save_one_layer_and_open_it(make_napari_viewer, sample, tmp_path, ext, rtol):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     current = layers[2]  # "test | Current (forward)", values in A
     current.metadata["processing"] = [
         {"step": "flatten", "method": "rows", "options": {}, "version": "0.1.0"}
@@ -42,7 +45,7 @@ def test_save_one_layer_and_open_it(make_napari_viewer, sample, tmp_path, ext, r
     written = viewer.layers.save(str(target), selected=True, plugin=PLUGIN)
     assert written == [str(target)] and target.is_file()
 
-    (back,) = viewer.open(str(target), plugin=PLUGIN)
+    (back,) = open_scan(viewer, target)
     assert back.name == "current | test | Current (forward)"
     assert_same_layer(back, current, rtol=rtol)
     assert units_of(back) == ["nanometer", "nanometer"] and back.metadata["z_unit"] == "A"
@@ -53,10 +56,10 @@ def test_save_one_layer_and_open_it(make_napari_viewer, sample, tmp_path, ext, r
 
 def test_save_all_layers_to_one_gwy(make_napari_viewer, sample, tmp_path):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     target = tmp_path / "all.gwy"
     assert napari.save_layers(str(target), layers, plugin=PLUGIN) == [str(target)]
-    back = viewer.open(str(target), plugin=PLUGIN)
+    back = open_scan(viewer, target)
     assert len(back) == 4
     for got, want in zip(back, layers):
         assert got.name == f"all | {want.name}"
@@ -70,7 +73,7 @@ def test_save_movie_layer_to_tif(make_napari_viewer, sample, tmp_path):
     target = tmp_path / "movie.tif"
     viewer.layers.selection = {movie}
     viewer.layers.save(str(target), selected=True, plugin=PLUGIN)
-    (back,) = viewer.open(str(target), plugin=PLUGIN)
+    (back,) = open_scan(viewer, target)
     assert isinstance(back.data, da.Array) and back.data.shape == movie.data.shape
     assert units_of(back) == ["second", "nanometer", "nanometer"]
     assert_same_layer(back, movie, rtol=0)
@@ -93,7 +96,7 @@ def test_refusals_reach_the_user(make_napari_viewer, sample, tmp_path):
 
 def test_write_failure_reaches_the_user(make_napari_viewer, sample, tmp_path):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample("nanonis_sxm/test.sxm")), plugin=PLUGIN)
+    layers = open_in_file_order(viewer, sample("nanonis_sxm/test.sxm"))
     target = tmp_path / "missing folder" / "all.gwy"
     with pytest.raises(OSError, match="does not exist") as info:
         napari.save_layers(str(target), layers, plugin=PLUGIN)
@@ -119,7 +122,7 @@ def test_layer_in_micrometres_saved_in_nm(make_napari_viewer, tmp_path):
     assert ch.xy_unit == "nm" and ch.z_unit == "nm" and ch.name == "hand made"
     assert ch.pixel_size == pytest.approx((20.0, 30.0), rel=1e-12)
     assert ch.offset == pytest.approx((1500.0, -2000.0), rel=1e-12)
-    (back,) = viewer.open(str(target), plugin=PLUGIN)
+    (back,) = open_scan(viewer, target)
     np.testing.assert_allclose(back.data, data, rtol=2**-23)
     assert units_of(back) == ["nanometer", "nanometer"]
     np.testing.assert_allclose(back.scale, [20.0, 30.0], rtol=1e-12)

@@ -16,3 +16,14 @@ def run_and_wait(qtbot, viewer, panel, timeout: int = 60_000):
         lambda: panel.worker is None and len(result_layers(viewer)) == before + 1, timeout=timeout
     )
     return result_layers(viewer)[-1]
+
+
+def open_in_file_order(viewer, path) -> list:
+    """Open ``path`` with the plugin; its layers in the file's channel order (the reader puts
+    the height last, on top)."""
+    from napari_scanprobe.gui.layers import LayerMeta
+    from napari_scanprobe.io import read
+
+    order = [ch.title for ch in read(path).channels]
+    layers = viewer.open(str(path), plugin="napari-scanprobe")
+    return sorted(layers, key=lambda layer: order.index(LayerMeta(layer).title))

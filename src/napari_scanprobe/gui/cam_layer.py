@@ -5,9 +5,10 @@ the model's other channels) into the core's :class:`~napari_scanprobe.learn.data
 the classifier widget uses it for prediction too. :func:`cam_layer` computes the map with
 :mod:`napari_scanprobe.learn.cam` and returns it as a layer tuple: named
 ``"<input> | CAM <category>"``, with the input's scale, translate, units and axis labels
-(``gui.layers.derived_layer``), a ``turbo`` colormap, translucent blending, opacity 0.5,
-contrast limits [0, 1], and metadata saying which model, method, network layer and category it
-explains. A movie's map is a dask array computed frame by frame as the user moves through it.
+(``gui.layers.derived_layer``), the look of :data:`~napari_scanprobe.learn.cam.CAM_LOOK`
+(``turbo``, translucent, opacity 0.5; kept in ``metadata["look"]`` so a saved map reopens so),
+contrast limits [0, 1], and the metadata of :func:`~napari_scanprobe.learn.cam.cam_channel`
+saying which model, method, network layer and category it explains. A movie's map is a dask array computed frame by frame as the user moves through it.
 """
 
 from __future__ import annotations
@@ -16,36 +17,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..learn.data import Example
-from .layers import derived_layer, processing_step
+from .layers import LayerMeta, derived_layer, processing_step
 
 
-def _channel_titles(metadata: dict) -> tuple[str, str] | None:
-    """``("Height (retrace)", "Height")`` of a layer read by this plugin, else None."""
-    name = metadata.get("channel")
-    if not name:
-        return None
-    direction = metadata.get("direction")
-    return (f"{name} ({direction})" if direction else str(name)), str(name)
-
-
-def _matches(metadata: dict, wanted: str) -> bool:
+def _matches(layer, wanted: str) -> bool:
     """Channel matching as for files (``data.pick_channels``): the title, then the name."""
-    titles = _channel_titles(metadata)
+    meta = LayerMeta(layer)
     key = wanted.strip().lower()
-    return titles is not None and key in (titles[0].lower(), titles[1].lower())
-
-
-def _is_cam(layer) -> bool:
-    return any(
-        step.get("step") == "cam" for step in layer.metadata.get("processing", []) if isinstance(step, dict)
-    )
-
-
-def _pixel_size(layer) -> tuple[float, float] | None:
-    size = layer.metadata.get("pixel_size")
-    if layer.metadata.get("xy_unit") != "nm" or size is None:
-        return None
-    return (float(size[0]), float(size[1]))
+    return meta.title is not None and key in (meta.title.lower(), meta.channel.lower())
 
 
 def _find_channel(layer, wanted: str, viewer_layers: Iterable[Any]):
@@ -54,7 +33,7 @@ def _find_channel(layer, wanted: str, viewer_layers: Iterable[Any]):
     Among several (e.g. a raw and a flattened height), the one with the same processing as
     ``layer`` is preferred, then an unprocessed one, then the first.
     """
-    source = layer.metadata.get("source")
+    source = LayerMeta(layer).source
     if not source:
         return None
     shape = tuple(layer.data.shape)
@@ -63,16 +42,15 @@ def _find_channel(layer, wanted: str, viewer_layers: Iterable[Any]):
         for other in viewer_layers
         if other is not layer
         and hasattr(other, "data")
-        and isinstance(getattr(other, "metadata", None), dict)
-        and other.metadata.get("source") == source
-        and _matches(other.metadata, wanted)
+        and LayerMeta(other).source == source
+        and _matches(other, wanted)
         and tuple(getattr(other.data, "shape", ())) == shape
-        and not _is_cam(other)
+        and not LayerMeta(other).is_cam
     ]
-    processing = layer.metadata.get("processing", [])
+    processing = LayerMeta(layer).processing
     for preferred in (
-        [c for c in candidates if c.metadata.get("processing", []) == processing],
-        [c for c in candidates if not c.metadata.get("processing")],
+        [c for c in candidates if LayerMeta(c).processing == processing],
+        [c for c in candidates if not LayerMeta(c).processing],
         candidates,
     ):
         if preferred:
@@ -94,33 +72,33 @@ def layer_example(layer, model: Any, viewer_layers: Iterable[Any] = ()) -> Examp
     model = as_model(model)
     if not hasattr(layer, "data") or getattr(layer.data, "ndim", 0) not in (2, 3):
         raise ValueError(f"layer {getattr(layer, 'name', layer)!r}: not a 2-D image or (t, y, x) movie layer")
-    pixel_size = _pixel_size(layer)
-    titles = _channel_titles(layer.metadata)
-    own = titles[0] if titles else layer.name
+    meta = LayerMeta(layer)
+    pixel_size = meta.pixel_size_nm
+    own = meta.title or layer.name
     if not model.channels:
         return Example([layer.data], [own], pixel_size, source=layer.name)
-    if titles is None:
+    if meta.title is None:
         if len(model.channels) == 1:  # a layer not read by this plugin: trust the user's choice
             return Example([layer.data], [model.channels[0]], pixel_size, source=layer.name)
         raise ValueError(
             f"layer {layer.name!r}: the model {model.name!r} needs the channels {', '.join(map(repr, model.channels))} "
             "of one scan, but this layer has no channel information (it was not read by napari-scanprobe)"
         )
-    if not any(_matches(layer.metadata, wanted) for wanted in model.channels):
+    if not any(_matches(layer, wanted) for wanted in model.channels):
         raise ValueError(
             f"layer {layer.name!r} holds channel {own!r}; the model {model.name!r} needs {', '.join(map(repr, model.channels))}"
         )
     viewer_layers = list(viewer_layers)
     data, names = [], []
     for wanted in model.channels:
-        found = layer if _matches(layer.metadata, wanted) else _find_channel(layer, wanted, viewer_layers)
+        found = layer if _matches(layer, wanted) else _find_channel(layer, wanted, viewer_layers)
         if found is None:
             raise ValueError(
                 f"layer {layer.name!r}: the model {model.name!r} also needs channel {wanted!r}, and no open layer of the "
-                f"same scan ({layer.metadata.get('source') or 'unknown file'}, {layer.data.shape}) holds it; open that channel too"
+                f"same scan ({meta.source or 'unknown file'}, {layer.data.shape}) holds it; open that channel too"
             )
         data.append(found.data)
-        names.append(_channel_titles(found.metadata)[0])
+        names.append(LayerMeta(found).title)
     return Example(data, names, pixel_size, source=layer.name)
 
 
@@ -142,7 +120,7 @@ def cam_layer(
     layers, where a multi-channel model finds its other channels (see :func:`layer_example`).
     Raises ValueError with a message for the user on bad input.
     """
-    from ..learn.cam import cam, cam_lazy
+    from ..learn.cam import cam, cam_channel, cam_lazy
     from ..learn.modelfile import as_model
 
     model = as_model(model)
@@ -158,20 +136,10 @@ def cam_layer(
         layer, result.map, processing_step("cam", result.method, options), f"CAM {result.category}"
     )
     metadata = kwargs["metadata"]
-    metadata.update(
-        channel=f"CAM {result.category}",
-        z_unit="",
-        model={"name": model.name, "path": model.path},
-        method=result.method,
-        layer=result.layer,
-        category=result.category,
-        probability=result.probability,
-        probabilities=result.probabilities,
-        source_layer=layer.name,
+    cam_map = cam_channel(
+        result, model, source=LayerMeta(layer).source or "", processing=metadata["processing"]
     )
-    if example.is_movie:
-        metadata.update(
-            frame_categories=result.frame_categories, frame_probabilities=result.frame_probabilities
-        )
-    kwargs.update(colormap=colormap, blending="translucent", opacity=0.5, contrast_limits=[0.0, 1.0])
+    look = {**cam_map.header["look"], "colormap": colormap}
+    metadata.update(cam_map.header, channel=cam_map.name, z_unit="", source_layer=layer.name, look=look)
+    kwargs.update(look, contrast_limits=[0.0, 1.0])
     return data, kwargs, kind

@@ -34,6 +34,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -49,6 +50,7 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSpinBox,
     QStackedWidget,
     QTableWidget,
@@ -62,6 +64,7 @@ from ..learn.modelfile import ClassifierModel
 from ..learn.train import DEFAULT_PREPROCESSING, DEFAULTS
 from ..nn.classifier import DEFAULT_ARCHITECTURE, HEADS
 from ..process.flatten import FLATTEN_METHODS
+from .layers import LayerMeta
 from .plots import ConfusionMatrixPlot, LinePlot
 
 NOT_USED = "(not used)"
@@ -79,11 +82,12 @@ PREPROCESSING_CHOICES: dict[str, list[dict]] = {
 
 
 def image_layers(viewer) -> list[Image]:
-    """The viewer's single-channel image layers (RGB and multiscale ones cannot be classified)."""
+    """The viewer's single-channel image layers that can be classified: not RGB, not
+    multiscale, not a class activation map."""
     return [
         layer
         for layer in viewer.layers
-        if isinstance(layer, Image) and not layer.rgb and not layer.multiscale
+        if isinstance(layer, Image) and not layer.rgb and not layer.multiscale and not LayerMeta(layer).is_cam
     ]
 
 
@@ -227,10 +231,35 @@ class _Panel(QWidget):
         self.status.setText(f"{update.message}{loss}".strip(", "))
 
 
+#: The narrowest a dock's content may get (napari's dock area on a 1280x800 laptop is ~400 px).
+_NARROW_PX = 280
+
+
+def _fit_narrow(inner: QWidget) -> None:
+    """Let ``inner`` shrink to a laptop's dock: combo boxes no wider than a few words, form
+    labels above their field when the row does not fit, status lines wrapped."""
+    for combo in inner.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
+    for form in inner.findChildren(QFormLayout):
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    for spin in inner.findChildren(QAbstractSpinBox):
+        spin.setMinimumWidth(0)
+        spin.setMaximumWidth(16777215)
+        spin.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+
 def _scrolled(inner: QWidget) -> QScrollArea:
+    """``inner`` in a vertical scroll area: no horizontal scrollbar, the content fits the width."""
+    _fit_narrow(inner)
     area = QScrollArea()
     area.setWidgetResizable(True)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     area.setWidget(inner)
+    area.setMinimumWidth(
+        min(inner.minimumSizeHint().width(), _NARROW_PX) + area.verticalScrollBar().sizeHint().width() + 4
+    )
     return area
 
 
@@ -252,6 +281,7 @@ class TrainPanel(_Panel):
 
         self.source = QComboBox()
         self.source.addItems([SOURCE_LAYERS, SOURCE_FOLDER])
+        self.source.setToolTip("Open image layers assigned to categories below, or a folder of files")
         self.pages = QStackedWidget()
         self.pages.addWidget(self._layers_page())
         self.pages.addWidget(self._folder_page())
@@ -281,7 +311,7 @@ class TrainPanel(_Panel):
         inner = QWidget()
         layout = QVBoxLayout(inner)
         form = QFormLayout()
-        form.addRow("training data", self.source)
+        form.addRow("Training images", self.source)
         layout.addLayout(form)
         layout.addWidget(self.pages)
         layout.addWidget(self.options_box)
@@ -361,8 +391,8 @@ class TrainPanel(_Panel):
         self.folder_channels.setToolTip(
             "Channel names to stack, comma-separated (e.g. Height, Phase); empty: each file's first channel"
         )
-        form.addRow("folder", row)
-        form.addRow("channels", self.folder_channels)
+        form.addRow("Folder", row)
+        form.addRow("Channels", self.folder_channels)
         return page
 
     def _options_group(self) -> QGroupBox:
@@ -440,22 +470,23 @@ class TrainPanel(_Panel):
             special="auto",
         )
         for label, widget in (
-            ("epochs", self.epochs),
-            ("input size (px)", self.input_size),
-            ("pixel size (nm)", self.pixel_size),
-            ("validation fraction", self.validation),
-            ("k folds", self.folds),
-            ("seed", self.seed),
-            ("preprocessing", self.preprocessing),
-            ("permutation tests", self.permutations),
-            ("blocks", self.blocks),
-            ("filters", self.filters),
-            ("head", self.head),
-            ("patience", self.patience),
-            ("batch size", self.batch_size),
+            ("Training rounds (epochs), most", self.epochs),
+            ("Network input (px)", self.input_size),
+            ("Pixel size seen (nm/px)", self.pixel_size),
+            ("Held out for checking", self.validation),
+            ("Cross-validation folds", self.folds),
+            ("Random seed", self.seed),
+            ("Flattening first", self.preprocessing),
+            ("Shuffled-label tests", self.permutations),
+            ("Network blocks", self.blocks),
+            ("Filters (first block)", self.filters),
+            ("Network head", self.head),
+            ("Stop after rounds without gain", self.patience),
+            ("Images per batch", self.batch_size),
             ("CPU threads", self.threads),
         ):
             form.addRow(label, widget)
+            form.labelForField(widget).setToolTip(widget.toolTip())
         form.addRow(self.baseline)
         return box
 
@@ -552,7 +583,7 @@ class TrainPanel(_Panel):
         row = self.table.rowCount()
         self.table.insertRow(row)
         name = QTableWidgetItem(layer.name)
-        name.setToolTip(f"{tuple(layer.data.shape)}, channel {layer.metadata.get('channel') or '?'}")
+        name.setToolTip(f"{tuple(layer.data.shape)}, channel {LayerMeta(layer).title or '?'}")
         self.table.setItem(row, 0, name)
         combo = QComboBox()
         combo.addItems([NOT_USED, *self._names])
@@ -574,6 +605,10 @@ class TrainPanel(_Panel):
                 self._assignments_changed()
                 return
 
+    def _rows_layers(self) -> list[Image]:
+        """The layers offered for training, in table order."""
+        return [layer for layer, _ in self._rows]
+
     def category_combo(self, layer) -> QComboBox:
         """The combo choosing ``layer``'s category."""
         for candidate, combo in self._rows:
@@ -592,15 +627,13 @@ class TrainPanel(_Panel):
     def _assignments_changed(self, *args) -> None:
         """Offer the other channels of the assigned layers' scans as extra channels."""
         layers = [layer for group in self.assigned().values() for layer in group]
-        own = sorted(
-            {str(layer.metadata.get("channel")) for layer in layers if layer.metadata.get("channel")}
-        )
-        sources = {layer.metadata.get("source") for layer in layers if layer.metadata.get("source")}
+        own = sorted({LayerMeta(layer).channel for layer in layers if LayerMeta(layer).channel})
+        sources = {LayerMeta(layer).source for layer in layers if LayerMeta(layer).source}
         found = []
         for layer in image_layers(self.viewer):
-            name = layer.metadata.get("channel")
+            name = LayerMeta(layer).channel
             if (
-                layer.metadata.get("source") in sources
+                LayerMeta(layer).source in sources
                 and name
                 and not any(_same(name, o) for o in own)
                 and name not in found
@@ -643,17 +676,14 @@ class TrainPanel(_Panel):
     def layer_channels(self) -> list[str]:
         """The model's channels: the assigned layers' channel, then the ticked extras."""
         layers = [layer for group in self.assigned().values() for layer in group]
-        own = {
-            str(layer.metadata["channel"]).lower(): str(layer.metadata["channel"])
-            for layer in layers
-            if layer.metadata.get("channel")
-        }
+        names = [LayerMeta(layer).channel for layer in layers]
+        own = {name.lower(): name for name in names if name}
         extras = self.extra_channel_names()
         if len(own) > 1:
             raise ValueError(
                 f"the assigned layers hold different channels ({', '.join(sorted(own.values()))}); assign layers of one channel and tick others as extra channels"
             )
-        unnamed = [layer.name for layer in layers if not layer.metadata.get("channel")]
+        unnamed = [layer.name for layer in layers if not LayerMeta(layer).channel]
         if own and unnamed:
             raise ValueError(
                 f"layer {unnamed[0]!r} has no channel name while the other assigned layers hold channel {next(iter(own.values()))!r}"
@@ -838,6 +868,7 @@ class PredictPanel(_Panel):
         self.model_info = QLabel("")
         self.model_info.setWordWrap(True)
         self.all_layers = QCheckBox("all image layers")
+        self.all_layers.setToolTip("Classify every open image layer (class activation maps excluded)")
         self.all_layers.toggled.connect(lambda on: self.layer_list.setEnabled(not on))
         self.layer_list = QListWidget()
         self.layer_list.setMinimumHeight(100)
@@ -853,13 +884,19 @@ class PredictPanel(_Panel):
 
         self.cam_method.addItems(list(METHODS))
         self.cam_method.setCurrentText("gradcam")
+        self.cam_method.setToolTip(
+            "How the map is computed: gradcam (default), gradcam++ and layercam work with any model; "
+            "cam needs the global-average-pooling head"
+        )
         self.cam_target = QComboBox()
         self.cam_target.addItem(PREDICTED)
+        self.cam_target.setToolTip("The category whose evidence the map shows (default: the predicted one)")
         self.cam_button = QPushButton("Add CAM layer")
         self.cam_button.setToolTip("A class activation map over each checked layer: where the network looked")
         self.cam_button.clicked.connect(self.add_cam)
         self.cam_worker = None
         self._layers: list[Image] = []
+        self._table_layers: list[Image] = []  # the layer of each row of the results table
         self.export_button = QPushButton("Export recipe…")
         self.export_button.setToolTip(
             "Save a recipe that replays the first checked layer's processing, then predicts with this "
@@ -872,8 +909,8 @@ class PredictPanel(_Panel):
         row.addWidget(load)
         cam_box = QGroupBox("Class activation map")
         cam_form = QFormLayout(cam_box)
-        cam_form.addRow("method", self.cam_method)
-        cam_form.addRow("category", self.cam_target)
+        cam_form.addRow("Method", self.cam_method)
+        cam_form.addRow("Category explained", self.cam_target)
         cam_form.addRow(self.cam_button)
         inner = QWidget()
         layout = QVBoxLayout(inner)
@@ -951,11 +988,17 @@ class PredictPanel(_Panel):
         self._layers.append(layer)
 
     def layer_removed(self, layer) -> None:
+        """The layer leaves the list of layers to classify, and its row the results table."""
         for row, candidate in enumerate(self._layers):
             if candidate is layer:
                 del self._layers[row]
                 self.layer_list.takeItem(row)
-                return
+                break
+        for row, candidate in enumerate(self._table_layers):
+            if candidate is layer:
+                del self._table_layers[row]
+                self.table.removeRow(row)
+                break
 
     def _checked_layers(self) -> list[Image]:
         return [
@@ -1020,6 +1063,8 @@ class PredictPanel(_Panel):
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
         self.table.setRowCount(len(results))
+        open_layers = list(self.viewer.layers)
+        self._table_layers = list(layers)
         for row, (layer, result) in enumerate(zip(layers, results, strict=True)):
             unlike = "n/a" if result.unlike_training is None else f"{result.unlike_training:.2f}"
             cells = [
@@ -1043,12 +1088,14 @@ class PredictPanel(_Panel):
             }
             if result.frames is not None:
                 record["frames"] = result.frames
-            layer.metadata["classification"] = record
+            LayerMeta(layer).classification = record
         self.table.horizontalHeaderItem(len(model.categories) + 2).setToolTip(
             "Unlike the training data: about 1 or less for images like those the model learnt from; "
             "well above 1 (say > 2) means the category and its probability mean little"
         )
         self.table.resizeColumnsToContents()
+        for layer in [la for la in layers if not any(la is o for o in open_layers)]:
+            self.layer_removed(layer)  # deleted while the network ran
         self.status.setText(f"classified {len(results)} layer(s) with {model.name}")
 
     def _finished(self) -> None:

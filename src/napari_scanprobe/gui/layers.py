@@ -3,12 +3,15 @@
 A :class:`~napari_scanprobe.io.scan.Channel` becomes an image ``LayerDataTuple`` with the
 physical ``scale`` (nm per pixel; seconds per frame for movies), ``translate`` from the file's
 offsets, ``units``, ``axis_labels``, a name ``"<file stem> | <channel> (<direction>)"`` and
-``metadata`` holding everything a later step (or a recipe) needs.
+``metadata`` holding everything a later step (or a recipe) needs. :class:`LayerMeta` is the one
+way the widgets read (and write) that metadata. A channel whose header holds a ``look``
+(colormap, opacity, blending -- as a class activation map saved by this plugin) is drawn with it.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import numpy as np
@@ -16,27 +19,182 @@ import numpy as np
 from .. import __version__
 from ..io.scan import Channel, Scan
 from ..process.superres import upscaled_geometry
+from .compat import IMAGE_AUTO_CONTRAST
 
 #: napari's colormap per kind of channel: heights get the AFM convention.
 _HEIGHT_COLORMAP = "afmhot"
+
+#: Frames of a movie sampled for its contrast limits (a long movie is never read whole).
+CONTRAST_FRAMES = 16
+
+#: The layer attributes a ``look`` may set (kept in a saved file's metadata).
+LOOK_KEYS = ("colormap", "opacity", "blending")
+
+
+class LayerMeta:
+    """Typed access to what napari-scanprobe keeps in a layer's ``metadata``.
+
+    ``LayerMeta(layer)`` (or ``LayerMeta(metadata_dict)``) reads the layer's own dict, so the
+    setters write into the layer. Keys the layer lacks read as None (or an empty list/dict):
+    any layer, ours or not, can be asked.
+    """
+
+    __slots__ = ("_m",)
+
+    def __init__(self, layer_or_metadata: Any):
+        m = layer_or_metadata
+        if not isinstance(m, dict):
+            m = getattr(layer_or_metadata, "metadata", None)
+        self._m: dict = m if isinstance(m, dict) else {}
+
+    def _text(self, key: str) -> str | None:
+        value = self._m.get(key)
+        return str(value) if value not in (None, "") else None
+
+    @property
+    def channel(self) -> str | None:
+        """The channel name (``"Height"``); None for a layer this plugin did not make."""
+        return self._text("channel")
+
+    @property
+    def direction(self) -> str | None:
+        return self._text("direction")
+
+    @property
+    def title(self) -> str | None:
+        """``"Height (retrace)"``: the channel with its direction, as files and models name it."""
+        name, direction = self.channel, self.direction
+        if name is None:
+            return None
+        return f"{name} ({direction})" if direction else name
+
+    @property
+    def role(self) -> str | None:
+        """The vendor-neutral kind of channel (``"topography"`` …) when the reader set one."""
+        return self._text("role")
+
+    @property
+    def is_height(self) -> bool:
+        """A height (topography) channel (see :func:`is_height`)."""
+        return is_height(self.role, self.channel, self.z_unit)
+
+    @property
+    def z_unit(self) -> str | None:
+        return self._text("z_unit")
+
+    @property
+    def xy_unit(self) -> str | None:
+        return self._text("xy_unit")
+
+    @property
+    def pixel_size(self) -> tuple[float, float] | None:
+        size = self._m.get("pixel_size")
+        return (float(size[0]), float(size[1])) if size is not None else None
+
+    @property
+    def pixel_size_nm(self) -> tuple[float, float] | None:
+        """The pixel size when it is in nm, else None (pixels without a physical size)."""
+        return self.pixel_size if self.xy_unit == "nm" else None
+
+    @property
+    def source(self) -> str | None:
+        """The file the layer was read from (``"synthetic"`` for sample data)."""
+        return self._text("source")
+
+    @property
+    def format(self) -> str | None:
+        return self._text("format")
+
+    @property
+    def header(self) -> dict:
+        return self._m.get("header") or {}
+
+    @property
+    def channel_header(self) -> dict:
+        return self._m.get("channel_header") or {}
+
+    @property
+    def processing(self) -> list[dict]:
+        """The steps that made the layer from the file, in order (a copy)."""
+        return [s for s in self._m.get("processing") or [] if isinstance(s, dict)]
+
+    @property
+    def is_cam(self) -> bool:
+        """True for a class activation map, made here or reopened from a file it was saved to."""
+        saved = self.channel_header
+        return any(step.get("step") == "cam" for step in self.processing) or (
+            "look" in saved and "category" in saved and "method" in saved
+        )
+
+    @property
+    def model(self) -> dict:
+        """A class activation map's model: ``{"name", "path"}`` (empty for other layers)."""
+        model = self._m.get("model")
+        return model if isinstance(model, dict) else {}
+
+    @property
+    def classification(self) -> dict:
+        """The Classifier's last prediction: ``{"model", "label", "probabilities"[, "frames"]}``."""
+        return self._m.get("classification") or {}
+
+    @classification.setter
+    def classification(self, record: dict) -> None:
+        self._m["classification"] = record
 
 
 def layer_name(scan: Scan, channel: Channel) -> str:
     return f"{scan.stem} | {channel.title}"
 
 
+def _sample_frames(data: Any) -> np.ndarray:
+    """A 2-D image, or up to :data:`CONTRAST_FRAMES` frames spread over a movie, as one array."""
+    if data.ndim != 3:
+        return np.asarray(data)
+    n = int(data.shape[0])
+    picks = np.unique(np.linspace(0, n - 1, min(n, CONTRAST_FRAMES)).round().astype(int))
+    return np.stack([np.asarray(data[int(i)]) for i in picks])
+
+
 def contrast_limits(data: Any) -> list[float]:
-    """Limits from the data (the first frame of a movie): finite min/max, never empty."""
-    frame = data[0] if data.ndim == 3 else data
-    frame = np.asarray(frame)
-    finite = frame[np.isfinite(frame)]
+    """Limits from the data: finite min/max of an image; of a movie, the 0.5-99.5 percentiles
+    of frames sampled over its whole length (a drifting movie stays visible). Never empty."""
+    values = _sample_frames(data)
+    finite = values[np.isfinite(values)]
     if finite.size == 0:
         return [0.0, 1.0]
-    low, high = float(finite.min()), float(finite.max())
+    if values.ndim == 3:
+        low, high = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+    else:
+        low, high = float(finite.min()), float(finite.max())
     if high <= low:
         pad = abs(low) * 1e-6 or 1.0
         low, high = low - pad, high + pad
     return [low, high]
+
+
+def _look(header: dict) -> dict:
+    """The ``look`` a file's channel header keeps (JSON text in .gwy/.gsf), only known keys."""
+    look = header.get("look") if isinstance(header, dict) else None
+    if isinstance(look, str):
+        try:
+            look = json.loads(look)
+        except ValueError:
+            return {}
+    if not isinstance(look, dict):
+        return {}
+    return {k: look[k] for k in LOOK_KEYS if isinstance(look.get(k), (str, int, float))}
+
+
+#: Channel names vendors give the height (topography) when the reader sets no role.
+_HEIGHT_NAMES = ("height", "topography", "z", "z-axis")
+
+
+def is_height(role: str | None, name: str | None, z_unit: str | None) -> bool:
+    """A height (topography) channel: the reader's role when it gives one, else a length
+    channel with a name vendors give the height."""
+    if role:
+        return role == "topography"
+    return z_unit == "nm" and (name or "").strip().lower() in _HEIGHT_NAMES
 
 
 def channel_metadata(scan: Scan, channel: Channel) -> dict:
@@ -76,11 +234,21 @@ def channel_to_layer(scan: Scan, channel: Channel) -> tuple:
         "colormap": _HEIGHT_COLORMAP if channel.z_unit == "nm" else "gray",
         "multiscale": False,
     }
+    if data.ndim == 3 and IMAGE_AUTO_CONTRAST:
+        kwargs["auto_contrast"] = True  # limits follow the frame shown
+    kwargs.update(_look(channel.header))
     return (data, kwargs, "image")
 
 
 def scan_to_layers(scan: Scan) -> list[tuple]:
-    return [channel_to_layer(scan, ch) for ch in scan.channels]
+    """One layer per channel, in file order except the first height channel, which goes last
+    (napari draws the last layer on top: the topography is what a file opens on)."""
+    channels = list(scan.channels)
+    top = next((ch for ch in channels if is_height(getattr(ch, "role", None), ch.name, ch.z_unit)), None)
+    if top is not None:
+        channels.remove(top)
+        channels.append(top)
+    return [channel_to_layer(scan, ch) for ch in channels]
 
 
 def layer_to_array(layer) -> tuple[Any, dict]:
@@ -167,6 +335,9 @@ def layer_to_channel(data: Any, attributes: dict) -> Channel:
     translate = [0.0] * ndim if translate is None else [float(t) for t in translate]
     units = list(attributes.get("units") or [None] * ndim)
     metadata = dict(attributes.get("metadata") or {})
+    if "look" in metadata:  # as the layer is drawn now (the user may have changed it)
+        look = {k: attributes[k] for k in LOOK_KEYS if isinstance(attributes.get(k), (str, int, float))}
+        metadata["look"] = {**_look(metadata), **look}
 
     pixel_size, offset, xy_units = [], [], []
     for unit, step, origin in zip((_axis_unit(u) for u in units[-2:]), scale[-2:], translate[-2:]):

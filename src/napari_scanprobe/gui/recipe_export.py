@@ -13,12 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..recipe import Recipe, recipe_from_history, save_recipe
+from .layers import LayerMeta
 
 RECIPE_FILTER = "Recipe (*.yaml *.yml *.json)"
-
-
-def _is_cam(metadata: dict) -> bool:
-    return any(isinstance(s, dict) and s.get("step") == "cam" for s in metadata.get("processing", []))
 
 
 def layer_channels(layer) -> list[str]:
@@ -28,20 +25,16 @@ def layer_channels(layer) -> list[str]:
     of its model (``[]`` when the model uses the first channel). Anything else: ``[]`` (every
     channel of the files the recipe is applied to).
     """
-    metadata = layer.metadata
-    if _is_cam(metadata):
+    meta = LayerMeta(layer)
+    if meta.is_cam:
         from ..learn.modelfile import load_model
 
-        model = (metadata.get("model") or {}).get("path")
+        model = meta.model.get("path")
         try:
             return list(load_model(model).channels) if model else []
         except (OSError, ValueError):
             return []
-    name = metadata.get("channel")
-    if not name:
-        return []
-    direction = metadata.get("direction")
-    return [f"{name} ({direction})" if direction else str(name)]
+    return [meta.title] if meta.title else []
 
 
 def _saved_model(path: Any) -> str | None:
@@ -68,12 +61,10 @@ def layer_recipe(
     when it was saved. ``cam``: True or ``{"method", "target", "layer"}`` for a cam step.
     ValueError when the history cannot be replayed (see ``recipe_from_history``).
     """
-    metadata = layer.metadata
+    meta = LayerMeta(layer)
     if model is None:
-        model = _saved_model((metadata.get("classification") or {}).get("model"))
-    return recipe_from_history(
-        metadata.get("processing", []), layer_channels(layer), model=model, cam=cam, write=write
-    )
+        model = _saved_model(meta.classification.get("model"))
+    return recipe_from_history(meta.processing, layer_channels(layer), model=model, cam=cam, write=write)
 
 
 def export_layer_recipe(

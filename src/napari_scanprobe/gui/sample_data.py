@@ -23,7 +23,9 @@ def knob_membranes() -> list[tuple]:
     in the top row, infected below, 100 nm apart): data for a classification demo (infected
     membranes carry knobs, see :mod:`napari_scanprobe.learn.synthetic`). Each infected image
     also gets a hidden labels layer ``"infected i | knobs"``: the true knob pixels, to compare
-    a class activation map with."""
+    a class activation map with. The masks come first, below the images, so that the sample
+    opens with an image selected, not a labels layer one click would paint on (to see a mask,
+    tick it and drag it above its image)."""
     rng = np.random.default_rng(KNOB_SAMPLES_SEED)
     px = DEFAULT_PIXEL_SIZE_NM
     side, gap = 128 * px, 100.0
@@ -65,4 +67,4 @@ def knob_membranes() -> list[tuple]:
                         "labels",
                     )
                 )
-    return images + masks
+    return masks + images

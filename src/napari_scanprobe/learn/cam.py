@@ -389,3 +389,52 @@ def cam_lazy(
         [model.categories[i] for i in explained],
         [float(p[i]) for p, i in zip(frame_probs, explained, strict=True)],
     )
+
+
+# --------------------------------------------------------------------------------------
+# The map as a channel (CLI, recipes and the GUI build it here)
+# --------------------------------------------------------------------------------------
+
+#: How a class activation map is drawn over its image; kept in the saved file's metadata
+#: (``header["look"]``) so that the map reopens translucent and coloured, not grey and opaque.
+CAM_LOOK = {"colormap": "turbo", "opacity": 0.5, "blending": "translucent"}
+
+
+def cam_channel(
+    result: CamResult, model: ClassifierModel, like: Any = None, source: str = "", processing: Any = ()
+):
+    """The map of ``result`` as a :class:`~napari_scanprobe.io.scan.Channel` ``"CAM <category>"``.
+
+    ``like``: the channel whose frame the map has (pixel size, offset, units, direction, frame
+    time; None: a plain array, pixels). The header says what the map explains: ``source`` (the
+    input file), ``model`` (``{"name", "path"}``), ``method``, ``layer``, ``category``,
+    ``probability``, ``probabilities`` (and ``frame_categories``/``frame_probabilities`` for a
+    movie), ``processing`` (the steps that made it) and ``look`` (:data:`CAM_LOOK`).
+    """
+    from ..io.scan import Channel
+
+    header = {
+        "source": str(source),
+        "model": {"name": model.name, "path": model.path},
+        "method": result.method,
+        "layer": result.layer,
+        "category": result.category,
+        "probability": result.probability,
+        "probabilities": dict(result.probabilities),
+        "processing": list(processing),
+        "look": dict(CAM_LOOK),
+    }
+    if result.frame_categories is not None:
+        header.update(
+            frame_categories=result.frame_categories, frame_probabilities=result.frame_probabilities
+        )
+    geometry: dict = {"xy_unit": ""}
+    if like is not None:
+        geometry = {
+            "direction": like.direction,
+            "pixel_size": like.pixel_size,
+            "xy_unit": like.xy_unit,
+            "offset": like.offset,
+            "frame_time_s": like.frame_time_s if getattr(result.map, "ndim", 2) == 3 else None,
+        }
+    return Channel(result.map, f"CAM {result.category}", z_unit="", header=header, **geometry)
