@@ -146,6 +146,7 @@ def run_case(task, seed, per_class, args, data) -> dict:
     spec = {"pixel_size": extra.get("pixel_size"), "input_size": 128, "preprocessing": []}
     usable = np.array([_usable(x, spec) for x in test_x], dtype=bool)  # too-small partial scans are left out
     test_x, test_y = [x for x, ok in zip(test_x, usable, strict=True) if ok], test_y[usable]
+    pick = np.array([i for i in pick if _usable(train_x[i], spec)], dtype=int)  # train() skips them too
     train_dict = {c: [train_x[i] for i in pick if train_y[i] == k] for k, c in enumerate(categories)}
     options = {"seed": seed, "threads": args.threads, **extra}
     if args.epochs:
