@@ -59,15 +59,18 @@ def test_filename_patterns_cover_every_format_extension_but_shared_ones():
             )
 
 
-def test_plain_images_and_text_open_without_a_reader_choice(tmp_path):
+def test_plain_images_and_text_open_without_a_reader_choice(tmp_path, sample):
     """napari asks the user to choose only when several readers match: ours must not match
     ordinary TIFF, text or .dat files, so napari's own reader opens a TIFF at once."""
+    import npe2
     from napari.plugins import _npe2
 
+    npe2.PluginManager.instance().discover()  # as napari does at start-up
     for name in ("photo.tif", "stack.TIFF", "notes.txt", "table.dat"):
+        (tmp_path / name).write_bytes(b"II*\x00" + bytes(64))
         readers = _npe2.get_readers(str(tmp_path / name))
         assert "napari-scanprobe" not in readers, name
-    assert "napari-scanprobe" in _npe2.get_readers(str(tmp_path / "scan.sxm"))
+    assert "napari-scanprobe" in _npe2.get_readers(str(sample("nanonis_sxm/test.sxm")))
 
 
 def test_nanoscope_numbered_extensions_match():

@@ -13,6 +13,8 @@ The scripting API::
     result = sp.predict(sp.load_model("knobs"), "new.spm")   # label, probabilities
     metrics = sp.evaluate("knobs", "kept_apart/")            # accuracy, AUC, ECE on a labelled folder
     out = sp.run_recipe("flatten_denoise_gsf.yaml", height)  # a recipe on one array: out.image
+    r = sp.roughness(scan.channels[0])    # ISO 25178 Sa, Sq ... Sdq with units
+    p = sp.profile(scan, [(0, 0), (500, 800)], width=20)   # every channel along a line, in nm
 
 This module stays light: importing it loads numpy, never napari, Qt or torch; the
 preprocessing functions are imported on first use.
@@ -36,6 +38,11 @@ __all__ = [
     "cam",
     "run_recipe",
     "load_recipe",
+    "profile",
+    "kymograph",
+    "step_height",
+    "roughness",
+    "height_histogram",
     "__version__",
 ]
 
@@ -50,6 +57,11 @@ _LAZY = {
     "cam": "napari_scanprobe.learn.cam",
     "run_recipe": "napari_scanprobe.recipe",
     "load_recipe": "napari_scanprobe.recipe",
+    "profile": "napari_scanprobe.measure",
+    "kymograph": "napari_scanprobe.measure",
+    "step_height": "napari_scanprobe.measure",
+    "roughness": "napari_scanprobe.measure",
+    "height_histogram": "napari_scanprobe.measure",
 }
 
 

@@ -8,11 +8,18 @@ scanprobe evaluate MODEL FOLDER     accuracy, AUC, calibration of a model on a l
 scanprobe cam MODEL PATH... -o DIR  class activation maps as DIR/<stem>.cam.tif
 scanprobe batch RECIPE INPUTS... -o OUTDIR [--workers N] [--scheduler ADDRESS]
                                     a recipe over files, folders and globs, in parallel (Dask)
+scanprobe measure FILE... [--flatten METHOD] [--profile Y0,X0,Y1,X1 [--width NM] [-o OUT.csv]]
+                                    ISO 25178 roughness of every channel, or a line profile as CSV
+scanprobe steps [STEP]              the processing steps a recipe can hold: methods, options, ranges
+
+Every command takes its inputs by one rule (files, folders, globs: napari_scanprobe.inputs) and
+ends any error in one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -21,6 +28,7 @@ import numpy as np
 
 from . import __version__
 from .io import ReaderError, read
+from .untrusted import one_line
 
 
 def _channel_facts(ch) -> dict:
@@ -32,7 +40,7 @@ def _info_line(facts: dict) -> str:
     ny, nx = facts["shape"][-2:]
     dy, dx = facts["pixel_size"]
     unit = facts["xy_unit"] or "(no unit)"
-    text = f"  {facts['title']:<34} {nx:>5} x {ny:<5} px   pixel {dx:.4g} x {dy:.4g} {unit}   values {facts['z_unit'] or '(no unit)'}"
+    text = f"  {facts['title']:<34} {nx:>5} x {ny:<5} px   pixel {dx:.4g} x {dy:.4g} {unit}   values {facts['z_unit'] or '(no unit)'}   {facts['role'] or 'no role'}"
     if facts["frames"] > 1 or len(facts["shape"]) == 3:
         text += f"   {facts['frames']} frames"
         if facts["frame_time_s"]:
@@ -141,44 +149,43 @@ def _make_layer(data, kwargs, kind):
 
 
 class ProgressBar:
-    """A one-line text progress bar on stderr (redrawn in place on a terminal, sparse otherwise)."""
+    """A progress bar on stderr (tqdm: redrawn in place on a terminal, with the time left)."""
 
     def __init__(self, label: str, stream=None):
-        self.label, self.stream = label, stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.last_percent = -1
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=100,
+            desc=label,
+            file=stream or sys.stderr,
+            bar_format="{desc} {bar:20} {percentage:3.0f}%{postfix} [{elapsed}<{remaining}]",
+            mininterval=0.5,
+            leave=True,
+        )
 
     def update(self, fraction: float, text: str = "") -> None:
-        percent = int(100 * min(max(fraction, 0.0), 1.0))
-        if not self.tty and percent // 10 == self.last_percent // 10:
-            return
-        self.last_percent = percent
-        filled = percent // 5
-        line = f"{self.label} [{'#' * filled}{'.' * (20 - filled)}] {percent:3d}% {text}"
-        if self.tty:
-            self.stream.write("\r" + line[:120].ljust(120))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        percent = 100 * min(max(fraction, 0.0), 1.0)
+        self.bar.set_postfix_str(text[:60], refresh=False)
+        self.bar.update(percent - self.bar.n)
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.bar.close()
 
 
-def _expand_inputs(paths: list[str]) -> list[str]:
-    """Files as given; folders replaced by the files inside them (recursively, sorted)."""
-    from pathlib import Path
+def _expand_inputs(paths: list[str], command: str, outdir=None) -> tuple[list[str], int]:
+    """``(files, failures)`` by the one input rule (:mod:`napari_scanprobe.inputs`); inputs that
+    cannot be run (missing, empty, a named pipe ...) are reported here and counted."""
+    from .inputs import expand_inputs
 
-    out = []
-    for name in paths:
-        p = Path(name)
-        if p.is_dir():
-            out += [str(f) for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith(".")]
-        else:
-            out.append(name)
-    return out
+    items, left_out = expand_inputs(paths, outdir)
+    for item in items:
+        if item.error:
+            print(f"scanprobe {command}: error: {item.error}", file=sys.stderr)
+    if left_out:
+        print(
+            f"scanprobe {command}: {left_out} file(s) in the folders given are not SPM files or arrays; left out"
+        )
+    return [str(i.path) for i in items if not i.error], sum(1 for i in items if i.error)
 
 
 def _print_metrics(metrics: dict, categories: list[str]) -> None:
@@ -231,6 +238,15 @@ def cmd_train(args) -> int:
         options["folds"] = args.folds
     if args.validation is not None:
         options["validation"] = args.validation
+    try:
+        from pathlib import Path
+
+        from .atomic import output_folder
+
+        output_folder(Path(args.output).parent)  # checked before hours of training, not after
+    except (ValueError, OSError) as exc:
+        print(f"scanprobe train: error: {exc}", file=sys.stderr)
+        return 1
     bar = ProgressBar("training")
 
     def show(update):
@@ -343,7 +359,8 @@ def cmd_predict(args) -> int:
         else:
             print(f"scanprobe predict: error: {obj}: {message}", file=sys.stderr)
 
-    inputs = _expand_inputs(args.paths)
+    inputs, bad = _expand_inputs(args.paths, "predict")
+    failures += [None] * bad
     try:
         pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
         if isinstance(pixel_size, str):
@@ -394,8 +411,9 @@ def cmd_cam(args) -> int:
     except (ValueError, OSError) as exc:
         print(f"scanprobe cam: error: {exc}", file=sys.stderr)
         return 1
-    failed, written = 0, {}
-    for name in _expand_inputs(args.paths):
+    names, failed = _expand_inputs(args.paths, "cam", outdir)
+    written: dict = {}
+    for name in names:
         out = outdir / f"{Path(name).stem}.cam.tif"
         try:
             if out in written:
@@ -415,9 +433,9 @@ def cmd_cam(args) -> int:
             result = cam_lazy(model, example, method, target, layer, device=args.device)
             write(out, cam_channel(result, model, like=source, source=str(name)))
             written[out] = name
-        except (ReaderError, ValueError, OSError) as exc:
+        except Exception as exc:  # the error boundary of one input: the others go on
             failed += 1
-            message = exc.reason if isinstance(exc, ReaderError) else str(exc)
+            message = exc.reason if isinstance(exc, ReaderError) else one_line(exc)
             print(
                 f"scanprobe cam: error: {message if str(name) in message else f'{name}: {message}'}",
                 file=sys.stderr,
@@ -432,7 +450,7 @@ def cmd_cam(args) -> int:
 
 def cmd_batch(args) -> int:
     """A recipe over files/folders/globs: outputs, batch_summary.csv and batch_journal.jsonl in OUTDIR."""
-    from .batch import DONE, NOT_RUN, run_batch
+    from .batch import CLAIMED, DONE, NOT_RUN, run_batch
     from .recipe import load_recipe
 
     try:
@@ -467,12 +485,73 @@ def cmd_batch(args) -> int:
     for r in result.results:
         if r.status == "failed":
             print(f"scanprobe batch: error: {r.error}", file=sys.stderr)
-    counts = {status: result.count(status) for status in ("ok", DONE, "failed", NOT_RUN)}
+    counts = {status: result.count(status) for status in ("ok", DONE, CLAIMED, "failed", NOT_RUN)}
     text = ", ".join(f"{n} {status}" for status, n in counts.items() if n or status in ("ok", "failed"))
     print(f"{len(result.results)} input(s): {text}; summary: {result.summary}")
     if result.left_out:
         print(f"  {result.left_out} file(s) in the folders given are not SPM files and were left out")
     return 1 if result.failed else 0
+
+
+def cmd_measure(args) -> int:
+    """Roughness of every 2-D channel of each file, or (``--profile``) one line profile as CSV."""
+    from .atomic import atomic_write
+    from .measure import ROUGHNESS_PARAMETERS, profile, roughness
+    from .process.flatten import flatten
+
+    try:
+        try:
+            points = None if args.profile is None else np.array([float(v) for v in args.profile.split(",")])
+        except ValueError:
+            points = np.zeros(1)  # reported just below
+        if points is not None and (points.size < 4 or points.size % 2 or not np.isfinite(points).all()):
+            raise ValueError(f"--profile: expected Y0,X0,Y1,X1[,Y2,X2...] in nm, got {args.profile!r}")
+        if points is not None and len(args.files) != 1:
+            raise ValueError("--profile takes one FILE")
+        failed = 0
+        for name in args.files:
+            try:
+                scan = read(name)
+            except ReaderError as exc:
+                failed += 1
+                print(f"scanprobe measure: error: {exc}", file=sys.stderr)
+                continue
+            channels = [ch for ch in scan.channels if ch.data.ndim == 2]
+            if args.flatten:
+                channels = [dataclasses.replace(ch, data=flatten(ch.data, args.flatten)) for ch in channels]
+            if points is not None:
+                text = profile(channels, points.reshape(-1, 2), width=args.width).to_csv()
+                if args.output:
+                    atomic_write(args.output, text.encode("utf-8"))
+                else:
+                    sys.stdout.write(text)
+                continue
+            print(f"{scan.path}")
+            for ch in channels:
+                r = roughness(ch)
+                if args.json:
+                    print(
+                        json.dumps({"path": scan.path, "channel": ch.title, **r.as_dict(), "units": r.units})
+                    )
+                else:
+                    cells = "  ".join(
+                        f"{p} {getattr(r, p):.5g}{(' ' + r.units[p]) if r.units[p] else ''}"
+                        for p in ROUGHNESS_PARAMETERS
+                    )
+                    print(f"  {ch.title}: {cells}")
+    except (ValueError, OSError) as exc:
+        print(f"scanprobe measure: error: {exc}", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
+def cmd_steps(args) -> int:
+    """The step contract (methods, options, ranges, units, help) as Markdown tables."""
+    from .process.steps import STEPS, contract_markdown, step
+
+    chosen = {args.step: step(args.step)} if args.step else STEPS
+    print(contract_markdown(chosen), end="")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -607,15 +686,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="address of an existing dask.distributed scheduler, e.g. tcp://host:8786",
     )
     ba.set_defaults(func=cmd_batch)
+
+    me = sub.add_parser("measure", help="ISO 25178 roughness of every channel, or a line profile (CSV)")
+    me.add_argument("files", nargs="+", metavar="FILE")
+    me.add_argument("--flatten", metavar="METHOD", help="flatten each channel first (plane, auto, ...)")
+    me.add_argument("--profile", metavar="Y0,X0,Y1,X1", help="a line or path, vertices (y, x) in nm")
+    me.add_argument("--width", type=float, default=0.0, help="profile: width averaged across the line, nm")
+    me.add_argument("-o", "--output", metavar="OUT.csv", help="profile: write the CSV here (default: print)")
+    me.add_argument("--json", action="store_true", help="roughness: one JSON object per channel and line")
+    me.set_defaults(func=cmd_measure)
+    st = sub.add_parser(
+        "steps", help="the processing steps a recipe can hold: methods, options, ranges, units"
+    )
+    st.add_argument("step", nargs="?", default=None, help="flatten, denoise, upscale, predict, cam or write")
+    st.set_defaults(func=cmd_steps)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI's error boundary: whatever goes wrong ends in one line on stderr, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        print(f"scanprobe {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ A recipe is a JSON or YAML file (the extension decides: ``.json``, ``.yaml``/``.
       - {step: upscale, method: bicubic, options: {factor: 2}}
       - {step: predict, model: knobs, sha256: 3f5a...}
       - {step: cam, model: knobs, sha256: 3f5a..., method: gradcam, target: null, layer: null}
+      - {step: measure, method: roughness}
       - {step: write, format: .gsf, name: "{stem} {channel}"}
 
 Conventions
@@ -34,6 +35,10 @@ Conventions
   for a recipe given as a dict); ``sha256`` is the SHA-256 of the model's ``.json``
   description (``sha256sum knobs.json``), which pins the weights by their own SHA-256. A
   missing or different hash is refused before any work, naming the hash the file has.
+* ``measure`` (``method: roughness``, no options) measures each chosen 2-D channel as processed
+  by the steps before it: ISO 25178 Sa ... Sdq, named ``"<channel>: Sq [nm]"``
+  (:mod:`napari_scanprobe.measure.summary`); movies are not measured. The numbers go into
+  the result's ``measurements`` and the batch summary's columns.
 * ``write`` (last, at most once): ``format`` ``.gsf`` (default), ``.gwy`` or ``.tif``; ``name``
   a template (default ``"{file} {channel}"``) with ``{stem}`` (input file name without its
   extension), ``{file}`` (with it) and ``{channel}`` (the channel title; ``CAM`` for the
@@ -62,29 +67,33 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .io.scan import Channel, Scan
+from .io.scan import Channel, Scan, find_channel, role_of_title
+from .process.steps import IMAGE_STEPS
+from .process.steps import STEPS as CONTRACTS
+from .untrusted import load_json, load_yaml, one_line, short_repr
 
 FORMAT = "napari-scanprobe recipe"
 VERSION = 1
-IMAGE_STEPS = ("flatten", "denoise", "upscale")
 MODEL_STEPS = ("predict", "cam")
-STEPS = (*IMAGE_STEPS, *MODEL_STEPS, "write")
-WRITE_FORMATS = (".gsf", ".gwy", ".tif")
-DEFAULT_NAME = "{file} {channel}"
+STEPS = tuple(CONTRACTS)
+WRITE_FORMATS = CONTRACTS["write"].keys[0].choices
+DEFAULT_NAME = CONTRACTS["write"].keys[1].default
 MOVIE_FORMAT = ".tif"
 #: Top-level keys besides format/version/channels/steps: free text kept as it is.
 INFO_KEYS = ("name", "description", "created_with")
+#: A recipe file larger than this is refused unread.
+MAX_RECIPE_BYTES = 1 << 20
+#: The longest write name template.
+MAX_NAME = 200
 
 _STEP_KEYS = {
-    "flatten": {"step", "method", "options", "version"},
-    "denoise": {"step", "method", "options", "version"},
-    "upscale": {"step", "method", "options", "version", "sha256"},
-    "predict": {"step", "model", "sha256"},
-    "cam": {"step", "model", "sha256", "method", "target", "layer"},
-    "write": {"step", "format", "name"},
+    name: {"step", "method", "options", "version", *(["sha256"] if name == "upscale" else [])}
+    if not c.keys
+    else {"step", *(o.name for o in c.keys)}
+    for name, c in CONTRACTS.items()
 }
 _TEMPLATE_FIELDS = ("stem", "file", "channel")
-_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
+_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]')
 
 
 # --------------------------------------------------------------------------------------
@@ -226,21 +235,20 @@ def read_recipe_file(path: str | os.PathLike) -> dict:
     if suffix not in (".json", ".yaml", ".yml"):
         raise ValueError(f"{path}: a recipe file ends in .json, .yaml or .yml")
     try:
+        if not path.is_file():  # a folder, a named pipe or a device is never opened
+            if path.exists():
+                raise ValueError(f"{path}: not a recipe file (not a regular file)")
+            raise FileNotFoundError(f"{path}: recipe file not found")
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise ValueError(f"{path}: not a recipe (larger than {MAX_RECIPE_BYTES >> 20} MB)")
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: recipe file not found") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a recipe (not UTF-8 text)") from None
-    try:
-        if suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
-        raise ValueError(f"{path}: not valid {'JSON' if suffix == '.json' else 'YAML'} ({exc})") from None
-    return data
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise OSError(f"{path}: cannot read the recipe ({exc.strerror or one_line(exc)})") from None
+    return load_json(text, str(path)) if suffix == ".json" else load_yaml(text, str(path))
 
 
 def load_recipe(recipe: Any, base: str | os.PathLike | None = None) -> Recipe:
@@ -251,10 +259,19 @@ def load_recipe(recipe: Any, base: str | os.PathLike | None = None) -> Recipe:
     version, channel names, each step's method and options, model files (present, hash
     matching, loadable; CAM method, layer and target valid for the model), the write format
     and name template. Raises one ``ValueError`` naming the recipe, the step index and the
-    problem (``FileNotFoundError`` for a missing recipe or model file).
+    problem (``FileNotFoundError`` for a missing recipe or model file). Values are quoted
+    shortened, so even a hostile recipe gives one short line.
     """
     if isinstance(recipe, Recipe):
         return recipe
+    try:
+        return _load_recipe(recipe, base)
+    except (TypeError, OverflowError, RecursionError, KeyError, AttributeError) as exc:
+        where = str(recipe) if isinstance(recipe, (str, os.PathLike)) else "recipe"
+        raise ValueError(f"{where}: not a valid recipe ({one_line(exc)})") from None
+
+
+def _load_recipe(recipe: Any, base: str | os.PathLike | None) -> Recipe:
     source = None
     if isinstance(recipe, (str, os.PathLike)):
         source = str(recipe)
@@ -270,16 +287,17 @@ def load_recipe(recipe: Any, base: str | os.PathLike | None = None) -> Recipe:
         raise ValueError(
             f"{where}: a recipe is a mapping with 'format', 'version', 'channels' and 'steps', got {type(data).__name__}"
         )
-    unknown = sorted(set(data) - {"format", "version", "channels", "steps", *INFO_KEYS})
+    allowed = ("format", "version", "channels", "steps", *INFO_KEYS)
+    unknown = [k for k in data if k not in allowed]
     if unknown:
         raise ValueError(
-            f"{where}: unknown key {unknown[0]!r} (a recipe has format, version, channels, steps, {', '.join(INFO_KEYS)})"
+            f"{where}: unknown key {short_repr(unknown[0])} (a recipe has format, version, channels, steps, {', '.join(INFO_KEYS)})"
         )
     if data.get("format", FORMAT) != FORMAT:
-        raise ValueError(f"{where}: format {data.get('format')!r} is not {FORMAT!r}")
+        raise ValueError(f"{where}: format {short_repr(data.get('format'))} is not {FORMAT!r}")
     version = data.get("version", VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"{where}: version must be a whole number >= 1, got {version!r}")
+        raise ValueError(f"{where}: version must be a whole number >= 1, got {short_repr(version)}")
     if version > VERSION:
         raise ValueError(
             f"{where}: recipe version {version} was written by a newer napari-scanprobe (this one reads version {VERSION})"
@@ -290,7 +308,11 @@ def load_recipe(recipe: Any, base: str | os.PathLike | None = None) -> Recipe:
         raise ValueError(
             f"{where}: 'steps' must be a non-empty list of steps like {{step: flatten, method: auto}}"
         )
-    info = {k: str(data[k]) for k in INFO_KEYS if data.get(k) is not None}
+    info = {
+        k: short_repr(data[k], 1000) if not isinstance(data[k], str) else data[k][:1000]
+        for k in INFO_KEYS
+        if data.get(k) is not None
+    }
     out = Recipe([], channels, info, source)
     seen: set[str] = set()
     for i, raw in enumerate(steps):
@@ -318,7 +340,7 @@ def _check_channels(where: str, channels: Any) -> list[str]:
         channels = [channels]
     if not isinstance(channels, list) or not all(isinstance(c, str) and c.strip() for c in channels):
         raise ValueError(
-            f"{where}: 'channels' must be a list of channel names like ['Height (trace)'] ([] = every channel), got {channels!r}"
+            f"{where}: 'channels' must be a list of channel names like ['Height (trace)'] ([] = every channel), got {short_repr(channels)}"
         )
     out = []
     for c in channels:
@@ -333,25 +355,35 @@ def _plain(value: Any) -> bool:
 
 def _check_step(raw: Any, base: Path, recipe: Recipe) -> dict:
     if not isinstance(raw, dict) or "step" not in raw:
-        raise ValueError(f"expected a mapping with a 'step' key ({', '.join(STEPS)}), got {raw!r}")
+        raise ValueError(f"expected a mapping with a 'step' key ({', '.join(STEPS)}), got {short_repr(raw)}")
     name = raw["step"]
-    if name not in STEPS:
-        raise ValueError(f"unknown step {name!r}; choose one of {', '.join(STEPS)}")
-    unknown = sorted(set(raw) - _STEP_KEYS[name])
+    if not isinstance(name, str) or name not in STEPS:
+        raise ValueError(f"unknown step {short_repr(name)}; choose one of {', '.join(STEPS)}")
+    unknown = [k for k in raw if k not in _STEP_KEYS[name]]
     if unknown:
         raise ValueError(
-            f"unknown key {unknown[0]!r}; a {name} step has {', '.join(sorted(_STEP_KEYS[name] - {'step'}))}"
+            f"unknown key {short_repr(unknown[0])}; a {name} step has {', '.join(sorted(_STEP_KEYS[name] - {'step'}))}"
         )
     if name in IMAGE_STEPS:
         return _check_image_step(name, raw, base, recipe)
     if name in MODEL_STEPS:
         return _check_model_step(name, raw, base, recipe)
+    if name == "measure":
+        from .measure.summary import check_measure_method
+
+        if raw.get("options"):
+            raise ValueError(f"a measure step takes no options, got {raw['options']!r}")
+        return {
+            "step": "measure",
+            "method": check_measure_method(raw.get("method", "roughness")),
+            "options": {},
+        }
     return _check_write_step(raw, recipe)
 
 
 def _resolve(path: Any, base: Path, what: str) -> str:
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
-        raise ValueError(f"'{what}' must be a file path, got {path!r}")
+        raise ValueError(f"'{what}' must be a file path, got {short_repr(path)}")
     p = Path(os.path.expanduser(str(path)))
     return str(p if p.is_absolute() else (base / p).resolve())
 
@@ -364,58 +396,44 @@ def _check_sha(raw: dict, path: str) -> str:
             f'no \'sha256\' for {path} (a recipe pins every model file by its hash); this file\'s is {actual}: add "sha256": "{actual}"'
         )
     if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha.strip()):
-        raise ValueError(f"'sha256' must be 64 hexadecimal digits, got {sha!r}")
+        raise ValueError(f"'sha256' must be 64 hexadecimal digits, got {short_repr(sha)}")
     return sha.strip().lower()
 
 
 def _check_image_step(name: str, raw: dict, base: Path, recipe: Recipe) -> dict:
+    """An image step checked by its contract (process.steps); options kept as given, cleaned."""
     method = raw.get("method", "auto")
     options = raw.get("options") or {}
     if not isinstance(method, str):
-        raise ValueError(f"'method' must be text, got {method!r}")
+        raise ValueError(f"'method' must be text, got {short_repr(method)}")
     if not isinstance(options, dict):
-        raise ValueError(f"'options' must be a mapping, got {options!r}")
+        raise ValueError(f"'options' must be a mapping, got {short_repr(options)}")
+    contract = CONTRACTS[name]
     for key, value in options.items():
         if not isinstance(key, str) or not _plain(value):
             raise ValueError(
-                f"option {key!r}: a recipe holds plain values (numbers, text, true/false, null), not {type(value).__name__}"
+                f"option {short_repr(key)}: a recipe holds plain values (numbers, text, true/false, null), not {type(value).__name__}"
             )
-    if "mask" in options:
-        raise ValueError("option 'mask' is an array and cannot be in a recipe")
-    options = dict(options)
-    clean = {"step": name, "method": method, "options": options}
-    if name == "flatten":
-        from .process import flatten as mod
-
-        mod._check_options(method, options)
-    elif name == "denoise":
-        from .process import denoise as mod
-
-        if options.get("pair") is not None:
+        option = (
+            next((o for o in contract.options_of(method) if o.name == key), None)
+            if method in contract.method_names
+            else None
+        )
+        if key == "pair" and value is not None:
             raise ValueError(
-                f"option 'pair' ({options['pair']!r}) names a second observation open in napari and cannot be replayed on "
+                f"option 'pair' ({short_repr(value)}) names a second observation open in napari and cannot be replayed on "
                 "other files; use method 'n2v' (or 'n2n' without a pair on a movie: consecutive frames)"
             )
-        options.pop("pair", None)
-        rest = dict(options)
-        mod._check_seed(rest.pop("seed", 0))
-        if method not in mod.DENOISE_METHODS:
-            raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(mod.DENOISE_METHODS)}")
-        if method == "auto" and rest:
-            raise ValueError(
-                f"{next(iter(rest))}: method 'auto' takes no options; choose a method to set them"
-            )
-        if method != "auto":
-            mod._check_options(method, rest)
-    else:
-        from .process import superres as mod
-
-        rest = dict(options)
-        options["factor"] = mod._check_factor(rest.pop("factor", 2))
-        mod._check_seed(rest.pop("seed", 0))
-        weights = rest.pop("weights", None)
-        mod._check_method(method)
-        mod._check_options(method if method != "auto" else "auto", rest)
+        if option is not None and option.script_only and value is not None:
+            raise ValueError(f"option {key!r} is for scripts and cannot be in a recipe")
+    if "mask" in options:
+        raise ValueError("option 'mask' is an array and cannot be in a recipe")
+    options = {k: v for k, v in options.items() if not (k == "pair" and v is None)}
+    options = contract.check(method, options, fill=False)
+    clean = {"step": name, "method": method, "options": options}
+    if name == "upscale":
+        options.setdefault("factor", 2)
+        weights = options.pop("weights", None)
         if weights is not None:
             if method in ("bicubic", "lanczos"):
                 raise ValueError(f"weights: only method 'cnn' (or 'auto') uses weights, not {method!r}")
@@ -441,8 +459,9 @@ def _check_model_step(name: str, raw: dict, base: Path, recipe: Recipe) -> dict:
         clean["target"] = target
     if recipe.channels:
         processed = {c.lower() for c in recipe.channels} | {_bare(c).lower() for c in recipe.channels}
+        processed |= {role_of_title(c) for c in recipe.channels} - {None}
         for channel in model.channels:
-            if channel.lower() not in processed:
+            if not ({channel.lower(), role_of_title(channel)} & processed):
                 raise ValueError(
                     f"the model {Path(path).name} needs channel {channel!r}, which the recipe does not process "
                     f"(its channels: {', '.join(map(repr, recipe.channels))}); add it to 'channels'"
@@ -461,11 +480,15 @@ def _check_write_step(raw: dict, recipe: Recipe) -> dict:
         not isinstance(fmt, str)
         or ("." + fmt.lower().lstrip(".")).replace(".tiff", ".tif") not in WRITE_FORMATS
     ):
-        raise ValueError(f"format: {fmt!r} is not one of {', '.join(WRITE_FORMATS)}")
+        raise ValueError(f"format: {short_repr(fmt)} is not one of {', '.join(WRITE_FORMATS)}")
     fmt = ("." + fmt.lower().lstrip(".")).replace(".tiff", ".tif")
     name = raw.get("name", DEFAULT_NAME)
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"name: expected a file name template like {DEFAULT_NAME!r}, got {name!r}")
+        raise ValueError(f"name: expected a file name template like {DEFAULT_NAME!r}, got {short_repr(name)}")
+    if len(name) > MAX_NAME:
+        raise ValueError(f"name: {short_repr(name)} is longer than {MAX_NAME} characters")
+    if re.search(r"[\x00-\x1f\x7f]", name):
+        raise ValueError(f"name: {short_repr(name)} holds a control character (newline, tab, NUL …)")
     name = name.strip()
     for ext in (".gsf", ".gwy", ".tif", ".tiff"):  # "{stem} {channel}.gsf": the extension is the format's
         if name.lower().endswith(ext):
@@ -473,16 +496,25 @@ def _check_write_step(raw: dict, recipe: Recipe) -> dict:
                 raise ValueError(f"name: {name!r} ends in {ext} but the format is {fmt}")
             name = name[: -len(ext)]
     try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(name) if f is not None}
+        parsed = list(string.Formatter().parse(name))
     except ValueError as exc:
-        raise ValueError(f"name: {name!r} is not a valid template ({exc})") from None
+        raise ValueError(f"name: {short_repr(name)} is not a valid template ({exc})") from None
+    fields = {f for _, f, _, _ in parsed if f is not None}
+    for _, f, spec, conversion in parsed:
+        if f is not None and (spec or conversion):
+            raise ValueError(
+                f"name: {{{short_repr(f, 20)}...}} holds a format spec or conversion; a name uses plain "
+                f"{', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}"
+            )
     bad = sorted(fields - set(_TEMPLATE_FIELDS))
     if bad:
         raise ValueError(
-            f"name: unknown field {{{bad[0]}}}; use {', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}"
+            f"name: unknown field {{{bad[0][:30]}}}; use {', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}"
         )
     if "/" in name or "\\" in name:
-        raise ValueError(f"name: {name!r} must be a file name, not a path (outputs go to the output folder)")
+        raise ValueError(
+            f"name: {short_repr(name)} must be a file name, not a path (outputs go to the output folder)"
+        )
     outputs = len(recipe.channels) + (1 if recipe.step("cam") else 0)
     if fmt != ".gwy" and "channel" not in fields and (not recipe.channels or outputs > 1):
         raise ValueError(
@@ -532,7 +564,7 @@ def recipe_from_history(
     steps: list[dict] = []
     for i, entry in enumerate(processing or []):
         if not isinstance(entry, dict) or "step" not in entry:
-            raise ValueError(f"processing[{i}]: not a processing step: {entry!r}")
+            raise ValueError(f"processing[{i}]: not a processing step: {short_repr(entry)}")
         if entry["step"] in IMAGE_STEPS:
             steps.append(
                 {
@@ -596,13 +628,15 @@ class RecipeResult:
     movie stays lazy. ``pixel_size``: its ``(dy, dx)`` (divided by an upscale factor), or
     None. ``prediction``: a :class:`~napari_scanprobe.learn.predict.Prediction` when the
     recipe predicts; ``cam``: a :class:`~napari_scanprobe.learn.cam.CamResult` (``.map`` in
-    the shape of the image at the cam step) when it has a cam step.
+    the shape of the image at the cam step) when it has a cam step; ``measurements``: the
+    measure step's numbers by name.
     """
 
     image: Any
     pixel_size: tuple[float, float] | None = None
     prediction: Any = None
     cam: Any = None
+    measurements: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -610,7 +644,8 @@ class FileResult:
     """What :func:`run_recipe_file` did with one input. ``status``: ok, failed, skipped (done).
 
     ``category``/``probabilities``: the prediction (else the CAM's explained category);
-    ``frames``: a movie's frame count; ``outputs``: the files written.
+    ``frames``: a movie's frame count; ``outputs``: the files written; ``measurements``: the
+    measure step's numbers by name (``"Z (forward): Sq [nm]"``).
     """
 
     input: str
@@ -620,6 +655,7 @@ class FileResult:
     probabilities: dict[str, float] = field(default_factory=dict)
     frames: int | None = None
     outputs: list[str] = field(default_factory=list)
+    measurements: dict[str, float] = field(default_factory=dict)
 
 
 def _apply_image_step(recipe: Recipe, step: dict, channel: Channel) -> Channel:
@@ -653,6 +689,7 @@ class _Run:
     cam: Any = None
     cam_channel: Channel | None = None  # the channel whose frame the map has
     history: list[dict] = field(default_factory=list)
+    measurements: dict[str, float] = field(default_factory=dict)
 
 
 def _model_example(recipe: Recipe, step: dict, channels: list[Channel], source: str):
@@ -673,8 +710,7 @@ def _model_example(recipe: Recipe, step: dict, channels: list[Channel], source: 
 
 
 def _has_channel(channels: list[Channel], wanted: str) -> bool:
-    key = wanted.strip().lower()
-    return any(key in (c.title.lower(), c.name.lower()) for c in channels)
+    return find_channel(channels, wanted) is not None
 
 
 def _run(recipe: Recipe, channels: list[Channel], source: str) -> _Run:
@@ -695,6 +731,10 @@ def _run(recipe: Recipe, channels: list[Channel], source: str) -> _Run:
             run.cam = cam_lazy(recipe.model(step), example, step["method"], step["target"], step["layer"])
             run.cam_channel = first
             run.history.append(_record(step))
+        elif step["step"] == "measure":
+            from .measure.summary import measure_channels
+
+            run.measurements.update(measure_channels(run.channels, step["method"]))
     return run
 
 
@@ -722,7 +762,7 @@ def run_recipe(recipe: Any, image: Any, pixel_size: Any = None) -> RecipeResult:
     run = _run(recipe, channels, "image")
     out_size = tuple(run.channels[0].pixel_size) if size else None
     data = {ch.name: ch.data for ch in run.channels} if isinstance(image, dict) else run.channels[0].data
-    return RecipeResult(data, out_size, run.prediction, run.cam)
+    return RecipeResult(data, out_size, run.prediction, run.cam, run.measurements)
 
 
 def _safe(text: str) -> str:
@@ -747,7 +787,8 @@ def run_recipe_file(
 ) -> FileResult:
     """Apply ``recipe`` to the file ``path`` and write its outputs into the folder ``outdir``.
 
-    Reads the file, takes the recipe's channels (every channel when it names none), runs the
+    Reads the file (an SPM file, or a plain ``.npy``/``.tif`` array as channel ``image``:
+    see :mod:`napari_scanprobe.inputs`), takes the recipe's channels (every channel when it names none), runs the
     steps (a movie frame by frame, never whole in memory: results stay lazy and ``.tif``
     writes them frame by frame), predicts/explains, and writes each processed channel (and the
     CAM map, as channel ``CAM``) as the write step says, atomically. Written channels carry
@@ -756,14 +797,14 @@ def run_recipe_file(
     Raises ReaderError (unreadable file), ValueError (a missing channel, outputs that would
     overwrite each other, ...) or OSError (cannot write); nothing is half-written.
     """
-    from .io import read
+    from .inputs import read_input
     from .io.write import write as write_file
     from .learn.data import pick_channels
 
     recipe = load_recipe(recipe)
     if recipe.writes and outdir is None:
         raise ValueError("outdir: the recipe writes files; give the folder for them")
-    scan = read(path)
+    scan = read_input(path)
     if recipe.channels:
         chosen = []
         for ch in pick_channels(scan, recipe.channels):
@@ -772,7 +813,7 @@ def run_recipe_file(
     else:
         chosen = list(scan.channels)
     run = _run(recipe, chosen, scan.path)
-    result = FileResult(str(path))
+    result = FileResult(str(path), measurements=run.measurements)
     movie = chosen[0].data.ndim == 3
     if movie:
         result.frames = int(chosen[0].data.shape[0])

@@ -138,6 +138,7 @@ def model_file(tmp_path_factory):
     return model.save(tmp_path_factory.mktemp("model") / "blobs")
 
 
+@pytest.mark.slow
 def test_train_from_layers_live_curves_metrics_and_save(qtbot, dock, tmp_path):
     from napari_scanprobe.learn.modelfile import load_model
 
@@ -336,6 +337,7 @@ def test_bad_input_gives_one_clear_message(qtbot, dock, model_file):
     assert "Cannot load the model" in predict.status.text()
 
 
+@pytest.mark.slow
 def test_multimodal_training_stacks_the_ticked_channel(qtbot, dock):
     viewer, widget = dock
     panel = widget.train

@@ -24,7 +24,7 @@ GT_PATH = SAMPLES_DIR / "ground_truth.json"
 GT = json.loads(GT_PATH.read_text()) if GT_PATH.is_file() else {}
 READABLE = sorted(k for k, v in GT.items() if v.get("kind") in ("image", "movie")) or ["<no samples>"]
 SECONDS_PER_READ = 10
-MUTATIONS_PER_FILE = 14
+MUTATIONS_PER_FILE = 16
 
 
 @contextmanager
@@ -52,6 +52,8 @@ def read_or_decline(path: Path, budget_bytes: int) -> str:
                 for ch in scan.channels:
                     np.asarray(ch.data)
                     assert ch.data.ndim in (2, 3)
+                    assert all(np.isfinite(v) and v > 0 for v in ch.pixel_size), ch.pixel_size
+                    json.dumps(ch.facts(), allow_nan=False)  # what `scanprobe info --json` prints
                 outcome = "read"
             except ReaderError as exc:
                 assert path.name in str(exc), f"the error must name the file: {exc}"
@@ -92,8 +94,12 @@ def mutants(data: bytes, rng: np.random.Generator):
         if not numbers:
             break
         m = numbers[int(rng.integers(0, len(numbers)))]
-        big = b"9" * len(m.group()) if k % 2 == 0 else b"1000000000"
+        big = (b"9" * len(m.group()), b"1000000000", b"1e308", b"1e-320")[k % 4]
         yield f"number {m.group()[:12]!r}@{m.start()} -> {big!r}", data[: m.start()] + big + data[m.end() :]
+    for copies in (10, 400):  # a piece of the header repeated: a small file must not become a huge read
+        start = int(rng.integers(0, min(n, 4096)))
+        chunk = data[start : start + int(rng.integers(16, 1024))]
+        yield f"header bytes @{start} x{copies}", data[:start] + chunk * copies + data[start:]
 
 
 @pytest.mark.parametrize("relpath", READABLE)

@@ -14,6 +14,8 @@ from napari_scanprobe.learn.predict import predict
 from napari_scanprobe.learn.train import train
 from napari_scanprobe.nn.classifier import build_network, check_architecture
 
+pytestmark = pytest.mark.slow  # every test here trains a network (or uses one trained here)
+
 SMALL = {"blocks": 3, "filters": 8}  # for untrained hand-made models
 
 

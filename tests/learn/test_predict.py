@@ -11,6 +11,8 @@ from napari_scanprobe.learn.predict import predict, predict_many
 
 from .conftest import SIZE, blob_data, blob_image
 
+pytestmark = pytest.mark.slow  # every test here trains a network (or uses one trained here)
+
 
 def test_probabilities_sum_to_one_and_label_is_the_most_probable(blob_model):
     result = predict(blob_model, blob_data(1, seed=5)["blob"][0])

@@ -13,6 +13,8 @@ from napari_scanprobe.process.common import run_to_end
 
 from .conftest import SIZE, SMALL_NET, blob_data, blob_image
 
+pytestmark = pytest.mark.slow  # every test here trains a network (or uses one trained here)
+
 FAST = {"input_size": SIZE, "pixel_size": None, "architecture": SMALL_NET}
 
 

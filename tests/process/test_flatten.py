@@ -11,13 +11,12 @@ import pytest
 from scipy import ndimage, stats
 
 from napari_scanprobe.process.flatten import (
-    FLATTEN_HELP,
     FLATTEN_METHODS,
     FLATTEN_OPTIONS,
-    OPTION_INFO,
     background_mask,
     flatten,
 )
+from napari_scanprobe.process.steps import FLATTEN
 
 NY, NX = 64, 80
 YY, XX = np.mgrid[0:NY, 0:NX].astype(float)
@@ -46,17 +45,12 @@ def particles_scene(shape=(128, 128), seed=0, coverage=0.2, noise=0.1):
 
 def test_methods_and_options_are_described():
     assert FLATTEN_METHODS[0] == "auto"
-    assert set(FLATTEN_METHODS) == set(FLATTEN_OPTIONS) == set(FLATTEN_HELP)
+    assert set(FLATTEN_METHODS) == set(FLATTEN_OPTIONS) == set(FLATTEN.method_names)
     for method, options in FLATTEN_OPTIONS.items():
-        for name, default in options.items():
-            info = OPTION_INFO[name]
-            assert isinstance(info[0], str) and info[0]
-            if isinstance(default, bool):
-                assert len(info) == 1
-            elif isinstance(default, str):
-                assert default in info[1]
-            else:
-                assert info[1] <= default <= info[2], (method, name)
+        assert FLATTEN.method(method).help
+        for option in FLATTEN.method(method).options:
+            assert option.help and option.label
+        assert FLATTEN.check(method, options) == options  # the defaults are within their ranges
         # the defaults pass validation when given explicitly, and every method runs on them
         out = flatten(np.random.default_rng(1).normal(size=(16, 16)), method, **options)
         assert out.shape == (16, 16) and np.isfinite(out).all()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from pathlib import Path
 
-from .scan import Channel, ReaderError, Scan, number_repeated_titles
-from .sniff import find_format
+from .scan import Channel, ReaderError, Scan, check_geometry, number_repeated_titles, read_budget
+from .sniff import find_format, refuse_special
 
 __all__ = ["Channel", "ReaderError", "Scan", "read", "find_format"]
 
@@ -28,15 +27,19 @@ def read(path: str | Path) -> Scan:
         raise ReaderError(path, "no such file") from None
     except OSError as exc:
         raise ReaderError(path, f"cannot access the file ({exc.strerror})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ReaderError(path, "is a folder, not a file")
+    not_a_file = refuse_special(info.st_mode)
+    if not_a_file:
+        raise ReaderError(path, not_a_file)
     if info.st_size == 0:
         raise ReaderError(path, "file is empty (0 bytes)")
     module = find_format(path)
     if module is None:
         raise ReaderError(path, "not a scanning probe microscopy file napari-scanprobe can read")
     try:
-        scan = module.read(path)
+        with read_budget(path, info.st_size):
+            scan = module.read(path)
+        for channel in scan.channels:
+            check_geometry(path, channel)
     except ReaderError:
         raise
     except MemoryError:

@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from .movie import FrameSource, is_small, lazy_movie
-from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable
+from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable, role_for
 
 FORMAT = "asd"
 EXTENSIONS = (".asd",)
@@ -441,6 +441,7 @@ def read(path: Path) -> Scan:
             Channel(
                 data=lazy_movie(source, f"asd-{token}"),
                 name=name,
+                role=role_for(name, unit),
                 direction=None,
                 z_unit=unit,
                 pixel_size=pixel_size,

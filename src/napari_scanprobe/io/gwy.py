@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write
-from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable
+from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable, role_for
 from .units import display_unit, parse_unit
 from .write import check_channel, header_text, write_errors
 
@@ -340,6 +340,7 @@ def make_channel(
     return Channel(
         data=data,
         name=name or f"Channel {index}",
+        role=role_for(name, z_unit),
         direction=direction,
         z_unit=z_unit,
         pixel_size=(yreal / yres * xy_factor, xreal / xres * xy_factor),

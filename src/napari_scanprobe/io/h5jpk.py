@@ -67,7 +67,7 @@ import numpy as np
 
 from . import hdf5
 from .movie import FrameSource, is_small, lazy_movie
-from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable
+from .scan import Channel, ReaderError, Scan, check_shape, clean_name, decode, jsonable, role_for
 from .units import length_to_nm, value_scale
 
 log = logging.getLogger(__name__)
@@ -513,6 +513,7 @@ def _scan(path: Path, tree: _Tree) -> Scan:
                 Channel(
                     data=lazy_movie(source, f"h5jpk-{token}"),
                     name=clean_name(title),
+                    role=role_for(_text(cattrs.get("channel.name", b"")) or title, z_unit),
                     direction="retrace" if _flag(cattrs, "retrace") else "trace",
                     z_unit=z_unit,
                     pixel_size=grid["pixel_size"],

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, jsonable
+from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, jsonable, role_for
 from .units import length_to_nm, value_scale
 
 FORMAT = "ibw"
@@ -338,6 +338,7 @@ def read(path: Path) -> Scan:
                 Channel(
                     data=layers[k],
                     name=name + suffix,
+                    role=role_for(name, z_unit) if not suffix else None,
                     direction=direction,
                     z_unit=z_unit,
                     pixel_size=(dy, dx),

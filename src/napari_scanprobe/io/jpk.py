@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import Channel, ReaderError, Scan, clean_name, jsonable
+from .scan import Channel, ReaderError, Scan, clean_name, jsonable, role_for
 from .tiff import Ifd, first_ifd_entries, is_tiff, read_tiff
 from .units import value_scale
 
@@ -278,6 +278,9 @@ def read(path: Path) -> Scan:
             Channel(
                 data=data,
                 name=name,
+                role=role_for(
+                    chan_header.get("channel") or name, z_unit
+                ),  # "measuredHeight", "vDeflection" ...
                 direction=direction,
                 z_unit=z_unit,
                 pixel_size=(vlen * 1e9 / height, ulen * 1e9 / width),

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import Channel, ReaderError, Scan, check_shape, clean_name, jsonable
+from .scan import Channel, ReaderError, Scan, check_shape, clean_name, jsonable, role_for
 from .units import value_scale
 
 FORMAT = "matrix"
@@ -774,6 +774,7 @@ def _read(path: Path, buf) -> Scan:
                 Channel(
                     data=image,
                     name=clean_name(channel_name) or "unknown",
+                    role=role_for(channel_name, z_unit),
                     direction=horizontal.lower(),
                     z_unit=z_unit,
                     pixel_size=(dy, dx),

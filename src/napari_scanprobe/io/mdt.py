@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, jsonable
+from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, jsonable, role_for
 from .units import value_scale
 
 FORMAT = "mdt"
@@ -234,6 +234,7 @@ def _scanned_frame(path: Path, buf: bytes, fstart: int, fend: int, var_size: int
     return Channel(
         data=data,
         name=name,
+        role=role_for(name, z_shown),
         direction=direction,
         z_unit=z_shown,
         pixel_size=(ys * fxy, xs * fxy),
@@ -359,6 +360,7 @@ def _mda_frame(path: Path, buf: bytes, fstart: int, fend: int, number: int, info
     return Channel(
         data=data,
         name=name,
+        role=role_for(name, z_shown),
         direction=direction,
         z_unit=z_shown,
         pixel_size=(dy, dx),

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode
+from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, role_for
 from .units import display_unit, parse_unit
 
 FORMAT = "nanoscope"
@@ -417,7 +417,7 @@ def _image_channel(
         if not math.isfinite(v) or v < 1 or v > 2**31:
             raise ReaderError(path, f"image {name!r} declares an invalid {key!r} ({section.get(key)})")
     xres, yres = int(xres_f), int(yres_f)
-    check_shape(path, (yres, xres), f"image {name!r}")
+    check_shape(path, (yres, xres), f"image {name!r}", count=False)  # counted where it is read
 
     qbpp_f = _number(section, "Bytes/pixel")
     qbpp = int(qbpp_f) if qbpp_f is not None and qbpp_f in (1.0, 2.0, 4.0) else 2
@@ -427,6 +427,7 @@ def _image_channel(
     xreal, yreal, xy_text = _scan_size(path, section)
 
     if text_mode:
+        check_shape(path, (yres, xres), f"image {name!r}")
         n = xres * yres
         start = text_values[0]
         tokens = text_values[1]
@@ -524,7 +525,15 @@ def _image_channel(
     header["#section"] = section.name
     header["#quantity"] = label
     # Nanoscope stores the bottom row first: flip so row 0 is the top row (as Gwyddion shows it).
-    fields = {"name": name, "direction": direction, "z_unit": z_unit, "pixel_size": pixel, "xy_unit": xy_unit}
+    role = role_for(label, z_unit)  # the quantity in brackets: [Height], [ZSensor], [AmplitudeError] ...
+    fields = {
+        "name": name,
+        "role": role,
+        "direction": direction,
+        "z_unit": z_unit,
+        "pixel_size": pixel,
+        "xy_unit": xy_unit,
+    }
     return raw_image[::-1], factor, {**fields, "offset": (0.0, 0.0), "header": header}
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode
+from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, role_for
 from .units import length_to_nm, parse_unit, value_scale
 
 FORMAT = "nid"
@@ -210,6 +210,7 @@ def read(path: Path) -> Scan:
             Channel(
                 data=data,
                 name=clean_name(sec.get("Dim2Name", "")) or name,
+                role=role_for(sec.get("Dim2Name", ""), z_unit),
                 direction=direction,
                 z_unit=z_unit,
                 pixel_size=(dy, dx),

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, jsonable
+from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, jsonable, role_for
 from .tiff import Tag, first_ifd_entries, is_tiff, read_tiff
 from .units import value_scale
 
@@ -256,6 +256,7 @@ def read(path: Path) -> Scan:
     channel = Channel(
         data=data,
         name=name,
+        role=role_for(name, z_unit),
         direction="forward" if header["forward"] else "backward",
         z_unit=z_unit,
         pixel_size=(yreal * 1e3 / yres, xreal * 1e3 / xres),

@@ -1,14 +1,14 @@
 """TIFF files written by napari-scanprobe (:mod:`napari_scanprobe.io.tif_write`).
 
 Recognised by content only: a TIFF (or BigTIFF) whose first page's ``ImageDescription``
-starts with ``{"napari_scanprobe"``. The sniffer reads that tag's first bytes from ``head``
-(or, when the tag lies further on, those few bytes from the file) and never imports
-tifffile; a plain, Park or JPK TIFF has no such description and is never claimed.
+starts with ``{"napari_scanprobe"`` (:func:`.tiff.first_ifd_text` reads those bytes);
+a plain, Park or JPK TIFF has no such description and is never claimed.
 
 The description's JSON gives the channel's name, direction, units, pixel size, offset, frame
 time and metadata exactly as written. Pixels are read with ``tifffile``:
 
-* an image (``frames`` null): one page, read at once (float32, as written);
+* an image (``frames`` null): one page, parsed and read at once by :mod:`.tiff` (float32, as
+  written; no tifffile import);
 * a movie (``frames`` = t, even 1): a ``(t, y, x)`` movie read lazily like every movie
   (:mod:`.movie`): a float32 dask array with one frame per chunk; each chunk opens the file
   and reads only its page. A file with fewer pages than ``frames`` is refused as truncated.
@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from .movie import FrameSource, lazy_movie
-from .scan import DIRECTIONS, Channel, ReaderError, Scan, check_shape, clean_name
+from .scan import DIRECTIONS, ROLES, Channel, ReaderError, Scan, check_shape, clean_name, decode
+from .tiff import first_ifd_text, read_tiff
 
 FORMAT = "scanprobe_tif"
 EXTENSIONS = (".tif", ".tiff")
@@ -37,67 +38,10 @@ DESCRIPTION_KEY = (
 MARK = b'{"' + DESCRIPTION_KEY.encode("ascii") + b'"'
 
 IMAGE_DESCRIPTION = 270
-ASCII = 2
-#: A first directory with more entries than this is no file of ours (tifffile writes ~15).
-MAX_ENTRIES = 4096
-
-
-# --------------------------------------------------------------------------------------
-# Sniffing
-# --------------------------------------------------------------------------------------
-
-
-def _bytes_at(path: Path, head: bytes, offset: int, size: int) -> bytes:
-    """``size`` bytes at ``offset``: from ``head`` when it holds them, else from the file."""
-    if offset + size <= len(head):
-        return head[offset : offset + size]
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        return fh.read(size)
-
-
-def description_start(path: Path, head: bytes, size: int) -> bytes:
-    """The first ``size`` bytes of the first page's ImageDescription; ``b""`` when there is none."""
-    order = bytes(head[:2])
-    bo = "<" if order == b"II" else ">" if order == b"MM" else None
-    if bo is None or len(head) < 16:
-        return b""
-    (magic,) = struct.unpack_from(bo + "H", head, 2)
-    if magic == 42:  # classic TIFF: u16 entry count, 12-byte entries, 4-byte values/offsets
-        count_fmt, offset_fmt, entry_size, first_at = "H", "I", 12, 4
-    elif magic == 43:  # BigTIFF: u64 entry count, 20-byte entries, 8-byte values/offsets
-        count_fmt, offset_fmt, entry_size, first_at = "Q", "Q", 20, 8
-    else:
-        return b""
-    count_size, value_size = struct.calcsize(count_fmt), struct.calcsize(offset_fmt)
-    (ifd,) = struct.unpack_from(bo + offset_fmt, head, first_at)
-    raw = _bytes_at(path, head, ifd, count_size)
-    if ifd < 8 or len(raw) < count_size:
-        return b""
-    (count,) = struct.unpack_from(bo + count_fmt, raw)
-    if not 0 < count <= MAX_ENTRIES:
-        return b""
-    table = _bytes_at(path, head, ifd + count_size, count * entry_size)
-    entry_fmt = bo + "HH" + offset_fmt
-    for i in range(len(table) // entry_size):
-        code, type_, n = struct.unpack_from(entry_fmt, table, i * entry_size)
-        if code != IMAGE_DESCRIPTION:
-            continue
-        if type_ != ASCII or n < size:
-            return b""
-        value_at = i * entry_size + 4 + value_size
-        if n <= value_size:  # stored in the entry itself
-            return table[value_at : value_at + size]
-        (offset,) = struct.unpack_from(bo + offset_fmt, table, value_at)
-        return _bytes_at(path, head, offset, size)
-    return b""
 
 
 def sniff(path: Path, head: bytes) -> bool:
-    try:
-        return description_start(path, head, len(MARK)) == MARK
-    except Exception:
-        return False
+    return first_ifd_text(path, head, IMAGE_DESCRIPTION, len(MARK)) == MARK
 
 
 # --------------------------------------------------------------------------------------
@@ -119,7 +63,7 @@ class TifFrames(FrameSource):
             with tifffile.TiffFile(self.path) as tif:
                 data = tif.asarray(key=range(start, stop))
             return np.asarray(data, dtype=np.float32).reshape(count, ny, nx)
-        except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
+        except (OSError, ValueError, IndexError, struct.error, tifffile.TiffFileError) as exc:
             frames = f"frame {start}" if count == 1 else f"frames {start} to {stop - 1}"
             reason = f"cannot read {frames} ({exc}); truncated or changed since it was opened?"
             raise ReaderError(self.path, reason) from None
@@ -172,40 +116,56 @@ def _frame_count(path: Path, info: dict) -> int | None:
 
 
 def read(path: Path) -> Scan:
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    info = _info(path, decode(first_ifd_text(path, head, IMAGE_DESCRIPTION)))
+    frames = _frame_count(path, info)
+    if frames is not None:
+        return _read_movie(path, info, frames)
+    tiff = read_tiff(path)
+    if len(tiff.ifds) != 1:
+        raise ReaderError(path, f"it holds {len(tiff.ifds)} pages, but its description declares 1")
+    image = tiff.ifds[0].image("the image")
+    if image.ndim != 2:
+        raise ReaderError(path, f"the TIFF page is not a single-channel image (shape {image.shape})")
+    return _scan(path, info, np.asarray(image, dtype=np.float32), None)
+
+
+def _read_movie(path: Path, info: dict, frames: int) -> Scan:
+    """A movie: its pages are read lazily with tifffile, never the whole file at once."""
     import tifffile
 
-    path = Path(path)
     try:
         with tifffile.TiffFile(path) as tif:
-            first = tif.pages[0]
-            info = _info(path, first.description)
-            frames = _frame_count(path, info)
-            frame_shape = tuple(first.shape)
-            if len(frame_shape) != 2:
-                raise ReaderError(path, f"the TIFF page is not a single-channel image (shape {frame_shape})")
-            ny, nx = check_shape(path, frame_shape)
+            frame_shape = tuple(tif.pages[0].shape)
             pages = len(tif.pages)
-            if pages != (frames or 1):
-                raise ReaderError(
-                    path,
-                    f"file is truncated: it holds {pages} of {frames or 1} frames"
-                    if pages < (frames or 1)
-                    else f"it holds {pages} pages, but its description declares {frames or 1}",
-                )
-            image = first.asarray() if frames is None else None
     except (tifffile.TiffFileError, ValueError, IndexError, struct.error) as exc:
         raise ReaderError(path, f"corrupt or truncated TIFF file ({exc})") from None
-    if frames is None:
-        pixels = np.asarray(image, dtype=np.float32)
-    else:
-        stat = path.stat()
-        token = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-        pixels = lazy_movie(TifFrames(str(path), (frames, ny, nx)), f"scanprobe-tif-{token}")
+    if len(frame_shape) != 2:
+        raise ReaderError(path, f"the TIFF page is not a single-channel image (shape {frame_shape})")
+    ny, nx = check_shape(path, frame_shape)
+    if pages != frames:
+        raise ReaderError(
+            path,
+            f"file is truncated: it holds {pages} of {frames} frames"
+            if pages < frames
+            else f"it holds {pages} pages, but its description declares {frames}",
+        )
+    stat = path.stat()
+    token = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return _scan(
+        path, info, lazy_movie(TifFrames(str(path), (frames, ny, nx)), f"scanprobe-tif-{token}"), frames
+    )
+
+
+def _scan(path: Path, info: dict, pixels, frames: int | None) -> Scan:
     metadata: Any = info.get("metadata")
     channel = Channel(
         data=pixels,
         name=clean_name(_text(info, "name")) or path.stem,
         direction=info.get("direction") if info.get("direction") in DIRECTIONS else None,
+        role=info.get("role") if info.get("role") in ROLES else None,
         z_unit=_text(info, "z_unit"),
         pixel_size=_pair(path, info, "pixel_size", (1.0, 1.0), positive=True),
         xy_unit=_text(info, "xy_unit"),

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, jsonable
+from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, jsonable, role_for
 from .units import length_to_nm, value_scale
 
 FORMAT = "sm4"
@@ -259,6 +259,7 @@ def read(path: Path) -> Scan:
             Channel(
                 data=data,
                 name=name,
+                role=role_for(name, z_unit),
                 direction=_DIRECTION.get(scan_dir or ""),
                 z_unit=z_unit,
                 pixel_size=(dy, dx),

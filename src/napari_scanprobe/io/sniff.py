@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import stat
 from pathlib import Path
 from types import ModuleType
 
@@ -58,13 +60,29 @@ def all_format_modules() -> list[ModuleType]:
     return [format_module(name) for name in FORMAT_MODULES]
 
 
+def refuse_special(mode: int) -> str | None:
+    """Why a path of this ``st_mode`` is not read (a folder, named pipe, device, socket), or None
+    for a regular file. Decided from ``os.stat`` alone: opening a pipe or device can block forever."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a file; it is not opened"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a file; it is not opened"
+    return "is not a regular file (a socket or other special file); it is not opened"
+
+
 def find_format(path: str | Path) -> ModuleType | None:
     """The format module that recognises ``path`` by its content, or None. Never raises."""
     try:
         path = Path(path)
-        with open(path, "rb") as fh:  # a folder raises IsADirectoryError: an OSError
+        if refuse_special(os.stat(path).st_mode):  # never open a pipe or device: it can block forever
+            return None
+        with open(path, "rb") as fh:
             head = fh.read(HEAD_BYTES)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         return None
     if not head:
         return None

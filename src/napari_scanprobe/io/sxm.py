@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, jsonable
+from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, jsonable, role_for
 from .units import length_to_nm, value_scale
 
 FORMAT = "sxm"
@@ -233,6 +233,7 @@ def read(path: Path) -> Scan:
             Channel(
                 data=data,
                 name=clean_name(info["Name"]) or f"channel {info['Channel']}",
+                role=role_for(info["Name"], unit),
                 direction=direction,
                 z_unit=unit,
                 pixel_size=(dy, dx),

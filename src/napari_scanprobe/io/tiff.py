@@ -453,6 +453,35 @@ def _tags(
     return tags
 
 
+def _first_ifd_table(path: str | Path, head: bytes):
+    """``(byteorder, layout, chunk, n, count_size)``: the first directory's table (``chunk``
+    starts at its entry count and holds ``n`` whole entries), read from ``head`` when it lies
+    there, else from the file; None when ``head`` is not a TIFF header. May raise."""
+    found = _header(head)
+    if found is None:
+        return None
+    bo, layout = found
+    count_fmt = bo + layout.count
+    count_size = struct.calcsize(count_fmt)
+    (offset,) = struct.unpack_from(
+        bo + layout.offset, head, layout.header - struct.calcsize(bo + layout.offset)
+    )
+    if offset < layout.header:
+        return None
+    chunk = head[offset:]
+    n = struct.unpack_from(count_fmt, chunk)[0] if len(chunk) >= count_size else None
+    if n is None or len(chunk) < count_size + layout.entry * n:  # the table goes on beyond head
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            chunk = fh.read(count_size)
+            if len(chunk) < count_size:
+                return None
+            (n,) = struct.unpack_from(count_fmt, chunk)
+            chunk += fh.read(layout.entry * min(n, 2**16))
+    n = min(n, (len(chunk) - count_size) // layout.entry)
+    return bo, layout, chunk, n, count_size
+
+
 def first_ifd_entries(path: str | Path, head: bytes) -> dict[int, tuple[int, int, object]] | None:
     """``{code: (type, count, value)}`` of the first directory, for sniffers; never raises.
 
@@ -462,28 +491,10 @@ def first_ifd_entries(path: str | Path, head: bytes) -> dict[int, tuple[int, int
     file is still recognised (and ``read`` can say that it is truncated). None: not a TIFF.
     """
     try:
-        found = _header(head)
+        found = _first_ifd_table(path, head)
         if found is None:
             return None
-        bo, layout = found
-        count_fmt = bo + layout.count
-        count_size = struct.calcsize(count_fmt)
-        (offset,) = struct.unpack_from(
-            bo + layout.offset, head, layout.header - struct.calcsize(bo + layout.offset)
-        )
-        if offset < layout.header:
-            return None
-        chunk = head[offset:]
-        n = struct.unpack_from(count_fmt, chunk)[0] if len(chunk) >= count_size else None
-        if n is None or len(chunk) < count_size + layout.entry * n:  # the table goes on beyond head
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                chunk = fh.read(count_size)
-                if len(chunk) < count_size:
-                    return None
-                (n,) = struct.unpack_from(count_fmt, chunk)
-                chunk += fh.read(layout.entry * min(n, 2**16))
-        n = min(n, (len(chunk) - count_size) // layout.entry)
+        bo, layout, chunk, n, count_size = found
         entries = np.frombuffer(chunk, _entry_dtype(bo, layout), n, count_size)
         out = {}
         for i, (code, type_, count, _) in enumerate(entries.tolist()):
@@ -497,6 +508,35 @@ def first_ifd_entries(path: str | Path, head: bytes) -> dict[int, tuple[int, int
         return out
     except Exception:
         return None
+
+
+def first_ifd_text(path: str | Path, head: bytes, code: int, size: int | None = None) -> bytes:
+    """The first ``size`` bytes (None: all) of ASCII tag ``code`` of the first directory, from
+    ``head`` when they lie there, else from the file; ``b""`` when the tag is absent, not text or
+    shorter than ``size``. Never raises."""
+    try:
+        found = _first_ifd_table(path, head)
+        if found is None:
+            return b""
+        bo, layout, chunk, n, count_size = found
+        entries = np.frombuffer(chunk, _entry_dtype(bo, layout), n, count_size)
+        for i, (code_, type_, count, value) in enumerate(entries.tolist()):
+            if code_ != code:
+                continue
+            size = count if size is None else size
+            if type_ != ASCII or count < size:
+                return b""
+            if count <= layout.inline:  # stored in the entry itself
+                pos = count_size + layout.entry * i + layout.value_at
+                return bytes(chunk[pos : pos + size])
+            if value + size <= len(head):
+                return bytes(head[value : value + size])
+            with open(path, "rb") as fh:
+                fh.seek(value)
+                return fh.read(size)
+        return b""
+    except Exception:
+        return b""
 
 
 # --------------------------------------------------------------------------------------

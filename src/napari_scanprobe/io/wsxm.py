@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, jsonable
+from .scan import Channel, ReaderError, Scan, array_from, check_shape, clean_name, decode, jsonable, role_for
 from .units import parse_unit, value_scale
 
 FORMAT = "wsxm"
@@ -267,6 +267,7 @@ def read(path: Path) -> Scan:
     channel = Channel(
         data=data,
         name=name,
+        role=role_for(name, z_unit),
         direction=_direction(path, general),
         z_unit=z_unit,
         pixel_size=(ysize / yres, xsize / xres),

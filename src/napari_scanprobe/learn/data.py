@@ -16,8 +16,10 @@ at its end up to the input size, down to half the input (:data:`MIN_COVERED`); s
 are refused with a message giving both sizes.
 
 Channel names: ``channels=[]`` means "the first channel of each file"; otherwise each name is
-matched against a channel's title (``"Height (retrace)"``) and then its name (``"Height"``,
-the first such channel), both case-insensitively.
+matched against a channel's title (``"Height (retrace)"``), then its name (``"Height"``, the
+first such channel), both case-insensitively, then its vendor-neutral role (``"topography"``,
+or the role the name stands for: "Height (retrace)" finds Nanonis "Z (backward)"); see
+``io.scan.find_channel``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..io import ReaderError, Scan, read
-from ..io.scan import Channel
+from ..io.scan import Channel, select_channels
 from ..process.common import as_image
 from ..process.steps import apply_steps
 from .images import IMAGE_SUFFIXES, read_image_export
@@ -92,19 +94,10 @@ class Example:
 
 
 def pick_channels(scan: Scan, wanted: Sequence[str]) -> list[Channel]:
-    """The channels of ``scan`` named by ``wanted`` (``[]``: the first channel)."""
-    if not wanted:
-        return [scan.channels[0]]
-    picked = []
-    for name in wanted:
-        key = name.strip().lower()
-        match = next((c for c in scan.channels if c.title.lower() == key), None)
-        match = match or next((c for c in scan.channels if c.name.lower() == key), None)
-        if match is None:
-            have = ", ".join(repr(c.title) for c in scan.channels)
-            raise ValueError(f"{scan.path}: no channel {name!r}; the file has {have}")
-        picked.append(match)
-    return picked
+    """The channels of ``scan`` named by ``wanted`` -- titles, names or vendor-neutral roles
+    (``io.scan.find_channel``: a model trained on Bruker "Height" finds Nanonis "Z");
+    ``[]``: the first channel."""
+    return select_channels(scan.channels, wanted, str(scan.path))
 
 
 def _pixel_size_nm(channel: Channel) -> tuple[float, float] | None:

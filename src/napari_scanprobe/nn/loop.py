@@ -127,6 +127,8 @@ def fit(
     """
     import torch
 
+    opt: Any
+    sched: Any
     if optimiser == "adamw":
         opt = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
     elif optimiser == "adam":

@@ -36,7 +36,7 @@ class ScanprobeCNN(nn.Module):
         bn = arch["batch_norm"]
         blocks, c_in = [], arch["in_channels"]
         for k, c_out, pools in plan:
-            layers = [nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=not bn)]
+            layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=not bn)]
             if bn:
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.ReLU())

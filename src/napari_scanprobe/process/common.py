@@ -23,6 +23,15 @@ from ..progress import Progress, run_to_end
 __all__ = ["Progress", "as_image", "as_mask", "is_dask", "map_frames", "run_to_end"]
 
 
+def torch_available() -> bool:
+    """Whether torch can be imported (the network methods need it)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def is_dask(array: Any) -> bool:
     """Whether ``array`` is a dask array (subclasses included); never imports dask itself."""
     dask_array = sys.modules.get("dask.array")

@@ -41,43 +41,16 @@ still denoised.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
 
-from .common import Progress, as_image, as_mask, is_dask, map_frames, run_to_end
+from .common import Progress, as_image, as_mask, is_dask, map_frames, run_to_end, torch_available
+from .steps import DENOISE
 
-#: method -> {option: default}; ``auto`` takes no options of its own
-DENOISE_METHODS: dict[str, dict[str, Any]] = {
-    "auto": {},
-    "median": {"size": 3},
-    "gaussian": {"sigma": 1.0},
-    "nl_means": {"h": None, "patch_size": 5, "patch_distance": 6},
-    "tv": {"weight": 0.05},
-    "bilateral": {"sigma_color": 0.05, "sigma_spatial": 2.0},
-    "n2v": {
-        "iterations": 1500,
-        "patch_size": 64,
-        "batch_size": 4,
-        "learning_rate": 2e-3,
-        "structured": True,
-        "features": 12,
-        "tta": True,
-        "device": None,
-    },
-    "n2n": {
-        "pair": None,
-        "iterations": 1000,
-        "patch_size": 64,
-        "batch_size": 4,
-        "learning_rate": 2e-3,
-        "features": 12,
-        "tta": True,
-        "device": None,
-    },
-}
+#: method -> {option: default}, from the contract ``process.steps.DENOISE`` (ranges, units, help)
+DENOISE_METHODS: dict[str, dict[str, Any]] = {m: DENOISE.defaults(m) for m in DENOISE.method_names}
 
 #: ``auto`` trains the CNN from this many pixels per frame on (96 x 96)
 AUTO_MIN_PIXELS = 96 * 96
@@ -93,82 +66,9 @@ NL_MEANS_H_FACTOR = 2.0
 _CNN = ("n2v", "n2n")
 
 
-# --------------------------------------------------------------------------------------------------
-# option checks
-
-
-def _check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
-    if not isinstance(method, str) or method not in DENOISE_METHODS:
-        raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(DENOISE_METHODS)}")
-    known = DENOISE_METHODS[method]
-    for key in options:
-        if key not in known:
-            allowed = ", ".join(known) or "none"
-            raise ValueError(f"{key}: not an option of method {method!r} (its options: {allowed})")
-    merged = {**known, **options}
-
-    def number(name: str, minimum: float, strict: bool, integer: bool = False):
-        value = merged[name]
-        kind = numbers.Integral if integer else numbers.Real
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind) or not np.isfinite(value):
-            raise ValueError(
-                f"{name}: expected {'an integer' if integer else 'a finite number'}, got {value!r}"
-            )
-        if value < minimum or (strict and value == minimum):
-            raise ValueError(f"{name}: must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
-        merged[name] = int(value) if integer else float(value)
-
-    def boolean(name: str):
-        if not isinstance(merged[name], (bool, np.bool_)):
-            raise ValueError(f"{name}: expected True or False, got {merged[name]!r}")
-        merged[name] = bool(merged[name])
-
-    if method == "median":
-        number("size", 1, False, integer=True)
-    elif method == "gaussian":
-        number("sigma", 0, False)
-    elif method == "nl_means":
-        if merged["h"] is not None:
-            number("h", 0, True)
-        number("patch_size", 1, False, integer=True)
-        number("patch_distance", 1, False, integer=True)
-    elif method == "tv":
-        number("weight", 0, True)
-    elif method == "bilateral":
-        number("sigma_color", 0, True)
-        number("sigma_spatial", 0, True)
-    elif method in _CNN:
-        number("iterations", 1, False, integer=True)
-        number("patch_size", 8, False, integer=True)
-        number("batch_size", 1, False, integer=True)
-        number("learning_rate", 0, True)
-        number("features", 2, False, integer=True)
-        boolean("tta")
-        if method == "n2v":
-            boolean("structured")
-        device = merged["device"]
-        if device is not None and not isinstance(device, str) and type(device).__name__ != "device":
-            raise ValueError(f"device: expected None, 'cpu', 'cuda' or a torch.device, got {device!r}")
-    return merged
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed: expected an integer, got {seed!r}")
-    return int(seed)
-
-
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def choose_auto(shape: tuple[int, ...]) -> str:
     """What ``method="auto"`` picks for an image of ``shape`` (see the module docstring)."""
-    if shape[-2] * shape[-1] >= AUTO_MIN_PIXELS and _torch_available():
+    if shape[-2] * shape[-1] >= AUTO_MIN_PIXELS and torch_available():
         return "n2v"
     return "nl_means"
 
@@ -493,16 +393,11 @@ def denoise_steps(
     thread can cancel between them.
     """
     arr = as_image(image)
-    if not isinstance(method, str) or method not in DENOISE_METHODS:
-        raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(DENOISE_METHODS)}")
+    DENOISE.check(method, options)
     if method == "auto":
-        if options:
-            raise ValueError(
-                f"{next(iter(options))}: method 'auto' takes no options; choose a method to set them"
-            )
         method = choose_auto(arr.shape)
-    o = _check_options(method, options)
-    seed = _check_seed(seed)
+    o = DENOISE.check(method, options)
+    seed = DENOISE.check_option("seed", seed)
     m = as_mask(mask, arr.shape)
     dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64
 

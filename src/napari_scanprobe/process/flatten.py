@@ -11,7 +11,7 @@ Every method subtracts a background fitted on the *valid* pixels: finite and not
 (``mask`` True = a feature, left out of every fit; NaN pixels are left out too and stay NaN).
 Images are (y, x) with x the fast-scan direction, so a "row" is one scan line.
 
-Methods (their options and defaults are in :data:`FLATTEN_OPTIONS`, for a GUI to build controls):
+Methods (their options, ranges and help are the contract ``process.steps.FLATTEN``):
 
 ``plane``
     least-squares plane ``a + b x + c y`` subtracted.
@@ -56,72 +56,22 @@ import numpy as np
 from scipy import ndimage
 
 from .common import as_image, as_mask, is_dask, map_frames
+from .steps import FLATTEN
 
 __all__ = [
-    "FLATTEN_HELP",
     "FLATTEN_METHODS",
     "FLATTEN_OPTIONS",
-    "OPTION_INFO",
     "background_mask",
     "flatten",
 ]
 
-#: Method name -> {option name: default value}. The type of the default is the option's type
-#: (int, float, bool, or str with its choices in OPTION_INFO).
-FLATTEN_OPTIONS: dict[str, dict[str, Any]] = {
-    "auto": {
-        "iterations": 3,
-        "threshold": 3.0,
-        "dilation": 2,
-        "degree": 2,
-        "features": "above",
-        "scars": True,
-    },
-    "plane": {},
-    "polynomial": {"degree_x": 2, "degree_y": 2},
-    "rows_median": {},
-    "rows_mean": {},
-    "rows_median_diff": {},
-    "rows_trimmed_mean": {"trim": 0.25},
-    "rows_polynomial": {"degree": 1},
-    "scars": {"threshold": 4.0, "min_length": 3, "max_length": 0, "max_width": 2},
-}
-
 _GROW_SIGMA = 1.5  # auto: features grow into the connected pixels above this many sigma
 _ROW_SMOOTH = 8.0  # lines: auto takes the line level from medians above this scale
 
-#: The method names, "auto" first.
-FLATTEN_METHODS: tuple[str, ...] = tuple(FLATTEN_OPTIONS)
-
-#: Method name -> one line for a tooltip.
-FLATTEN_HELP: dict[str, str] = {
-    "auto": "Align lines, remove tilt and bow, ignoring features that stick out; iterated.",
-    "plane": "Subtract the least-squares plane.",
-    "polynomial": "Subtract a least-squares polynomial of degree_x in x and degree_y in y.",
-    "rows_median": "Subtract each scan line's median.",
-    "rows_mean": "Subtract each scan line's mean.",
-    "rows_median_diff": "Shift each line by the median of its differences from the previous line.",
-    "rows_trimmed_mean": "Subtract each line's mean after cutting the `trim` fraction off each end.",
-    "rows_polynomial": "Subtract a polynomial of `degree` in x fitted to each line.",
-    "scars": "Replace short streaks that jump relative to the lines above and below.",
-}
-
-#: Option name -> (help, lower bound, upper bound) for numbers, (help, choices) for strings,
-#: (help,) for booleans. Bounds are inclusive except where the help says otherwise.
-OPTION_INFO: dict[str, tuple] = {
-    "iterations": ("Rounds of feature masking and refitting", 0, 20),
-    "threshold": ("Features / scars: robust sigmas away from the background", 0.5, 100.0),
-    "dilation": ("Pixels added around each feature mask", 0, 50),
-    "degree": ("Polynomial degree (auto: total degree of the bow; rows_polynomial: per line)", 0, 10),
-    "features": ("Which side of the background features stick out to", ("above", "below", "both")),
-    "scars": ("Remove scars first",),
-    "degree_x": ("Polynomial degree in x (fast scan)", 0, 10),
-    "degree_y": ("Polynomial degree in y (slow scan)", 0, 10),
-    "trim": ("Fraction cut off each end of a line (0 = mean, towards 0.5 = median; below 0.5)", 0.0, 0.5),
-    "min_length": ("Shortest scar, pixels along the line", 1, 100000),
-    "max_length": ("Longest scar, pixels along the line (0 = any length)", 0, 100000),
-    "max_width": ("Tallest scar, in lines", 1, 10),
-}
+#: The method names, "auto" first (their options, ranges and help: ``process.steps.FLATTEN``).
+FLATTEN_METHODS: tuple[str, ...] = FLATTEN.method_names
+#: Method name -> {option name: default value}, from the contract.
+FLATTEN_OPTIONS: dict[str, dict[str, Any]] = {m: FLATTEN.defaults(m) for m in FLATTEN_METHODS}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,7 +88,7 @@ def flatten(image: Any, method: str = "auto", mask: Any = None, **options: Any) 
     NaN pixels stay NaN. Raises ValueError naming the bad parameter.
     """
     arr = as_image(image)
-    method, opts = _check_options(method, options)
+    opts = FLATTEN.check(method, options)
     m = as_mask(mask, arr.shape)
     out_dtype = np.float32 if arr.dtype == np.float32 else np.float64
 
@@ -156,7 +106,7 @@ def background_mask(image: Any, mask: Any = None, **options: Any) -> Any:
     the ``mask`` of another method to fit only the background.
     """
     arr = as_image(image)
-    _, opts = _check_options("auto", options)
+    opts = FLATTEN.check("auto", options)
     m = as_mask(mask, arr.shape)
 
     def one(frame: np.ndarray, frame_mask: np.ndarray | None) -> np.ndarray:
@@ -167,49 +117,6 @@ def background_mask(image: Any, mask: Any = None, **options: Any) -> Any:
 
 # ----------------------------------------------------------------------------------------------
 # Parameters and dispatch
-
-
-def _check_options(method: Any, options: dict) -> tuple[str, dict]:
-    if not isinstance(method, str) or method not in FLATTEN_OPTIONS:
-        raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(FLATTEN_METHODS)}")
-    defaults = FLATTEN_OPTIONS[method]
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        allowed = ", ".join(defaults) if defaults else "none"
-        raise ValueError(f"{unknown[0]}: not an option of method {method!r} (its options: {allowed})")
-    opts = dict(defaults)
-    for name, value in options.items():
-        opts[name] = _check_value(name, value, defaults[name])
-    return method, opts
-
-
-def _check_value(name: str, value: Any, default: Any) -> Any:
-    info = OPTION_INFO[name]
-    if isinstance(default, bool):
-        if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"{name}: expected True or False, got {value!r}")
-        return bool(value)
-    if isinstance(default, str):
-        if value not in info[1]:
-            raise ValueError(f"{name}: unknown {value!r}; choose one of {', '.join(info[1])}")
-        return value
-    lo, hi = info[1], info[2]
-    if isinstance(default, int):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name}: expected a whole number, got {value!r}")
-        value = int(value)
-    else:
-        if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)
-        ):
-            raise ValueError(f"{name}: expected a number, got {value!r}")
-        value = float(value)
-        if not np.isfinite(value):
-            raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    if not lo <= value <= hi or (name == "trim" and value >= 0.5):
-        bound = f"[{lo}, {hi})" if name == "trim" else f"[{lo}, {hi}]"
-        raise ValueError(f"{name}: {value!r} is outside {bound}")
-    return value
 
 
 def _apply(func, arr, mask, dtype):
@@ -252,7 +159,7 @@ def _flatten_2d(z: np.ndarray, method: str, mask: np.ndarray | None, opts: dict)
         return z - _row_polynomials(z, valid, opts["degree"])
     if method == "scars":
         return _remove_scars(z, mask, **opts)[0]
-    raise AssertionError(method)  # pragma: no cover - _check_options lets only known names through
+    raise AssertionError(method)  # pragma: no cover - the contract lets only known names through
 
 
 # ----------------------------------------------------------------------------------------------

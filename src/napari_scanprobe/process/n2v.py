@@ -16,7 +16,7 @@ steps instead of first unlearning a random output).
 masked pixel is replaced by the mean of its unmasked neighbours, so the network never sees a masked
 pixel's own noise, and the loss is taken only on the masked pixels. The mask is a regular two-phase
 pattern rather than N2V's sparse random pixels: the loss then covers half of every patch instead of
-~1 %, which is what makes training converge in a CPU minute, and prediction can use exactly the
+~1 %, which is what makes training converge in about a CPU minute, and prediction can use exactly the
 training input (two passes, one per phase) instead of a blind network looking at unmasked data.
 
 * plain (``structured=False``): a checkerboard; masked pixels take the mean of their 4 neighbours.
@@ -40,7 +40,10 @@ squared loss on every pixel, which converges to the clean mean.
 
 Training uses random patches with random x/y flips (never transposes: the noise is anisotropic);
 prediction averages the four flips (test-time augmentation) and runs in overlapping tiles.
-All randomness comes from one ``torch.Generator`` seeded with ``seed`` (the weights are initialised
+Training runs through the one training loop (:func:`napari_scanprobe.nn.loop.fit`: one-cycle
+schedule, progress with the time left, cancel) with the network in channels-last memory order
+(about 30 % less CPU time per step than the default order). All randomness comes from one
+``torch.Generator`` seeded with ``seed`` (the weights are initialised
 under a forked, seeded global RNG), so a CPU run with the same seed gives the same result and the
 caller's global torch RNG state is left alone.
 """
@@ -228,7 +231,9 @@ def train_steps(
 
     probabilistic = pairs is None
     start = initial_noise_variance(frames, valid, structured) if probabilistic else 0.02
-    net = build_unet(features, seed, probabilistic=probabilistic, noise_variance=start).to(dev)
+    # channels-last memory order: torch's CPU convolutions run this U-Net about 30 % faster
+    net = build_unet(features, seed, probabilistic=probabilistic, noise_variance=start)
+    net = net.to(dev, memory_format=torch.channels_last)
 
     def step():
         patches, ok = _sample_patches(data, data_valid, pick, g, int(batch_size), size)
@@ -286,11 +291,12 @@ def _apply(net, x):
 
 
 def predict_steps(
-    net, frame: np.ndarray, *, tta: bool = True, device: Any = None, tile: int = 256, label: str = "denoising"
+    net, frame: np.ndarray, *, tta: bool = True, device: Any = None, tile: int = 512, label: str = "denoising"
 ) -> Generator[Progress, None, np.ndarray]:
     """Apply a trained ``net`` to one normalised 2-D frame in overlapping tiles, averaging x/y flips.
 
-    Yields after every network pass (a 256 x 256 tile: a few hundredths of a second on a CPU).
+    Yields after every network pass (up to a 512 x 512 tile: about half a second of CPU time). Tiles of
+    512 rather than 256 spend a third less on the overlapping halos of a 512 x 512 scan.
     """
     import torch
 
