@@ -12,6 +12,7 @@ The scripting API::
     model = sp.train("data/")             # one sub-folder per category
     model.save("knobs")                   # knobs.safetensors + knobs.json
     result = sp.predict(sp.load_model("knobs"), "new.spm")   # label, probabilities
+    metrics = sp.evaluate("knobs", "kept_apart/")            # accuracy, AUC, ECE on a labelled folder
     out = sp.run_recipe("flatten_denoise_gsf.yaml", height)  # a recipe on one array: out.image
     r = sp.roughness(scan.channels[0])    # ISO 25178 Sa, Sq ... Sdq with units
     p = sp.profile(scan, [(0, 0), (500, 800)], width=20)   # every channel along a line, in nm
@@ -35,6 +36,7 @@ __all__ = [
     "frame_table",
     "train",
     "predict",
+    "evaluate",
     "load_model",
     "cam",
     "run_recipe",
@@ -55,6 +57,7 @@ _LAZY = {
     "frame_table": "napari_scanprobe.process.frame_table",
     "train": "napari_scanprobe.learn.train",
     "predict": "napari_scanprobe.learn.predict",
+    "evaluate": "napari_scanprobe.learn.predict",
     "load_model": "napari_scanprobe.learn.modelfile",
     "cam": "napari_scanprobe.learn.cam",
     "run_recipe": "napari_scanprobe.recipe",

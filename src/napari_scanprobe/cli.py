@@ -4,6 +4,7 @@ scanprobe info FILE... [--json]     what each file holds: channels, shapes, pixe
 scanprobe demo [--headless]         napari with the sample scan loaded and the widgets docked
 scanprobe train DATA_DIR -o MODEL   train a classifier on a folder with one sub-folder per category
 scanprobe predict MODEL PATH...     category and probabilities per file (per frame for movies)
+scanprobe evaluate MODEL FOLDER     accuracy, AUC, calibration of a model on a labelled folder
 scanprobe cam MODEL PATH... -o DIR  class activation maps as DIR/<stem>.cam.tif
 scanprobe batch RECIPE INPUTS... -o OUTDIR [--workers N] [--scheduler ADDRESS]
                                     a recipe over files, folders and globs, in parallel (Dask)
@@ -204,6 +205,18 @@ def _print_metrics(metrics: dict, categories: list[str]) -> None:
         "  confusion matrix (rows: true, columns: predicted): "
         + "  ".join(f"{categories[i]}: {row}" for i, row in enumerate(metrics["confusion_matrix"]))
     )
+    calibration = metrics.get("calibration")
+    if calibration and calibration.get("ece_uncalibrated") is not None:
+        print(
+            f"  calibration: temperature {calibration['temperature']:.2f}, expected calibration error "
+            f"{calibration['ece_uncalibrated']:.3f} before, {metrics['ece']:.3f} after"
+        )
+    baseline = metrics.get("baseline")
+    if baseline:
+        print(
+            f"  feature baseline (random forest) on the same images: accuracy {baseline['accuracy']:.3f}   "
+            f"balanced accuracy {baseline['balanced_accuracy']:.3f}   ROC AUC {baseline['roc_auc']:.3f}"
+        )
     perm = metrics.get("permutation_test")
     if perm:
         print(
@@ -215,7 +228,12 @@ def cmd_train(args) -> int:
     from .learn.train import train_steps
     from .process.common import run_to_end
 
-    options = {"epochs": args.epochs, "seed": args.seed, "permutations": args.permutations}
+    options = {
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "permutations": args.permutations,
+        "baseline": args.baseline,
+    }
     if args.folds:
         options["folds"] = args.folds
     if args.validation is not None:
@@ -239,7 +257,7 @@ def cmd_train(args) -> int:
         bar.update(update.fraction, text)
 
     try:
-        pixel_size = "auto" if args.pixel_size is None else args.pixel_size
+        pixel_size = "auto" if args.pixel_size is None else _pixel_size_value(args.pixel_size)
         model = run_to_end(
             train_steps(
                 args.data,
@@ -271,7 +289,54 @@ def cmd_train(args) -> int:
     if info["skipped"]:
         print(f"  {len(info['skipped'])} input(s) skipped")
     _print_metrics(model.metrics, model.categories)
+    for warning in info.get("warnings", []):
+        print(f"  warning: {warning}")
     print(f"model written to {out} (+ {out.with_suffix('.json').name})")
+    return 0
+
+
+def _pixel_size_value(text: str):
+    """``--pixel-size``: "auto", "none" (images as they are) or nm per pixel."""
+    if text.strip().lower() in ("auto", "none"):
+        return None if text.strip().lower() == "none" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--pixel-size: expected nm per pixel, 'auto' or 'none', got {text!r}") from None
+
+
+def cmd_evaluate(args) -> int:
+    from .learn.modelfile import load_model
+    from .learn.predict import evaluate
+
+    skipped = []
+    try:
+        model = load_model(args.model)
+        pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
+        if isinstance(pixel_size, str):
+            raise ValueError("--pixel-size: evaluate needs nm per pixel or 'none'")
+        metrics = evaluate(
+            model,
+            args.folder,
+            pixel_size=pixel_size,
+            device=args.device,
+            on_error=lambda obj, exc: skipped.append((obj, exc)),
+        )
+    except (ValueError, OSError) as exc:
+        print(f"scanprobe evaluate: error: {exc}", file=sys.stderr)
+        return 1
+    for obj, exc in skipped:
+        print(f"  skipped {obj}: {exc.reason if isinstance(exc, ReaderError) else exc}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    _print_metrics(metrics, model.categories)
+    print(f"  expected calibration error {metrics['ece']:.3f}")
+    if metrics["unlike_training_median"] is not None:
+        print(
+            f"  unlike-training score: median {metrics['unlike_training_median']:.2f}, "
+            f"{metrics['unlike_training_above_2']} image(s) above 2 (unlike the training data)"
+        )
     return 0
 
 
@@ -297,7 +362,10 @@ def cmd_predict(args) -> int:
     inputs, bad = _expand_inputs(args.paths, "predict")
     failures += [None] * bad
     try:
-        results = predict_many(model, inputs, device=args.device, on_error=failed)
+        pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
+        if isinstance(pixel_size, str):
+            raise ValueError("--pixel-size: predict needs nm per pixel or 'none'")
+        results = predict_many(model, inputs, pixel_size=pixel_size, device=args.device, on_error=failed)
     except ValueError as exc:
         print(f"scanprobe predict: error: {exc}", file=sys.stderr)
         return 1
@@ -309,7 +377,10 @@ def cmd_predict(args) -> int:
         else:
             probs = "  ".join(f"{c} {p:.3f}" for c, p in result.probabilities.items())
             frames = f"  ({len(result.frames)} frames)" if result.frames else ""
-            print(f"{path}: {result.label}  [{probs}]{frames}")
+            unlike = (
+                "" if result.unlike_training is None else f"  unlike training {result.unlike_training:.2f}"
+            )
+            print(f"{path}: {result.label}  [{probs}]{frames}{unlike}")
     return 1 if failures else 0
 
 
@@ -333,6 +404,9 @@ def cmd_cam(args) -> int:
             target = int(target)  # a category index
         target = target_index(model, target)
         resolve_device(args.device)
+        pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
+        if isinstance(pixel_size, str):
+            raise ValueError("--pixel-size: cam needs nm per pixel or 'none'")
         outdir = output_folder(args.output)
     except (ValueError, OSError) as exc:
         print(f"scanprobe cam: error: {exc}", file=sys.stderr)
@@ -350,7 +424,9 @@ def cmd_cam(args) -> int:
             except ReaderError:
                 if Path(name).suffix.lower() not in ARRAY_SUFFIXES:
                     raise
-                example = read_example(name, model.channels)  # .npy/.tif arrays
+                example = read_example(name, model.channels)  # .npy/.tif arrays, pictures
+                if pixel_size is not None:
+                    example.pixel_size = (pixel_size, pixel_size)
             else:
                 example = example_from_scan(scan, model.channels)
                 source = pick_channels(scan, model.channels)[0]
@@ -556,9 +632,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--input-size", type=int, default=128, help="network input in pixels (default 128)")
     tr.add_argument(
         "--pixel-size",
-        type=float,
         default=None,
-        help="nm per pixel the network sees (default: the median of the data)",
+        help="nm per pixel the network sees (pictures without a scale are taken to be at it); "
+        "'none': every image as it is; default 'auto': the median of the data",
+    )
+    tr.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also report a random forest on image features on the same validation images",
     )
     tr.add_argument("--validation", type=float, default=None, help="validation fraction (default 0.2)")
     tr.add_argument("--folds", type=int, default=0, help="k-fold cross-validation instead of one split")
@@ -575,7 +656,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="one JSON object per line: path, label, probabilities"
     )
     pr.add_argument("--device", default=None)
+    pr.add_argument(
+        "--pixel-size",
+        default=None,
+        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
+    )
     pr.set_defaults(func=cmd_predict)
+
+    ev = sub.add_parser("evaluate", help="metrics of MODEL on FOLDER (one sub-folder per category)")
+    ev.add_argument("model", metavar="MODEL")
+    ev.add_argument("folder", metavar="FOLDER")
+    ev.add_argument("--json", action="store_true", help="the metrics as one JSON object")
+    ev.add_argument(
+        "--pixel-size",
+        default=None,
+        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
+    )
+    ev.add_argument("--device", default=None)
+    ev.set_defaults(func=cmd_evaluate)
 
     cm = sub.add_parser("cam", help="class activation maps: OUTDIR/<input stem>.cam.tif per input")
     cm.add_argument("model", metavar="MODEL")
@@ -591,6 +689,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer", default=None, metavar="L", help="network layer, block1 ... blockN (default: the last)"
     )
     cm.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    cm.add_argument(
+        "--pixel-size",
+        default=None,
+        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
+    )
     cm.set_defaults(func=cmd_cam)
 
     ba = sub.add_parser("batch", help="apply a recipe (JSON/YAML) to files, folders and globs, in parallel")

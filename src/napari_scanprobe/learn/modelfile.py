@@ -50,6 +50,8 @@ class ClassifierModel:
     metrics: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     training: dict = field(default_factory=dict)
+    #: ``{"temperature": T, "reference": {...}}``: calibration and the unlike-training score (``calibration``)
+    confidence: dict = field(default_factory=dict)
     package_version: str = __version__
     path: str | None = None  # where it was loaded from / saved to
 
@@ -90,6 +92,7 @@ class ClassifierModel:
             "metrics": self.metrics,
             "history": self.history,
             "training": self.training,
+            "confidence": self.confidence,
             "package_version": self.package_version,
         }
 
@@ -111,6 +114,8 @@ def _jsonsafe(obj: Any) -> Any:
         return {str(k): _jsonsafe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonsafe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonsafe(obj.tolist())
     if isinstance(obj, (np.generic,)):
         obj = obj.item()
     if isinstance(obj, float) and not np.isfinite(obj):
@@ -216,9 +221,32 @@ def _load_model(weights_path: Path, description_path: Path) -> ClassifierModel:
         metrics=metrics,
         history=history,
         training=training,
+        confidence=_confidence(doc.get("confidence"), description_path),
         package_version=str(doc.get("package_version", "unknown")),
         path=str(weights_path),
     )
+
+
+def _confidence(value: Any, description_path: Path) -> dict:
+    """The stored calibration and feature reference, checked (a model without them: {})."""
+    if not value:
+        return {}
+    try:
+        temperature = float(value.get("temperature", 1.0))
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature {temperature}")
+        out: dict = {"temperature": temperature}
+        ref = value.get("reference")
+        if ref:
+            mean = np.asarray(ref["mean"], dtype=float)
+            precision = np.asarray(ref["precision"], dtype=float)
+            scale = float(ref["scale"])
+            if mean.ndim != 1 or precision.shape != (len(mean), len(mean)) or not scale > 0:
+                raise ValueError("feature reference of the wrong shape")
+            out["reference"] = {"mean": mean, "precision": precision, "scale": scale}
+        return out
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{description_path}: damaged confidence section ({exc})") from None
 
 
 def _mapping(value: Any, key: str) -> dict:
