@@ -86,8 +86,10 @@ def test_real_file_uses_its_first_channel_and_physical_scale(blob_model, sample)
 def test_a_channel_the_file_lacks_is_named(blob_model, sample):
     from dataclasses import replace
 
-    model = replace(blob_model, channels=["Height"])
-    with pytest.raises(ValueError, match=r"test.sxm: no channel 'Height'; the file has 'Z \(forward\)'"):
+    model = replace(blob_model, channels=["Phase"])  # "Height" would find Z through its role
+    with pytest.raises(
+        ValueError, match=r"test.sxm: no channel 'Phase'; the file has 'Z \(forward\)' \(topography\)"
+    ):
         predict(model, sample("nanonis_sxm/test.sxm"))
 
 
