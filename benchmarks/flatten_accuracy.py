@@ -115,41 +115,62 @@ from topostats.classes import TopoStats
 from topostats.filters import Filters
 import topostats
 data = np.load(sys.argv[1])
+def run(image, scars):
+    obj = TopoStats(image_original=image.copy(), filename="scan", pixel_to_nm_scaling=1.0)
+    f = Filters(obj, row_alignment_quantile=0.5, threshold_method="std_dev",
+                otsu_threshold_multiplier=1.0, threshold_std_dev={"below": 10.0, "above": 1.0},
+                threshold_absolute={"below": -1.0, "above": 1.0}, gaussian_size=1.0121397464510862,
+                gaussian_mode="nearest",
+                remove_scars={"run": scars, "removal_iterations": 2, "threshold_low": 0.25,
+                              "threshold_high": 0.666, "max_scar_width": 4, "min_scar_length": 16})
+    f.filter_image()
+    return f
+run(data["image0"][:64, :64], True)  # warm-up (first-call costs are not the filter's)
 out = {}
-for scars in (False, True):
-    flats, seconds = [], 0.0
+for scars in [bool(int(c)) for c in sys.argv[3]]:
+    flats, seconds, cpu = [], 0.0, 0.0
     for i in range(len(data.files)):
         image = data[f"image{i}"]
-        obj = TopoStats(image_original=image.copy(), filename=f"seed{i}", pixel_to_nm_scaling=1.0)
-        start = time.perf_counter()
-        f = Filters(obj, row_alignment_quantile=0.5, threshold_method="std_dev",
-                    otsu_threshold_multiplier=1.0, threshold_std_dev={"below": 10.0, "above": 1.0},
-                    threshold_absolute={"below": -1.0, "above": 1.0}, gaussian_size=1.0121397464510862,
-                    gaussian_mode="nearest",
-                    remove_scars={"run": scars, "removal_iterations": 2, "threshold_low": 0.25,
-                                  "threshold_high": 0.666, "max_scar_width": 4, "min_scar_length": 16})
-        f.filter_image()
+        start, start_cpu = time.perf_counter(), time.process_time()
+        f = run(image, scars)
         seconds += time.perf_counter() - start
+        cpu += time.process_time() - start_cpu
         flats.append(np.asarray(f.images["final_zero_average_background"], dtype=float))
     np.save(sys.argv[2] + f"_{int(scars)}.npy", np.stack(flats))
     out[str(int(scars))] = seconds / len(data.files)
+    out["cpu" + str(int(scars))] = cpu / len(data.files)
 out["version"] = topostats.__version__
 print(json.dumps(out))
 """
 
 
 def find_topostats_python() -> str | None:
-    candidates = [os.environ.get("TOPOSTATS_PYTHON"), "/tmp/flatten-venv/bin/python", sys.executable]
+    candidates = [
+        os.environ.get("TOPOSTATS_PYTHON"),
+        "/tmp/topostats-venv/bin/python",
+        "/tmp/flatten-venv/bin/python",
+        sys.executable,
+    ]
     for python in candidates:
         if not python or not Path(python).exists():
             continue
-        probe = subprocess.run([python, "-c", "import topostats.filters"], capture_output=True, check=False)
+        probe = subprocess.run(  # in a temporary folder: TopoStats writes a log file where it starts
+            [python, "-c", "import topostats.filters"],
+            capture_output=True,
+            check=False,
+            cwd=tempfile.gettempdir(),
+        )
         if probe.returncode == 0:
             return python
     return None
 
 
-def run_topostats(scans: list[dict]) -> tuple[dict[str, list[np.ndarray]], dict[str, float], str] | None:
+def run_topostats(
+    scans: list[dict], scars: tuple[bool, ...] = (False, True)
+) -> tuple[dict[str, list[np.ndarray]], dict[str, float], str] | None:
+    """TopoStats' Filters on every scan (with scar removal off / on as ``scars`` lists): the
+    flattened images and the mean seconds per image (keys "0"/"1" wall, "cpu0"/"cpu1" CPU)
+    under those keys, and TopoStats' version; None when TopoStats is not found or fails."""
     python = find_topostats_python()
     if python is None:
         return None
@@ -158,7 +179,7 @@ def run_topostats(scans: list[dict]) -> tuple[dict[str, list[np.ndarray]], dict[
         np.savez(npz, **{f"image{i}": s["image"] for i, s in enumerate(scans)})
         stem = str(Path(tmp) / "flat")
         proc = subprocess.run(
-            [python, "-c", TOPOSTATS_SCRIPT, str(npz), stem],
+            [python, "-c", TOPOSTATS_SCRIPT, str(npz), stem, "".join(str(int(s)) for s in scars)],
             capture_output=True,
             text=True,
             timeout=900,
@@ -169,8 +190,9 @@ def run_topostats(scans: list[dict]) -> tuple[dict[str, list[np.ndarray]], dict[
             print(f"TopoStats: failed to run ({proc.stderr.strip().splitlines()[-1:]})")
             return None
         info = json.loads(proc.stdout.strip().splitlines()[-1])
-        flats = {k: list(np.load(f"{stem}_{k}.npy")) for k in ("0", "1")}
-    return flats, {k: info[k] for k in ("0", "1")}, info["version"]
+        keys = [str(int(s)) for s in scars]
+        flats = {k: list(np.load(f"{stem}_{k}.npy")) for k in keys}
+    return flats, {k: v for k, v in info.items() if k != "version"}, info["version"]
 
 
 def main() -> None:

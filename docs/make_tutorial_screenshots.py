@@ -101,11 +101,35 @@ def session(outdir: Path, samples: Path = SAMPLES, viewer=None) -> dict:
     viewer.layers.selection.active = flattened
     shots["flatten"] = _grab(viewer, app, outdir / "tutorial_4_flatten.png")
 
-    # 5. save the flattened height as Gwyddion .gwy (File ▸ Save Selected Layers does the same)
+    # 5. measure the flattened height: a line profile in nm, then its roughness (ISO 25178)
+    import numpy as np
+
+    viewer.window.remove_dock_widget(preprocess)  # one tool dock at a time on a laptop screen
+    measure_dock, measure = viewer.window.add_plugin_dock_widget(PLUGIN, "Measure")
+    min_widths["Measure"] = measure_dock.minimumSizeHint().width()
+    measure.image_box.setCurrentText(flattened.name)
+    (y0, x0), (dy, dx) = flattened.translate[-2:], flattened.scale[-2:]
+    ny, nx = flattened.data.shape[-2:]
+    line = measure.add_shapes()
+    line.add_lines(
+        np.array([[y0 + 0.3 * ny * dy, x0 + 0.1 * nx * dx], [y0 + 0.7 * ny * dy, x0 + 0.9 * nx * dx]])
+    )
+    line.mode = "pan_zoom"
+    measure.line_width.setValue(3 * dx)
+    profile = measure.run_profile()
+    shots["profile"] = _grab(viewer, app, outdir / "tutorial_8_profile.png")
+    measure.tabs.setCurrentIndex(2)
+    roughness = measure.run_roughness()
+    shots["roughness"] = _grab(viewer, app, outdir / "tutorial_9_roughness.png")
+    viewer.window.remove_dock_widget(measure)
+    viewer.layers.remove(line)
+    viewer.layers.selection.active = flattened
+
+    # 6. save the flattened height as Gwyddion .gwy (File ▸ Save Selected Layers does the same)
     saved = outdir / "flattened.gwy"
     viewer.layers.save(str(saved), selected=True, plugin=PLUGIN)
 
-    # 6. a drifting HS-AFM movie: contrast follows the frame
+    # 7. a drifting HS-AFM movie: contrast follows the frame
     browser.view_box.setCurrentIndex(0)  # all layers stacked
     for layer in list(viewer.layers):
         layer.visible = False
@@ -119,8 +143,7 @@ def session(outdir: Path, samples: Path = SAMPLES, viewer=None) -> dict:
     movie_limits[31] = tuple(movie.contrast_limits)
     shots["movie_31"] = _grab(viewer, app, outdir / "tutorial_6_movie_frame31.png")
 
-    # 7. the Classifier dock at 1280x800, beside the Scan browser
-    viewer.window.remove_dock_widget(preprocess)
+    # 8. the Classifier dock at 1280x800, beside the Scan browser
     classifier_dock, classifier = viewer.window.add_plugin_dock_widget(PLUGIN, "Classifier")
     min_widths["Classifier"] = classifier_dock.minimumSizeHint().width()
     window = viewer.window._qt_window
@@ -136,6 +159,8 @@ def session(outdir: Path, samples: Path = SAMPLES, viewer=None) -> dict:
         "channel_tiles": channel_tiles,
         "compare_tiles": compare_tiles,
         "flattened": flattened,
+        "profile": profile,
+        "roughness": roughness,
         "saved": saved,
         "movie": movie,
         "movie_limits": movie_limits,

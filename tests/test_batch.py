@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from napari_scanprobe import read
-from napari_scanprobe.batch import JOURNAL_NAME, SUMMARY_NAME, expand_inputs, run_batch
+from napari_scanprobe.batch import JOURNAL_NAME, SUMMARY_NAME, run_batch
 from napari_scanprobe.cli import main
+from napari_scanprobe.inputs import expand_inputs
 from napari_scanprobe.io.scan import Channel
 from napari_scanprobe.io.write import write
 from napari_scanprobe.process.denoise import denoise
@@ -209,6 +210,7 @@ def test_predictions_and_cam_maps_from_a_batch(sample, tmp_path):
     np.testing.assert_allclose(gwy.channels[1].pixel_size, raw.pixel_size)
 
 
+@pytest.mark.slow
 def test_a_multiprocess_cluster_runs_the_batch_through_scheduler(sample, tmp_path, recipe_file):
     from dask.distributed import LocalCluster
 
@@ -260,6 +262,7 @@ def test_workers_and_scheduler_exclude_each_other(tmp_path, recipe_file, sample,
     assert "neither writes" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_movie_is_processed_frame_by_frame(sample, tmp_path, monkeypatch):
     import napari_scanprobe.io.movie as movie
 
@@ -378,7 +381,7 @@ def test_folders_and_globs_mirror_subfolders_and_skip_the_output_folder(tmp_path
     items, _ = expand_inputs(
         [str(data / "**" / "*.gsf")], out
     )  # a recursive glob: the same, outputs left out
-    assert [(i.path, i.outdir) for i in items] == [(a, out / "a"), (b, out / "b" / "deep")]
+    assert [(i.path, i.sub) for i in items] == [(a, Path("a")), (b, Path("b/deep"))]
     # outputs of one folder that would overwrite each other: the later input fails, named
     _scan_file(data / "a" / "x.gwy", 3)
     clash = run_batch(recipe, [data / "a"], tmp_path / "o3", workers=0)

@@ -13,6 +13,8 @@ from napari_scanprobe.learn.cam import cam
 from napari_scanprobe.learn.modelfile import ClassifierModel
 from napari_scanprobe.nn.classifier import build_network, check_architecture
 
+pytestmark = pytest.mark.slow  # every test here trains a network (or uses one trained here)
+
 
 def save_model(path, channels, pixel_size, head="gap", categories=("clean", "dirty"), input_size=32) -> str:
     """A small untrained classifier (random weights, fixed seed) saved to ``path``."""

@@ -43,6 +43,7 @@ def not_black(png: Path) -> bool:
     return pixels.ndim == 3 and pixels[..., :3].max() > 50 and pixels[..., :3].std() > 5
 
 
+@pytest.mark.slow
 def test_the_scripted_sessions_run_headless(sample, tmp_path):
     pytest.importorskip("torch")
     if sys.platform.startswith("linux") and not (

@@ -8,9 +8,11 @@ The scripting API::
     flat = sp.flatten(height)             # auto: rows, tilt, bow; features masked out
     clean = sp.denoise(flat, "nl_means")
     big = sp.upscale(clean, factor=2)     # zero-shot CNN
+    reg = sp.register(movie, pixel_size=0.5)   # drift-corrected movie: reg.movie, reg.table()
     model = sp.train("data/")             # one sub-folder per category
     model.save("knobs")                   # knobs.safetensors + knobs.json
     result = sp.predict(sp.load_model("knobs"), "new.spm")   # label, probabilities
+    metrics = sp.evaluate("knobs", "kept_apart/")            # accuracy, AUC, ECE on a labelled folder
     out = sp.run_recipe("flatten_denoise_gsf.yaml", height)  # a recipe on one array: out.image
     r = sp.roughness(scan.channels[0])    # ISO 25178 Sa, Sq ... Sdq with units
     p = sp.profile(scan, [(0, 0), (500, 800)], width=20)   # every channel along a line, in nm
@@ -30,8 +32,11 @@ __all__ = [
     "flatten",
     "denoise",
     "upscale",
+    "register",
+    "frame_table",
     "train",
     "predict",
+    "evaluate",
     "load_model",
     "cam",
     "run_recipe",
@@ -48,8 +53,11 @@ _LAZY = {
     "flatten": "napari_scanprobe.process.flatten",
     "denoise": "napari_scanprobe.process.denoise",
     "upscale": "napari_scanprobe.process.superres",
+    "register": "napari_scanprobe.process.register",
+    "frame_table": "napari_scanprobe.process.frame_table",
     "train": "napari_scanprobe.learn.train",
     "predict": "napari_scanprobe.learn.predict",
+    "evaluate": "napari_scanprobe.learn.predict",
     "load_model": "napari_scanprobe.learn.modelfile",
     "cam": "napari_scanprobe.learn.cam",
     "run_recipe": "napari_scanprobe.recipe",

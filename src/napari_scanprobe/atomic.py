@@ -55,7 +55,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def output_folder(path: str | os.PathLike) -> Path:
-    """The folder ``path``, created when missing; one clear error when it cannot be."""
+    """The folder ``path``, created when missing and proven writable (a probe file is written
+    and removed) -- checked before any work is done for it; one clear error when it cannot be."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder}: not a folder (-o takes the folder the outputs are written to)")
@@ -63,6 +64,12 @@ def output_folder(path: str | os.PathLike) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OSError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".scanprobe-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OSError(f"cannot write into the output folder {folder}: {exc.strerror or exc}") from None
     return folder
 
 

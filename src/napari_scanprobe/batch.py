@@ -1,8 +1,9 @@
 """Run a recipe over many files: ``scanprobe batch RECIPE INPUTS... -o OUTDIR``.
 
-* Inputs: files, folders (every SPM file inside, recursively; files no reader claims and
-  hidden files are left out, and so is anything inside OUTDIR) and glob patterns (``**``
-  recursive). Outputs of a file found in a folder go to the same sub-folder of OUTDIR, so
+* Inputs: files, folders and glob patterns, by the rule every command shares
+  (:mod:`napari_scanprobe.inputs`: SPM files and plain ``.npy``/``.tif`` arrays; hidden files,
+  other files and anything inside OUTDIR are left out; empty files, named pipes and devices
+  are recorded as failed, never opened). OUTDIR is checked (made, writable) first. Outputs of a file found in a folder go to the same sub-folder of OUTDIR, so
   scans with the same name in different folders do not collide. Each file is processed by
   :func:`napari_scanprobe.recipe.run_recipe_file`; a movie frame by frame.
 * Parallel with Dask: by default a local ``dask.distributed`` cluster of processes, one per
@@ -15,6 +16,11 @@
   prediction). A rerun skips an input whose journal line matches (same file, same recipe) and
   whose outputs all exist -- status ``skipped (done)`` -- so a batch stopped by a crash or
   Ctrl-C continues where it was. Outputs are written atomically, so none is half-written.
+* Two batches into one OUTDIR share the work: each file is claimed atomically (a file in
+  ``OUTDIR/.scanprobe-claims`` created exclusively) before it is processed, and released once
+  the journal has it; a file another running batch has claimed is ``skipped (another batch)``
+  (or ``skipped (done)`` when that batch has finished it by the end). A claim whose process is
+  gone (same machine) is taken over.
 * A file that fails is recorded with its error and the batch goes on. At the end (also after
   Ctrl-C) ``OUTDIR/batch_summary.csv`` lists every input: ``input``, ``status`` (``ok``,
   ``failed``, ``skipped (done)``, ``not run``), ``error``, ``category``, one ``P(<category>)``
@@ -27,35 +33,31 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import glob
+import hashlib
 import io
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .atomic import output_folder
+from .inputs import Input, expand_inputs
 from .process.common import Progress
 from .recipe import FileResult, Recipe, load_recipe
+from .untrusted import one_line
 
 SUMMARY_NAME = "batch_summary.csv"
 JOURNAL_NAME = "batch_journal.jsonl"
 DONE = "skipped (done)"
 NOT_RUN = "not run"
+CLAIMED = "skipped (another batch)"
+CLAIMS_NAME = ".scanprobe-claims"
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Input:
-    """One file to process and the folder its outputs go to (``error``: it cannot be run)."""
-
-    path: Path
-    outdir: Path
-    error: str = ""
 
 
 @dataclass
@@ -80,87 +82,6 @@ class BatchResult:
 # --------------------------------------------------------------------------------------
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    try:
-        parts = path.relative_to(root).parts
-    except ValueError:
-        parts = (path.name,)
-    return any(p.startswith(".") for p in parts)
-
-
-def _glob_root(pattern: str) -> Path:
-    """The folder part of ``pattern`` before its first wildcard."""
-    parts = Path(pattern).parts
-    root = []
-    for part in parts:
-        if glob.has_magic(part):
-            break
-        root.append(part)
-    return Path(*root) if root else Path(".")
-
-
-def expand_inputs(inputs: Iterable[str | os.PathLike], outdir: str | os.PathLike) -> tuple[list[Input], int]:
-    """``(inputs, left_out)``: the files to process and how many folder files were left out.
-
-    A path that does not exist or a pattern that matches nothing becomes an Input with an
-    ``error`` (recorded as failed). Duplicates (the same file reached twice) are dropped.
-    """
-    from .io import find_format
-
-    outdir = Path(outdir)
-    out_resolved = outdir.resolve()
-    found: list[Input] = []
-    seen: set[Path] = set()
-    left_out = 0
-
-    def add(path: Path, sub: Path) -> None:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            found.append(Input(path, outdir / sub))
-
-    for item in inputs:
-        name = str(item)
-        path = Path(name)
-        if path.is_dir():
-            for f in sorted(path.rglob("*")):
-                if not f.is_file() or _hidden(f, path) or _inside(f, out_resolved):
-                    continue
-                try:
-                    claimed = find_format(f) is not None
-                except OSError:
-                    claimed = True  # let the reader say what is wrong with it
-                if not claimed:
-                    left_out += 1
-                    continue
-                add(f, f.parent.relative_to(path))
-        elif path.is_file():
-            add(path, Path())
-        elif glob.has_magic(name):
-            root = _glob_root(name)
-            matches = [Path(m) for m in sorted(glob.glob(name, recursive=True))]
-            matches = [m for m in matches if m.is_file() and not _inside(m, out_resolved)]
-            if not matches:
-                found.append(Input(path, outdir, f"{name}: no file matches this pattern"))
-            for m in matches:
-                try:
-                    sub = m.parent.relative_to(root)
-                except ValueError:
-                    sub = Path()
-                add(m, sub)
-        else:
-            found.append(Input(path, outdir, f"{name}: no such file or folder"))
-    return found, left_out
-
-
 def _name_key(recipe: Recipe, inp: Input) -> tuple[Path, str] | None:
     """What a write name depends on besides the channel: equal keys = colliding outputs."""
     from .recipe import _safe
@@ -168,9 +89,7 @@ def _name_key(recipe: Recipe, inp: Input) -> tuple[Path, str] | None:
     write = recipe.step("write")
     if write is None:
         return None
-    return inp.outdir, write["name"].format(
-        stem=_safe(inp.path.stem), file=_safe(inp.path.name), channel="\0"
-    )
+    return inp.sub, write["name"].format(stem=_safe(inp.path.stem), file=_safe(inp.path.name), channel="\0")
 
 
 def _check_collisions(recipe: Recipe, inputs: list[Input]) -> None:
@@ -183,7 +102,7 @@ def _check_collisions(recipe: Recipe, inputs: list[Input]) -> None:
         if key in first:
             inp.error = (
                 f"{inp.path}: its outputs would overwrite those of {first[key].path} (the same names after the "
-                f"recipe's write name {recipe.step('write')['name']!r}); put {{file}} in the name, or use separate folders"
+                f"recipe's write name {(recipe.step('write') or {}).get('name')!r}); put {{file}} in the name, or use separate folders"
             )
         else:
             first[key] = inp
@@ -254,31 +173,85 @@ def _append(path: Path, entry: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# Claims: two batches into one folder share the work
+# --------------------------------------------------------------------------------------
+
+
+def _claim_path(claims: Path, path: str, fingerprint: str) -> Path:
+    key = hashlib.sha256(f"{Path(path).resolve()}\0{fingerprint}".encode()).hexdigest()[:40]
+    return claims / f"{key}.claim"
+
+
+def _alive(text: str) -> bool:
+    """Whether the claim's owner (``host pid``) may still run: True unless it is provably gone."""
+    try:
+        host, pid = text.split()[:2]
+        if host != socket.gethostname():
+            return True
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, OSError):
+        return True  # unreadable, or a process we may not signal: leave it alone
+    return True
+
+
+def claim(claims: Path, path: str, fingerprint: str) -> bool:
+    """Take the claim on ``path`` for this process (atomically); False when another holds it."""
+    target = _claim_path(claims, path, fingerprint)
+    for _ in range(2):
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                owner = target.read_text(encoding="utf-8")
+            except OSError:
+                return False
+            if _alive(owner):
+                return False
+            with contextlib.suppress(OSError):
+                target.unlink()  # its process is gone: take it over
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"{socket.gethostname()} {os.getpid()}\n")
+        return True
+    return False
+
+
+def release(claims: Path, path: str, fingerprint: str) -> None:
+    with contextlib.suppress(OSError):
+        _claim_path(claims, path, fingerprint).unlink()
+
+
+# --------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------
 
 
-def process_input(recipe: Recipe, path: str, outdir: str) -> FileResult:
+def process_input(recipe: Recipe, path: str, outdir: str, claims: str | None = None) -> FileResult:
     """One file, as a batch task: never raises; a failure is a FileResult with its error.
 
-    Dask work inside (a lazy movie) runs synchronously in this task, frame by frame.
+    ``claims``: the claims folder; the file is skipped (status ``skipped (another batch)``)
+    when another batch holds its claim. Dask work inside (a lazy movie) runs synchronously in
+    this task, frame by frame.
     """
     import dask
 
     from .io import ReaderError
     from .recipe import run_recipe_file
 
+    if claims is not None and not claim(Path(claims), path, recipe.fingerprint()):
+        return FileResult(path, CLAIMED)
     try:
         with dask.config.set(scheduler="synchronous"):
             return run_recipe_file(recipe, path, outdir)
     except ReaderError as exc:
         return FileResult(path, "failed", str(exc))
-    except (ValueError, OSError, MemoryError) as exc:
-        message = str(exc) or type(exc).__name__
+    except Exception as exc:  # the error boundary: one bad file never stops the batch
+        if not isinstance(exc, (ValueError, OSError, MemoryError)):
+            log.debug("unexpected failure on %s", path, exc_info=True)
+        message = one_line(exc)
         return FileResult(path, "failed", message if path in message else f"{path}: {message}")
-    except Exception as exc:  # the safety net: one bad file never stops the batch
-        log.debug("unexpected failure on %s", path, exc_info=True)
-        return FileResult(path, "failed", f"{path}: unexpected error ({type(exc).__name__}: {exc})")
 
 
 def _local_cluster(workers: int):
@@ -319,13 +292,21 @@ def _connect(address: str):
 
 
 def _run_distributed(
-    client, recipe: Recipe, todo: list[Input], finished: Callable[[Input, FileResult], None]
+    client,
+    recipe: Recipe,
+    todo: list[Input],
+    outdir: Path,
+    claims: Path,
+    finished: Callable[[Input, FileResult], None],
 ) -> None:
     from dask.distributed import as_completed
 
     shared = client.scatter(recipe, broadcast=True, hash=False)
     futures = {
-        client.submit(process_input, shared, str(inp.path), str(inp.outdir), pure=False): inp for inp in todo
+        client.submit(
+            process_input, shared, str(inp.path), str(outdir / inp.sub), str(claims), pure=False
+        ): inp
+        for inp in todo
     }
     try:
         for future in as_completed(futures):
@@ -380,6 +361,8 @@ def run_batch(
     journal_path = outdir / JOURNAL_NAME
     journal = _read_journal(journal_path)
     fingerprint = recipe.fingerprint()
+    claims = outdir / CLAIMS_NAME
+    claims.mkdir(exist_ok=True)
     results: dict[int, FileResult] = {}
     todo: list[Input] = []
     for i, inp in enumerate(items):
@@ -387,16 +370,8 @@ def run_batch(
             results[i] = FileResult(str(inp.path), "failed", inp.error)
             continue
         entry = journal.get(str(inp.path.resolve()))
-        if _done(entry, inp, fingerprint, outdir):
-            results[i] = FileResult(
-                str(inp.path),
-                DONE,
-                category=entry.get("category"),
-                probabilities=entry.get("probabilities") or {},
-                frames=entry.get("frames"),
-                outputs=[str(outdir / rel) for rel in entry.get("outputs", [])],
-                measurements=entry.get("measurements") or {},
-            )
+        if entry is not None and _done(entry, inp, fingerprint, outdir):
+            results[i] = _done_result(inp, entry, outdir)
         else:
             todo.append(inp)
     index = {id(inp): i for i, inp in enumerate(items)}
@@ -412,6 +387,8 @@ def run_batch(
                 OSError
             ) as exc:  # the input vanished, or the journal cannot be written: only resume suffers
                 log.warning("batch journal: %s not recorded (%s)", inp.path, exc)
+        if result.status != CLAIMED:
+            release(claims, str(inp.path), fingerprint)
         if progress is not None:
             progress(Progress(len(results), total, message=f"{inp.path.name}: {result.status}"))
 
@@ -420,12 +397,12 @@ def run_batch(
     try:
         if todo and scheduler is None and workers == 0:
             for inp in todo:
-                finished(inp, process_input(recipe, str(inp.path), str(inp.outdir)))
+                finished(inp, process_input(recipe, str(inp.path), str(outdir / inp.sub), str(claims)))
         elif todo:
             n = workers or os.cpu_count() or 1
             client, cluster = (_connect(scheduler), None) if scheduler else _local_cluster(min(n, len(todo)))
             try:
-                _run_distributed(client, recipe, todo, finished)
+                _run_distributed(client, recipe, todo, outdir, claims, finished)
             finally:
                 with contextlib.suppress(Exception):
                     client.close()
@@ -433,10 +410,38 @@ def run_batch(
                     with contextlib.suppress(Exception):
                         cluster.close()
     finally:  # also after Ctrl-C: the summary says what was done
+        _take_over_finished(results, items, journal_path, fingerprint, outdir)
         ordered = [results.get(i) or FileResult(str(inp.path), NOT_RUN) for i, inp in enumerate(items)]
         batch = BatchResult(ordered, outdir / SUMMARY_NAME, left_out, recipe.categories)
         write_summary(batch, outdir)
     return batch
+
+
+def _take_over_finished(
+    results: dict[int, FileResult], items: list[Input], journal_path: Path, fingerprint: str, outdir: Path
+) -> None:
+    """Files another batch had claimed and has finished since: ``skipped (done)`` with its results."""
+    claimed = [i for i, r in results.items() if r.status == CLAIMED]
+    if not claimed:
+        return
+    journal = _read_journal(journal_path)
+    for i in claimed:
+        inp = items[i]
+        entry = journal.get(str(inp.path.resolve()))
+        if entry is not None and _done(entry, inp, fingerprint, outdir):
+            results[i] = _done_result(inp, entry, outdir)
+
+
+def _done_result(inp: Input, entry: dict, outdir: Path) -> FileResult:
+    return FileResult(
+        str(inp.path),
+        DONE,
+        category=entry.get("category"),
+        probabilities=entry.get("probabilities") or {},
+        frames=entry.get("frames"),
+        outputs=[str(outdir / rel) for rel in entry.get("outputs", [])],
+        measurements=entry.get("measurements") or {},
+    )
 
 
 def write_summary(batch: BatchResult, outdir: Path) -> Path:

@@ -4,11 +4,16 @@ scanprobe info FILE... [--json]     what each file holds: channels, shapes, pixe
 scanprobe demo [--headless]         napari with the sample scan loaded and the widgets docked
 scanprobe train DATA_DIR -o MODEL   train a classifier on a folder with one sub-folder per category
 scanprobe predict MODEL PATH...     category and probabilities per file (per frame for movies)
+scanprobe evaluate MODEL FOLDER     accuracy, AUC, calibration of a model on a labelled folder
 scanprobe cam MODEL PATH... -o DIR  class activation maps as DIR/<stem>.cam.tif
 scanprobe batch RECIPE INPUTS... -o OUTDIR [--workers N] [--scheduler ADDRESS]
                                     a recipe over files, folders and globs, in parallel (Dask)
 scanprobe measure FILE... [--flatten METHOD] [--profile Y0,X0,Y1,X1 [--width NM] [-o OUT.csv]]
                                     ISO 25178 roughness of every channel, or a line profile as CSV
+scanprobe steps [STEP]              the processing steps a recipe can hold: methods, options, ranges
+
+Every command takes its inputs by one rule (files, folders, globs: napari_scanprobe.inputs) and
+ends any error in one line on stderr.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 
 from . import __version__
 from .io import ReaderError, read
+from .untrusted import one_line
 
 
 def _channel_facts(ch) -> dict:
@@ -143,44 +149,43 @@ def _make_layer(data, kwargs, kind):
 
 
 class ProgressBar:
-    """A one-line text progress bar on stderr (redrawn in place on a terminal, sparse otherwise)."""
+    """A progress bar on stderr (tqdm: redrawn in place on a terminal, with the time left)."""
 
     def __init__(self, label: str, stream=None):
-        self.label, self.stream = label, stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.last_percent = -1
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=100,
+            desc=label,
+            file=stream or sys.stderr,
+            bar_format="{desc} {bar:20} {percentage:3.0f}%{postfix} [{elapsed}<{remaining}]",
+            mininterval=0.5,
+            leave=True,
+        )
 
     def update(self, fraction: float, text: str = "") -> None:
-        percent = int(100 * min(max(fraction, 0.0), 1.0))
-        if not self.tty and percent // 10 == self.last_percent // 10:
-            return
-        self.last_percent = percent
-        filled = percent // 5
-        line = f"{self.label} [{'#' * filled}{'.' * (20 - filled)}] {percent:3d}% {text}"
-        if self.tty:
-            self.stream.write("\r" + line[:120].ljust(120))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        percent = 100 * min(max(fraction, 0.0), 1.0)
+        self.bar.set_postfix_str(text[:60], refresh=False)
+        self.bar.update(percent - self.bar.n)
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.bar.close()
 
 
-def _expand_inputs(paths: list[str]) -> list[str]:
-    """Files as given; folders replaced by the files inside them (recursively, sorted)."""
-    from pathlib import Path
+def _expand_inputs(paths: list[str], command: str, outdir=None) -> tuple[list[str], int]:
+    """``(files, failures)`` by the one input rule (:mod:`napari_scanprobe.inputs`); inputs that
+    cannot be run (missing, empty, a named pipe ...) are reported here and counted."""
+    from .inputs import expand_inputs
 
-    out = []
-    for name in paths:
-        p = Path(name)
-        if p.is_dir():
-            out += [str(f) for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith(".")]
-        else:
-            out.append(name)
-    return out
+    items, left_out = expand_inputs(paths, outdir)
+    for item in items:
+        if item.error:
+            print(f"scanprobe {command}: error: {item.error}", file=sys.stderr)
+    if left_out:
+        print(
+            f"scanprobe {command}: {left_out} file(s) in the folders given are not SPM files or arrays; left out"
+        )
+    return [str(i.path) for i in items if not i.error], sum(1 for i in items if i.error)
 
 
 def _print_metrics(metrics: dict, categories: list[str]) -> None:
@@ -200,6 +205,18 @@ def _print_metrics(metrics: dict, categories: list[str]) -> None:
         "  confusion matrix (rows: true, columns: predicted): "
         + "  ".join(f"{categories[i]}: {row}" for i, row in enumerate(metrics["confusion_matrix"]))
     )
+    calibration = metrics.get("calibration")
+    if calibration and calibration.get("ece_uncalibrated") is not None:
+        print(
+            f"  calibration: temperature {calibration['temperature']:.2f}, expected calibration error "
+            f"{calibration['ece_uncalibrated']:.3f} before, {metrics['ece']:.3f} after"
+        )
+    baseline = metrics.get("baseline")
+    if baseline:
+        print(
+            f"  feature baseline (random forest) on the same images: accuracy {baseline['accuracy']:.3f}   "
+            f"balanced accuracy {baseline['balanced_accuracy']:.3f}   ROC AUC {baseline['roc_auc']:.3f}"
+        )
     perm = metrics.get("permutation_test")
     if perm:
         print(
@@ -211,11 +228,25 @@ def cmd_train(args) -> int:
     from .learn.train import train_steps
     from .process.common import run_to_end
 
-    options = {"epochs": args.epochs, "seed": args.seed, "permutations": args.permutations}
+    options = {
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "permutations": args.permutations,
+        "baseline": args.baseline,
+    }
     if args.folds:
         options["folds"] = args.folds
     if args.validation is not None:
         options["validation"] = args.validation
+    try:
+        from pathlib import Path
+
+        from .atomic import output_folder
+
+        output_folder(Path(args.output).parent)  # checked before hours of training, not after
+    except (ValueError, OSError) as exc:
+        print(f"scanprobe train: error: {exc}", file=sys.stderr)
+        return 1
     bar = ProgressBar("training")
 
     def show(update):
@@ -226,7 +257,7 @@ def cmd_train(args) -> int:
         bar.update(update.fraction, text)
 
     try:
-        pixel_size = "auto" if args.pixel_size is None else args.pixel_size
+        pixel_size = "auto" if args.pixel_size is None else _pixel_size_value(args.pixel_size)
         model = run_to_end(
             train_steps(
                 args.data,
@@ -258,7 +289,54 @@ def cmd_train(args) -> int:
     if info["skipped"]:
         print(f"  {len(info['skipped'])} input(s) skipped")
     _print_metrics(model.metrics, model.categories)
+    for warning in info.get("warnings", []):
+        print(f"  warning: {warning}")
     print(f"model written to {out} (+ {out.with_suffix('.json').name})")
+    return 0
+
+
+def _pixel_size_value(text: str):
+    """``--pixel-size``: "auto", "none" (images as they are) or nm per pixel."""
+    if text.strip().lower() in ("auto", "none"):
+        return None if text.strip().lower() == "none" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--pixel-size: expected nm per pixel, 'auto' or 'none', got {text!r}") from None
+
+
+def cmd_evaluate(args) -> int:
+    from .learn.modelfile import load_model
+    from .learn.predict import evaluate
+
+    skipped = []
+    try:
+        model = load_model(args.model)
+        pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
+        if isinstance(pixel_size, str):
+            raise ValueError("--pixel-size: evaluate needs nm per pixel or 'none'")
+        metrics = evaluate(
+            model,
+            args.folder,
+            pixel_size=pixel_size,
+            device=args.device,
+            on_error=lambda obj, exc: skipped.append((obj, exc)),
+        )
+    except (ValueError, OSError) as exc:
+        print(f"scanprobe evaluate: error: {exc}", file=sys.stderr)
+        return 1
+    for obj, exc in skipped:
+        print(f"  skipped {obj}: {exc.reason if isinstance(exc, ReaderError) else exc}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    _print_metrics(metrics, model.categories)
+    print(f"  expected calibration error {metrics['ece']:.3f}")
+    if metrics["unlike_training_median"] is not None:
+        print(
+            f"  unlike-training score: median {metrics['unlike_training_median']:.2f}, "
+            f"{metrics['unlike_training_above_2']} image(s) above 2 (unlike the training data)"
+        )
     return 0
 
 
@@ -281,9 +359,13 @@ def cmd_predict(args) -> int:
         else:
             print(f"scanprobe predict: error: {obj}: {message}", file=sys.stderr)
 
-    inputs = _expand_inputs(args.paths)
+    inputs, bad = _expand_inputs(args.paths, "predict")
+    failures += [None] * bad
     try:
-        results = predict_many(model, inputs, device=args.device, on_error=failed)
+        pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
+        if isinstance(pixel_size, str):
+            raise ValueError("--pixel-size: predict needs nm per pixel or 'none'")
+        results = predict_many(model, inputs, pixel_size=pixel_size, device=args.device, on_error=failed)
     except ValueError as exc:
         print(f"scanprobe predict: error: {exc}", file=sys.stderr)
         return 1
@@ -295,7 +377,10 @@ def cmd_predict(args) -> int:
         else:
             probs = "  ".join(f"{c} {p:.3f}" for c, p in result.probabilities.items())
             frames = f"  ({len(result.frames)} frames)" if result.frames else ""
-            print(f"{path}: {result.label}  [{probs}]{frames}")
+            unlike = (
+                "" if result.unlike_training is None else f"  unlike training {result.unlike_training:.2f}"
+            )
+            print(f"{path}: {result.label}  [{probs}]{frames}{unlike}")
     return 1 if failures else 0
 
 
@@ -319,12 +404,16 @@ def cmd_cam(args) -> int:
             target = int(target)  # a category index
         target = target_index(model, target)
         resolve_device(args.device)
+        pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
+        if isinstance(pixel_size, str):
+            raise ValueError("--pixel-size: cam needs nm per pixel or 'none'")
         outdir = output_folder(args.output)
     except (ValueError, OSError) as exc:
         print(f"scanprobe cam: error: {exc}", file=sys.stderr)
         return 1
-    failed, written = 0, {}
-    for name in _expand_inputs(args.paths):
+    names, failed = _expand_inputs(args.paths, "cam", outdir)
+    written: dict = {}
+    for name in names:
         out = outdir / f"{Path(name).stem}.cam.tif"
         try:
             if out in written:
@@ -335,16 +424,18 @@ def cmd_cam(args) -> int:
             except ReaderError:
                 if Path(name).suffix.lower() not in ARRAY_SUFFIXES:
                     raise
-                example = read_example(name, model.channels)  # .npy/.tif arrays
+                example = read_example(name, model.channels)  # .npy/.tif arrays, pictures
+                if pixel_size is not None:
+                    example.pixel_size = (pixel_size, pixel_size)
             else:
                 example = example_from_scan(scan, model.channels)
                 source = pick_channels(scan, model.channels)[0]
             result = cam_lazy(model, example, method, target, layer, device=args.device)
             write(out, cam_channel(result, model, like=source, source=str(name)))
             written[out] = name
-        except (ReaderError, ValueError, OSError) as exc:
+        except Exception as exc:  # the error boundary of one input: the others go on
             failed += 1
-            message = exc.reason if isinstance(exc, ReaderError) else str(exc)
+            message = exc.reason if isinstance(exc, ReaderError) else one_line(exc)
             print(
                 f"scanprobe cam: error: {message if str(name) in message else f'{name}: {message}'}",
                 file=sys.stderr,
@@ -359,7 +450,7 @@ def cmd_cam(args) -> int:
 
 def cmd_batch(args) -> int:
     """A recipe over files/folders/globs: outputs, batch_summary.csv and batch_journal.jsonl in OUTDIR."""
-    from .batch import DONE, NOT_RUN, run_batch
+    from .batch import CLAIMED, DONE, NOT_RUN, run_batch
     from .recipe import load_recipe
 
     try:
@@ -394,12 +485,51 @@ def cmd_batch(args) -> int:
     for r in result.results:
         if r.status == "failed":
             print(f"scanprobe batch: error: {r.error}", file=sys.stderr)
-    counts = {status: result.count(status) for status in ("ok", DONE, "failed", NOT_RUN)}
+    counts = {status: result.count(status) for status in ("ok", DONE, CLAIMED, "failed", NOT_RUN)}
     text = ", ".join(f"{n} {status}" for status, n in counts.items() if n or status in ("ok", "failed"))
     print(f"{len(result.results)} input(s): {text}; summary: {result.summary}")
     if result.left_out:
         print(f"  {result.left_out} file(s) in the folders given are not SPM files and were left out")
     return 1 if result.failed else 0
+
+
+def cmd_movie(args) -> int:
+    """Drift of a movie and its numbers frame by frame, as CSV (``scanprobe movie``)."""
+    from .io import ReaderError, read
+    from .learn.data import pick_channels
+    from .process.common import run_to_end
+    from .process.frame_table import frame_table_steps
+    from .process.register import register_steps
+
+    reference = int(args.reference) if args.reference.lstrip("-").isdigit() else args.reference
+    bar = ProgressBar("movie")
+    try:
+        channel = pick_channels(read(args.file), [args.channel] if args.channel else [])[0]
+        if channel.data.ndim != 3:
+            raise ValueError(f"{args.file}: channel {channel.title!r} is an image, not a movie")
+        size = tuple(channel.pixel_size) if channel.xy_unit else None
+        reg = run_to_end(
+            register_steps(channel.data, reference, args.per_line, size, channel.xy_unit or "px"),
+            lambda u: bar.update(u.fraction / 2, f"registering: {u.message}"),
+        )
+        nm = size if channel.xy_unit == "nm" else None
+        table = run_to_end(
+            frame_table_steps(reg.movie, channel.z_unit, channel.frame_time_s, reg, args.model, nm),
+            lambda u: bar.update(0.5 + u.fraction / 2, f"measuring: {u.message}"),
+        )
+        table.to_csv(args.output)
+    except (ReaderError, ValueError, OSError) as exc:
+        bar.close()
+        print(f"scanprobe movie: error: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    flagged = [i for i, f in enumerate(reg.flagged) if f]
+    print(
+        f"{args.file}: {len(table)} frames, {len(flagged)} flagged"
+        + (f" ({', '.join(map(str, flagged))})" if flagged else "")
+        + f"; table: {args.output}"
+    )
+    return 0
 
 
 def cmd_measure(args) -> int:
@@ -454,6 +584,15 @@ def cmd_measure(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_steps(args) -> int:
+    """The step contract (methods, options, ranges, units, help) as Markdown tables."""
+    from .process.steps import STEPS, contract_markdown, step
+
+    chosen = {args.step: step(args.step)} if args.step else STEPS
+    print(contract_markdown(chosen), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scanprobe", description="Scanning probe microscopy data: read, inspect, view."
@@ -493,9 +632,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--input-size", type=int, default=128, help="network input in pixels (default 128)")
     tr.add_argument(
         "--pixel-size",
-        type=float,
         default=None,
-        help="nm per pixel the network sees (default: the median of the data)",
+        help="nm per pixel the network sees (pictures without a scale are taken to be at it); "
+        "'none': every image as it is; default 'auto': the median of the data",
+    )
+    tr.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also report a random forest on image features on the same validation images",
     )
     tr.add_argument("--validation", type=float, default=None, help="validation fraction (default 0.2)")
     tr.add_argument("--folds", type=int, default=0, help="k-fold cross-validation instead of one split")
@@ -512,7 +656,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="one JSON object per line: path, label, probabilities"
     )
     pr.add_argument("--device", default=None)
+    pr.add_argument(
+        "--pixel-size",
+        default=None,
+        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
+    )
     pr.set_defaults(func=cmd_predict)
+
+    ev = sub.add_parser("evaluate", help="metrics of MODEL on FOLDER (one sub-folder per category)")
+    ev.add_argument("model", metavar="MODEL")
+    ev.add_argument("folder", metavar="FOLDER")
+    ev.add_argument("--json", action="store_true", help="the metrics as one JSON object")
+    ev.add_argument(
+        "--pixel-size",
+        default=None,
+        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
+    )
+    ev.add_argument("--device", default=None)
+    ev.set_defaults(func=cmd_evaluate)
 
     cm = sub.add_parser("cam", help="class activation maps: OUTDIR/<input stem>.cam.tif per input")
     cm.add_argument("model", metavar="MODEL")
@@ -528,6 +689,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer", default=None, metavar="L", help="network layer, block1 ... blockN (default: the last)"
     )
     cm.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    cm.add_argument(
+        "--pixel-size",
+        default=None,
+        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
+    )
     cm.set_defaults(func=cmd_cam)
 
     ba = sub.add_parser("batch", help="apply a recipe (JSON/YAML) to files, folders and globs, in parallel")
@@ -560,6 +726,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ba.set_defaults(func=cmd_batch)
 
+    mv = sub.add_parser("movie", help="drift of a movie and its per-frame numbers, as a CSV table")
+    mv.add_argument("file", metavar="FILE", help="a movie file (.asd, .h5-jpk, .tif …)")
+    mv.add_argument("-o", "--output", required=True, metavar="CSV", help="the per-frame table (.csv)")
+    mv.add_argument("--channel", default=None, metavar="NAME", help="the channel (default: the first)")
+    mv.add_argument(
+        "--reference", default="first", help="first (default), mean (running mean) or a frame number"
+    )
+    mv.add_argument("--per-line", action="store_true", help="also correct creep along the slow scan axis")
+    mv.add_argument("--model", default=None, metavar="MODEL", help="add each category's probability")
+    mv.set_defaults(func=cmd_movie)
+
     me = sub.add_parser("measure", help="ISO 25178 roughness of every channel, or a line profile (CSV)")
     me.add_argument("files", nargs="+", metavar="FILE")
     me.add_argument("--flatten", metavar="METHOD", help="flatten each channel first (plane, auto, ...)")
@@ -568,15 +745,24 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("-o", "--output", metavar="OUT.csv", help="profile: write the CSV here (default: print)")
     me.add_argument("--json", action="store_true", help="roughness: one JSON object per channel and line")
     me.set_defaults(func=cmd_measure)
+    st = sub.add_parser(
+        "steps", help="the processing steps a recipe can hold: methods, options, ranges, units"
+    )
+    st.add_argument("step", nargs="?", default=None, help="flatten, denoise, upscale, predict, cam or write")
+    st.set_defaults(func=cmd_steps)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI's error boundary: whatever goes wrong ends in one line on stderr, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        print(f"scanprobe {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ A recipe is a JSON or YAML file (the extension decides: ``.json``, ``.yaml``/``.
       - {step: flatten, method: auto, options: {threshold: 3.0}}
       - {step: denoise, method: median, options: {size: 3}}
       - {step: upscale, method: bicubic, options: {factor: 2}}
+      - {step: register, method: phase, options: {reference: first, per_line: false}}
       - {step: predict, model: knobs, sha256: 3f5a...}
       - {step: cam, model: knobs, sha256: 3f5a..., method: gradcam, target: null, layer: null}
       - {step: measure, method: roughness}
@@ -19,12 +20,14 @@ Conventions
 * ``channels``: names matched against each channel's title (``"Z (forward)"``), then its name
   (``"Z"``: the first such channel), case-insensitively -- as for classifier models. ``[]`` or
   absent means every channel of the file. A channel the file lacks is an error for that file.
-* Image steps (``flatten``, ``denoise``, ``upscale``) are the dicts layers record in
+* Image steps (``flatten``, ``denoise``, ``upscale``, ``register``) are the dicts layers record in
   ``metadata["processing"]`` (see :mod:`napari_scanprobe.process.steps`); they run in order on
   each chosen channel, a movie frame by frame (lazily). Options must be plain values (numbers,
   text, true/false, null). ``upscale`` takes ``factor`` among its options; saved upscaler
   ``weights`` are a path with their ``sha256``, like models. A Noise2Noise ``pair`` names a
   layer of one napari session and cannot be replayed (a movie without ``pair`` uses its frames).
+  ``register`` (drift correction, movies only) corrects each chosen channel on its own; its
+  flagged frames (lost correlation) are kept and never stop the file or the batch.
 * ``predict`` and ``cam`` classify / explain the image *as processed by the steps before
   them*, and the model's own stored preprocessing is applied on top -- exactly as when a
   processed layer is classified in napari. Put them first to use the raw data. The model's
@@ -68,29 +71,32 @@ from typing import Any
 
 from . import __version__
 from .io.scan import Channel, Scan, find_channel, role_of_title
+from .process.steps import IMAGE_STEPS
+from .process.steps import STEPS as CONTRACTS
+from .untrusted import load_json, load_yaml, one_line, short_repr
 
 FORMAT = "napari-scanprobe recipe"
 VERSION = 1
-IMAGE_STEPS = ("flatten", "denoise", "upscale")
 MODEL_STEPS = ("predict", "cam")
-STEPS = (*IMAGE_STEPS, *MODEL_STEPS, "measure", "write")
-WRITE_FORMATS = (".gsf", ".gwy", ".tif")
-DEFAULT_NAME = "{file} {channel}"
+STEPS = tuple(CONTRACTS)
+WRITE_FORMATS = CONTRACTS["write"].keys[0].choices
+DEFAULT_NAME = CONTRACTS["write"].keys[1].default
 MOVIE_FORMAT = ".tif"
 #: Top-level keys besides format/version/channels/steps: free text kept as it is.
 INFO_KEYS = ("name", "description", "created_with")
+#: A recipe file larger than this is refused unread.
+MAX_RECIPE_BYTES = 1 << 20
+#: The longest write name template.
+MAX_NAME = 200
 
 _STEP_KEYS = {
-    "flatten": {"step", "method", "options", "version"},
-    "denoise": {"step", "method", "options", "version"},
-    "upscale": {"step", "method", "options", "version", "sha256"},
-    "predict": {"step", "model", "sha256"},
-    "cam": {"step", "model", "sha256", "method", "target", "layer"},
-    "measure": {"step", "method", "options", "version"},
-    "write": {"step", "format", "name"},
+    name: {"step", "method", "options", "version", *(["sha256"] if name == "upscale" else [])}
+    if not c.keys
+    else {"step", *(o.name for o in c.keys)}
+    for name, c in CONTRACTS.items()
 }
 _TEMPLATE_FIELDS = ("stem", "file", "channel")
-_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
+_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]')
 
 
 # --------------------------------------------------------------------------------------
@@ -232,21 +238,20 @@ def read_recipe_file(path: str | os.PathLike) -> dict:
     if suffix not in (".json", ".yaml", ".yml"):
         raise ValueError(f"{path}: a recipe file ends in .json, .yaml or .yml")
     try:
+        if not path.is_file():  # a folder, a named pipe or a device is never opened
+            if path.exists():
+                raise ValueError(f"{path}: not a recipe file (not a regular file)")
+            raise FileNotFoundError(f"{path}: recipe file not found")
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise ValueError(f"{path}: not a recipe (larger than {MAX_RECIPE_BYTES >> 20} MB)")
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: recipe file not found") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a recipe (not UTF-8 text)") from None
-    try:
-        if suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
-        raise ValueError(f"{path}: not valid {'JSON' if suffix == '.json' else 'YAML'} ({exc})") from None
-    return data
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise OSError(f"{path}: cannot read the recipe ({exc.strerror or one_line(exc)})") from None
+    return load_json(text, str(path)) if suffix == ".json" else load_yaml(text, str(path))
 
 
 def load_recipe(recipe: Any, base: str | os.PathLike | None = None) -> Recipe:
@@ -257,10 +262,19 @@ def load_recipe(recipe: Any, base: str | os.PathLike | None = None) -> Recipe:
     version, channel names, each step's method and options, model files (present, hash
     matching, loadable; CAM method, layer and target valid for the model), the write format
     and name template. Raises one ``ValueError`` naming the recipe, the step index and the
-    problem (``FileNotFoundError`` for a missing recipe or model file).
+    problem (``FileNotFoundError`` for a missing recipe or model file). Values are quoted
+    shortened, so even a hostile recipe gives one short line.
     """
     if isinstance(recipe, Recipe):
         return recipe
+    try:
+        return _load_recipe(recipe, base)
+    except (TypeError, OverflowError, RecursionError, KeyError, AttributeError) as exc:
+        where = str(recipe) if isinstance(recipe, (str, os.PathLike)) else "recipe"
+        raise ValueError(f"{where}: not a valid recipe ({one_line(exc)})") from None
+
+
+def _load_recipe(recipe: Any, base: str | os.PathLike | None) -> Recipe:
     source = None
     if isinstance(recipe, (str, os.PathLike)):
         source = str(recipe)
@@ -276,16 +290,17 @@ def load_recipe(recipe: Any, base: str | os.PathLike | None = None) -> Recipe:
         raise ValueError(
             f"{where}: a recipe is a mapping with 'format', 'version', 'channels' and 'steps', got {type(data).__name__}"
         )
-    unknown = sorted(set(data) - {"format", "version", "channels", "steps", *INFO_KEYS})
+    allowed = ("format", "version", "channels", "steps", *INFO_KEYS)
+    unknown = [k for k in data if k not in allowed]
     if unknown:
         raise ValueError(
-            f"{where}: unknown key {unknown[0]!r} (a recipe has format, version, channels, steps, {', '.join(INFO_KEYS)})"
+            f"{where}: unknown key {short_repr(unknown[0])} (a recipe has format, version, channels, steps, {', '.join(INFO_KEYS)})"
         )
     if data.get("format", FORMAT) != FORMAT:
-        raise ValueError(f"{where}: format {data.get('format')!r} is not {FORMAT!r}")
+        raise ValueError(f"{where}: format {short_repr(data.get('format'))} is not {FORMAT!r}")
     version = data.get("version", VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"{where}: version must be a whole number >= 1, got {version!r}")
+        raise ValueError(f"{where}: version must be a whole number >= 1, got {short_repr(version)}")
     if version > VERSION:
         raise ValueError(
             f"{where}: recipe version {version} was written by a newer napari-scanprobe (this one reads version {VERSION})"
@@ -296,7 +311,11 @@ def load_recipe(recipe: Any, base: str | os.PathLike | None = None) -> Recipe:
         raise ValueError(
             f"{where}: 'steps' must be a non-empty list of steps like {{step: flatten, method: auto}}"
         )
-    info = {k: str(data[k]) for k in INFO_KEYS if data.get(k) is not None}
+    info = {
+        k: short_repr(data[k], 1000) if not isinstance(data[k], str) else data[k][:1000]
+        for k in INFO_KEYS
+        if data.get(k) is not None
+    }
     out = Recipe([], channels, info, source)
     seen: set[str] = set()
     for i, raw in enumerate(steps):
@@ -324,7 +343,7 @@ def _check_channels(where: str, channels: Any) -> list[str]:
         channels = [channels]
     if not isinstance(channels, list) or not all(isinstance(c, str) and c.strip() for c in channels):
         raise ValueError(
-            f"{where}: 'channels' must be a list of channel names like ['Height (trace)'] ([] = every channel), got {channels!r}"
+            f"{where}: 'channels' must be a list of channel names like ['Height (trace)'] ([] = every channel), got {short_repr(channels)}"
         )
     out = []
     for c in channels:
@@ -339,14 +358,14 @@ def _plain(value: Any) -> bool:
 
 def _check_step(raw: Any, base: Path, recipe: Recipe) -> dict:
     if not isinstance(raw, dict) or "step" not in raw:
-        raise ValueError(f"expected a mapping with a 'step' key ({', '.join(STEPS)}), got {raw!r}")
+        raise ValueError(f"expected a mapping with a 'step' key ({', '.join(STEPS)}), got {short_repr(raw)}")
     name = raw["step"]
-    if name not in STEPS:
-        raise ValueError(f"unknown step {name!r}; choose one of {', '.join(STEPS)}")
-    unknown = sorted(set(raw) - _STEP_KEYS[name])
+    if not isinstance(name, str) or name not in STEPS:
+        raise ValueError(f"unknown step {short_repr(name)}; choose one of {', '.join(STEPS)}")
+    unknown = [k for k in raw if k not in _STEP_KEYS[name]]
     if unknown:
         raise ValueError(
-            f"unknown key {unknown[0]!r}; a {name} step has {', '.join(sorted(_STEP_KEYS[name] - {'step'}))}"
+            f"unknown key {short_repr(unknown[0])}; a {name} step has {', '.join(sorted(_STEP_KEYS[name] - {'step'}))}"
         )
     if name in IMAGE_STEPS:
         return _check_image_step(name, raw, base, recipe)
@@ -367,7 +386,7 @@ def _check_step(raw: Any, base: Path, recipe: Recipe) -> dict:
 
 def _resolve(path: Any, base: Path, what: str) -> str:
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
-        raise ValueError(f"'{what}' must be a file path, got {path!r}")
+        raise ValueError(f"'{what}' must be a file path, got {short_repr(path)}")
     p = Path(os.path.expanduser(str(path)))
     return str(p if p.is_absolute() else (base / p).resolve())
 
@@ -380,58 +399,48 @@ def _check_sha(raw: dict, path: str) -> str:
             f'no \'sha256\' for {path} (a recipe pins every model file by its hash); this file\'s is {actual}: add "sha256": "{actual}"'
         )
     if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha.strip()):
-        raise ValueError(f"'sha256' must be 64 hexadecimal digits, got {sha!r}")
+        raise ValueError(f"'sha256' must be 64 hexadecimal digits, got {short_repr(sha)}")
     return sha.strip().lower()
 
 
 def _check_image_step(name: str, raw: dict, base: Path, recipe: Recipe) -> dict:
+    """An image step checked by its contract (process.steps); options kept as given, cleaned."""
     method = raw.get("method", "auto")
     options = raw.get("options") or {}
     if not isinstance(method, str):
-        raise ValueError(f"'method' must be text, got {method!r}")
+        raise ValueError(f"'method' must be text, got {short_repr(method)}")
     if not isinstance(options, dict):
-        raise ValueError(f"'options' must be a mapping, got {options!r}")
+        raise ValueError(f"'options' must be a mapping, got {short_repr(options)}")
+    contract = CONTRACTS[name]
     for key, value in options.items():
         if not isinstance(key, str) or not _plain(value):
             raise ValueError(
-                f"option {key!r}: a recipe holds plain values (numbers, text, true/false, null), not {type(value).__name__}"
+                f"option {short_repr(key)}: a recipe holds plain values (numbers, text, true/false, null), not {type(value).__name__}"
             )
-    if "mask" in options:
-        raise ValueError("option 'mask' is an array and cannot be in a recipe")
-    options = dict(options)
-    clean = {"step": name, "method": method, "options": options}
-    if name == "flatten":
-        from .process import flatten as mod
-
-        mod._check_options(method, options)
-    elif name == "denoise":
-        from .process import denoise as mod
-
-        if options.get("pair") is not None:
+        option = (
+            next((o for o in contract.options_of(method) if o.name == key), None)
+            if method in contract.method_names
+            else None
+        )
+        if key == "pair" and value is not None:
             raise ValueError(
-                f"option 'pair' ({options['pair']!r}) names a second observation open in napari and cannot be replayed on "
+                f"option 'pair' ({short_repr(value)}) names a second observation open in napari and cannot be replayed on "
                 "other files; use method 'n2v' (or 'n2n' without a pair on a movie: consecutive frames)"
             )
-        options.pop("pair", None)
-        rest = dict(options)
-        mod._check_seed(rest.pop("seed", 0))
-        if method not in mod.DENOISE_METHODS:
-            raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(mod.DENOISE_METHODS)}")
-        if method == "auto" and rest:
-            raise ValueError(
-                f"{next(iter(rest))}: method 'auto' takes no options; choose a method to set them"
-            )
-        if method != "auto":
-            mod._check_options(method, rest)
-    else:
-        from .process import superres as mod
+        if option is not None and option.script_only and value is not None:
+            raise ValueError(f"option {key!r} is for scripts and cannot be in a recipe")
+    if "mask" in options:
+        raise ValueError("option 'mask' is an array and cannot be in a recipe")
+    options = {k: v for k, v in options.items() if not (k == "pair" and v is None)}
+    options = contract.check(method, options, fill=False)
+    clean = {"step": name, "method": method, "options": options}
+    if name == "register":
+        from .process.register import check_options
 
-        rest = dict(options)
-        options["factor"] = mod._check_factor(rest.pop("factor", 2))
-        mod._check_seed(rest.pop("seed", 0))
-        weights = rest.pop("weights", None)
-        mod._check_method(method)
-        mod._check_options(method if method != "auto" else "auto", rest)
+        check_options(method, options)
+    if name == "upscale":
+        options.setdefault("factor", 2)
+        weights = options.pop("weights", None)
         if weights is not None:
             if method in ("bicubic", "lanczos"):
                 raise ValueError(f"weights: only method 'cnn' (or 'auto') uses weights, not {method!r}")
@@ -478,11 +487,15 @@ def _check_write_step(raw: dict, recipe: Recipe) -> dict:
         not isinstance(fmt, str)
         or ("." + fmt.lower().lstrip(".")).replace(".tiff", ".tif") not in WRITE_FORMATS
     ):
-        raise ValueError(f"format: {fmt!r} is not one of {', '.join(WRITE_FORMATS)}")
+        raise ValueError(f"format: {short_repr(fmt)} is not one of {', '.join(WRITE_FORMATS)}")
     fmt = ("." + fmt.lower().lstrip(".")).replace(".tiff", ".tif")
     name = raw.get("name", DEFAULT_NAME)
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"name: expected a file name template like {DEFAULT_NAME!r}, got {name!r}")
+        raise ValueError(f"name: expected a file name template like {DEFAULT_NAME!r}, got {short_repr(name)}")
+    if len(name) > MAX_NAME:
+        raise ValueError(f"name: {short_repr(name)} is longer than {MAX_NAME} characters")
+    if re.search(r"[\x00-\x1f\x7f]", name):
+        raise ValueError(f"name: {short_repr(name)} holds a control character (newline, tab, NUL …)")
     name = name.strip()
     for ext in (".gsf", ".gwy", ".tif", ".tiff"):  # "{stem} {channel}.gsf": the extension is the format's
         if name.lower().endswith(ext):
@@ -490,16 +503,25 @@ def _check_write_step(raw: dict, recipe: Recipe) -> dict:
                 raise ValueError(f"name: {name!r} ends in {ext} but the format is {fmt}")
             name = name[: -len(ext)]
     try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(name) if f is not None}
+        parsed = list(string.Formatter().parse(name))
     except ValueError as exc:
-        raise ValueError(f"name: {name!r} is not a valid template ({exc})") from None
+        raise ValueError(f"name: {short_repr(name)} is not a valid template ({exc})") from None
+    fields = {f for _, f, _, _ in parsed if f is not None}
+    for _, f, spec, conversion in parsed:
+        if f is not None and (spec or conversion):
+            raise ValueError(
+                f"name: {{{short_repr(f, 20)}...}} holds a format spec or conversion; a name uses plain "
+                f"{', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}"
+            )
     bad = sorted(fields - set(_TEMPLATE_FIELDS))
     if bad:
         raise ValueError(
-            f"name: unknown field {{{bad[0]}}}; use {', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}"
+            f"name: unknown field {{{bad[0][:30]}}}; use {', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}"
         )
     if "/" in name or "\\" in name:
-        raise ValueError(f"name: {name!r} must be a file name, not a path (outputs go to the output folder)")
+        raise ValueError(
+            f"name: {short_repr(name)} must be a file name, not a path (outputs go to the output folder)"
+        )
     outputs = len(recipe.channels) + (1 if recipe.step("cam") else 0)
     if fmt != ".gwy" and "channel" not in fields and (not recipe.channels or outputs > 1):
         raise ValueError(
@@ -549,7 +571,7 @@ def recipe_from_history(
     steps: list[dict] = []
     for i, entry in enumerate(processing or []):
         if not isinstance(entry, dict) or "step" not in entry:
-            raise ValueError(f"processing[{i}]: not a processing step: {entry!r}")
+            raise ValueError(f"processing[{i}]: not a processing step: {short_repr(entry)}")
         if entry["step"] in IMAGE_STEPS:
             steps.append(
                 {
@@ -772,7 +794,8 @@ def run_recipe_file(
 ) -> FileResult:
     """Apply ``recipe`` to the file ``path`` and write its outputs into the folder ``outdir``.
 
-    Reads the file, takes the recipe's channels (every channel when it names none), runs the
+    Reads the file (an SPM file, or a plain ``.npy``/``.tif`` array as channel ``image``:
+    see :mod:`napari_scanprobe.inputs`), takes the recipe's channels (every channel when it names none), runs the
     steps (a movie frame by frame, never whole in memory: results stay lazy and ``.tif``
     writes them frame by frame), predicts/explains, and writes each processed channel (and the
     CAM map, as channel ``CAM``) as the write step says, atomically. Written channels carry
@@ -781,14 +804,14 @@ def run_recipe_file(
     Raises ReaderError (unreadable file), ValueError (a missing channel, outputs that would
     overwrite each other, ...) or OSError (cannot write); nothing is half-written.
     """
-    from .io import read
+    from .inputs import read_input
     from .io.write import write as write_file
     from .learn.data import pick_channels
 
     recipe = load_recipe(recipe)
     if recipe.writes and outdir is None:
         raise ValueError("outdir: the recipe writes files; give the folder for them")
-    scan = read(path)
+    scan = read_input(path)
     if recipe.channels:
         chosen = []
         for ch in pick_channels(scan, recipe.channels):

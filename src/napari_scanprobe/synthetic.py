@@ -85,3 +85,61 @@ def synthetic_scan(shape: tuple[int, int] = (256, 256), pixel_size_nm: float = 3
         ),
     ]
     return Scan(path="synthetic_afm_scan", format="synthetic", channels=channels, header=header)
+
+
+def drifting_movie(
+    frames: int = 64,
+    shape: tuple[int, int] = (256, 256),
+    pixel_size_nm: float = 2.0,
+    step_nm: float = 5.0,
+    noise_nm: float = 0.1,
+    line_offset_nm: float = 0.2,
+    turnover: float = 0.05,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic HS-AFM movie with a known drift: ``(movie_nm, drift_px)``.
+
+    The sample (round molecules of 1-4 nm on a rough membrane) moves by about ``step_nm`` per
+    frame: a random walk plus a linear drift of a quarter of it; ``turnover``: the fraction of molecules
+    that land or leave at each frame; every frame gets white noise, its own scan-line offsets
+    and a tilt. ``drift_px[i]`` is ``(dy, dx)``: where frame ``i`` shows what frame 0 showed
+    at the origin (the content moved by it). float32 ``(t, y, x)``.
+    """
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    speed = step_nm / pixel_size_nm
+    angle = rng.uniform(0, 2 * np.pi)
+    linear = 0.25 * speed * np.array([np.sin(angle), np.cos(angle)])
+    walk = rng.normal(0, 0.8 * speed / np.sqrt(2), (frames, 2))
+    walk[0] = 0
+    drift = np.cumsum(walk + linear, axis=0)
+    drift -= drift[0]
+    margin = int(np.ceil(np.abs(drift).max())) + 8
+    cy, cx = ny + 2 * margin, nx + 2 * margin
+    membrane = ndimage.gaussian_filter(rng.normal(0, 1, (cy, cx)), 3)
+    membrane *= 0.5 / membrane.std()
+    count = int(cy * cx / 900)
+    centres = rng.uniform(0, 1, (count, 2)) * (cy, cx)
+    heights = rng.uniform(1, 4, count)
+    radii = rng.uniform(2, 6, count)
+    alive = rng.uniform(size=count) < 0.7
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float64)
+    out = np.empty((frames, ny, nx), np.float32)
+    for i in range(frames):
+        if i:
+            flip = rng.uniform(size=count) < turnover
+            alive = alive ^ flip
+        canvas = membrane.copy()
+        for (py, px), h, r in zip(centres[alive], heights[alive], radii[alive], strict=True):
+            y0, y1 = int(max(py - 3 * r, 0)), int(min(py + 3 * r + 1, cy))
+            x0, x1 = int(max(px - 3 * r, 0)), int(min(px + 3 * r + 1, cx))
+            gy, gx = np.mgrid[y0:y1, x0:x1]
+            canvas[y0:y1, x0:x1] += h * np.exp(-((gy - py) ** 2 + (gx - px) ** 2) / (2 * r**2))
+        coords = (yy + margin - drift[i, 0], xx + margin - drift[i, 1])
+        frame = ndimage.map_coordinates(canvas, coords, order=3, mode="nearest")
+        frame += rng.normal(0, line_offset_nm, (ny, 1)) + rng.normal(0, noise_nm, (ny, nx))
+        frame += rng.normal(0, 0.002) * xx + rng.normal(0, 0.002) * yy
+        out[i] = frame
+    return out, drift

@@ -138,6 +138,7 @@ def model_file(tmp_path_factory):
     return model.save(tmp_path_factory.mktemp("model") / "blobs")
 
 
+@pytest.mark.slow
 def test_train_from_layers_live_curves_metrics_and_save(qtbot, dock, tmp_path):
     from napari_scanprobe.learn.modelfile import load_model
 
@@ -149,6 +150,7 @@ def test_train_from_layers_live_curves_metrics_and_save(qtbot, dock, tmp_path):
     assert {k: len(v) for k, v in panel.assigned().items()} == {"blob": 12, "flat": 12}
     assert panel.layer_channels() == ["Height"]
     small_options(panel)
+    panel.baseline.setChecked(True)
     train_and_wait(qtbot, panel)
 
     model = panel.model
@@ -173,6 +175,8 @@ def test_train_from_layers_live_curves_metrics_and_save(qtbot, dock, tmp_path):
         and "balanced accuracy" in text
         and "ROC AUC" in text
     )
+    assert "Calibration: temperature" in text and "Feature baseline (random forest)" in text
+    assert "<b>Warning:</b> only 6 validation images" in text  # and what to do about it
     assert "Skipped inputs: 0" in panel.skipped_label.text()
     # the confusion plot counts every validation image once
     validation = model.training["validation_samples"]
@@ -233,7 +237,7 @@ def test_predict_fills_the_table_and_the_layer_metadata(qtbot, dock, model_file)
     qtbot.waitUntil(lambda: panel.worker is None, timeout=30_000)
 
     headers = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
-    assert headers == ["layer", "category", "P(blob)", "P(flat)", "frames"]
+    assert headers == ["layer", "category", "P(blob)", "P(flat)", "unlike", "frames"]
     assert panel.table.rowCount() == len(chosen)
     correct = 0
     for row, layer in enumerate(chosen):
@@ -247,12 +251,14 @@ def test_predict_fills_the_table_and_the_layer_metadata(qtbot, dock, model_file)
         assert float(panel.table.item(row, 2).text()) == pytest.approx(
             record["probabilities"]["blob"], abs=1e-3
         )
+        assert record["unlike_training"] > 0
+        assert float(panel.table.item(row, 4).text()) == pytest.approx(record["unlike_training"], abs=0.01)
         truth = "flat" if layer in layers["flat"] else "blob"
         correct += record["label"] == truth
     assert correct >= len(chosen) - 1
     frames = movie.metadata["classification"]["frames"]
     assert [f["frame"] for f in frames] == [0, 1, 2, 3]
-    assert panel.table.item(len(chosen) - 1, 4).text().startswith("4 frames:")
+    assert panel.table.item(len(chosen) - 1, 5).text().startswith("4 frames:")
     assert "frames" not in layers["blob"][0].metadata["classification"]
     # "all image layers" takes every image layer
     panel.all_layers.setChecked(True)
@@ -331,6 +337,7 @@ def test_bad_input_gives_one_clear_message(qtbot, dock, model_file):
     assert "Cannot load the model" in predict.status.text()
 
 
+@pytest.mark.slow
 def test_multimodal_training_stacks_the_ticked_channel(qtbot, dock):
     viewer, widget = dock
     panel = widget.train

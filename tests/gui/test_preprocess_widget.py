@@ -148,3 +148,82 @@ def test_movie_is_flattened_lazily_frame_by_frame(qtbot, make_napari_viewer, sam
     np.testing.assert_allclose(
         np.asarray(out.data[5]), flatten(np.asarray(movie.data[5]), "rows_median"), rtol=1e-5, atol=1e-4
     )
+
+
+def test_controls_are_built_from_the_step_contract(viewer_with_scan):
+    from qtpy.QtCore import Qt
+
+    from napari_scanprobe.process.steps import STEPS
+
+    viewer, widget, layers = viewer_with_scan
+    for step, panel in widget.panels.items():
+        contract = STEPS[step]
+        assert list(panel.method.choices) == list(contract.method_names)
+        for method in contract.methods:
+            panel.method.value = method.name
+            assert panel.method.tooltip == method.help
+            index = panel.method.native.findData(method.name)
+            assert panel.method.native.itemData(index, Qt.ToolTipRole) == method.help
+            shown = {w.name: w for w in panel.option_box}
+            assert set(shown) == {o.name for o in method.options if not o.script_only}
+            for option in method.options:
+                if option.script_only:
+                    continue
+                control = shown[option.name]
+                assert control.label == option.title  # words and units, not the option's code name
+                assert control.tooltip.startswith(option.help)
+    denoise = widget.panels["denoise"]
+    denoise.method.value = "n2v"
+    labels = {w.label for w in denoise.option_box}
+    assert "Average flips" in labels and "Patch side (px)" in labels and "tta" not in labels
+    # non-local means' strength: auto (from the noise) at its lowest value, else the number set
+    denoise.method.value = "nl_means"
+    strength = denoise.option_box["h"]
+    assert strength.label == "Strength (fraction of the height range)"
+    assert denoise.params()["h"] is None
+    strength.value = 0.2
+    assert denoise.params()["h"] == pytest.approx(0.2)
+
+
+def test_the_dock_fits_a_laptop_and_long_messages_wrap(qtbot, viewer_with_scan):
+    from napari_scanprobe.gui.preprocess_widget import DOCK_WIDTH
+
+    viewer, widget, layers = viewer_with_scan
+    assert widget.minimumSizeHint().width() <= 400 and DOCK_WIDTH <= 400
+    for panel in widget.panels.values():
+        for method in panel.op.contract.method_names:
+            panel.method.value = method
+            assert panel.native.minimumSizeHint().width() <= DOCK_WIDTH, (panel.op.step, method)
+    panel = widget.panels["flatten"]
+    panel.status.value = "preview: " + "a very long message about a bad parameter " * 20
+    qtbot.wait(50)
+    assert widget.width() <= DOCK_WIDTH
+    assert panel.status.native.minimumSizeHint().width() <= DOCK_WIDTH
+
+
+def test_the_flatten_preview_runs_in_a_worker_not_in_the_gui_thread(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 1, (512, 512)) + np.linspace(0, 50, 512)
+    layer = viewer.add_image(image, name="big")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Preprocess")
+    widget.input.value = layer
+    panel = widget.panels["flatten"]
+    panel.method.value = "auto"
+    panel.preview.value = True
+    panel._preview_timer.stop()
+    panel.update_preview()  # returns at once: the work is in a thread
+    assert panel.preview_worker is not None and widget._preview_layer is None
+    qtbot.waitUntil(lambda: widget._preview_layer is not None, timeout=30_000)
+    np.testing.assert_allclose(widget._preview_layer.data, flatten(image, "auto"))
+    # a preview overtaken by a newer one is dropped, not shown
+    panel.option_box["degree"].value = 0
+    panel._preview_timer.stop()
+    panel.update_preview()
+    stale = panel._preview_generation
+    panel.option_box["degree"].value = 1
+    panel._preview_timer.stop()
+    panel.update_preview()
+    assert panel._preview_generation == stale + 1
+    qtbot.waitUntil(lambda: panel.preview_worker is None, timeout=30_000)
+    np.testing.assert_allclose(widget._preview_layer.data, flatten(image, "auto", degree=1))

@@ -32,6 +32,7 @@ def process_in_the_widget(qtbot, viewer, widget, layer):
     return run_and_wait(qtbot, viewer, denoise)
 
 
+@pytest.mark.slow
 def test_a_recipe_exported_from_the_widget_replays_the_gui_on_real_files(
     make_napari_viewer, qtbot, sample, tmp_path
 ):

@@ -12,6 +12,7 @@ PLUGIN = "napari-scanprobe"
 NAMES = [f"{c} {i}" for c in ("healthy", "infected") for i in range(1, 5)]
 
 
+@pytest.mark.slow
 def test_knob_membranes_open_as_eight_height_layers(make_napari_viewer):
     viewer = make_napari_viewer()
     opened = viewer.open_sample(PLUGIN, "knob_membranes")

@@ -13,6 +13,8 @@ from napari_scanprobe.learn.predict import predict
 
 from .conftest import blob_data
 
+pytestmark = pytest.mark.slow  # every test here trains a network (or uses one trained here)
+
 
 def test_round_trip_keeps_everything_and_predictions(blob_model, tmp_path):
     path = blob_model.save(tmp_path / "blobs")

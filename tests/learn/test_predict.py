@@ -11,6 +11,8 @@ from napari_scanprobe.learn.predict import predict, predict_many
 
 from .conftest import SIZE, blob_data, blob_image
 
+pytestmark = pytest.mark.slow  # every test here trains a network (or uses one trained here)
+
 
 def test_probabilities_sum_to_one_and_label_is_the_most_probable(blob_model):
     result = predict(blob_model, blob_data(1, seed=5)["blob"][0])
@@ -63,9 +65,11 @@ def test_resampling_to_the_model_scale(blob_model):
     assert va.shape == vb.shape == (1, 48, 48)
     assert np.corrcoef(va.ravel(), vb.ravel())[0, 1] > 0.9  # the same picture (the finer one anti-aliased)
     with pytest.raises(
-        ValueError, match=r"48×48 px \(24×24 px at the model's 10 nm/px\); the network needs at least 48×48"
+        ValueError, match=r"48×48 px \(19×19 px at the model's 10 nm/px\); the network needs at least 24 px"
     ):
-        predict(scaled, Example([image], ["h"], (5.0, 5.0)))
+        predict(scaled, Example([image], ["h"], (4.0, 4.0)))
+    half = predict(scaled, Example([image], ["h"], (5.0, 5.0)))  # 24 px: mirrored up to 48
+    assert half.label in scaled.categories
 
 
 def test_real_file_uses_its_first_channel_and_physical_scale(blob_model, sample):

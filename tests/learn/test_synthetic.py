@@ -21,6 +21,8 @@ from napari_scanprobe.learn.synthetic import (
     write_knob_folder,
 )
 
+pytestmark = pytest.mark.slow  # every test here trains a network (or uses one trained here)
+
 N_PER_CLASS = 100
 
 

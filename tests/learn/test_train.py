@@ -13,6 +13,8 @@ from napari_scanprobe.process.common import run_to_end
 
 from .conftest import SIZE, SMALL_NET, blob_data, blob_image
 
+pytestmark = pytest.mark.slow  # every test here trains a network (or uses one trained here)
+
 FAST = {"input_size": SIZE, "pixel_size": None, "architecture": SMALL_NET}
 
 
@@ -160,7 +162,7 @@ def test_folder_with_unreadable_and_too_small_files_skips_and_counts_them(tmp_pa
     model = train(tmp_path, epochs=1, **FAST)
     skipped = {s["input"].split("/")[-1]: s["reason"] for s in model.training["skipped"]}
     assert set(skipped) == {"notes.txt", "tiny.npy"}
-    assert "needs at least 48×48" in skipped["tiny.npy"]
+    assert "needs at least 24 px on each side" in skipped["tiny.npy"]
     assert model.training["images_per_category"] == {"blob": 5, "plain": 5}  # images used
     assert model.training["samples"] == 10
 
@@ -179,7 +181,7 @@ def test_folders_without_two_categories_are_refused(tmp_path, layout):
 
 def test_all_images_too_small_says_so():
     data = {"a": [np.zeros((16, 16))] * 3, "b": [np.ones((16, 16))] * 3}
-    with pytest.raises(ValueError, match="needs at least 48×48 px"):
+    with pytest.raises(ValueError, match="needs at least 24 px on each side"):
         train(data, epochs=1, **FAST)
 
 

@@ -14,9 +14,11 @@ from napari_scanprobe.process.common import Progress
 from napari_scanprobe.process.denoise import (
     AUTO_MIN_PIXELS,
     DENOISE_METHODS,
+    auto_choice,
     choose_auto,
     denoise,
     denoise_steps,
+    estimate_noise,
     estimate_noise_sigma,
 )
 from napari_scanprobe.synthetic import synthetic_surface
@@ -175,24 +177,27 @@ def test_every_listed_method_runs_with_its_defaults(noisy):
     ("kwargs", "message"),
     [
         ({"method": "foo"}, "method: unknown 'foo'"),
-        ({"method": "median", "sigma": 1}, "sigma: not an option of method 'median'"),
-        ({"method": "median", "size": 0}, "size: must be >= 1"),
-        ({"method": "median", "size": 2.5}, "size: expected an integer"),
-        ({"method": "gaussian", "sigma": -1.0}, "sigma: must be >= 0"),
+        ({"method": "median", "sigma": 1}, "sigma: not an option of denoise method 'median'"),
+        ({"method": "median", "size": 0}, "size: 0 px is outside 1 … 101 px"),
+        ({"method": "median", "size": 2.5}, "size: expected a whole number"),
+        ({"method": "gaussian", "sigma": -1.0}, "sigma: -1.0 px is outside 0 … 100 px"),
         ({"method": "gaussian", "sigma": float("nan")}, "sigma: expected a finite number"),
-        ({"method": "nl_means", "h": 0}, "h: must be > 0"),
-        ({"method": "tv", "weight": "big"}, "weight: expected a finite number"),
-        ({"method": "bilateral", "sigma_spatial": 0}, "sigma_spatial: must be > 0"),
-        ({"method": "n2v", "iterations": 0}, "iterations: must be >= 1"),
-        ({"method": "n2v", "patch_size": 4}, "patch_size: must be >= 8"),
-        ({"method": "n2v", "structured": "yes"}, "structured: expected True or False"),
-        ({"method": "n2v", "learning_rate": 0.0}, "learning_rate: must be > 0"),
+        ({"method": "nl_means", "h": 0}, "h: 0.0 fraction of the height range is outside > 0 … 10"),
+        ({"method": "tv", "weight": "big"}, "weight: expected a number"),
+        ({"method": "bilateral", "sigma_spatial": 0}, "sigma_spatial: 0.0 px is outside > 0 … 25 px"),
+        ({"method": "n2v", "iterations": 0}, "iterations: 0 is outside 1 … 100000"),
+        ({"method": "n2v", "patch_size": 4}, "patch_size: 4 px is outside 8 … 512 px"),
+        ({"method": "n2v", "structured": "yes"}, "structured: expected true or false"),
+        ({"method": "n2v", "learning_rate": 0.0}, "learning_rate: 0.0 is outside > 0 … 1"),
         ({"method": "n2v", "device": "warp-drive"}, "device:"),
         ({"method": "n2n"}, "pair: n2n needs a second noisy observation"),
         ({"method": "n2n", "pair": np.zeros((10, 10))}, "pair: shape (10, 10) does not match"),
-        ({"method": "auto", "size": 3}, "size: method 'auto' takes no options"),
-        ({"method": "tv", "seed": True}, "seed: expected an integer"),
+        ({"method": "auto", "size": 3}, "size: not an option of denoise method 'auto' (its options: none)"),
+        ({"method": "tv", "seed": True}, "seed: expected a whole number"),
         ({"method": "tv", "mask": np.zeros((3, 3), bool)}, "mask: shape"),
+        ({"method": "tv", "seed": -1}, "seed: -1 is outside 0"),
+        ({"method": "nl_means", "patch_size": 1_000_000}, "patch_size: 1000000 px is outside 1 … 31 px"),
+        ({"method": "median", "size": 10**400}, "size: 1000000"),
     ],
 )
 def test_bad_parameters_name_the_parameter(noisy, kwargs, message):
@@ -216,6 +221,54 @@ def test_auto_choice():
     np.testing.assert_array_equal(denoise(small), denoise(small, "nl_means"))
 
 
+def _noise_cases(shape=(128, 128), sigma=0.15, seed=5):
+    truth, _ = synthetic_surface(shape, 3.9, n_particles=10, seed=seed)
+    rng = np.random.default_rng(seed)
+    white = rng.normal(0, 1, shape)
+    line = ndimage.gaussian_filter1d(rng.normal(0, 1, shape), 1.5, axis=1)
+    return truth, truth + sigma * white, truth + sigma * line / line.std()
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.3])
+def test_estimate_noise_tells_white_from_line_correlated_and_measures_the_level(sigma):
+    _, white, line = _noise_cases(sigma=sigma)
+    w, c = estimate_noise(white), estimate_noise(line)
+    assert w["kind"] == "white" and 0.9 < w["line_ratio"] < 1.1
+    assert c["kind"] == "line" and c["line_ratio"] < 0.5
+    for estimate in (w, c):
+        assert estimate["sigma"] == pytest.approx(sigma, rel=0.12)
+
+
+def test_estimate_noise_ignores_masked_and_nan_pixels():
+    _, white, _ = _noise_cases(sigma=0.1)
+    spoiled = white.copy()
+    spoiled[40:60, 40:60] = 50.0 * np.random.default_rng(1).normal(size=(20, 20))
+    mask = np.zeros(white.shape, dtype=bool)
+    mask[38:62, 38:62] = True
+    spoiled[0, :10] = np.nan
+    assert estimate_noise(spoiled, mask)["sigma"] == pytest.approx(0.1, rel=0.12)
+    assert estimate_noise(np.zeros((8, 8))) == {"sigma": 0.0, "line_ratio": 1.0, "kind": "white"}
+
+
+def test_auto_picks_the_blind_spot_that_matches_the_noise():
+    pytest.importorskip("torch")
+    _, white, line = _noise_cases()
+    assert auto_choice(white)[:2] == ("n2v", {"structured": False})
+    assert auto_choice(line)[:2] == ("n2v", {"structured": True})
+    assert auto_choice(np.stack([line, line]))[:2] == ("n2v", {"structured": True})
+    assert auto_choice(white[:32, :32])[:2] == ("nl_means", {})
+
+
+def test_auto_reports_its_noise_estimate_and_choice():
+    _, white, _ = _noise_cases(shape=(40, 40), sigma=0.2)
+    seen = []
+    out = denoise(white, progress=seen.append)
+    np.testing.assert_array_equal(out, denoise(white, "nl_means"))
+    first = seen[0]
+    assert first.extra["method"] == "nl_means" and first.extra["noise"]["kind"] == "white"
+    assert "white noise" in first.message and "nl_means" in first.message
+
+
 def test_package_imports_without_torch():
     code = "import sys, napari_scanprobe.process.denoise, napari_scanprobe.process.n2v; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -226,11 +279,13 @@ def test_package_imports_without_torch():
 # CNNs
 
 
+@pytest.mark.slow
 def test_n2v_structured_improves_psnr(surface, noisy, n2v_result):
     assert n2v_result.shape == noisy.shape
     assert psnr(n2v_result, surface) > psnr(noisy, surface) + 2.0
 
 
+@pytest.mark.slow
 def test_n2v_seeded_runs_repeat(noisy, n2v_result):
     torch = pytest.importorskip("torch")
     state = torch.random.get_rng_state()
@@ -241,12 +296,14 @@ def test_n2v_seeded_runs_repeat(noisy, n2v_result):
     assert not np.array_equal(denoise(noisy, "n2v", seed=1, **short), denoise(noisy, "n2v", seed=2, **short))
 
 
+@pytest.mark.slow
 def test_n2v_plain_on_white_noise(surface):
     noisy = surface + np.random.default_rng(5).normal(0, 0.4, surface.shape)
     out = denoise(noisy, "n2v", structured=False, **FAST_CNN)
     assert psnr(out, surface) > psnr(noisy, surface) + 3.0
 
 
+@pytest.mark.slow
 def test_n2n_with_pair_improves_psnr(surface, noisy):
     pair = surface + line_noise(surface.shape, 8)
     before = (noisy.copy(), pair.copy())
@@ -257,6 +314,7 @@ def test_n2n_with_pair_improves_psnr(surface, noisy):
     assert psnr(out, surface) > psnr(noisy, surface) + 4.5
 
 
+@pytest.mark.slow
 def test_n2n_on_a_movie_pairs_consecutive_frames(surface):
     movie = np.stack([surface + line_noise(surface.shape, 20 + t) for t in range(2)])
     out = denoise(movie, "n2n", **FAST_CNN)
@@ -315,6 +373,7 @@ def test_steps_yield_progress_and_return_the_result(noisy):
 # a real scan
 
 
+@pytest.mark.slow
 def test_real_nanonis_scan(sample):
     import napari_scanprobe
 

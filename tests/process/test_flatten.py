@@ -11,13 +11,12 @@ import pytest
 from scipy import ndimage, stats
 
 from napari_scanprobe.process.flatten import (
-    FLATTEN_HELP,
     FLATTEN_METHODS,
     FLATTEN_OPTIONS,
-    OPTION_INFO,
     background_mask,
     flatten,
 )
+from napari_scanprobe.process.steps import FLATTEN
 
 NY, NX = 64, 80
 YY, XX = np.mgrid[0:NY, 0:NX].astype(float)
@@ -46,17 +45,12 @@ def particles_scene(shape=(128, 128), seed=0, coverage=0.2, noise=0.1):
 
 def test_methods_and_options_are_described():
     assert FLATTEN_METHODS[0] == "auto"
-    assert set(FLATTEN_METHODS) == set(FLATTEN_OPTIONS) == set(FLATTEN_HELP)
+    assert set(FLATTEN_METHODS) == set(FLATTEN_OPTIONS) == set(FLATTEN.method_names)
     for method, options in FLATTEN_OPTIONS.items():
-        for name, default in options.items():
-            info = OPTION_INFO[name]
-            assert isinstance(info[0], str) and info[0]
-            if isinstance(default, bool):
-                assert len(info) == 1
-            elif isinstance(default, str):
-                assert default in info[1]
-            else:
-                assert info[1] <= default <= info[2], (method, name)
+        assert FLATTEN.method(method).help
+        for option in FLATTEN.method(method).options:
+            assert option.help and option.label
+        assert FLATTEN.check(method, options) == options  # the defaults are within their ranges
         # the defaults pass validation when given explicitly, and every method runs on them
         out = flatten(np.random.default_rng(1).normal(size=(16, 16)), method, **options)
         assert out.shape == (16, 16) and np.isfinite(out).all()
@@ -413,3 +407,113 @@ def test_real_nanonis_scan(sample):
     # line alignment adds no more line-to-line steps than the lines carry after a plane fit x 3
     steps = lambda a: np.sqrt(np.mean(np.median(np.diff(a, axis=0), axis=1) ** 2))  # noqa: E731
     assert steps(auto) < 3 * steps(plane)
+
+
+# ----------------------------------------------------------------------------------------------
+# The fast paths at instrument size, against straightforward references
+
+
+def test_fast_median_is_numpy_median_bit_for_bit():
+    from napari_scanprobe.process.common import median
+
+    rng = np.random.default_rng(0)
+    cases = [
+        rng.normal(size=300_001),
+        rng.standard_cauchy(size=400_000),
+        np.repeat(rng.normal(size=1000), 300),  # many ties
+        np.where(np.arange(200_000) % 10 == 0, 0.0, 1.0),  # the strided sample sees only zeros
+        rng.normal(size=5),
+    ]
+    for values in cases:
+        assert median(values) == np.median(values)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3, 5])
+def test_disk_dilation_matches_ndimage(radius):
+    from napari_scanprobe.process.flatten import _dilate_disk
+
+    flags = np.random.default_rng(radius).random((97, 131)) > 0.995
+    flags[0, 0] = flags[-1, 5] = flags[40, -1] = True  # at the borders too
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    expected = ndimage.binary_dilation(flags, structure=(yy**2 + xx**2) <= radius**2 + radius)
+    np.testing.assert_array_equal(_dilate_disk(flags, radius), expected)
+
+
+def _dense_scar_flags(a, editable, width, hard, soft):
+    """The scar test written out on every pixel (the previous implementation), as a reference."""
+    ny, nx = a.shape
+    n_blocks = ny - width - 1
+    above, below = a[:n_blocks], a[width + 1 : width + 1 + n_blocks]
+    outer = np.zeros((n_blocks, nx))
+    outer[1:] = np.abs(a[1:n_blocks] - a[: n_blocks - 1])
+    outer[:-1] = np.fmax(outer[:-1], np.abs(below[:-1] - a[width + 2 : width + 1 + n_blocks]))
+    outer = np.nan_to_num(outer)
+    flags = [np.ones((n_blocks, nx), dtype=bool) for _ in range(4)]
+    with np.errstate(invalid="ignore"):
+        for k in range(width):
+            line = a[1 + k : 1 + k + n_blocks]
+            up, down = line - above, line - below
+            lo = np.where(np.minimum(up, down) > outer, np.minimum(up, down), np.nan)
+            hi = np.where(-np.maximum(up, down) > outer, np.maximum(up, down), np.nan)
+            ed = editable[1 + k : 1 + k + n_blocks]
+            flags[0] &= (lo > soft) & ed
+            flags[1] &= lo > hard
+            flags[2] &= (hi < -soft) & ed
+            flags[3] &= hi < -hard
+    return flags
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_scar_candidates_match_the_dense_test(width):
+    from napari_scanprobe.process.flatten import _scar_flags
+
+    rng = np.random.default_rng(width)
+    a = rng.normal(0, 1, (300, 257))
+    a[100 : 100 + width, 30:60] += 6.0  # scars up and down, and NaNs
+    a[200 : 200 + width, 90:140] -= 6.0
+    a[50, 10:20] = np.nan
+    editable = rng.random(a.shape) > 0.01
+    weak, strong, weak_neg, strong_neg = _dense_scar_flags(a, editable, width, 4.0, 2.0)
+    (up_px, up_strong), (down_px, down_strong) = _scar_flags(a, editable, width, 4.0, 2.0)
+    for pixels, strong_at, dense_weak, dense_strong in (
+        (up_px, up_strong, weak, strong),
+        (down_px, down_strong, weak_neg, strong_neg),
+    ):
+        np.testing.assert_array_equal(pixels, np.flatnonzero(dense_weak))
+        np.testing.assert_array_equal(strong_at, dense_strong.reshape(-1)[pixels])
+
+
+def _large_scene(size, seed=0, noise=0.1):
+    """Particles stamped into a size x size background with tilt, bow, line offsets, scars, noise."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((size, size))
+    r = 12
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    for _ in range(size * size // 2500):
+        cy, cx = rng.integers(r, size - r, 2)
+        bump = rng.uniform(2, 8) * np.clip(1 - (yy**2 + xx**2) / rng.uniform(4, r) ** 2, 0, None) ** 1.5
+        patch = truth[cy - r : cy + r + 1, cx - r : cx + r + 1]
+        np.maximum(patch, bump, out=patch)
+    v, u = np.linspace(-0.5, 0.5, size)[:, None], np.linspace(-0.5, 0.5, size)[None, :]
+    image = truth + 12 * u - 7 * v + 3 * (4 * u**2 + 2 * v**2 - 1.5 * u * v) + rng.normal(0, 0.5, (size, 1))
+    scars = np.zeros_like(truth)
+    for _ in range(40):
+        row, start = rng.integers(2, size - 3), rng.integers(0, size - 200)
+        scars[row, start : start + rng.integers(20, 200)] = rng.choice([-1, 1]) * rng.uniform(1, 3)
+    return image + scars + rng.normal(0, noise, truth.shape), truth, scars != 0
+
+
+@pytest.mark.slow
+def test_auto_at_2048_recovers_the_background_and_removes_the_scars():
+    from napari_scanprobe.process.flatten import _remove_scars
+
+    image, truth, scars = _large_scene(2048)
+    flat = flatten(image)
+    bg = (truth == 0) & ~ndimage.binary_dilation(scars, iterations=2)
+    residual = flat[bg] - np.median(flat[bg])
+    assert np.sqrt(np.mean(residual**2)) < 1.05 * 0.1  # the noise alone is left
+    scar_bg = scars & (truth == 0)
+    assert np.abs(flat[scar_bg] - np.median(flat[bg])).mean() < 0.3  # scars of 1-3 nm are gone
+    # scar removal alone finds the injected scars and little else
+    _, found = _remove_scars(flatten(image, "rows_median"), None, 4.0, 3, 0, 2)
+    assert (found & scars).sum() > 0.9 * scars.sum() and (found & ~scars).sum() < 0.001 * found.size

@@ -14,7 +14,7 @@ in a ``thread_worker`` and shows what comes back.
   the metrics, the confusion matrix, and "Save model…".
 * **Predict** tab: a model loaded from a file, or the one just trained; the checked image
   layers (or all); the results go into a table and into each layer's
-  ``metadata["classification"]`` = ``{"model", "label", "probabilities"[, "frames"]}``. For a
+  ``metadata["classification"]`` = ``{"model", "label", "probabilities", "unlike_training"[, "frames"]}``. For a
   movie the table shows the whole movie (the category of the mean probabilities over its
   frames) and how many frames fell in each category; the per-frame results are in the
   metadata. "Add CAM layer" adds a class activation map over each checked layer.
@@ -24,6 +24,7 @@ Errors become one napari notification and a status line, never a traceback dialo
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any
 
@@ -156,6 +157,19 @@ def metrics_html(model: ClassifierModel) -> str:
             f"Permutation test: p = {_number(perm.get('p_value'))} ({perm.get('permutations')} label shuffles; "
             f"chance would reach the observed accuracy that often)"
         )
+    cal = m.get("calibration")
+    if cal and cal.get("ece_uncalibrated") is not None:
+        lines.append(
+            f"Calibration: temperature {_number(cal.get('temperature'), 2)}, expected calibration error "
+            f"{_number(cal.get('ece_uncalibrated'))} before, {_number(m.get('ece'))} after"
+        )
+    base = m.get("baseline")
+    if base:
+        lines.append(
+            f"Feature baseline (random forest), same images: accuracy {_percent(base.get('accuracy'))}, "
+            f"balanced {_percent(base.get('balanced_accuracy'))}, ROC AUC {_number(base.get('roc_auc'))}"
+        )
+    lines += [f"<b>Warning:</b> {html.escape(w)}" for w in t.get("warnings", [])]
     stopped = " Stopped by the user: the best epoch so far is kept." if t.get("stopped_by_user") else ""
     history = len(model.history)
     lines.append(
@@ -443,6 +457,11 @@ class TrainPanel(_Panel):
             DEFAULTS["patience"], 1, 10000, "Early stopping: epochs without a better validation loss"
         )
         self.batch_size = _spin(DEFAULTS["batch_size"], 1, 1024, "Images per batch")
+        self.baseline = QCheckBox("compare with a feature baseline")
+        self.baseline.setToolTip(
+            "Also train a random forest on image statistics, texture and FFT features and report it on the "
+            "same validation images: does the CNN earn its keep?"
+        )
         self.threads = _spin(
             0,
             0,
@@ -468,6 +487,7 @@ class TrainPanel(_Panel):
         ):
             form.addRow(label, widget)
             form.labelForField(widget).setToolTip(widget.toolTip())
+        form.addRow(self.baseline)
         return box
 
     def _source_changed(self, index: int) -> None:
@@ -714,6 +734,7 @@ class TrainPanel(_Panel):
             "patience": self.patience.value(),
             "batch_size": self.batch_size.value(),
             "threads": self.threads.value() or None,
+            "baseline": self.baseline.isChecked(),
         }
 
     # -- run -------------------------------------------------------------------------------------
@@ -1035,7 +1056,7 @@ class PredictPanel(_Panel):
 
     def _predicted(self, model: ClassifierModel, layers: list, results: list) -> None:
         movies = any(r.frames is not None for r in results)
-        headers = ["layer", "category", *[f"P({c})" for c in model.categories]] + (
+        headers = ["layer", "category", *[f"P({c})" for c in model.categories], "unlike"] + (
             ["frames"] if movies else []
         )
         self.table.clear()
@@ -1045,7 +1066,13 @@ class PredictPanel(_Panel):
         open_layers = list(self.viewer.layers)
         self._table_layers = list(layers)
         for row, (layer, result) in enumerate(zip(layers, results, strict=True)):
-            cells = [layer.name, result.label, *[f"{result.probabilities[c]:.3f}" for c in model.categories]]
+            unlike = "n/a" if result.unlike_training is None else f"{result.unlike_training:.2f}"
+            cells = [
+                layer.name,
+                result.label,
+                *[f"{result.probabilities[c]:.3f}" for c in model.categories],
+                unlike,
+            ]
             if movies:
                 cells.append(_frame_summary(result.frames, model.categories))
             for col, text in enumerate(cells):
@@ -1057,10 +1084,15 @@ class PredictPanel(_Panel):
                 "model": model.path or model.name,
                 "label": result.label,
                 "probabilities": dict(result.probabilities),
+                "unlike_training": result.unlike_training,
             }
             if result.frames is not None:
                 record["frames"] = result.frames
             LayerMeta(layer).classification = record
+        self.table.horizontalHeaderItem(len(model.categories) + 2).setToolTip(
+            "Unlike the training data: about 1 or less for images like those the model learnt from; "
+            "well above 1 (say > 2) means the category and its probability mean little"
+        )
         self.table.resizeColumnsToContents()
         for layer in [la for la in layers if not any(la is o for o in open_layers)]:
             self.layer_removed(layer)  # deleted while the network ran

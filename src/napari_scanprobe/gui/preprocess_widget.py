@@ -1,16 +1,19 @@
 """Preprocessing dock widget: flatten, denoise and upscale napari image layers.
 
-Thin by design: each section picks a method and its options (built from the core's option
-tables), runs the core function in a ``thread_worker`` and adds the result as a new layer that
-keeps the input's frame and extends its ``metadata["processing"]`` history. CNN methods run the
-core's generator, so the progress bar shows the loss and Cancel stops at the next step.
+Thin by design: each section's controls are built from the step's contract
+(:mod:`napari_scanprobe.process.steps`: method labels and help, option labels with units,
+ranges and tooltips); it runs the core function in a ``thread_worker`` and adds the result as a
+new layer that keeps the input's frame and extends its ``metadata["processing"]`` history. The
+live preview of one frame runs in a worker too (the viewer never freezes; a stale preview is
+dropped). CNN methods run the core's generator, so the progress bar shows the loss and Cancel
+stops at the next step. The dock is at most :data:`DOCK_WIDTH` px wide and wraps its texts.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,84 +30,86 @@ from magicgui.widgets import (
 from napari.layers import Image, Layer
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QLabel, QSizePolicy, QTabWidget, QVBoxLayout, QWidget
 
-from ..process import denoise as _denoise
-from ..process import flatten as _flatten
-from ..process import superres as _superres
+from ..process.contract import Option, Step
+from ..process.steps import STEPS, step_function
+from ..untrusted import one_line
 from .layers import derived_layer, layer_to_array, processing_step
 
 _PREVIEW_DELAY_MS = 250
+#: The dock's width: fits beside the canvas on a 1280 x 800 laptop.
+DOCK_WIDTH = 380
 
 
 @dataclass
 class Operation:
-    """What the widget needs to know about one kind of preprocessing."""
+    """One kind of preprocessing: its contract and the core functions that run it."""
 
-    step: str  # "flatten" -> the processing-history step and the layer suffix
-    options: dict[str, dict[str, Any]]  # method -> {option: default}
-    option_info: dict[str, tuple]  # option -> (help, lo, hi) | (help, choices) | (help,)
-    help: dict[str, str]  # method -> one line
-    run: Callable[..., Any]  # run(image, method, **options) -> array
-    steps: Callable[..., Any] | None = None  # steps(image, method, **options) -> generator (CNN)
-    long_methods: frozenset = frozenset()  # methods run through `steps`, with progress and cancel
-    preview_methods: frozenset = frozenset()  # methods fast enough for a live preview
-    extra: dict[str, tuple] = field(default_factory=dict)  # top-level parameters: name -> (default, choices)
+    contract: Step
+    run: Callable[..., Any]  # run(image, method=..., **options) -> array
+    steps: Callable[..., Any] | None = None  # steps(image, method=..., **options) -> generator (long work)
+
+    @property
+    def step(self) -> str:
+        return self.contract.name
 
     def zoom(self, params: dict) -> int:
         return int(params.get("factor", 1))
 
 
 def operations() -> list[Operation]:
+    from ..process.denoise import denoise_steps
+    from ..process.superres import upscale_steps
+
     return [
-        Operation(
-            "flatten",
-            _flatten.FLATTEN_OPTIONS,
-            _flatten.OPTION_INFO,
-            _flatten.FLATTEN_HELP,
-            run=_flatten.flatten,
-            preview_methods=frozenset(_flatten.FLATTEN_OPTIONS),
-        ),
-        Operation(
-            "denoise",
-            _denoise.DENOISE_METHODS,
-            {},
-            {},
-            run=_denoise.denoise,
-            steps=_denoise.denoise_steps,
-            long_methods=frozenset({"auto", "n2v", "n2n"}),
-            preview_methods=frozenset({"median", "gaussian", "tv", "bilateral"}),
-        ),
-        Operation(
-            "upscale",
-            _superres.UPSCALE_OPTIONS,
-            _superres.OPTION_INFO,
-            _superres.UPSCALE_HELP,
-            run=_superres.upscale,
-            steps=_superres.upscale_steps,
-            long_methods=frozenset(_superres.CNN_METHODS),
-            extra={"factor": (2, (2, 4))},
-        ),
+        Operation(STEPS["flatten"], step_function("flatten")),
+        Operation(STEPS["denoise"], step_function("denoise"), denoise_steps),
+        Operation(STEPS["upscale"], step_function("upscale"), upscale_steps),
     ]
 
 
-def _option_widget(name: str, default: Any, info: tuple):
-    text = info[0] if info else ""
-    if isinstance(default, bool):
-        return CheckBox(name=name, label=name, value=default, tooltip=text)
-    if isinstance(default, str):
-        choices = info[1] if len(info) > 1 else (default,)
-        return ComboBox(name=name, label=name, choices=list(choices), value=default, tooltip=text)
-    if isinstance(default, int):
-        lo, hi = (info[1], info[2]) if len(info) > 2 else (0, 10**9)
-        return SpinBox(name=name, label=name, value=default, min=int(lo), max=int(hi), tooltip=text)
-    lo, hi = (info[1], info[2]) if len(info) > 2 else (-1e12, 1e12)
+def _tooltip(option: Option) -> str:
+    allowed = option.range_text
+    unit = f" {option.unit}" if option.unit and option.kind in ("int", "float") else ""
+    return f"{option.help}. Allowed: {allowed}{unit}." if allowed else option.help
+
+
+def _option_widget(option: Option):
+    """The control of one option: label with its unit, range from the contract, help as tooltip."""
+    common = {"name": option.name, "label": option.title, "tooltip": _tooltip(option)}
+    if option.kind == "bool":
+        return CheckBox(value=option.default, **common)
+    if option.kind == "choice":
+        return ComboBox(choices=list(option.choices), value=option.default, **common)
+    if option.kind == "int":
+        return SpinBox(value=option.default, min=int(option.low), max=int(option.high), **common)
+    low = float(option.low)
+    default = option.default if option.default is not None else low
     # the step sets the shown decimals: a tenth of the default's order of magnitude
     step = 10.0 ** (math.floor(math.log10(abs(default))) - 1) if default else 0.01
-    return FloatSpinBox(
-        name=name, label=name, value=float(default), min=float(lo), max=float(hi), step=step, tooltip=text
-    )
+    widget = FloatSpinBox(value=float(default), min=low, max=float(option.high), step=step, **common)
+    if option.nullable:  # the lowest value stands for null: "auto (twice the measured noise)"
+        widget.native.setSpecialValueText(f"auto ({option.none_means})")
+    return widget
+
+
+def _option_value(option: Option, widget) -> Any:
+    if option.nullable and option.kind == "float" and widget.value <= float(option.low):
+        return None
+    return widget.value
+
+
+def _wrapping(label: Label) -> Label:
+    """A label whose text wraps instead of widening the dock."""
+    native = label.native
+    if not isinstance(native, QLabel):
+        native = native.findChild(QLabel) or native
+    if isinstance(native, QLabel):
+        native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+    return label
 
 
 class OperationPanel(Container):
@@ -113,20 +118,38 @@ class OperationPanel(Container):
     def __init__(self, dock: PreprocessWidget, op: Operation):
         super().__init__(labels=True)
         self.dock, self.op = dock, op
-        self.method = ComboBox(name="method", label="method", choices=list(op.options))
-        self.extras = {
-            name: ComboBox(name=name, label=name, choices=list(choices), value=default)
-            for name, (default, choices) in op.extra.items()
-        }
+        contract = op.contract
+        self.method = ComboBox(
+            name="method",
+            label="Method",
+            choices=[(m.label or m.name, m.name) for m in contract.methods],
+            tooltip=contract.help,
+        )
+        for i, m in enumerate(contract.methods):  # each method's help on its entry of the list
+            self.method.native.setItemData(i, m.help, Qt.ToolTipRole)
+        # options every method takes that a user sets here (factor); seed and saved weights are for scripts/recipes
+        self._extra_options = {o.name: o for o in contract.common if o.kind == "choice"}
+        self.extras = {name: _option_widget(o) for name, o in self._extra_options.items()}
         self.pair = ComboBox(
-            name="pair", label="second observation", choices=self._pair_choices, nullable=True, visible=False
+            name="pair",
+            label="Second observation",
+            choices=self._pair_choices,
+            nullable=True,
+            visible=False,
+            tooltip="The retrace (or another observation) of the same area on the same grid",
         )
         self.option_box = Container(labels=True)
-        self.preview = CheckBox(name="preview", label="live preview (current frame)", value=False)
-        self.run_button = PushButton(text=f"Run {op.step}")
+        self._options: dict[str, Option] = {}
+        self.preview = CheckBox(
+            name="preview",
+            label="Live preview",
+            value=False,
+            tooltip="Show the result on the current frame as the options change",
+        )
+        self.run_button = PushButton(text=f"Run {contract.label.lower()}")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, max=100, visible=False)
-        self.status = Label(value="")
+        self.status = _wrapping(Label(value=""))
         self.extend(
             [
                 self.method,
@@ -141,6 +164,8 @@ class OperationPanel(Container):
             ]
         )
         self.worker = None
+        self.preview_worker = None
+        self._preview_generation = 0
         self._preview_timer = QTimer(self.native)  # dies with the panel: no late previews
         self._preview_timer.setSingleShot(True)
         self._preview_timer.timeout.connect(self.update_preview)
@@ -154,16 +179,18 @@ class OperationPanel(Container):
 
     # -- parameters ----------------------------------------------------------------------
     def _method_changed(self, *args):
-        method = self.method.value
+        method = self.op.contract.method(self.method.value)
         self.option_box.clear()
-        for name, default in self.op.options[method].items():
-            if default is None or isinstance(default, (list, tuple, dict)):
-                continue  # script-only options (arrays, devices): not shown
-            widget = _option_widget(name, default, self.op.option_info.get(name, ()))
+        self._options = {}
+        for option in method.options:
+            if option.script_only:
+                continue  # arrays, devices, threads: for scripts
+            widget = _option_widget(option)
             widget.changed.connect(self._schedule_preview)
             self.option_box.append(widget)
-        self.method.tooltip = self.op.help.get(method, "")
-        self.preview.enabled = method in self.op.preview_methods
+            self._options[option.name] = option
+        self.method.tooltip = method.help
+        self.preview.enabled = method.preview
         if not self.preview.enabled:
             self.preview.value = False
         self.pair.visible = self._wants_pair()
@@ -181,7 +208,7 @@ class OperationPanel(Container):
 
     def params(self) -> dict:
         """The method's options plus top-level parameters, as plain Python values."""
-        values = {w.name: w.value for w in self.option_box}
+        values = {w.name: _option_value(self._options[w.name], w) for w in self.option_box}
         values.update({name: w.value for name, w in self.extras.items()})
         if self._wants_pair() and self.pair.value is not None:
             values["pair"] = self.pair.value
@@ -204,18 +231,39 @@ class OperationPanel(Container):
             self.dock.remove_preview()
 
     def update_preview(self):
+        """Compute the preview of the current frame in a worker; only the latest one is shown."""
         layer = self.dock.layer
         if layer is None or not self.preview.value:
             return
         method, kwargs, _ = self._call_args()
         frame = self.dock.current_frame(layer)
+        self._preview_generation += 1
+        generation = self._preview_generation
+        worker = create_worker(
+            self.op.run, frame, method=method, **kwargs, _start_thread=False, _ignore_errors=True
+        )
+        worker.returned.connect(lambda result: self._preview_ready(generation, layer, result, kwargs))
+        worker.errored.connect(lambda exc: self._preview_failed(generation, exc))
+        worker.finished.connect(lambda: self._preview_done(worker))
+        self.preview_worker = worker
+        worker.start()
+
+    def _preview_ready(self, generation: int, layer, result, kwargs: dict):
         try:
-            result = self.op.run(frame, method=method, **kwargs)
-        except Exception as exc:  # a bad parameter: say it, keep the widget alive
-            self.status.value = f"preview: {exc}"
-            return
-        self.status.value = ""
-        self.dock.show_preview(layer, result, zoom=self.op.zoom(kwargs))
+            if generation != self._preview_generation or not self.preview.value:
+                return  # the options changed meanwhile: a newer preview is on its way
+            self.status.value = ""
+            self.dock.show_preview(layer, result, zoom=self.op.zoom(kwargs))
+        except RuntimeError:  # the dock was closed while the preview was computed
+            pass
+
+    def _preview_failed(self, generation: int, exc: Exception):
+        if generation == self._preview_generation:  # a bad parameter: say it, keep the widget alive
+            self.status.value = f"preview: {one_line(exc)}"
+
+    def _preview_done(self, worker):
+        if self.preview_worker is worker:
+            self.preview_worker = None
 
     # -- run ---------------------------------------------------------------------------------
     def start(self, *args):
@@ -223,9 +271,14 @@ class OperationPanel(Container):
         if layer is None:
             show_info("Choose an image layer first.")
             return
-        method, kwargs, record = self._call_args()
-        image, _ = layer_to_array(layer)
-        long = method in self.op.long_methods and self.op.steps is not None
+        try:  # the contract's check first: a bad value is named at once, without a worker
+            method, kwargs, record = self._call_args()
+            self.op.contract.check(method, {k: v for k, v in kwargs.items() if k != "pair"})
+            image, _ = layer_to_array(layer)
+        except Exception as exc:  # the dock's error boundary: one line, the dock stays alive
+            self.status.value = f"{self.op.contract.label}: {one_line(exc)}"
+            return
+        long = self.op.contract.method(method).long and self.op.steps is not None
         if long:
             worker = create_worker(
                 self.op.steps, image, method=method, **kwargs, _start_thread=False, _ignore_errors=True
@@ -243,7 +296,9 @@ class OperationPanel(Container):
         self.worker = worker
         self.run_button.enabled = False
         self.cancel_button.enabled = long
-        self.status.value = f"{self.op.step} ({method}) running…"
+        self.status.value = (
+            f"{self.op.contract.label} ({self.op.contract.method(method).label or method}) running…"
+        )
         self.dock.remove_preview()
         worker.start()
 
@@ -260,8 +315,8 @@ class OperationPanel(Container):
         self.status.value = f"added '{kwargs['name']}'"
 
     def _failed(self, exc: Exception):
-        self.status.value = f"failed: {exc}"
-        show_error(f"{self.op.step} failed: {exc}")
+        self.status.value = f"failed: {one_line(exc)}"
+        show_error(f"{self.op.contract.label} failed: {one_line(exc)}")
 
     def _stopped(self):
         self.run_button.enabled = True
@@ -283,14 +338,17 @@ class PreprocessWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self._preview_layer = None
-        self.input = ComboBox(label="input layer", choices=self._image_layers)
+        self.input = ComboBox(
+            label="Input layer", choices=self._image_layers, tooltip="The image layer to process"
+        )
         self.tabs = QTabWidget()
         self.panels = {op.step: OperationPanel(self, op) for op in operations()}
         for step, panel in self.panels.items():
-            self.tabs.addTab(panel.native, step)
+            self.tabs.addTab(panel.native, STEPS[step].label)
+            self.tabs.setTabToolTip(self.tabs.count() - 1, STEPS[step].help)
         top = Container(widgets=[self.input], labels=True)
         self.recipe_format = ComboBox(
-            label="recipe writes",
+            label="Recipe writes",
             choices=[".gsf", ".gwy", ".tif"],
             value=".gsf",
             tooltip="The output format of the exported recipe's write step",
@@ -306,6 +364,7 @@ class PreprocessWidget(QWidget):
         layout.addWidget(self.tabs)
         layout.addWidget(bottom.native)
         layout.addStretch(1)
+        self.setMaximumWidth(DOCK_WIDTH)
         self.viewer.layers.events.inserted.connect(self._layers_changed)
         self.viewer.layers.events.removed.connect(self._layers_changed)
         self.input.changed.connect(self._input_changed)
@@ -403,8 +462,8 @@ class PreprocessWidget(QWidget):
             return None
         try:
             out = export_layer_recipe(layer, path, write=self.recipe_format.value)
-        except (ValueError, OSError) as exc:
-            show_error(f"Cannot export the recipe of {layer.name!r}: {exc}")
+        except Exception as exc:  # the dock's error boundary: one line, the dock stays alive
+            show_error(f"Cannot export the recipe of {layer.name!r}: {one_line(exc)}")
             return None
         show_info(f"Recipe of {layer.name!r} written to {out}")
         return out
@@ -413,7 +472,9 @@ class PreprocessWidget(QWidget):
     def show_preview(self, layer: Image, result: np.ndarray, zoom: int = 1):
         scale, translate = list(layer.scale[-2:]), list(layer.translate[-2:])
         if zoom != 1:
-            scale, translate = _superres.upscaled_geometry(scale, translate, zoom)
+            from ..process.superres import upscaled_geometry
+
+            scale, translate = upscaled_geometry(scale, translate, zoom)
         finite = result[np.isfinite(result)]
         limits = (float(finite.min()), float(finite.max())) if finite.size and np.ptp(finite) > 0 else None
         if self._preview_layer is None or self._preview_layer not in self.viewer.layers:

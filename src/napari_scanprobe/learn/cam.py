@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..nn.classifier import as_input
-from .data import Example, as_example, model_input, resize, tiles
+from .data import Example, as_example, model_input, model_shape, resize, tiles
 from .modelfile import ClassifierModel, as_model
 
 METHODS = ("cam", "gradcam", "gradcam++", "layercam")
@@ -226,7 +226,8 @@ class _Explainer:
         with self.lock:
             passes = [self._forward(cut[s : s + BATCH]) for s in range(0, len(cut), BATCH)]
             logits = torch.cat([lg.detach() for lg, _ in passes])
-            probs = torch.softmax(logits.float(), dim=1).mean(dim=0).cpu().numpy()
+            temperature = float(self.model.confidence.get("temperature", 1.0))  # calibrated, as predict
+            probs = torch.softmax(logits.float() / temperature, dim=1).mean(dim=0).cpu().numpy()
             index = int(np.argmax(probs)) if target is None else target
             maps = []
             for lg, a in passes:
@@ -236,7 +237,11 @@ class _Explainer:
                 else:
                     maps.append(layer_maps(self.method, a, None, self.weights[index]))
             maps = torch.cat(maps).float().cpu().numpy().astype(np.float64)
-        return _stitch(maps, starts, self.model.input_size, view.shape[1:], channels[0].shape), probs, index
+        real = model_shape(
+            channels[0].shape, pixel_size, self.model.pixel_size
+        )  # the view less its mirrored padding
+        stitched = _stitch(maps, starts, self.model.input_size, view.shape[1:], channels[0].shape, real)
+        return stitched, probs, index
 
 
 def _stitch(
@@ -245,14 +250,19 @@ def _stitch(
     size: int,
     view_shape: tuple[int, int],
     out_shape: tuple[int, int],
+    real_shape: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Tile maps ``(T, h, w)`` onto the model's view (overlaps averaged), then onto the input grid."""
+    """Tile maps ``(T, h, w)`` onto the model's view (overlaps averaged), then its ``real_shape``
+    part (without the mirrored padding of a small image) onto the input grid."""
     total = np.zeros(view_shape)
     count = np.zeros(view_shape)
     for tile_map, (y, x) in zip(maps, starts, strict=True):
         total[y : y + size, x : x + size] += resize(tile_map, (size, size))
         count[y : y + size, x : x + size] += 1
-    full = np.maximum(resize(total / count, tuple(out_shape)), 0.0)
+    mean = total / count
+    if real_shape is not None:
+        mean = mean[: real_shape[0], : real_shape[1]]
+    full = np.maximum(resize(mean, tuple(out_shape)), 0.0)
     peak = full.max()
     if peak > 0 and np.isfinite(peak):
         full = full / peak

@@ -11,7 +11,9 @@ view, the same way at training, prediction and CAM time:
 4. per-image, per-channel normalisation to zero mean and unit standard deviation.
 
 Images larger than the network input are cut into :func:`tiles` (evenly spaced, the last one
-flush with the edge); images smaller than it are refused with a message giving both sizes.
+flush with the edge). A side shorter than the input (a partial scan, a small crop) is mirrored
+at its end up to the input size, down to half the input (:data:`MIN_COVERED`); smaller images
+are refused with a message giving both sizes.
 
 Channel names: ``channels=[]`` means "the first channel of each file"; otherwise each name is
 matched against a channel's title (``"Height (retrace)"``), then its name (``"Height"``, the
@@ -35,9 +37,14 @@ from ..io import ReaderError, Scan, read
 from ..io.scan import Channel, select_channels
 from ..process.common import as_image
 from ..process.steps import apply_steps
+from .images import IMAGE_SUFFIXES, read_image_export
 
-#: Plain-array files a training folder may hold besides SPM files.
-ARRAY_SUFFIXES = (".npy", ".tif", ".tiff")
+#: A side shorter than the network input is mirrored up to it (a partial scan), down to this share
+#: of the input: below it, too little of the image is real.
+MIN_COVERED = 0.5
+
+#: Plain-array files a training folder may hold besides SPM files (pictures: see ``images``).
+ARRAY_SUFFIXES = (".npy", ".tif", ".tiff", *IMAGE_SUFFIXES)
 
 
 @dataclass
@@ -108,7 +115,9 @@ def example_from_scan(scan: Scan, channels: Sequence[str] = ()) -> Example:
 
 
 def _read_array_file(path: Path) -> np.ndarray:
-    if path.suffix.lower() == ".npy":
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        arr = read_image_export(path)
+    elif path.suffix.lower() == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
         except Exception as exc:
@@ -129,7 +138,8 @@ def _read_array_file(path: Path) -> np.ndarray:
 
 
 def read_example(path: str | os.PathLike, channels: Sequence[str] = ()) -> Example:
-    """An :class:`Example` from an SPM file (any format the reader opens) or a .npy/.tif array.
+    """An :class:`Example` from an SPM file (any format the reader opens), a .npy/.tif array or a
+    PNG/JPEG picture (``images``); arrays and pictures have no pixel size.
 
     Raises ReaderError (unreadable file) or ValueError (a wanted channel is missing).
     """
@@ -152,16 +162,20 @@ def as_example(
 ) -> Example:
     """An :class:`Example` from a path, a Scan, an Example, an array or a dict name -> array.
 
-    ``pixel_size`` (nm per pixel: a number or ``(dy, dx)``) applies to arrays and dicts, which
-    carry none of their own; None means "already at the model's pixel size".
+    ``pixel_size`` (nm per pixel: a number or ``(dy, dx)``) applies to arrays, dicts and
+    pictures/array files, which carry none of their own; None means "already at the model's
+    pixel size".
     """
     if isinstance(obj, Example):
         return obj
+    size = None if pixel_size is None else check_pixel_size(pixel_size, "pixel_size")
     if isinstance(obj, (str, os.PathLike)):
-        return read_example(obj, channels)
+        example = read_example(obj, channels)
+        if example.pixel_size is None:  # a picture or plain array: the given pixel size
+            example.pixel_size = size
+        return example
     if isinstance(obj, Scan):
         return example_from_scan(obj, channels)
-    size = None if pixel_size is None else check_pixel_size(pixel_size, "pixel_size")
     if isinstance(obj, dict):
         if not obj:
             raise ValueError(f"{name}: the dict of channels is empty")
@@ -270,13 +284,14 @@ def model_input(
     """
     out_shape = model_shape(frame[0].shape, pixel_size, spec.get("pixel_size"))
     size = int(spec["input_size"])
-    if min(out_shape) < size:
+    if min(out_shape) < math.ceil(size * MIN_COVERED):
         resampled = ""
         if tuple(out_shape) != tuple(frame[0].shape):
             resampled = f" ({out_shape[0]}×{out_shape[1]} px at the model's {spec['pixel_size']:g} nm/px)"
         raise ValueError(
             f"{source}: the image is {frame[0].shape[0]}×{frame[0].shape[1]} px{resampled}; "
-            f"the network needs at least {size}×{size} px"
+            f"the network needs at least {math.ceil(size * MIN_COVERED)} px on each side "
+            f"(smaller sides are mirrored up to {size} px)"
         )
     steps = spec.get("preprocessing") or []
     channels = []
@@ -285,7 +300,9 @@ def model_input(
         if steps:
             image = fill_nans(np.asarray(apply_steps(image, steps), dtype=np.float64))
         channels.append(normalise(resize(image, out_shape)))
-    return np.stack(channels).astype(np.float32)
+    view = np.stack(channels).astype(np.float32)
+    pad = [(0, 0)] + [(0, max(0, size - n)) for n in view.shape[1:]]
+    return np.pad(view, pad, mode="symmetric") if any(p[1] for p in pad) else view
 
 
 def tile_starts(length: int, size: int) -> list[int]:

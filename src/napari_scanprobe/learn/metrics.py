@@ -18,7 +18,7 @@ def roc_auc(truth: np.ndarray, score: np.ndarray) -> float:
 
 
 def classification_report(truth: np.ndarray, probabilities: np.ndarray, categories: list[str]) -> dict:
-    """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix, ROC AUC.
+    """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix, ROC AUC, ECE.
 
     ``confusion[i][j]`` counts images of true class ``i`` predicted as ``j``. ROC AUC is the
     positive class's for two categories, else the mean one-vs-rest AUC over the classes present.
@@ -58,6 +58,7 @@ def classification_report(truth: np.ndarray, probabilities: np.ndarray, categori
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
         "roc_auc": auc,
+        "ece": expected_calibration_error(truth, probabilities),
     }
 
 
@@ -68,3 +69,21 @@ def cross_entropy(truth: np.ndarray, probabilities: np.ndarray) -> float:
         1.0,
     )
     return float(-np.log(p).mean())
+
+
+def expected_calibration_error(truth: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:
+    """ECE: the mean |confidence - accuracy| over ``bins`` equal-width confidence bins, weighted
+    by the share of images in each (confidence = the winning category's probability); NaN if empty."""
+    truth = np.asarray(truth, dtype=int)
+    probabilities = np.asarray(probabilities, dtype=float)
+    if truth.size == 0:
+        return float("nan")
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == truth
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            ece += inside.mean() * abs(confidence[inside].mean() - correct[inside].mean())
+    return float(ece)

@@ -16,12 +16,24 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..nn.classifier import build_network, check_architecture, expected_shapes
+from ..nn.classifier import (
+    block_kernel_size,
+    build_network,
+    check_architecture,
+    expected_shapes,
+    pooling_count,
+)
 from ..nn.weights import check_shapes, load_weights, save_weights, weight_paths
 from ..process.steps import check_steps
+from ..untrusted import check_depth, one_line, short_repr
 
 FORMAT = "napari-scanprobe classifier"
 FORMAT_VERSION = 1
+#: The largest network a model file may describe: weights (parameters) and multiply-adds of one
+#: forward pass. The default network has ~25 k parameters and ~10 M multiply-adds; the limits
+#: leave room for networks a thousand times larger, not for ones that cannot be built.
+MAX_PARAMETERS = 50_000_000
+MAX_MULTIPLY_ADDS = 20_000_000_000
 
 
 @dataclass
@@ -38,6 +50,8 @@ class ClassifierModel:
     metrics: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     training: dict = field(default_factory=dict)
+    #: ``{"temperature": T, "reference": {...}}``: calibration and the unlike-training score (``calibration``)
+    confidence: dict = field(default_factory=dict)
     package_version: str = __version__
     path: str | None = None  # where it was loaded from / saved to
 
@@ -78,6 +92,7 @@ class ClassifierModel:
             "metrics": self.metrics,
             "history": self.history,
             "training": self.training,
+            "confidence": self.confidence,
             "package_version": self.package_version,
         }
 
@@ -99,11 +114,43 @@ def _jsonsafe(obj: Any) -> Any:
         return {str(k): _jsonsafe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonsafe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonsafe(obj.tolist())
     if isinstance(obj, (np.generic,)):
         obj = obj.item()
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
+
+
+def network_cost(arch: dict) -> tuple[int, int]:
+    """``(parameters, multiply-adds of one forward pass)`` of a checked architecture, counted
+    from the numbers alone -- no tensor is made."""
+    params = macs = 0
+    c_in, side = arch["in_channels"], arch["input_size"]
+    for i in range(arch["blocks"]):
+        c_out, k = arch["filters"] * 2**i, block_kernel_size(arch, i)
+        conv = c_in * c_out * k * k
+        params += conv + 2 * c_out
+        macs += conv * side * side
+        if i < pooling_count(arch):
+            side //= 2
+        c_in = c_out
+    if arch["head"] == "gap":
+        head = c_in * arch["n_classes"]
+    else:
+        head = c_in * side * side * arch["dense_units"] + arch["dense_units"] * arch["n_classes"]
+    return params + head, macs + head
+
+
+def check_network_budget(arch: dict, where: str) -> None:
+    """ValueError naming ``where`` when the network is larger than the budget (see MAX_PARAMETERS)."""
+    params, macs = network_cost(arch)
+    if params > MAX_PARAMETERS or macs > MAX_MULTIPLY_ADDS:
+        raise ValueError(
+            f"{where}: the architecture describes a network of {params:.3g} weights and {macs:.3g} multiply-adds per "
+            f"image, above the limits ({MAX_PARAMETERS:.3g}, {MAX_MULTIPLY_ADDS:.3g}); refused before building it"
+        )
 
 
 def load_model(path: str | os.PathLike) -> ClassifierModel:
@@ -114,10 +161,22 @@ def load_model(path: str | os.PathLike) -> ClassifierModel:
     incompatible one.
     """
     weights_path, description_path = weight_paths(path)
-    state, doc = load_weights(path, FORMAT, "classifier model")
+    try:
+        return _load_model(weights_path, description_path)
+    except (TypeError, OverflowError, RecursionError, KeyError, AttributeError) as exc:
+        raise ValueError(
+            f"{description_path}: incompatible or damaged model description ({one_line(exc)})"
+        ) from None
+    except ValueError as exc:  # one line, however long the list of mismatched tensors
+        raise ValueError(one_line(exc)) from None
+
+
+def _load_model(weights_path: Path, description_path: Path) -> ClassifierModel:
+    state, doc = load_weights(weights_path, FORMAT, "classifier model")
+    check_depth(doc, str(description_path))
     if doc.get("format_version") != FORMAT_VERSION:
         raise ValueError(
-            f"{description_path}: model format version {doc.get('format_version')!r} is not supported (this version reads {FORMAT_VERSION})"
+            f"{description_path}: model format version {short_repr(doc.get('format_version'))} is not supported (this version reads {FORMAT_VERSION})"
         )
     try:
         categories = [str(c) for c in doc["categories"]]
@@ -138,12 +197,18 @@ def load_model(path: str | os.PathLike) -> ClassifierModel:
             n_classes=len(categories),
             input_size=input_size,
         )
+        check_network_budget(arch, "architecture")
         stored = doc["architecture"]
         if any(k in stored and stored[k] != arch[k] for k in ("in_channels", "n_classes", "input_size")):
             raise ValueError("architecture disagrees with the categories, channels or input size")
         preprocessing = check_steps(doc.get("preprocessing"), "preprocessing")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{description_path}: incompatible or damaged model description ({exc})") from None
+        metrics = _mapping(doc.get("metrics"), "metrics")
+        history = _sequence(doc.get("history"), "history")
+        training = _mapping(doc.get("training"), "training")
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(
+            f"{description_path}: incompatible or damaged model description ({one_line(exc)})"
+        ) from None
     check_shapes(weights_path, state, expected_shapes(arch))
     return ClassifierModel(
         architecture=arch,
@@ -153,12 +218,51 @@ def load_model(path: str | os.PathLike) -> ClassifierModel:
         pixel_size=pixel_size,
         input_size=input_size,
         preprocessing=preprocessing,
-        metrics=dict(doc.get("metrics") or {}),
-        history=list(doc.get("history") or []),
-        training=dict(doc.get("training") or {}),
+        metrics=metrics,
+        history=history,
+        training=training,
+        confidence=_confidence(doc.get("confidence"), description_path),
         package_version=str(doc.get("package_version", "unknown")),
         path=str(weights_path),
     )
+
+
+def _confidence(value: Any, description_path: Path) -> dict:
+    """The stored calibration and feature reference, checked (a model without them: {})."""
+    if not value:
+        return {}
+    try:
+        temperature = float(value.get("temperature", 1.0))
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature {temperature}")
+        out: dict = {"temperature": temperature}
+        ref = value.get("reference")
+        if ref:
+            mean = np.asarray(ref["mean"], dtype=float)
+            precision = np.asarray(ref["precision"], dtype=float)
+            scale = float(ref["scale"])
+            if mean.ndim != 1 or precision.shape != (len(mean), len(mean)) or not scale > 0:
+                raise ValueError("feature reference of the wrong shape")
+            out["reference"] = {"mean": mean, "precision": precision, "scale": scale}
+        return out
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{description_path}: damaged confidence section ({exc})") from None
+
+
+def _mapping(value: Any, key: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key!r} must be a mapping, got {short_repr(value)}")
+    return dict(value)
+
+
+def _sequence(value: Any, key: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{key!r} must be a list, got {short_repr(value)}")
+    return list(value)
 
 
 def as_model(model: Any) -> ClassifierModel:

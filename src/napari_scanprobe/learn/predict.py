@@ -3,6 +3,11 @@
 An image larger than the network input is cut into tiles (see ``data.tiles``); its
 probabilities are the mean of its tiles' softmax probabilities. A movie gets one prediction per
 frame, and overall the category of the mean probabilities over its frames.
+
+The probabilities are calibrated (the model's temperature, see ``calibration``), and every
+prediction carries ``unlike_training``: how far the image lies from the training images in
+the network's own features (about 1 or less: like them; well above 1: unlike anything the
+model learnt from, so its answer means little). None for models saved without it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 from ..io import ReaderError
 from ..nn.classifier import as_input
 from ..process.common import Progress, run_to_end
+from .calibration import unlike_training
 from .data import Example, as_example, model_input, tiles
 from .modelfile import ClassifierModel, as_model
 
@@ -28,9 +34,15 @@ class Prediction:
     label: str
     probabilities: dict[str, float]
     frames: list[dict] | None = None
+    unlike_training: float | None = None
 
     def as_dict(self) -> dict:
-        out = {"path": self.source, "label": self.label, "probabilities": self.probabilities}
+        out: dict[str, Any] = {
+            "path": self.source,
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "unlike_training": self.unlike_training,
+        }
         if self.frames is not None:
             out["frames"] = self.frames
         return out
@@ -42,13 +54,20 @@ def _result(model: ClassifierModel, probs: np.ndarray) -> tuple[str, dict[str, f
     }
 
 
-def network_probabilities(net, batch: np.ndarray, device) -> np.ndarray:
-    """Softmax probabilities ``(N, classes)`` of a ``(N, C, S, S)`` float32 batch."""
+def network_outputs(net, batch: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``(N, classes)`` and pooled last-block features ``(N, K)`` of a ``(N, C, S, S)`` batch."""
     import torch
 
     with torch.inference_mode():
-        logits = net(as_input(batch, device))
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        features = net.features(as_input(batch, device))
+        logits = net.head(features).float().cpu().numpy()
+        return logits, features.mean(dim=(2, 3)).float().cpu().numpy()
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 def predict_steps(
@@ -75,14 +94,19 @@ def predict_steps(
     pending: list[tuple[int, int, int]] = []  # (input, frame, tile count) of the batched tiles
     batch: list[np.ndarray] = []
     frame_probs: dict[int, list[np.ndarray]] = {}
+    frame_features: dict[int, list[np.ndarray]] = {}
+    temperature = float(model.confidence.get("temperature", 1.0))
+    reference = model.confidence.get("reference")
 
     def flush():
         if not batch:
             return
-        probs = network_probabilities(net, np.concatenate(batch), dev)
+        logits, features = network_outputs(net, np.concatenate(batch), dev)
+        probs = softmax(logits, temperature)
         start = 0
         for i, _frame, count in pending:
             frame_probs.setdefault(i, []).append(probs[start : start + count].mean(axis=0))
+            frame_features.setdefault(i, []).append(features[start : start + count].mean(axis=0))
             start += count
         batch.clear()
         pending.clear()
@@ -123,13 +147,18 @@ def predict_steps(
             continue
         per_frame = np.stack(frame_probs[i])
         label, probs = _result(model, per_frame.mean(axis=0))
+        features = np.stack(frame_features[i])
+        unlike = None if reference is None else unlike_training(features, reference)
         frames = None
         if example.is_movie:
             frames = []
             for f, p in enumerate(per_frame):
                 fl, fp = _result(model, p)
                 frames.append({"frame": f, "label": fl, "probabilities": fp})
-        results.append(Prediction(example.source, label, probs, frames))
+                if unlike is not None:
+                    frames[-1]["unlike_training"] = float(unlike[f])
+        overall = None if unlike is None else float(unlike_training(features.mean(axis=0), reference)[0])
+        results.append(Prediction(example.source, label, probs, frames, overall))
     return results
 
 
@@ -155,3 +184,47 @@ def predict(model: Any, image: Any, pixel_size: Any = None, device: Any = None) 
     is for plain arrays; files and Scans carry their own.
     """
     return predict_many(model, [image], pixel_size, device)[0]
+
+
+def evaluate(
+    model: Any,
+    folder: Any,
+    pixel_size: Any = None,
+    device: Any = None,
+    on_error: Callable[[Any, Exception], Any] | None = None,
+) -> dict:
+    """The model's metrics on a labelled folder (one sub-folder per category, named as the
+    model's categories): ``metrics.classification_report`` plus ``unlike_training_median``,
+    ``unlike_training_above_2`` and ``skipped`` (inputs that could not be used, each passed to
+    ``on_error(input, exception)``)."""
+    from .data import list_folder
+    from .metrics import classification_report
+
+    model = as_model(model)
+    _, files = list_folder(folder)
+    unknown = sorted({c for _, c in files} - set(model.categories))
+    if unknown:
+        raise ValueError(
+            f"{folder}: sub-folder(s) {', '.join(unknown)} are not categories of the model "
+            f"({', '.join(model.categories)})"
+        )
+    skipped = []
+
+    def failed(obj, exc):
+        skipped.append(obj)
+        if on_error is not None:
+            on_error(obj, exc)
+
+    results = predict_many(model, [p for p, _ in files], pixel_size, device, on_error=failed)
+    kept = [(r, c) for r, (_, c) in zip(results, files, strict=True) if r is not None]
+    if not kept:
+        raise ValueError(f"{folder}: no image of the folder could be classified")
+    truth = np.array([model.categories.index(c) for _, c in kept])
+    probs = np.array([[r.probabilities[c] for c in model.categories] for r, _ in kept])
+    metrics = classification_report(truth, probs, model.categories)
+    unlike = [r.unlike_training for r, _ in kept if r.unlike_training is not None]
+    metrics["evaluated_on"] = f"images of {folder}"
+    metrics["unlike_training_median"] = float(np.median(unlike)) if unlike else None
+    metrics["unlike_training_above_2"] = sum(u > 2 for u in unlike)
+    metrics["skipped"] = len(skipped)
+    return metrics

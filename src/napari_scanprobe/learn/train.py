@@ -8,7 +8,9 @@ What it does, in order:
 
 * reads every input (unreadable files, wrong channels and too-small images are skipped and
   listed in ``model.training["skipped"]``), picks the model pixel size (``"auto"``: the median
-  pixel size of the inputs), and prepares each image once as the network sees it
+  pixel size of the inputs, finer where small scans need it: ``_target_pixel_size``; a number:
+  nm/px, which pictures and arrays without a pixel size are taken to have; None: every image as
+  it is), and prepares each image once as the network sees it
   (``data.model_input``). Each frame of a movie is one sample; frames of one file always stay
   on the same side of a split.
 * splits by file, stratified by category: a validation fraction (default 0.2) or ``folds``-fold
@@ -50,8 +52,20 @@ from ..io import ReaderError
 from ..nn.classifier import build_network, check_architecture, receptive_field
 from ..process.common import Progress, run_to_end
 from ..process.steps import check_steps
-from .data import Example, as_example, check_pixel_size, list_folder, model_input, read_example, tiles
-from .metrics import classification_report, cross_entropy
+from .baseline import baseline_probabilities
+from .calibration import apply_temperature, feature_reference, fit_temperature
+from .checks import training_warnings
+from .data import (
+    MIN_COVERED,
+    Example,
+    as_example,
+    check_pixel_size,
+    list_folder,
+    model_input,
+    read_example,
+    tiles,
+)
+from .metrics import classification_report, cross_entropy, expected_calibration_error
 from .modelfile import ClassifierModel
 
 #: Row-offset and tilt removal: cheap (well under a millisecond per 128² image) and robust.
@@ -68,6 +82,7 @@ DEFAULTS = {
     "validation": 0.2,
     "folds": 0,
     "patience": 8,
+    "min_epochs": 15,
     "augment": True,
     "balance": True,
     "noise": 0.05,
@@ -75,6 +90,7 @@ DEFAULTS = {
     "permutations": 0,
     "seed": 0,
     "sparsity": 0.3,
+    "baseline": False,
 }
 
 
@@ -139,7 +155,14 @@ def _reason(exc: Exception, name: str) -> str:
     return text[len(name) + 2 :] if text.startswith(f"{name}: ") else text
 
 
-def _target_pixel_size(examples: list[Example], pixel_size: Any) -> float | None:
+#: ``pixel_size="auto"`` may go this many times finer than the median to keep small scans usable.
+AUTO_FINER_AT_MOST = 4.0
+
+
+def _target_pixel_size(examples: list[Example], pixel_size: Any, input_size: int) -> float | None:
+    """The model's nm/px. ``"auto"``: the median of the inputs' pixel sizes, made finer (at most
+    :data:`AUTO_FINER_AT_MOST` times) where a small scan would otherwise cover less than half the
+    network input; a scan still too small is skipped and listed, never dropped silently."""
     if pixel_size is None:
         return None
     if isinstance(pixel_size, str):
@@ -156,7 +179,12 @@ def _target_pixel_size(examples: list[Example], pixel_size: Any) -> float | None
                 "while others have one; pass pixel_size=None to use every image as it is, or give .npy/.tif "
                 "images the same scale as the rest"
             )
-        return float(np.median([math.sqrt(dy * dx) for dy, dx in known]))
+        median = float(np.median([math.sqrt(dy * dx) for dy, dx in known]))
+        need = math.ceil(input_size * MIN_COVERED)
+        smallest = min(
+            min(s * p for s, p in zip(e.shape, e.pixel_size or (0, 0), strict=True)) for e in examples
+        )
+        return max(median / AUTO_FINER_AT_MOST, min(median, smallest / need))
     dy, dx = check_pixel_size(pixel_size, "pixel_size")
     if dy != dx:
         raise ValueError(f"pixel_size: the model pixel size must be square, got {pixel_size!r}")
@@ -272,29 +300,38 @@ def _evaluate(
     net, samples: _Samples, idx: np.ndarray, size: int, device, n_classes: int, batch_size: int = 64
 ) -> np.ndarray:
     """Probabilities ``(len(idx), classes)``: the mean over each view's tiles, like prediction."""
-    from .predict import network_probabilities
+    return _view_outputs(net, samples, idx, size, device, n_classes, batch_size)[0]
+
+
+def _view_outputs(
+    net, samples: _Samples, idx: np.ndarray, size: int, device, n_classes: int, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per view: probabilities ``(len(idx), classes)`` and pooled features, each the mean over
+    the view's tiles, like prediction."""
+    from .predict import network_outputs, softmax
 
     net.eval()
-    out = np.zeros((len(idx), n_classes))
     pending, owners = [], []
     for j, i in enumerate(idx):
         cut, _ = tiles(samples.views[i], size)
         pending.append(cut)
         owners.append((j, len(cut)))
     if not pending:
-        return out
+        return np.zeros((0, n_classes)), np.zeros((0, 0))
     all_tiles = np.concatenate(pending)
-    probs = np.concatenate(
-        [
-            network_probabilities(net, all_tiles[s : s + batch_size], device)
-            for s in range(0, len(all_tiles), batch_size)
-        ]
-    )
+    outputs = [
+        network_outputs(net, all_tiles[s : s + batch_size], device)
+        for s in range(0, len(all_tiles), batch_size)
+    ]
+    probs = softmax(np.concatenate([o[0] for o in outputs]))
+    feats = np.concatenate([o[1] for o in outputs])
+    out, out_feats = np.zeros((len(idx), n_classes)), np.zeros((len(idx), feats.shape[1]))
     start = 0
     for j, count in owners:
         out[j] = probs[start : start + count].mean(axis=0)
+        out_feats[j] = feats[start : start + count].mean(axis=0)
         start += count
-    return out
+    return out, out_feats
 
 
 @dataclass
@@ -396,7 +433,7 @@ def _train_run(
         steps_per_epoch=n_batches,
         epochs=epochs,
         end_epoch=end_epoch,
-        stopping=Stopping(patience=opts["patience"]),
+        stopping=Stopping(patience=opts["patience"], min_epochs=opts["min_epochs"]),
         should_stop=should_stop,
         label=f"{run_name}training",
         extra={"run": run_name},
@@ -421,7 +458,7 @@ def _options(options: dict) -> dict:
     if unknown:
         raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     opts = {**DEFAULTS, **options}
-    for key in ("epochs", "batch_size", "patience", "folds", "permutations", "seed"):
+    for key in ("epochs", "batch_size", "patience", "min_epochs", "folds", "permutations", "seed"):
         value = opts[key]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{key}: expected a whole number >= 0, got {value!r}")
@@ -442,7 +479,8 @@ def _options(options: dict) -> dict:
         opts[key] = float(value)
     if opts["learning_rate"] <= 0 or opts["validation"] >= 1:
         raise ValueError("learning_rate must be > 0 and validation a fraction below 1")
-    opts["augment"], opts["balance"] = bool(opts["augment"]), bool(opts["balance"])
+    for key in ("augment", "balance", "baseline"):
+        opts[key] = bool(opts[key])
     return opts
 
 
@@ -472,7 +510,7 @@ def train_steps(
     categories, items = _collect(data, channels)
     skipped: list[dict] = []
     examples = yield from _load(items, channels, skipped)
-    target = _target_pixel_size(examples, pixel_size)
+    target = _target_pixel_size(examples, pixel_size, int(input_size))
     arch = check_architecture(architecture, max(1, len(channels)), len(categories), int(input_size))
     spec = {"pixel_size": target, "input_size": arch["input_size"], "preprocessing": steps}
     samples = yield from _prepare(examples, categories, spec, skipped)
@@ -500,7 +538,17 @@ def train_steps(
             if run.stopped_by_user:
                 break
         stopped = any(r.stopped_by_user for r in results)
-        metrics = _report(results, splits, labels, categories)
+        truth, val_probs = _pooled(results, splits, labels)
+        temperature = fit_temperature(truth, val_probs)
+        metrics = _report(truth, apply_temperature(val_probs, temperature), categories)
+        if len(truth):
+            metrics["calibration"] = {
+                "temperature": temperature,
+                "ece_uncalibrated": expected_calibration_error(truth, val_probs),
+                "note": "temperature fitted on the validation images; the ECE after it is measured on them too",
+            }
+        if opts["baseline"] and len(truth):
+            metrics["baseline"] = _baseline(samples, splits, labels, categories, opts["seed"])
         if opts["folds"] and not stopped:
             epochs = max(1, int(np.median([r.best_epoch for r in results])))
             everything = np.arange(len(labels))
@@ -533,7 +581,11 @@ def train_steps(
             metrics["permutation_test"] = yield from _permutation_test(
                 samples, splits, arch, opts, dev, metrics, should_stop, counter, total
             )
+    confidence: dict[str, Any] = {"temperature": temperature if len(truth) else 1.0}
+    if not stopped:
+        confidence["reference"] = _reference(state, arch, samples, splits, opts, dev)
     model = ClassifierModel(
+        confidence=confidence,
         architecture=arch,
         state=state,
         categories=categories,
@@ -558,23 +610,65 @@ def train_steps(
             "receptive_field_px": receptive_field(arch),
         },
     )
+    model.training["warnings"] = training_warnings(model)
     return model
+
+
+def _reference(state: dict, arch: dict, samples: _Samples, splits, opts: dict, dev) -> dict:
+    """The training images' feature statistics for the unlike-training score (``calibration``);
+    its scale from the validation images (a single split) or the training images (folds)."""
+    import torch
+
+    net = build_network(arch)
+    net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=False)
+    net = net.to(dev)
+    train_idx, val_idx = (np.arange(len(samples.labels)), []) if opts["folds"] else splits[0]
+    n_classes = arch["n_classes"]
+    _, train_feats = _view_outputs(net, samples, train_idx, arch["input_size"], dev, n_classes)
+    val_feats = None
+    if len(val_idx):
+        _, val_feats = _view_outputs(net, samples, np.asarray(val_idx), arch["input_size"], dev, n_classes)
+    return feature_reference(train_feats, val_feats)
 
 
 def _fold_accuracy(run: _Run, labels: np.ndarray, val_idx: np.ndarray) -> float:
     return float((run.val_probabilities.argmax(1) == labels[val_idx]).mean())
 
 
-def _report(results: list[_Run], splits, labels: np.ndarray, categories: list[str]) -> dict:
+def _pooled(results: list[_Run], splits, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True labels and probabilities of every validation image (out-of-fold for cross-validation)."""
     truth, probs = [], []
     for run, (_, va) in zip(results, splits, strict=False):
         if run.val_probabilities is not None and len(va):
             truth.append(labels[va])
             probs.append(run.val_probabilities)
     if not truth:
+        return np.zeros(0, dtype=int), np.zeros((0, 2))
+    return np.concatenate(truth), np.concatenate(probs)
+
+
+def _report(truth: np.ndarray, probs: np.ndarray, categories: list[str]) -> dict:
+    if not len(truth):
         return {"evaluated_on": "nothing (no validation images)"}
-    report = classification_report(np.concatenate(truth), np.concatenate(probs), categories)
+    report = classification_report(truth, probs, categories)
     report["evaluated_on"] = "validation images (out-of-fold for cross-validation)"
+    return report
+
+
+def _baseline(samples: _Samples, splits, labels: np.ndarray, categories: list[str], seed: int) -> dict:
+    """The feature baseline (``baseline``) on the same splits as the CNN."""
+    truth, probs = [], []
+    for tr, va in splits:
+        if len(va):
+            views = [samples.views[i] for i in tr]
+            probs.append(
+                baseline_probabilities(
+                    views, labels[tr], [samples.views[i] for i in va], len(categories), seed=seed
+                )
+            )
+            truth.append(labels[va])
+    report = classification_report(np.concatenate(truth), np.concatenate(probs), categories)
+    report["method"] = "random forest on image statistics, texture and FFT features (learn/baseline.py)"
     return report
 
 
@@ -606,7 +700,7 @@ def _permutation_test(
             )
             results.append(run)
         accuracies.append(
-            _report(results, splits, labels, [str(i) for i in range(arch["n_classes"])]).get(
+            _report(*_pooled(results, splits, labels), [str(i) for i in range(arch["n_classes"])]).get(
                 "accuracy", float("nan")
             )
         )

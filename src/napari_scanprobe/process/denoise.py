@@ -18,12 +18,18 @@ the fast scan direction. ``n2n``: Noise2Noise from a second noisy observation ``
 retrace, registered on the identical grid), or, for a movie stack without ``pair``, from
 consecutive frames. See :mod:`napari_scanprobe.process.n2v` for how they work.
 
-``auto``: ``n2v`` (structured) when torch is installed and a frame has at least
-:data:`AUTO_MIN_PIXELS` pixels (96 x 96), else ``nl_means`` with an estimated ``h``. Reason: on
-line-correlated SPM noise the structured blind-spot CNN beats the best classical filter by ~2-3 dB
-(``benchmarks/denoise_quality.py``) and needs no parameter; on small images there are too few
-distinct patches to train it, and non-local means is the best classical filter of the benchmark.
-It costs about a CPU minute, against a fraction of a second for nl_means.
+``auto``: first measures the noise it is given (:func:`estimate_noise`: its level, and whether it
+is white or correlated along the scan lines, from second differences along and across the lines),
+then picks ``n2v`` when torch is installed and a frame has at least :data:`AUTO_MIN_PIXELS` pixels
+(96 x 96) -- with the whole-line blind spot (``structured=True``) for line-correlated noise and the
+pixel blind spot (``structured=False``) for white noise -- else ``nl_means`` with an estimated
+``h``. The estimate and the choice are reported in the first Progress (``extra["noise"]``,
+``extra["method"]``, ``extra["options"]``). Reason: on line-correlated SPM noise the structured
+blind-spot CNN beats the best classical filter by ~2-3 dB (``benchmarks/denoise_quality.py``) and
+needs no parameter, but on white noise its whole-line blind spot throws away the neighbours in the
+line that carry no shared noise; on small images there are too few distinct patches to train it,
+and non-local means is the best classical filter of the benchmark. The CNN costs about a CPU
+minute, against a fraction of a second for nl_means.
 
 Units
 -----
@@ -41,43 +47,25 @@ still denoised.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
 
-from .common import Progress, as_image, as_mask, is_dask, map_frames, run_to_end
+from .common import (
+    Progress,
+    as_image,
+    as_mask,
+    center_and_sigma,
+    is_dask,
+    map_frames,
+    run_to_end,
+    torch_available,
+)
+from .steps import DENOISE
 
-#: method -> {option: default}; ``auto`` takes no options of its own
-DENOISE_METHODS: dict[str, dict[str, Any]] = {
-    "auto": {},
-    "median": {"size": 3},
-    "gaussian": {"sigma": 1.0},
-    "nl_means": {"h": None, "patch_size": 5, "patch_distance": 6},
-    "tv": {"weight": 0.05},
-    "bilateral": {"sigma_color": 0.05, "sigma_spatial": 2.0},
-    "n2v": {
-        "iterations": 1500,
-        "patch_size": 64,
-        "batch_size": 4,
-        "learning_rate": 2e-3,
-        "structured": True,
-        "features": 12,
-        "tta": True,
-        "device": None,
-    },
-    "n2n": {
-        "pair": None,
-        "iterations": 1000,
-        "patch_size": 64,
-        "batch_size": 4,
-        "learning_rate": 2e-3,
-        "features": 12,
-        "tta": True,
-        "device": None,
-    },
-}
+#: method -> {option: default}, from the contract ``process.steps.DENOISE`` (ranges, units, help)
+DENOISE_METHODS: dict[str, dict[str, Any]] = {m: DENOISE.defaults(m) for m in DENOISE.method_names}
 
 #: ``auto`` trains the CNN from this many pixels per frame on (96 x 96)
 AUTO_MIN_PIXELS = 96 * 96
@@ -89,88 +77,62 @@ MAX_TRAIN_FRAMES = 8
 #: 1.5 is best for white noise (where the estimate is right) and 2.5 for line-correlated noise (which
 #: the estimate partly misses); 2 costs at most 0.5 dB on either.
 NL_MEANS_H_FACTOR = 2.0
+#: :func:`estimate_noise`: noise whose second differences along the scan line spread less than this
+#: fraction of those across lines is line-correlated (white noise: 1; noise smoothed along x over
+#: 1 px: 0.3; 1/f noise along the scan: 0.5; half white, half smoothed over 2 px: 0.7)
+LINE_RATIO = 0.8
 
 _CNN = ("n2v", "n2n")
 
 
-# --------------------------------------------------------------------------------------------------
-# option checks
-
-
-def _check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
-    if not isinstance(method, str) or method not in DENOISE_METHODS:
-        raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(DENOISE_METHODS)}")
-    known = DENOISE_METHODS[method]
-    for key in options:
-        if key not in known:
-            allowed = ", ".join(known) or "none"
-            raise ValueError(f"{key}: not an option of method {method!r} (its options: {allowed})")
-    merged = {**known, **options}
-
-    def number(name: str, minimum: float, strict: bool, integer: bool = False):
-        value = merged[name]
-        kind = numbers.Integral if integer else numbers.Real
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind) or not np.isfinite(value):
-            raise ValueError(
-                f"{name}: expected {'an integer' if integer else 'a finite number'}, got {value!r}"
-            )
-        if value < minimum or (strict and value == minimum):
-            raise ValueError(f"{name}: must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
-        merged[name] = int(value) if integer else float(value)
-
-    def boolean(name: str):
-        if not isinstance(merged[name], (bool, np.bool_)):
-            raise ValueError(f"{name}: expected True or False, got {merged[name]!r}")
-        merged[name] = bool(merged[name])
-
-    if method == "median":
-        number("size", 1, False, integer=True)
-    elif method == "gaussian":
-        number("sigma", 0, False)
-    elif method == "nl_means":
-        if merged["h"] is not None:
-            number("h", 0, True)
-        number("patch_size", 1, False, integer=True)
-        number("patch_distance", 1, False, integer=True)
-    elif method == "tv":
-        number("weight", 0, True)
-    elif method == "bilateral":
-        number("sigma_color", 0, True)
-        number("sigma_spatial", 0, True)
-    elif method in _CNN:
-        number("iterations", 1, False, integer=True)
-        number("patch_size", 8, False, integer=True)
-        number("batch_size", 1, False, integer=True)
-        number("learning_rate", 0, True)
-        number("features", 2, False, integer=True)
-        boolean("tta")
-        if method == "n2v":
-            boolean("structured")
-        device = merged["device"]
-        if device is not None and not isinstance(device, str) and type(device).__name__ != "device":
-            raise ValueError(f"device: expected None, 'cpu', 'cuda' or a torch.device, got {device!r}")
-    return merged
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed: expected an integer, got {seed!r}")
-    return int(seed)
-
-
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def choose_auto(shape: tuple[int, ...]) -> str:
     """What ``method="auto"`` picks for an image of ``shape`` (see the module docstring)."""
-    if shape[-2] * shape[-1] >= AUTO_MIN_PIXELS and _torch_available():
+    if shape[-2] * shape[-1] >= AUTO_MIN_PIXELS and torch_available():
         return "n2v"
     return "nl_means"
+
+
+def auto_choice(image: Any, mask: Any = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(method, options, noise)``: what ``method="auto"`` runs on ``image`` and the noise
+    estimate (:func:`estimate_noise` of its first frame) it chose from."""
+    arr = as_image(image)
+    m = as_mask(mask, arr.shape)
+    frame = np.asarray(arr if arr.ndim == 2 else arr[0], dtype=np.float64)
+    frame_mask = None if m is None else (m if m.ndim == 2 else m[0])
+    noise = estimate_noise(frame, frame_mask)
+    method = choose_auto(arr.shape)
+    options = {"structured": noise["kind"] == "line"} if method == "n2v" else {}
+    return method, options, noise
+
+
+def estimate_noise(frame: Any, mask: Any = None) -> dict[str, Any]:
+    """The noise of a 2-D height image: its level and whether it is white or line-correlated.
+
+    Second differences along the scan line (x) and across lines (y) cancel a smooth surface.
+    White noise gives both the same spread; noise correlated along the fast scan line (the
+    feedback loop, 1/f drift within a line) changes slowly along x, so the differences along x
+    are smaller. Returns ``{"sigma": noise rms in the image's units (from the across-line
+    differences, which see all of it), "line_ratio": spread along x / across, 1 for white noise,
+    "kind": "line" when line_ratio < LINE_RATIO else "white"}``. ``mask`` (True = feature) and
+    NaN pixels are left out.
+    """
+    z = np.asarray(frame, dtype=np.float64)
+    if z.ndim != 2 or min(z.shape) < 3:
+        raise ValueError(f"image: the noise estimate needs a 2-D image of at least 3 x 3, got {z.shape}")
+    ok = np.isfinite(z) if mask is None else np.isfinite(z) & ~np.asarray(mask, dtype=bool)
+    along = z[:, :-2] - 2 * z[:, 1:-1] + z[:, 2:]
+    across = z[:-2] - 2 * z[1:-1] + z[2:]
+    spread_x = center_and_sigma(along[ok[:, :-2] & ok[:, 1:-1] & ok[:, 2:]])[1]
+    spread_y = center_and_sigma(across[ok[:-2] & ok[1:-1] & ok[2:]])[1]
+    if not spread_y > 0:
+        return {"sigma": 0.0, "line_ratio": 1.0, "kind": "white"}
+    ratio = spread_x / spread_y
+    sigma = spread_y / np.sqrt(6.0)  # a second difference of white noise has 6x its variance
+    return {
+        "sigma": float(sigma),
+        "line_ratio": float(ratio),
+        "kind": "line" if ratio < LINE_RATIO else "white",
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -493,16 +455,20 @@ def denoise_steps(
     thread can cancel between them.
     """
     arr = as_image(image)
-    if not isinstance(method, str) or method not in DENOISE_METHODS:
-        raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(DENOISE_METHODS)}")
+    DENOISE.check(method, options)
     if method == "auto":
-        if options:
-            raise ValueError(
-                f"{next(iter(options))}: method 'auto' takes no options; choose a method to set them"
-            )
-        method = choose_auto(arr.shape)
-    o = _check_options(method, options)
-    seed = _check_seed(seed)
+        method, options, noise = auto_choice(arr, mask)
+        yield Progress(
+            0,
+            1,
+            None,
+            f"auto: {'line-correlated' if noise['kind'] == 'line' else 'white'} noise, rms "
+            f"{noise['sigma']:.3g} -> {method}"
+            + (f" ({'whole-line' if options['structured'] else 'pixel'} blind spot)" if options else ""),
+            {"noise": noise, "method": method, "options": dict(options)},
+        )
+    o = DENOISE.check(method, options)
+    seed = DENOISE.check_option("seed", seed)
     m = as_mask(mask, arr.shape)
     dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64
 

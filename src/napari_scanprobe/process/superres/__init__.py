@@ -69,18 +69,14 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any
 
-from ..common import Progress, as_image, run_to_end
+from ..common import Progress, as_image, run_to_end, torch_available
 from .grid import downscale_area, upscaled_geometry
 from .inference import classical, zero_shot_steps
 from .model import UpscalerModel, load_upscaler
 from .options import (
-    CNN_DEFAULTS,
     CNN_METHODS,
     FACTORS,
-    OPTION_INFO,
-    UPSCALE_HELP,
     UPSCALE_METHODS,
-    UPSCALE_OPTIONS,
     check_factor,
     check_method,
     check_options,
@@ -89,13 +85,9 @@ from .options import (
 from .training import train_upscaler, train_upscaler_steps
 
 __all__ = [
-    "CNN_DEFAULTS",
     "CNN_METHODS",
     "FACTORS",
-    "OPTION_INFO",
-    "UPSCALE_HELP",
     "UPSCALE_METHODS",
-    "UPSCALE_OPTIONS",
     "UpscalerModel",
     "check_factor",
     "check_method",
@@ -109,23 +101,6 @@ __all__ = [
     "upscale",
     "upscale_steps",
 ]
-
-#: the names recipe validation calls today
-_check_factor, _check_method, _check_options, _check_seed = (
-    check_factor,
-    check_method,
-    check_options,
-    check_seed,
-)
-
-
-def torch_available() -> bool:
-    """Whether torch can be imported here."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def upscale_steps(

@@ -1,0 +1,272 @@
+"""The classifier across several SPM tasks: CNN (today's defaults) vs a feature baseline.
+
+Tasks (two categories each):
+
+* ``membranes``: the project's generator (``learn/synthetic.py``), 122 healthy + 109 infected
+  images for training, 200 generated with another seed for testing;
+* ``membranes-variant``: an independently written generator (``benchmarks/membranes_variant.py``:
+  other knob shapes, sizes, noise, pixel sizes) with the same counts -- never tuned on;
+* ``stm-tip``: real STM images of H:Si(100), good vs bad tip (``../shared/realdata/
+  stm-hsi-tip-quality``, 354 + 354 PNG). A fixed 30 % of each class (by SHA-256) is held out
+  for reporting and never looked at while tuning; each picture is taken to span the same frame
+  (resampled to 256 px across; partial scans keep their aspect and are mirrored up if short).
+
+``--split tune`` (what the defaults were chosen on): ``membranes`` with seeds 0.., and
+``stm-tip`` trained on 70 % of the non-held-out images, tested on the other 30 %.
+``--split report`` (the figures quoted): ``membranes-variant`` with seeds 100.. and ``stm-tip``
+trained on all non-held-out images, tested on the held-out ones.
+
+For every task and seed: accuracy, balanced accuracy, ROC AUC and ECE (expected calibration
+error, 10 bins) of the CNN (``train`` + ``predict_many``, calibrated probabilities), of a random
+forest and of a logistic regression on image statistics + texture + FFT features
+(``learn/baseline.py``) of the same prepared images; then the mean over seeds. ``--curve``
+adds the learning curve: 5, 10, 20, 50 and all training images per category.
+
+    python benchmarks/classifier_suite.py --split report --seeds 5 --curve   # the figures
+    python benchmarks/classifier_suite.py --quick                             # a small trial run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from membranes_variant import variant_dataset  # noqa: E402
+
+from napari_scanprobe.learn.baseline import baseline_probabilities  # noqa: E402
+from napari_scanprobe.learn.data import Example, model_input  # noqa: E402
+from napari_scanprobe.learn.images import read_image_export  # noqa: E402
+from napari_scanprobe.learn.metrics import classification_report, expected_calibration_error  # noqa: E402
+from napari_scanprobe.learn.predict import predict_many  # noqa: E402
+from napari_scanprobe.learn.synthetic import knob_dataset  # noqa: E402
+from napari_scanprobe.learn.train import train  # noqa: E402
+
+STM = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "stm-hsi-tip-quality"
+STM_WIDTH = 256  # px across each STM picture once resampled
+HELD_OUT = 0.3
+
+
+def membranes(seed: int, n_train: tuple[int, int], n_test: int):
+    def examples(ds):
+        px = (ds.pixel_size_nm, ds.pixel_size_nm)
+        return [
+            Example([im], ["Height"], px, source=f"image {i}") for i, im in enumerate(ds.images)
+        ], ds.labels
+
+    train_x, train_y = examples(knob_dataset(*n_train, seed=seed))
+    test_x, test_y = examples(knob_dataset(n_test // 2, n_test - n_test // 2, seed=seed + 50))
+    return train_x, train_y, test_x, test_y, ["healthy", "infected"], {}
+
+
+def membranes_variant(seed: int, n_train: tuple[int, int], n_test: int):
+    def examples(items):
+        xs = [Example([im], ["Height"], (px, px), source=f"image {i}") for i, (im, px, _) in enumerate(items)]
+        return xs, np.array([lab for _, _, lab in items])
+
+    train_x, train_y = examples(variant_dataset(*n_train, seed=10_000 + seed))
+    test_x, test_y = examples(variant_dataset(n_test // 2, n_test - n_test // 2, seed=20_000 + seed))
+    return train_x, train_y, test_x, test_y, ["healthy", "infected"], {}
+
+
+def _stm_files() -> dict[str, list[tuple[Path, str]]]:
+    with open(STM / "labels.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    by_class: dict[str, list[tuple[Path, str]]] = {}
+    for row in rows:
+        by_class.setdefault(row["label"], []).append((STM / row["file"], row["sha256"]))
+    return {c: sorted(files, key=lambda f: f[1]) for c, files in sorted(by_class.items())}
+
+
+def _stm_example(path: Path) -> Example:
+    image = read_image_export(path)
+    px = image.shape[1] / STM_WIDTH  # every picture spans the same frame: 1 unit per model pixel
+    return Example([image], ["Height"], (px, px), source=path.name)
+
+
+def stm_tip(seed: int, split: str, limit: int | None):
+    categories = ["bad", "good"]
+    train_files, test_files = [], []
+    for k, c in enumerate(categories):
+        files = _stm_files()[c]
+        n_hold = round(HELD_OUT * len(files))
+        held, rest = files[:n_hold], files[n_hold:]
+        if split == "report":
+            tr, te = rest, held
+        else:
+            order = np.random.default_rng(seed).permutation(len(rest))
+            n_test = round(0.3 * len(rest))
+            te, tr = [rest[i] for i in order[:n_test]], [rest[i] for i in order[n_test:]]
+        if limit:
+            tr, te = tr[:limit], te[: max(10, limit // 2)]
+        train_files += [(p, k) for p, _ in tr]
+        test_files += [(p, k) for p, _ in te]
+    load = lambda files: ([_stm_example(p) for p, _ in files], np.array([k for _, k in files]))  # noqa: E731
+    return *load(train_files), *load(test_files), categories, {"pixel_size": 1.0}
+
+
+def _subset(y: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
+    if per_class is None:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    return np.sort(
+        np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)])
+    )
+
+
+def _scores(truth, probs) -> dict:
+    r = classification_report(truth, probs, ["0", "1"])
+    return {
+        "accuracy": r["accuracy"],
+        "balanced_accuracy": r["balanced_accuracy"],
+        "roc_auc": r["roc_auc"],
+        "ece": expected_calibration_error(truth, probs),
+    }
+
+
+def _usable(example: Example, spec: dict) -> bool:
+    try:
+        model_input(example.frame(0), example.pixel_size, spec)
+    except ValueError:
+        return False
+    return True
+
+
+def run_case(task, seed, per_class, args, data) -> dict:
+    train_x, train_y, test_x, test_y, categories, extra = data
+    pick = _subset(train_y, per_class, seed)
+    spec = {"pixel_size": extra.get("pixel_size"), "input_size": 128, "preprocessing": []}
+    usable = np.array([_usable(x, spec) for x in test_x], dtype=bool)  # too-small partial scans are left out
+    test_x, test_y = [x for x, ok in zip(test_x, usable, strict=True) if ok], test_y[usable]
+    pick = np.array([i for i in pick if _usable(train_x[i], spec)], dtype=int)  # train() skips them too
+    train_dict = {c: [train_x[i] for i in pick if train_y[i] == k] for k, c in enumerate(categories)}
+    options = {"seed": seed, "threads": args.threads, **extra}
+    if args.epochs:
+        options["epochs"] = args.epochs
+    t0 = time.process_time()
+    w0 = time.perf_counter()
+    model = train(train_dict, **options)
+    cpu, wall = time.process_time() - t0, time.perf_counter() - w0
+    preds = predict_many(model, test_x)
+    cnn = np.array([[p.probabilities[c] for c in categories] for p in preds])
+    unlike = np.array([p.unlike_training for p in preds], dtype=float)
+    views_tr = [model_input(train_x[i].frame(0), train_x[i].pixel_size, model.spec) for i in pick]
+    views_te = [model_input(x.frame(0), x.pixel_size, model.spec) for x in test_x]
+    out = {
+        "task": task,
+        "seed": seed,
+        "per_class": per_class or "all",
+        "n_train": len(pick),
+        "n_test": len(test_y),
+        "train_cpu_s": round(cpu, 1),
+        "train_wall_s": round(wall, 1),
+        "epochs_run": len(model.history),
+        "best_epoch": model.training["best_epoch"],
+        "temperature": model.confidence.get("temperature"),
+        "unlike_training_median": float(np.nanmedian(unlike)),
+        "warnings": model.training.get("warnings", []),
+        "cnn": _scores(test_y, cnn),
+    }
+    for method, key in (("random_forest", "forest"), ("logistic_regression", "logistic")):
+        probs = baseline_probabilities(views_tr, train_y[pick], views_te, 2, method=method, seed=seed)
+        out[key] = _scores(test_y, probs)
+    return out
+
+
+def _line(r: dict) -> str:
+    cells = [f"{r['task']:<18}", f"{r['seed']:>4}", f"{str(r['per_class']):>4}"]
+    for key in ("cnn", "forest", "logistic"):
+        s = r[key]
+        cells.append(f"{s['accuracy']:.3f} {s['balanced_accuracy']:.3f} {s['roc_auc']:.3f} {s['ece']:.3f}")
+    cells.append(f"{r.get('train_cpu_s', float('nan')):7.0f}")
+    return " | ".join(cells)
+
+
+HEADER = (
+    f"{'task':<18} | seed | n/cl | CNN acc  bal   AUC   ECE   | forest acc bal AUC ECE    "
+    "| logistic acc bal AUC ECE  | train CPU s"
+)
+
+
+def _mean(rows: list[dict]) -> dict:
+    out = {k: rows[0][k] for k in ("task", "per_class")}
+    out["seed"] = f"{len(rows)}x"
+    for key in ("cnn", "forest", "logistic"):
+        out[key] = {m: float(np.mean([r[key][m] for r in rows])) for m in rows[0][key]}
+    out["train_cpu_s"] = float(np.mean([r["train_cpu_s"] for r in rows]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=("tune", "report"), default="report")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--tasks", default=None, help="comma-separated (default: the split's tasks)")
+    parser.add_argument("--curve", action="store_true", help="add the learning curve (5, 10, 20, 50, all)")
+    parser.add_argument(
+        "--per-class", type=int, default=None, help="train on this many images per category (default: all)"
+    )
+    parser.add_argument("--quick", action="store_true", help="few images and epochs: a trial run")
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: train's)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", default=None, help="also write every row to this JSON file")
+    args = parser.parse_args()
+    default_tasks = ["membranes", "stm-tip"] if args.split == "tune" else ["membranes-variant", "stm-tip"]
+    tasks = args.tasks.split(",") if args.tasks else default_tasks
+    seeds = range(1 if args.quick else args.seeds)
+    if args.quick:
+        args.epochs = args.epochs or 6
+    n_train, n_test = ((30, 30), 60) if args.quick else ((122, 109), 200)
+    seed_base = 0 if args.split == "tune" else 100
+
+    import torch
+
+    print(
+        f"classifier suite ({args.split} split): torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs; acc = accuracy, bal = balanced accuracy, ECE = expected calibration error"
+    )
+    print(HEADER)
+    rows = []
+    for task in tasks:
+        task_rows = []
+        for s in seeds:
+            seed = seed_base + s
+            if task == "membranes":
+                data = membranes(seed, n_train, n_test)
+            elif task == "membranes-variant":
+                data = membranes_variant(seed, n_train, n_test)
+            elif task == "stm-tip":
+                if not STM.is_dir():
+                    print(f"{task}: {STM} not found, skipped")
+                    break
+                data = stm_tip(seed, args.split, 40 if args.quick else None)
+            else:
+                raise SystemExit(f"unknown task {task!r}")
+            sizes = (5, 10, 20, 50, None) if args.curve else (args.per_class,)
+            for per_class in sizes:
+                row = run_case(task, seed, per_class, args, data)
+                print(_line(row), flush=True)
+                for w in row["warnings"]:
+                    print(f"    warning: {w}")
+                rows.append(row)
+                task_rows.append(row)
+        for per_class in sorted(
+            {r["per_class"] for r in task_rows}, key=lambda v: (v == "all", v if v != "all" else 0)
+        ):
+            same = [r for r in task_rows if r["per_class"] == per_class]
+            if len(same) > 1:
+                print(_line(_mean(same)) + "   <- mean")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

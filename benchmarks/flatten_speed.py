@@ -1,0 +1,74 @@
+"""Flatten speed at instrument sizes, side by side with TopoStats, on the accuracy benchmark's scans.
+
+    python benchmarks/flatten_speed.py [--sizes 512 1024 2048 4096] [--seed 0] [--no-topostats]
+
+One synthetic scan per size from ``flatten_accuracy.make_scan`` (particles, tilt, bow, line
+offsets, scars, 0.1 nm white noise; particle radii scale with the size). For ``flatten(method=
+"auto")`` with its defaults (scar removal on) and TopoStats' ``Filters`` (its default filter
+settings, scar removal on, run in its own Python: ``$TOPOSTATS_PYTHON`` or
+/tmp/topostats-venv/bin/python) it prints the CPU seconds per image (``time.process_time``:
+the machine may be shared, wall time is not comparable), the ratio TopoStats / auto, and the
+accuracy of both (residual over the true background / noise RMS, height error: see
+flatten_accuracy.py).
+
+Targets (issue #20): auto at 2048^2 <= 0.5 s CPU and >= 30x TopoStats; 4096^2 <= 2.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from flatten_accuracy import flatten, make_scan, run_topostats, score  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=2, help="auto runs per size; the fastest counts")
+    parser.add_argument("--no-topostats", action="store_true")
+    parser.add_argument("--topostats-max", type=int, default=4096, help="run TopoStats up to this size")
+    args = parser.parse_args()
+
+    header = (
+        f"{'size':>9s} {'auto CPU s':>11s} {'TopoStats CPU s':>16s} {'ratio':>7s} {'auto resid/noise':>17s} "
+        f"{'TopoStats resid':>16s} {'auto height err':>16s} {'TopoStats h.err':>16s}"
+    )
+    print(header)
+    print("-" * len(header), flush=True)
+    note = "TopoStats: skipped" if args.no_topostats else "TopoStats: not installed"
+    for size in args.sizes:
+        scan = make_scan(size, args.seed)
+        seconds = float("inf")
+        for _ in range(args.repeats):
+            start = time.process_time()
+            flat = flatten(scan["image"], method="auto")
+            seconds = min(seconds, time.process_time() - start)
+        res, _, height = score(flat, scan)
+        peer = None
+        if not args.no_topostats and size <= args.topostats_max:
+            peer = run_topostats([scan], scars=(True,))
+        if peer is None:
+            cells = f"{'-':>16s} {'-':>7s}"
+            p_res = p_h = f"{'-':>16s}"
+        else:
+            flats, peer_seconds, version = peer
+            note = f"TopoStats {version}: Filters, default filter settings, scar removal on"
+            p_score = score(flats["1"][0], scan)
+            cpu = peer_seconds["cpu1"]
+            cells = f"{cpu:16.2f} {cpu / seconds:6.1f}x"
+            p_res, p_h = f"{p_score[0]:15.2f}x", f"{p_score[2]:16.1%}"
+        print(
+            f"{size:>4d}x{size:<4d} {seconds:11.2f} {cells} {res:16.2f}x {p_res} {height:16.1%} {p_h}",
+            flush=True,
+        )
+    print(f"\n{note}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Calibration, the unlike-training score, the feature baseline and the end-of-training warnings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_scanprobe.learn.baseline import baseline_probabilities, image_features
+from napari_scanprobe.learn.calibration import (
+    apply_temperature,
+    feature_reference,
+    fit_temperature,
+    unlike_training,
+)
+from napari_scanprobe.learn.metrics import expected_calibration_error
+from napari_scanprobe.learn.train import train
+
+from .conftest import SIZE, SMALL_NET, blob_data
+
+FAST = {"input_size": SIZE, "pixel_size": None, "architecture": SMALL_NET}
+
+
+def _overconfident(n: int, temperature: float, seed: int = 0):
+    """Labels drawn from softmax(logits); the probabilities given are softmax(logits * temperature)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2, (n, 2))
+    true_p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    truth = (rng.random(n) < true_p[:, 1]).astype(int)
+    shown = np.exp(logits * temperature)
+    return truth, shown / shown.sum(1, keepdims=True)
+
+
+def test_temperature_scaling_recovers_a_known_overconfidence():
+    truth, probs = _overconfident(20000, temperature=3.0)
+    t = fit_temperature(truth, probs)
+    assert t == pytest.approx(3.0, rel=0.08)
+    before, after = (
+        expected_calibration_error(truth, probs),
+        expected_calibration_error(truth, apply_temperature(probs, t)),
+    )
+    assert before > 0.1 and after < 0.02
+    assert (apply_temperature(probs, t).argmax(1) == probs.argmax(1)).all()  # never changes the winner
+
+
+def test_expected_calibration_error_of_known_cases():
+    truth = np.array([0, 1, 1, 0])
+    perfect = np.eye(2)[truth]
+    assert expected_calibration_error(truth, perfect) == 0
+    # always 0.9 sure of class 0, right half of the time: |0.9 - 0.5| = 0.4
+    assert expected_calibration_error(truth, np.tile([0.9, 0.1], (4, 1))) == pytest.approx(0.4)
+
+
+def test_unlike_training_is_about_one_inside_and_large_outside():
+    rng = np.random.default_rng(0)
+    train_f, held_out = rng.normal(0, 1, (300, 8)), rng.normal(0, 1, (100, 8))
+    ref = feature_reference(train_f, held_out)
+    inside = unlike_training(rng.normal(0, 1, (200, 8)), ref)
+    outside = unlike_training(rng.normal(6, 1, (20, 8)), ref)
+    assert np.median(inside) < 1 < outside.min() and outside.min() > 3
+
+
+def test_baseline_features_separate_blobs_and_have_a_fixed_length():
+    data = blob_data(20, seed=3)
+    test = blob_data(10, seed=4)
+    views = [v[None] for v in data["plain"] + data["blob"]]
+    labels = np.array([0] * 20 + [1] * 20)
+    assert len({len(image_features(v)) for v in views}) == 1
+    probs = baseline_probabilities(views, labels, [v[None] for v in test["plain"] + test["blob"]], 2)
+    assert ((probs.argmax(1) == np.array([0] * 10 + [1] * 10)).mean()) >= 0.9
+
+
+@pytest.mark.slow
+def test_chance_level_and_tiny_validation_are_warned():
+    rng = np.random.default_rng(0)
+    noise = {c: [rng.normal(size=(SIZE, SIZE)).astype(np.float32) for _ in range(10)] for c in ("a", "b")}
+    model = train(noise, epochs=3, min_epochs=1, seed=0, **FAST)
+    text = " ".join(model.training["warnings"])
+    assert "no better than guessing" in text and "--permutations" in text
+    assert "only 4 validation images" in text and "--folds 5" in text
+
+
+@pytest.mark.slow
+def test_a_tiny_category_is_warned_and_a_good_model_is_not_called_chance(blob_model):
+    data = blob_data(40, seed=1)
+    data["blob"] = data["blob"][:6]
+    model = train(data, epochs=4, seed=0, **FAST)
+    text = " ".join(model.training["warnings"])
+    assert "category 'blob' has only 6 images" in text
+    assert not any("guessing" in w for w in blob_model.training["warnings"])
+    assert blob_model.confidence["reference"]["scale"] > 0 and blob_model.confidence["temperature"] > 0
