@@ -309,7 +309,7 @@ def cmd_evaluate(args) -> int:
     from .learn.modelfile import load_model
     from .learn.predict import evaluate
 
-    skipped = []
+    skipped: list[tuple[object, Exception]] = []
     try:
         model = load_model(args.model)
         pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
@@ -325,8 +325,11 @@ def cmd_evaluate(args) -> int:
     except (ValueError, OSError) as exc:
         print(f"scanprobe evaluate: error: {exc}", file=sys.stderr)
         return 1
-    for obj, exc in skipped:
-        print(f"  skipped {obj}: {exc.reason if isinstance(exc, ReaderError) else exc}", file=sys.stderr)
+    for obj, problem in skipped:
+        print(
+            f"  skipped {obj}: {problem.reason if isinstance(problem, ReaderError) else problem}",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(metrics))
         return 0
