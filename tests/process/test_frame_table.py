@@ -55,7 +55,24 @@ def test_classifier_probabilities_per_frame(tmp_path):
     model = save_model(tmp_path / "knobs", [], None)
     movie = np.random.default_rng(0).normal(0, 1, (3, 32, 32))
     table = frame_table(movie, model=model)
-    assert list(table.columns)[-2:] == ["P(clean)", "P(dirty)"]
+    assert list(table.columns)[-4:] == ["P(clean)", "P(dirty)", "CAM peak y", "CAM peak x"]
     expected = predict(model, movie[1]).probabilities
     assert table.columns["P(dirty)"][1] == pytest.approx(expected["dirty"], abs=1e-6)
     assert np.allclose(np.add(table.columns["P(clean)"], table.columns["P(dirty)"]), 1.0)
+
+
+def test_the_cam_peak_is_where_each_frames_map_is_highest(tmp_path):
+    from napari_scanprobe.learn.cam import cam
+    from tests.test_batch import save_model
+
+    model = save_model(tmp_path / "knobs", [], None)
+    rng = np.random.default_rng(1)
+    movie = rng.normal(0, 0.1, (3, 32, 32))
+    for t, (y, x) in enumerate([(5, 6), (20, 9), (12, 25)]):  # a bump that moves
+        movie[t, y - 2 : y + 3, x - 2 : x + 3] += 5.0
+    table = frame_table(movie, model=model, pixel_size=2.0)
+    assert table.units["CAM peak y"] == "nm"
+    for t in range(3):
+        heat = cam(model, movie[t], pixel_size=2.0).map
+        row, col = np.unravel_index(np.argmax(heat), heat.shape)
+        assert (table.columns["CAM peak y"][t], table.columns["CAM peak x"][t]) == (2.0 * row, 2.0 * col)

@@ -2,7 +2,8 @@
 
 Height statistics (mean, min, max), ISO 25178 roughness (Sa, Sq, from
 :mod:`napari_scanprobe.measure`), the drift of a :class:`Registration`
-(and its flagged frames) and, for a classifier model, the probability of each category. Frames
+(and its flagged frames) and, for a classifier model, the probability of each category and where
+its class activation map (Grad-CAM) peaks. Frames
 are read a few at a time, so a long lazy movie is never loaded whole; NaN pixels (what a
 corrected frame did not see) are left out of every number.
 """
@@ -92,6 +93,7 @@ def frame_table_steps(
         model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
     stats = {name: np.empty(t) for name in ("mean", "min", "max", "Sa", "Sq")}
     probabilities: list[dict[str, float]] = []
+    peaks: list[tuple[int, int]] = []  # (row, column) of each frame's CAM maximum
     started = time.perf_counter()
     for start in range(0, t, BLOCK_FRAMES):
         block = np.asarray(stack[start : start + BLOCK_FRAMES], dtype=np.float64)
@@ -110,9 +112,15 @@ def frame_table_steps(
             frames = [
                 np.where(np.isfinite(f), f, np.nanmedian(f) if np.isfinite(f).any() else 0.0) for f in block
             ]
+            from ..learn.cam import cam
+
             for prediction in predict_many(model, frames, pixel_size):
                 assert prediction is not None  # arrays always give a prediction (no on_error here)
                 probabilities.append(prediction.probabilities)
+            for frame in frames:  # where the model looked: the map has the frame's shape
+                heat = cam(model, frame, pixel_size=pixel_size).map
+                row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+                peaks.append((int(row), int(col)))
         left = (time.perf_counter() - started) / stop * (t - stop)
         yield Progress(stop, t, message=f"frame {stop} of {t}, {time_left(left)}")
     table = FrameTable()
@@ -129,6 +137,10 @@ def frame_table_steps(
     if model is not None:
         for category in model.categories:
             table.add(f"P({category})", [p[category] for p in probabilities])
+        dy, dx = (1.0, 1.0) if pixel_size is None else np.broadcast_to(np.asarray(pixel_size, float), (2,))
+        unit = "px" if pixel_size is None else "nm"
+        table.add("CAM peak y", [row * dy for row, _ in peaks], unit)
+        table.add("CAM peak x", [col * dx for _, col in peaks], unit)
     return table
 
 
@@ -146,8 +158,10 @@ def frame_table(
     Columns: ``frame``, ``time`` (s, with ``frame_time_s``), ``mean``/``min``/``max`` height,
     ``Sa``/``Sq`` roughness (all in ``z_unit``), the ``registration``'s ``dy``/``dx`` drift,
     ``quality`` and ``flagged`` (a :class:`~napari_scanprobe.process.register.Registration`
-    of this movie), and ``P(category)`` for each category of ``model`` (a classifier or the
-    path of a saved one; ``pixel_size``: nm per pixel, what the model resamples from).
+    of this movie), and for ``model`` (a classifier or the path of a saved one; ``pixel_size``:
+    nm per pixel, what the model resamples from) ``P(category)`` for each category and
+    ``CAM peak y``/``CAM peak x``, where the frame's Grad-CAM map is highest (nm from the frame's
+    top-left corner with ``pixel_size``, else pixels).
     ``.to_csv(path)`` saves it.
     """
     return run_to_end(
