@@ -41,8 +41,7 @@ from .. import measure
 from ..atomic import atomic_write
 from ..io.scan import Channel
 from .compat import text_overlay_of
-from .layers import LayerMeta, contrast_limits, layer_to_channel, processing_step
-from .layers import _axis_unit as axis_unit  # a napari axis unit as short text
+from .layers import LayerMeta, axis_unit, contrast_limits, layer_to_channel, processing_step
 from .plots import LinePlot
 
 #: What each roughness parameter means, for the table's tooltips.
