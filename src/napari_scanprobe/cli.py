@@ -238,15 +238,11 @@ def cmd_train(args) -> int:
         options["folds"] = args.folds
     if args.validation is not None:
         options["validation"] = args.validation
-    try:
-        from pathlib import Path
+    from pathlib import Path
 
-        from .atomic import output_folder
+    from .atomic import output_folder
 
-        output_folder(Path(args.output).parent)  # checked before hours of training, not after
-    except (ValueError, OSError) as exc:
-        print(f"scanprobe train: error: {exc}", file=sys.stderr)
-        return 1
+    output_folder(Path(args.output).parent)  # checked before hours of training, not after
     bar = ProgressBar("training")
 
     def show(update):
@@ -310,21 +306,17 @@ def cmd_evaluate(args) -> int:
     from .learn.predict import evaluate
 
     skipped = []
-    try:
-        model = load_model(args.model)
-        pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
-        if isinstance(pixel_size, str):
-            raise ValueError("--pixel-size: evaluate needs nm per pixel or 'none'")
-        metrics = evaluate(
-            model,
-            args.folder,
-            pixel_size=pixel_size,
-            device=args.device,
-            on_error=lambda obj, exc: skipped.append((obj, exc)),
-        )
-    except (ValueError, OSError) as exc:
-        print(f"scanprobe evaluate: error: {exc}", file=sys.stderr)
-        return 1
+    model = load_model(args.model)
+    pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
+    if isinstance(pixel_size, str):
+        raise ValueError("--pixel-size: evaluate needs nm per pixel or 'none'")
+    metrics = evaluate(
+        model,
+        args.folder,
+        pixel_size=pixel_size,
+        device=args.device,
+        on_error=lambda obj, exc: skipped.append((obj, exc)),
+    )
     for obj, exc in skipped:
         print(f"  skipped {obj}: {exc.reason if isinstance(exc, ReaderError) else exc}", file=sys.stderr)
     if args.json:
@@ -344,11 +336,7 @@ def cmd_predict(args) -> int:
     from .learn.modelfile import load_model
     from .learn.predict import predict_many
 
-    try:
-        model = load_model(args.model)
-    except (ValueError, OSError) as exc:
-        print(f"scanprobe predict: error: {exc}", file=sys.stderr)
-        return 1
+    model = load_model(args.model)
     failures = []
 
     def failed(obj, exc):
@@ -395,22 +383,18 @@ def cmd_cam(args) -> int:
     from .learn.modelfile import load_model
     from .nn.device import resolve_device
 
-    try:
-        model = load_model(args.model)
-        method = check_method(args.method)
-        layer = check_layer(model, method, args.layer)
-        target = args.target
-        if target is not None and target not in model.categories and target.isdigit():
-            target = int(target)  # a category index
-        target = target_index(model, target)
-        resolve_device(args.device)
-        pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
-        if isinstance(pixel_size, str):
-            raise ValueError("--pixel-size: cam needs nm per pixel or 'none'")
-        outdir = output_folder(args.output)
-    except (ValueError, OSError) as exc:
-        print(f"scanprobe cam: error: {exc}", file=sys.stderr)
-        return 1
+    model = load_model(args.model)
+    method = check_method(args.method)
+    layer = check_layer(model, method, args.layer)
+    target = args.target
+    if target is not None and target not in model.categories and target.isdigit():
+        target = int(target)  # a category index
+    target = target_index(model, target)
+    resolve_device(args.device)
+    pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
+    if isinstance(pixel_size, str):
+        raise ValueError("--pixel-size: cam needs nm per pixel or 'none'")
+    outdir = output_folder(args.output)
     names, failed = _expand_inputs(args.paths, "cam", outdir)
     written: dict = {}
     for name in names:
@@ -453,11 +437,7 @@ def cmd_batch(args) -> int:
     from .batch import CLAIMED, DONE, NOT_RUN, run_batch
     from .recipe import load_recipe
 
-    try:
-        recipe = load_recipe(args.recipe)
-    except (ValueError, OSError) as exc:
-        print(f"scanprobe batch: error: {exc}", file=sys.stderr)
-        return 1
+    recipe = load_recipe(args.recipe)
     bar = ProgressBar("batch")
     try:
         result = run_batch(
