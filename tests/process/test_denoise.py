@@ -21,6 +21,7 @@ from napari_scanprobe.process.denoise import (
     estimate_noise,
     estimate_noise_sigma,
 )
+from napari_scanprobe.progress import run_to_end
 from napari_scanprobe.synthetic import synthetic_surface
 
 CLASSICAL = ["median", "gaussian", "nl_means", "tv", "bilateral"]
@@ -348,14 +349,8 @@ def test_n2v_dask_stack_trains_then_denoises_lazily(surface):
 def test_steps_yield_progress_and_return_the_result(noisy):
     steps = denoise_steps(noisy, "n2v", iterations=12, patch_size=32)
     seen = []
-    while True:
-        try:
-            update = next(steps)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        assert isinstance(update, Progress)
-        seen.append(update)
+    result = run_to_end(steps, seen.append)
+    assert all(isinstance(update, Progress) for update in seen)
     training = [p for p in seen if p.message.startswith("n2v: step")]
     assert [p.step for p in training] == list(range(1, 13)) and all(p.total == 12 for p in training)
     assert all(np.isfinite(p.loss) for p in training)
