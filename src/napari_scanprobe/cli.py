@@ -573,6 +573,16 @@ def cmd_steps(args) -> int:
     return 0
 
 
+def _add_model_run_options(parser: argparse.ArgumentParser) -> None:
+    """--device and --pixel-size, for the commands that run a classifier."""
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument(
+        "--pixel-size",
+        default=None,
+        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scanprobe", description="Scanning probe microscopy data: read, inspect, view."
@@ -635,24 +645,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--json", action="store_true", help="one JSON object per line: path, label, probabilities"
     )
-    pr.add_argument("--device", default=None)
-    pr.add_argument(
-        "--pixel-size",
-        default=None,
-        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
-    )
+    _add_model_run_options(pr)
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="metrics of MODEL on FOLDER (one sub-folder per category)")
     ev.add_argument("model", metavar="MODEL")
     ev.add_argument("folder", metavar="FOLDER")
     ev.add_argument("--json", action="store_true", help="the metrics as one JSON object")
-    ev.add_argument(
-        "--pixel-size",
-        default=None,
-        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
-    )
-    ev.add_argument("--device", default=None)
+    _add_model_run_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     cm = sub.add_parser("cam", help="class activation maps: OUTDIR/<input stem>.cam.tif per input")
@@ -668,12 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument(
         "--layer", default=None, metavar="L", help="network layer, block1 ... blockN (default: the last)"
     )
-    cm.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    cm.add_argument(
-        "--pixel-size",
-        default=None,
-        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
-    )
+    _add_model_run_options(cm)
     cm.set_defaults(func=cmd_cam)
 
     ba = sub.add_parser("batch", help="apply a recipe (JSON/YAML) to files, folders and globs, in parallel")

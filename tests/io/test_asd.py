@@ -11,8 +11,9 @@ import struct
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, asd, find_format, read
+from napari_scanprobe.io import asd, find_format, read
 from napari_scanprobe.io import movie as movie_module
+from tests.io.helpers import declined
 from tests.io.synth_asd import expected_values, write_asd
 
 SAMPLES = ("hsafm_asd/202110200146.asd", "hsafm_asd/asd_sample_0.asd")
@@ -362,19 +363,12 @@ def test_other_files_are_not_claimed(samples_dir, tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def _declined(path):
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert path.name in str(info.value)
-    return info.value.reason
-
-
 @pytest.mark.parametrize("cut", [40, 120, 170, 174, 5000, 250_000, 500_301])
 def test_truncated_sample(sample, tmp_path, cut):
     raw = sample("hsafm_asd/202110200146.asd").read_bytes()
     path = tmp_path / "cut.asd"
     path.write_bytes(raw[:cut])
-    reason = _declined(path)
+    reason = declined(path)
     if cut >= 174:
         assert "truncated" in reason
 
@@ -386,7 +380,7 @@ def test_absurd_dimensions_do_not_allocate(sample, tmp_path):
         bad[offset : offset + 4] = struct.pack("<i", value)  # x/y pixels, number of frames
         path = tmp_path / f"bad_{offset}_{value}.asd"
         path.write_bytes(bytes(bad))
-        _declined(path)
+        declined(path)
 
 
 def test_corrupt_header_fields(sample, tmp_path):
@@ -402,7 +396,7 @@ def test_corrupt_header_fields(sample, tmp_path):
         path.write_bytes(raw[:offset] + patch + raw[offset + len(patch) :])
         if name != "headersize":  # an absurd header size is not even taken for an .asd file
             assert find_format(path) is asd, name
-        _declined(path)
+        declined(path)
 
 
 def test_unknown_version_not_claimed(sample, tmp_path):
@@ -410,4 +404,4 @@ def test_unknown_version_not_claimed(sample, tmp_path):
     path = tmp_path / "v7.asd"
     path.write_bytes(struct.pack("<i", 7) + raw[4:])
     assert find_format(path) is None
-    _declined(path)
+    declined(path)
