@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 import struct
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 
 from napari_scanprobe.io import asd, find_format, read
 from napari_scanprobe.io import movie as movie_module
-from tests.io.helpers import declined
+from tests.io.helpers import claims, declined, found_by_content, noise, write_file
 from tests.io.synth_asd import expected_values, write_asd
 
 SAMPLES = ("hsafm_asd/202110200146.asd", "hsafm_asd/asd_sample_0.asd")
@@ -333,20 +332,13 @@ def test_graph_is_picklable_and_holds_no_open_file(sample, monkeypatch):
 
 def test_recognised_by_content_under_any_name(sample, tmp_path):
     for rel in SAMPLES:
-        copy = tmp_path / (sample(rel).stem + ".dat")
-        shutil.copy(sample(rel), copy)
-        assert find_format(copy) is asd
+        copy = found_by_content(sample(rel), tmp_path, asd, sample(rel).stem + ".dat")
         assert len(read(copy).channels) >= 1
 
 
 def test_other_files_are_not_claimed(samples_dir, tmp_path):
-    rng = np.random.default_rng(5)
-    noise = tmp_path / "noise.asd"
-    noise.write_bytes(rng.integers(0, 256, 8192, dtype=np.uint8).tobytes())
-    assert not asd.sniff(noise, noise.read_bytes()[:4096])
-    zeros = tmp_path / "zeros.asd"
-    zeros.write_bytes(b"\x00" * 4096)
-    assert not asd.sniff(zeros, zeros.read_bytes())
+    assert not claims(asd, write_file(tmp_path, "noise.asd", noise(8192, seed=5)))
+    assert not claims(asd, write_file(tmp_path, "zeros.asd", b"\x00" * 4096))
     others = [
         p
         for p in samples_dir.rglob("*")
@@ -354,8 +346,7 @@ def test_other_files_are_not_claimed(samples_dir, tmp_path):
     ]
     assert others
     for path in others:
-        with open(path, "rb") as fh:
-            assert not asd.sniff(path, fh.read(4096)), f"asd claims {path.name}"
+        assert not claims(asd, path), f"asd claims {path.name}"
 
 
 # --------------------------------------------------------------------------------------

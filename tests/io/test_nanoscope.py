@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, nanoscope, read
+from tests.io.helpers import claims, found_by_content, noise, write_file
 
 IMAGE = "bruker_nanoscope/full_multiple_images.txt"
 OLD = "bruker_nanoscope/old_bruker.002"
@@ -130,27 +131,19 @@ def test_force_curve_declined(sample):
 
 @pytest.mark.parametrize("suffix", [".dat", ".bin", ""])
 def test_sniffed_by_content_not_extension(suffix, sample, tmp_path):
-    src = sample(IMAGE)
-    dst = tmp_path / f"renamed{suffix}"
-    dst.write_bytes(src.read_bytes())
-    assert find_format(dst) is nanoscope
+    dst = found_by_content(sample(IMAGE), tmp_path, nanoscope, f"renamed{suffix}")
     assert [c.name for c in read(dst).channels] == ["Height", "Amplitude"]
 
 
 def test_random_and_other_vendors_not_claimed(samples_dir, tmp_path):
-    rng = np.random.default_rng(1)
-    junk = tmp_path / "junk.spm"
-    junk.write_bytes(rng.integers(0, 256, 8192, dtype=np.uint8).tobytes())
-    assert not nanoscope.sniff(junk, junk.read_bytes()[:4096])
-    text = tmp_path / "notes.txt"
-    text.write_bytes(b"File list\r\nVersion: 0x05120130\r\n* not a nanoscope header\r\n")
-    assert not nanoscope.sniff(text, text.read_bytes())
+    assert not claims(nanoscope, write_file(tmp_path, "junk.spm", noise(8192, seed=1)))
+    text = b"File list\r\nVersion: 0x05120130\r\n* not a nanoscope header\r\n"
+    assert not claims(nanoscope, write_file(tmp_path, "notes.txt", text))
     others = [p for p in samples_dir.rglob("*") if p.is_file() and "bruker_nanoscope" not in p.parts]
     others = [p for p in others if p.suffix not in (".md", ".json")]
     assert others
     for p in others:
-        with open(p, "rb") as fh:
-            assert not nanoscope.sniff(p, fh.read(4096)), p
+        assert not claims(nanoscope, p), p
 
 
 # --------------------------------------------------------------------------------------

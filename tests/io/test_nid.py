@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, find_format, nid, read
+from napari_scanprobe.io import ReaderError, nid, read
+from tests.io.helpers import claims, found_by_content, noise
 
 NID_SAMPLES = ("nanosurf_nid/NanoSurf_20160301.nid", "nanosurf_nid/afm-nanosurf-nid.nid")
 
@@ -142,18 +142,13 @@ def test_header_is_json_and_decoded(relpath, size, sample):
 
 @pytest.mark.parametrize("relpath", NID_SAMPLES)
 def test_sniffed_by_content_not_extension(relpath, sample, tmp_path):
-    neutral = tmp_path / "scan.txt"
-    shutil.copyfile(sample(relpath), neutral)
-    assert find_format(neutral) is nid
+    found_by_content(sample(relpath), tmp_path, nid, "scan.txt")
 
 
 def test_sniff_refuses_other_content(sample, tmp_path):
-    rng = np.random.default_rng(1)
-    junk = rng.integers(0, 256, 5000, dtype=np.uint8).tobytes()
-    assert not nid.sniff(tmp_path / "x.nid", junk)
+    assert not nid.sniff(tmp_path / "x.nid", noise(5000, seed=1))
     for relpath in ("nanonis_sxm/test.sxm", "nanonis_dat_3ds/Bias-Spectroscopy002.dat"):
-        p = sample(relpath)
-        assert not nid.sniff(p, p.read_bytes()[:4096])
+        assert not claims(nid, sample(relpath))
     assert not nid.sniff(tmp_path / "x.ini", b"[Settings]\r\nVersion=2\r\n")
     assert not nid.sniff(tmp_path / "x.ini", b"[DataSetup]\r\nVersion=2\r\n")
     assert not nid.sniff(tmp_path / "x.ini", b"")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, nanonis_spectra, read, sxm
+from tests.io.helpers import claims, found_by_content, noise, write_file
 
 SXM_SAMPLES = ("nanonis_sxm/test.sxm", "nanonis_sxm/A151216.123306-02602.sxm")
 SPEC_SAMPLES = (
@@ -151,21 +152,15 @@ def test_headers_are_json(relpath, sample):
 
 @pytest.mark.parametrize("relpath", SXM_SAMPLES)
 def test_sniffed_by_content_not_extension(relpath, sample, tmp_path):
-    neutral = tmp_path / "scan.data"
-    shutil.copyfile(sample(relpath), neutral)
-    assert find_format(neutral) is sxm
+    found_by_content(sample(relpath), tmp_path, sxm, "scan.data")
 
 
 def test_sniff_refuses_other_content(sample, tmp_path):
-    rng = np.random.default_rng(0)
-    junk = tmp_path / "junk.sxm"
-    junk.write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    assert not sxm.sniff(junk, junk.read_bytes()[:4096])
-    other = sample("nanosurf_nid/NanoSurf_20160301.nid")
-    assert not sxm.sniff(other, other.read_bytes()[:4096])
+    junk = write_file(tmp_path, "junk.sxm", noise(5000, seed=0))
+    assert not claims(sxm, junk)
+    assert not claims(sxm, sample("nanosurf_nid/NanoSurf_20160301.nid"))
     for relpath in SPEC_SAMPLES:
-        p = sample(relpath)
-        assert not sxm.sniff(p, p.read_bytes()[:4096])
+        assert not claims(sxm, sample(relpath))
     assert not sxm.sniff(junk, b"")
 
 
