@@ -39,11 +39,12 @@ def found_by_content(source: Path, tmp_path: Path, module: ModuleType, name: str
     return copy
 
 
-def declined(path: Path, *words: str, module: ModuleType | None = None) -> str:
+def declined(path: Path, *words: str, module: ModuleType | None = None, match: str | None = None) -> str:
     """Reading ``path`` fails with a ReaderError naming the file and holding every one of
-    ``words`` in its reason (through ``module.read`` too, when given); returns the reason."""
+    ``words`` in its reason (and the regular expression ``match`` in its message), through
+    ``module.read`` too when given; returns the reason."""
     for reader in (read,) if module is None else (module.read, read):
-        with pytest.raises(ReaderError) as info:
+        with pytest.raises(ReaderError, match=match) as info:
             reader(path)
         assert path.name in str(info.value)
         for word in words:

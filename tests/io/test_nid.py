@@ -12,8 +12,8 @@ import re
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, nid, read
-from tests.io.helpers import claims, found_by_content, noise
+from napari_scanprobe.io import nid, read
+from tests.io.helpers import claims, declined, found_by_content, noise, write_file
 
 NID_SAMPLES = ("nanosurf_nid/NanoSurf_20160301.nid", "nanosurf_nid/afm-nanosurf-nid.nid")
 
@@ -189,11 +189,10 @@ def test_single_line_data_set_is_skipped_but_counted(tmp_path):
 
 
 def test_spectroscopy_only_file_is_declined(tmp_path):
-    path = tmp_path / "spec.nid"
-    path.write_bytes(_make_nid([_image_keys(50, 1)], [np.zeros(50, "<i2")]))
-    with pytest.raises(ReaderError, match="not an image") as info:
-        read(path)
-    assert "spec.nid" in str(info.value)
+    declined(
+        write_file(tmp_path, "spec.nid", _make_nid([_image_keys(50, 1)], [np.zeros(50, "<i2")])),
+        match="not an image",
+    )
 
 
 def test_huge_group_count_does_not_hang(tmp_path):
@@ -211,11 +210,7 @@ def test_huge_group_count_does_not_hang(tmp_path):
 @pytest.mark.parametrize("fraction", [0.01, 0.5, 0.96, 0.9999])
 def test_truncated_sample_is_refused(fraction, sample, tmp_path):
     raw = sample(NID_SAMPLES[0]).read_bytes()
-    path = tmp_path / "cut.nid"
-    path.write_bytes(raw[: int(len(raw) * fraction)])
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert "cut.nid" in str(info.value)
+    declined(write_file(tmp_path, "cut.nid", raw[: int(len(raw) * fraction)]))
 
 
 @pytest.mark.parametrize(
@@ -234,17 +229,10 @@ def test_corrupt_header_is_refused(old, new, message, sample, tmp_path):
     head, sep, data = raw.partition(b"#!")
     bad = (head + sep).replace(old, new, 1) + data
     assert bad != raw
-    path = tmp_path / "corrupt.nid"
-    path.write_bytes(bad)
-    with pytest.raises(ReaderError, match=message) as info:
-        read(path)
-    assert "corrupt.nid" in str(info.value)
+    declined(write_file(tmp_path, "corrupt.nid", bad), match=message)
 
 
 def test_no_referenced_data_set_is_refused(sample, tmp_path):
     raw = sample(NID_SAMPLES[0]).read_bytes()
     bad = raw.replace(b"Gr0-Count=21", b"Gr0-Count=0", 1).replace(b"Gr1-Count=21", b"Gr1-Count=0", 1)
-    path = tmp_path / "empty.nid"
-    path.write_bytes(bad)
-    with pytest.raises(ReaderError, match="no image"):
-        read(path)
+    declined(write_file(tmp_path, "empty.nid", bad), match="no image")
