@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -23,6 +21,7 @@ from napari_scanprobe.process.denoise import (
 )
 from napari_scanprobe.progress import run_to_end
 from napari_scanprobe.synthetic import synthetic_surface
+from tests.helpers import imported_by
 
 CLASSICAL = ["median", "gaussian", "nl_means", "tv", "bilateral"]
 # small and quick: the benchmark does the big runs
@@ -271,9 +270,7 @@ def test_auto_reports_its_noise_estimate_and_choice():
 
 
 def test_package_imports_without_torch():
-    code = "import sys, napari_scanprobe.process.denoise, napari_scanprobe.process.n2v; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
+    assert imported_by("napari_scanprobe.process.denoise, napari_scanprobe.process.n2v", ("torch",)) == []
 
 
 # --------------------------------------------------------------------------------------------------
