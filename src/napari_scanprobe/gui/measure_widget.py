@@ -66,6 +66,18 @@ def _button(text: str, tip: str, slot) -> QPushButton:
     return button
 
 
+def _form_tab(label: str, field: QWidget, *widgets: QWidget) -> QWidget:
+    """A tab: one labelled field, then ``widgets`` from top to bottom."""
+    tab = QWidget()
+    layout = QVBoxLayout(tab)
+    form = QFormLayout()
+    form.addRow(label, field)
+    layout.addLayout(form)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return tab
+
+
 def _wrapped(text: str = "") -> QLabel:
     label = QLabel(text)
     label.setWordWrap(True)
@@ -267,18 +279,10 @@ class MeasureWidget(QWidget):
             item = QTableWidgetItem(name)
             item.setToolTip(PARAMETER_HELP[name])
             self.table.setItem(row, 0, item)
-        tab = QWidget()
-        layout = QVBoxLayout(tab)
-        form = QFormLayout()
-        form.addRow("Area", self.region_box)
-        layout.addLayout(form)
-        layout.addWidget(
-            _button(
-                "Roughness (ISO 25178)", "Sa, Sq, Ssk, Sku, Sp, Sv, Sz, Sdq of the area", self.run_roughness
-            )
+        button = _button(
+            "Roughness (ISO 25178)", "Sa, Sq, Ssk, Sku, Sp, Sv, Sz, Sdq of the area", self.run_roughness
         )
-        layout.addWidget(self.table)
-        return tab
+        return _form_tab("Area", self.region_box, button, self.table)
 
     def _histogram_tab(self) -> QWidget:
         self.bins = QSpinBox()
@@ -286,20 +290,10 @@ class MeasureWidget(QWidget):
         self.bins.setValue(128)
         self.bins.setToolTip("Number of equal height bins")
         self.histogram_plot = LinePlot(title="pixels per bin", x_label="height")
-        tab = QWidget()
-        layout = QVBoxLayout(tab)
-        form = QFormLayout()
-        form.addRow("Bins", self.bins)
-        layout.addLayout(form)
-        layout.addWidget(
-            _button(
-                "Height histogram",
-                "Counts of the area's heights (same area as Roughness)",
-                self.run_histogram,
-            )
+        button = _button(
+            "Height histogram", "Counts of the area's heights (same area as Roughness)", self.run_histogram
         )
-        layout.addWidget(self.histogram_plot)
-        return tab
+        return _form_tab("Bins", self.bins, button, self.histogram_plot)
 
     # -- layers -----------------------------------------------------------------------------
     def refresh_layers(self, *args) -> None:
