@@ -167,6 +167,19 @@ FLATTEN = Step(
 # --------------------------------------------------------------------------------------
 
 
+#: The torch device of the steps that run a network (scripts only).
+_DEVICE = Option(
+    "device",
+    "device",
+    None,
+    "Device",
+    "torch device",
+    nullable=True,
+    none_means="cuda when available",
+    script_only=True,
+)
+
+
 # The training options of the steps that train a network (the names are the functions' parameters).
 def _training_steps(name: str, default: int, help: str, low: int) -> Option:
     return Option(name, "int", default, "Training steps", help, "", low, 100_000)
@@ -200,16 +213,7 @@ def _cnn_options(iterations: int) -> tuple[Option, ...]:
             "Average flips",
             "Average the network over flips and rotations at the end (test-time augmentation): less noise, 8× slower",
         ),
-        Option(
-            "device",
-            "device",
-            None,
-            "Device",
-            "torch device",
-            nullable=True,
-            none_means="cuda when available",
-            script_only=True,
-        ),
+        _DEVICE,
     )
 
 
@@ -434,16 +438,7 @@ UPSCALE_CNN_OPTIONS = (
         none_means="the image only",
         script_only=True,
     ),
-    Option(
-        "device",
-        "device",
-        None,
-        "Device",
-        "torch device",
-        nullable=True,
-        none_means="cuda when available",
-        script_only=True,
-    ),
+    _DEVICE,
     Option(
         "threads",
         "int",
