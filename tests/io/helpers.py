@@ -9,7 +9,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, find_format, read
+from napari_scanprobe.io import ReaderError, Scan, find_format, read
 
 
 def write_file(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -50,3 +50,10 @@ def declined(path: Path, *words: str, module: ModuleType | None = None, match: s
         for word in words:
             assert word in info.value.reason, info.value.reason
     return info.value.reason
+
+
+def read_as(path: Path, format_name: str) -> Scan:
+    """``read(path)``, checked to come from the ``format_name`` reader and to name the file."""
+    scan = read(path)
+    assert scan.format == format_name and scan.path == str(path)
+    return scan

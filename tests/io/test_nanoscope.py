@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, nanoscope, read
-from tests.io.helpers import claims, declined, found_by_content, noise, write_file
+from tests.io.helpers import claims, declined, found_by_content, noise, read_as, write_file
 
 IMAGE = "bruker_nanoscope/full_multiple_images.txt"
 OLD = "bruker_nanoscope/old_bruker.002"
@@ -43,9 +43,7 @@ def _expected(ground_truth, relpath):
 
 
 def test_channels_names_directions_units(sample, ground_truth):
-    scan = read(sample(IMAGE))
-    assert scan.format == nanoscope.FORMAT == "nanoscope"
-    assert scan.path == str(sample(IMAGE))
+    scan = read_as(sample(IMAGE), "nanoscope")
     ref = _expected(ground_truth, IMAGE)
     assert [c.name for c in scan.channels] == [r["title"] for r in ref]  # "@2:Image Data: S [Height]"
     # "\Line direction: Retrace" in both image sections.

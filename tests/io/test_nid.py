@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import nid, read
-from tests.io.helpers import claims, declined, found_by_content, noise, write_file
+from tests.io.helpers import claims, declined, found_by_content, noise, read_as, write_file
 
 NID_SAMPLES = ("nanosurf_nid/NanoSurf_20160301.nid", "nanosurf_nid/afm-nanosurf-nid.nid")
 
@@ -68,9 +68,7 @@ def _image_keys(points, lines, **extra) -> dict:
 
 @pytest.mark.parametrize("relpath", NID_SAMPLES)
 def test_channels_names_and_directions(relpath, sample, ground_truth):
-    scan = read(sample(relpath))
-    assert scan.format == nid.FORMAT == "nid"
-    assert scan.path == str(sample(relpath))
+    scan = read_as(sample(relpath), "nid")
     expected = [_split_title(c["title"]) for c in ground_truth[relpath]["channels"]]
     assert [(c.name, c.direction) for c in scan.channels] == expected
     assert [c.name for c in scan.channels] == ["Z-Axis", "Amplitude", "Z-Axis", "Amplitude"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, nanonis_spectra, read, sxm
-from tests.io.helpers import claims, declined, found_by_content, noise, write_file
+from tests.io.helpers import claims, declined, found_by_content, noise, read_as, write_file
 
 SXM_SAMPLES = ("nanonis_sxm/test.sxm", "nanonis_sxm/A151216.123306-02602.sxm")
 SPEC_SAMPLES = (
@@ -77,9 +77,7 @@ def _make_sxm(
 
 @pytest.mark.parametrize("relpath", SXM_SAMPLES)
 def test_channels_names_and_directions(relpath, sample, ground_truth):
-    scan = read(sample(relpath))
-    assert scan.format == sxm.FORMAT == "sxm"
-    assert scan.path == str(sample(relpath))
+    scan = read_as(sample(relpath), "sxm")
     expected = [_split_title(c["title"]) for c in ground_truth[relpath]["channels"]]
     assert [(c.name, c.direction) for c in scan.channels] == expected
     for ch in scan.channels:
