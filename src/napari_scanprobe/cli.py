@@ -23,11 +23,12 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from . import __version__
-from .io import ReaderError, read
+from .io import ReaderError, Scan, read
 from .untrusted import one_line
 
 
@@ -48,18 +49,28 @@ def _info_line(facts: dict) -> str:
     return text
 
 
-def cmd_info(args) -> int:
-    failed = 0
-    for name in args.files:
+def _read_each(names: list[str], failed: Callable[[str, ReaderError], None]) -> Iterator[Scan]:
+    """Each file read in turn; one that cannot be read goes to ``failed(name, error)`` and is skipped."""
+    for name in names:
         try:
             scan = read(name)
         except ReaderError as exc:
-            failed += 1
-            if args.json:
-                print(json.dumps({"path": str(name), "error": exc.reason}))
-            else:
-                print(f"scanprobe: error: {exc}", file=sys.stderr)
+            failed(name, exc)
             continue
+        yield scan
+
+
+def cmd_info(args) -> int:
+    failures = []
+
+    def failed(name: str, exc: ReaderError) -> None:
+        failures.append(name)
+        if args.json:
+            print(json.dumps({"path": str(name), "error": exc.reason}))
+        else:
+            print(f"scanprobe: error: {exc}", file=sys.stderr)
+
+    for scan in _read_each(args.files, failed):
         channels = [_channel_facts(ch) for ch in scan.channels]
         if args.json:
             print(json.dumps({"path": scan.path, "format": scan.format, "channels": channels}))
@@ -67,7 +78,7 @@ def cmd_info(args) -> int:
             print(f"{scan.path}  [{scan.format}, {len(channels)} channel{'' if len(channels) == 1 else 's'}]")
             for facts in channels:
                 print(_info_line(facts))
-    return 1 if failed else 0
+    return 1 if failures else 0
 
 
 def _has_display() -> bool:
@@ -527,14 +538,13 @@ def cmd_measure(args) -> int:
             raise ValueError(f"--profile: expected Y0,X0,Y1,X1[,Y2,X2...] in nm, got {args.profile!r}")
         if points is not None and len(args.files) != 1:
             raise ValueError("--profile takes one FILE")
-        failed = 0
-        for name in args.files:
-            try:
-                scan = read(name)
-            except ReaderError as exc:
-                failed += 1
-                print(f"scanprobe measure: error: {exc}", file=sys.stderr)
-                continue
+        failures = []
+
+        def failed(name: str, exc: ReaderError) -> None:
+            failures.append(name)
+            print(f"scanprobe measure: error: {exc}", file=sys.stderr)
+
+        for scan in _read_each(args.files, failed):
             channels = [ch for ch in scan.channels if ch.data.ndim == 2]
             if args.flatten:
                 channels = [dataclasses.replace(ch, data=flatten(ch.data, args.flatten)) for ch in channels]
@@ -561,7 +571,7 @@ def cmd_measure(args) -> int:
     except (ValueError, OSError) as exc:
         print(f"scanprobe measure: error: {exc}", file=sys.stderr)
         return 1
-    return 1 if failed else 0
+    return 1 if failures else 0
 
 
 def cmd_steps(args) -> int:
