@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     viewer = napari.Viewer(title="napari-scanprobe: scripted session")
     layers = viewer.open(args.scan, plugin=PLUGIN)
-    height = next((layer for layer in layers if layer.metadata.get("z_unit") == "nm"), layers[0])
+    height = layers[-1]  # the reader puts the first height channel on top (last); else the last channel
     print(f"opened {args.scan}: {len(layers)} layers; processing {height.name!r} {height.data.shape}")
 
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Preprocess")

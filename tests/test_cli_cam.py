@@ -93,7 +93,7 @@ def test_bad_inputs_are_reported_and_the_rest_continue(sample, tmp_path, capsys)
     model = save_model(tmp_path / "z_model", ["Z (forward)"], pixel_size=40.0)
     broken = tmp_path / "broken.sxm"
     broken.write_bytes(b"\x00" * 10)
-    other = sample("gwyddion_gsf/GwiddionReader_chip.gsf")  # no "Z (forward)" channel
+    other = sample("ntmdt_mdt/test_mdt.mdt")  # a current image: no "Z (forward)" nor any height
     good = sample("nanonis_sxm/test.sxm")
     out = tmp_path / "maps"
     assert main(["cam", model, str(broken), str(other), str(good), "-o", str(out)]) == 1

@@ -316,7 +316,7 @@ def cmd_evaluate(args) -> int:
     from .learn.modelfile import load_model
     from .learn.predict import evaluate
 
-    skipped = []
+    skipped: list[tuple[object, Exception]] = []
     model = load_model(args.model)
     pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
     if isinstance(pixel_size, str):
@@ -328,8 +328,11 @@ def cmd_evaluate(args) -> int:
         device=args.device,
         on_error=lambda obj, exc: skipped.append((obj, exc)),
     )
-    for obj, exc in skipped:
-        print(f"  skipped {obj}: {exc.reason if isinstance(exc, ReaderError) else exc}", file=sys.stderr)
+    for obj, problem in skipped:
+        print(
+            f"  skipped {obj}: {problem.reason if isinstance(problem, ReaderError) else problem}",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(metrics))
         return 0

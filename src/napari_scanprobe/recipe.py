@@ -345,7 +345,7 @@ def _check_channels(where: str, channels: Any) -> list[str]:
         raise ValueError(
             f"{where}: 'channels' must be a list of channel names like ['Height (trace)'] ([] = every channel), got {short_repr(channels)}"
         )
-    out = []
+    out: list[str] = []
     for c in channels:
         if c.strip().lower() not in (o.lower() for o in out):
             out.append(c.strip())
@@ -454,7 +454,7 @@ def _check_image_step(name: str, raw: dict, base: Path, recipe: Recipe) -> dict:
 
 def _check_model_step(name: str, raw: dict, base: Path, recipe: Recipe) -> dict:
     path = _resolve(raw.get("model"), base, "model")
-    clean = {"step": name, "model": path, "sha256": _check_sha(raw, path)}
+    clean: dict[str, Any] = {"step": name, "model": path, "sha256": _check_sha(raw, path)}
     model = recipe.model(clean)  # hash-checked and loaded now: a bad model stops the recipe here
     if name == "cam":
         from .learn.cam import check_layer, check_method, target_index
@@ -466,7 +466,7 @@ def _check_model_step(name: str, raw: dict, base: Path, recipe: Recipe) -> dict:
         clean["target"] = target
     if recipe.channels:
         processed = {c.lower() for c in recipe.channels} | {_bare(c).lower() for c in recipe.channels}
-        processed |= {role_of_title(c) for c in recipe.channels} - {None}
+        processed |= {role for role in map(role_of_title, recipe.channels) if role is not None}
         for channel in model.channels:
             if not ({channel.lower(), role_of_title(channel)} & processed):
                 raise ValueError(
@@ -759,15 +759,19 @@ def run_recipe(recipe: Any, image: Any, pixel_size: Any = None) -> RecipeResult:
 
     recipe = load_recipe(recipe)
     size = None if pixel_size is None else check_pixel_size(pixel_size, "pixel_size")
-    geometry = {"pixel_size": size or (1.0, 1.0), "xy_unit": "nm" if size else ""}
+    step, unit = size or (1.0, 1.0), "nm" if size else ""
     if isinstance(image, dict):
         if not image:
             raise ValueError("image: the dict of channels is empty")
-        channels = [Channel(as_image(v, f"image[{k!r}]"), str(k), **geometry) for k, v in image.items()]
+        channels = [
+            Channel(as_image(v, f"image[{k!r}]"), str(k), pixel_size=step, xy_unit=unit)
+            for k, v in image.items()
+        ]
     else:
-        channels = [Channel(as_image(image, "image"), "image", **geometry)]
+        channels = [Channel(as_image(image, "image"), "image", pixel_size=step, xy_unit=unit)]
     run = _run(recipe, channels, "image")
-    out_size = tuple(run.channels[0].pixel_size) if size else None
+    out_pixel = run.channels[0].pixel_size
+    out_size = (float(out_pixel[0]), float(out_pixel[1])) if size else None
     data = {ch.name: ch.data for ch in run.channels} if isinstance(image, dict) else run.channels[0].data
     return RecipeResult(data, out_size, run.prediction, run.cam, run.measurements)
 
@@ -782,6 +786,8 @@ def output_path(
 ) -> Path:
     """Where the write step puts one output of ``source`` (see the module docstring)."""
     write = recipe.step("write")
+    if write is None:
+        raise ValueError("the recipe has no write step: it names no output files")
     source = Path(source)
     name = write["name"].format(
         stem=safe_file_name(source.stem),
@@ -815,7 +821,7 @@ def run_recipe_file(
         raise ValueError("outdir: the recipe writes files; give the folder for them")
     scan = read_input(path)
     if recipe.channels:
-        chosen = []
+        chosen: list[Channel] = []
         for ch in pick_channels(scan, recipe.channels):
             if all(ch is not c for c in chosen):
                 chosen.append(ch)
@@ -832,6 +838,7 @@ def run_recipe_file(
         result.category, result.probabilities = run.cam.category, dict(run.cam.probabilities)
     if not recipe.writes:
         return result
+    assert outdir is not None  # checked before any work: a recipe that writes needs the folder
 
     outputs: list[tuple[str, Channel]] = []
     for ch in run.channels:

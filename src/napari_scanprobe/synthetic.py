@@ -53,7 +53,7 @@ def synthetic_scan(shape: tuple[int, int] = (256, 256), pixel_size_nm: float = 3
         return image
 
     phase = 12.0 + 6.0 * mask + rng.normal(0.0, 0.4, size=shape)
-    common = dict(pixel_size=(pixel_size_nm, pixel_size_nm), xy_unit="nm")
+    pixel_size = (pixel_size_nm, pixel_size_nm)
     header = {
         "generator": "napari_scanprobe.synthetic.synthetic_scan",
         "seed": seed,
@@ -62,9 +62,27 @@ def synthetic_scan(shape: tuple[int, int] = (256, 256), pixel_size_nm: float = 3
         "scan_size_nm": [ny * pixel_size_nm, nx * pixel_size_nm],
     }
     channels = [
-        Channel(acquire(0.8), "Height", "trace", "nm", header={"mode": "tapping"}, **common),
-        Channel(acquire(0.8), "Height", "retrace", "nm", header={"mode": "tapping"}, **common),
-        Channel(phase, "Phase", "trace", "deg", header={"mode": "tapping"}, **common),
+        Channel(
+            acquire(0.8),
+            "Height",
+            "trace",
+            "nm",
+            header={"mode": "tapping"},
+            pixel_size=pixel_size,
+            xy_unit="nm",
+        ),
+        Channel(
+            acquire(0.8),
+            "Height",
+            "retrace",
+            "nm",
+            header={"mode": "tapping"},
+            pixel_size=pixel_size,
+            xy_unit="nm",
+        ),
+        Channel(
+            phase, "Phase", "trace", "deg", header={"mode": "tapping"}, pixel_size=pixel_size, xy_unit="nm"
+        ),
     ]
     return Scan(path="synthetic_afm_scan", format="synthetic", channels=channels, header=header)
 

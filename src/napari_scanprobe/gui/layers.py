@@ -313,11 +313,12 @@ def layer_to_channel(data: Any, attributes: dict) -> Channel:
     and ``translate`` -> ``offset``; their ``units`` -> ``xy_unit`` (a length -> nm, scale
     and translate converted; ``"pixel"``/None -> ``""``); a 3-D layer is a ``(t, y, x)``
     movie whose frame time is ``scale[0]`` when that axis is in seconds, else
-    ``metadata["frame_time_s"]``; ``metadata["z_unit"]``, ``["direction"]`` and ``["role"]`` -> the same fields; the layer name ->
+    ``metadata["frame_time_s"]``; ``metadata["z_unit"]`` and ``["role"]`` -> the same fields; the layer name (which already holds
+    the direction) ->
     ``name``; the whole metadata (``processing`` included), made JSON-safe, -> ``header``.
     Raises ``ValueError`` for RGB, multiscale or non-2-D/3-D layers.
     """
-    from ..io.scan import DIRECTIONS, ROLES, jsonable
+    from ..io.scan import ROLES, jsonable
     from ..io.units import parse_unit
 
     name = str(attributes.get("name") or "image")
@@ -358,11 +359,10 @@ def layer_to_channel(data: Any, attributes: dict) -> Channel:
         factor, si = parse_unit(axis_unit(units[0]))
         if si == "s":
             frame_time = scale[0] * factor
-    direction, role = metadata.get("direction"), metadata.get("role")
+    role = metadata.get("role")
     return Channel(
         data=data,
         name=name,
-        direction=direction if direction in DIRECTIONS else None,
         role=role if role in ROLES else None,
         z_unit=str(metadata.get("z_unit") or ""),
         pixel_size=(pixel_size[0], pixel_size[1]),

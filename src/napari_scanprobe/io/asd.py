@@ -158,7 +158,7 @@ def _text(raw: bytes, encoding: int | None) -> str:
             return clean_name(raw.decode(codec).replace("\x00", ""))
         except UnicodeDecodeError:
             pass
-    order = ("utf-8", "shift_jis", "latin-1")
+    order: tuple[str, ...] = ("utf-8", "shift_jis", "latin-1")
     if codec in ("euc_jp",):
         order = ("utf-8", codec, "shift_jis", "latin-1")
     return decode(raw, order).strip()

@@ -118,7 +118,7 @@ def _dims(buf, pos: int) -> tuple[int, ...]:
 class File:
     """An HDF5 file's structures, parsed from ``buf`` (bytes or an mmap of the whole file)."""
 
-    def __init__(self, buf):
+    def __init__(self, buf) -> None:
         self.buf = buf
         self.base = superblock_at(buf)
         if self.base < 0:
@@ -174,7 +174,9 @@ def _messages(file: File, relative: int) -> dict[int, list[int]]:
     if buf[at] != 1:
         raise Corrupt(f"object header version {buf[at]}")
     size = _u32(buf, at + 8)[0]
-    blocks, seen, out, count = [(at + 16, size)], set(), {}, 0
+    blocks, count = [(at + 16, size)], 0
+    seen: set[int] = set()
+    out: dict[int, list[int]] = {}
     while blocks:
         start, size = blocks.pop()
         if start in seen or start + size > len(buf) or len(seen) > MAX_MESSAGES:
@@ -275,6 +277,7 @@ def _type_of(buf, pos: int) -> tuple:
 
 
 def _attribute_value(buf, type_at: int, space_at: int, data_at: int):
+    dims: tuple[int, ...]
     if buf[space_at + 1] == 0 and not (buf[space_at] == 2 and buf[space_at + 3] == 2):
         dims, count = (), 1  # scalar: the common case, without _dims
     else:
@@ -336,7 +339,8 @@ class Group(Node):
 
 def _btree_leaves(file: File, relative: int, node_type: int):
     """Children of the level-0 nodes of a version 1 B-tree (group nodes: symbol table nodes)."""
-    buf, stack, seen = file.buf, [relative], set()
+    buf, stack = file.buf, [relative]
+    seen: set[int] = set()
     while stack:
         at = file.address(stack.pop())
         if at in seen or len(seen) > MAX_NODES:
@@ -447,7 +451,7 @@ class Dataset(Node):
     def storage(self) -> Storage:
         buf, file = self.file.buf, self.file
         shape, dtype = self.shape, self.dtype
-        filters = ()
+        filters: tuple[int, ...] = ()
         if FILTERS in self.messages:
             filters = _filters(buf, self.messages[FILTERS][0])
             if any(f not in (DEFLATE, SHUFFLE) for f in filters) or SHUFFLE in filters[1:]:
@@ -479,8 +483,8 @@ class Dataset(Node):
         starts = np.array(starts, np.int64).reshape(-1, len(shape))
         if np.any(starts % chunk_shape) or np.any(starts >= shape):
             raise Corrupt(f"data set {self.name}: chunk outside the data set")
-        table = (np.array(offsets, np.int64), np.array(sizes, np.int64), np.array(masks, np.int64))
-        return Storage(shape, dtype, chunk_shape, starts, *table, filters)
+        chunks = (np.array(offsets, np.int64), np.array(sizes, np.int64), np.array(masks, np.int64))
+        return Storage(shape, dtype, chunk_shape, starts, *chunks, filters)
 
     def read(self) -> np.ndarray:
         buf = self.file.buf
@@ -511,9 +515,13 @@ def _filters(buf, pos: int) -> tuple[int, ...]:
 
 def _chunk_index(file: File, relative: int, rank: int):
     """(starts, offsets, sizes, masks) of every chunk in a version 1 B-tree of chunk nodes."""
-    buf, stack, seen = file.buf, [relative], set()
+    buf, stack = file.buf, [relative]
+    seen: set[int] = set()
     key = 8 + 8 * rank  # chunk size, filter mask, one offset per dimension (+ the element one)
-    starts, offsets, sizes, masks = [], [], [], []
+    starts: list[int] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
+    masks: list[int] = []
     while stack:
         at = file.address(stack.pop())
         if at in seen or len(seen) > MAX_NODES:

@@ -160,7 +160,8 @@ def _footer(buf: bytes) -> dict[str, str]:
     tail = buf[-4096:]
     if not (tail.endswith(b"MFP3D") or tail.endswith(b"Force")):
         return {}
-    text = re.search(rb"[\x20-\x7e]*\Z", tail).group().decode("ascii")
+    printable = re.search(rb"[\x20-\x7e]*\Z", tail)  # always matches, if only the empty run
+    text = printable.group().decode("ascii") if printable else ""
     out: dict[str, str] = {}
     for item in text.split(";"):
         key, sep, value = item.partition(":")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 
@@ -182,11 +183,13 @@ def _slots(values: dict) -> list[dict]:
     return slots
 
 
-def _finite(value) -> bool:
+def _finite(value) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _scaling(path: Path, title: str, slots: list[dict], default: str | None) -> tuple[float, float, str, str]:
+def _scaling(
+    path: Path, title: str, slots: list[dict], default: str | None
+) -> tuple[float, float, str, str | None]:
     """(multiplier, offset, unit, slot name) of the default slot.
 
     A ``NullScaling`` slot (the raw integers) scales by 1. A default slot that is missing

@@ -45,11 +45,17 @@ import math
 import re
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .scan import Channel, ReaderError, Scan, check_shape, clean_name, jsonable, role_for
 from .units import value_scale
+
+if TYPE_CHECKING:
+    import mmap
+
+    _Buffer = bytes | mmap.mmap  # the parsers read a whole file in memory or a memory map
 
 FORMAT = "matrix"
 EXTENSIONS = (
@@ -104,13 +110,13 @@ def sniff(path: Path, head: bytes) -> bool:
 # --------------------------------------------------------------------------------------
 
 
-def _u32(buf: bytes, pos: int, end: int) -> int:
+def _u32(buf: _Buffer, pos: int, end: int) -> int:
     if pos + 4 > end:
         raise _Corrupt(f"a number at offset {pos} runs past the end of its block")
     return _U32.unpack_from(buf, pos)[0]
 
 
-def _string(buf: bytes, pos: int, end: int) -> tuple[str, int]:
+def _string(buf: _Buffer, pos: int, end: int) -> tuple[str, int]:
     n = _u32(buf, pos, end)
     start = pos + 4
     stop = start + 2 * n
@@ -121,7 +127,7 @@ def _string(buf: bytes, pos: int, end: int) -> tuple[str, int]:
     return buf[start:stop].decode("utf-16-le", "replace"), stop
 
 
-def _value(buf: bytes, pos: int, end: int):
+def _value(buf: _Buffer, pos: int, end: int):
     """A typed value: ``LONG`` int32, ``BOOL``, ``DOUB`` float64 or ``STRG`` text."""
     if pos + 4 > end:
         raise _Corrupt(f"a value at offset {pos} runs past the end of its block")
@@ -142,14 +148,14 @@ def _value(buf: bytes, pos: int, end: int):
     raise _Corrupt(f"unknown value type {tag[::-1]!r} at offset {pos - 4}")
 
 
-def _checked_value(buf: bytes, pos: int, end: int):
+def _checked_value(buf: _Buffer, pos: int, end: int):
     """A parameter value: four zero bytes, then a typed value."""
     if _u32(buf, pos, end) != 0:
         raise _Corrupt(f"unexpected parameter value layout at offset {pos}")
     return _value(buf, pos + 4, end)
 
 
-def _blocks(buf: bytes, pos: int, end: int, stamped: bool = True):
+def _blocks(buf: _Buffer, pos: int, end: int, stamped: bool = True):
     """Yield ``(tag, payload_start, payload_end, timestamp)`` of the blocks in ``[pos, end)``.
 
     Tags are returned readable (``b"PMOD"``, the file holds ``DOMP``). ``stamped=False`` for
@@ -369,7 +375,7 @@ def _parse_param_file(buf, data_name: str) -> _Params:
     return params
 
 
-def _read_channel_set(buf: bytes, start: int, stop: int) -> tuple[dict, dict, dict]:
+def _read_channel_set(buf: _Buffer, start: int, stop: int) -> tuple[dict, dict, dict]:
     """``CCSY`` -> (channels ``{id: (name, unit)}``, refs ``{cd: id}``, transfer ``{id: (tff, unit, props)}``)."""
     channels: dict[int, tuple[str, str]] = {}
     refs: dict[int, int] = {}
@@ -579,6 +585,8 @@ def _utc(stamp: int | None) -> str | None:
     """A MATRIX time stamp (seconds since 1970) as ISO 8601 UTC text."""
     import datetime
 
+    if stamp is None:
+        return None
     try:
         return datetime.datetime.fromtimestamp(stamp, datetime.UTC).isoformat()
     except (TypeError, ValueError, OverflowError, OSError):
@@ -655,10 +663,12 @@ def _read(path: Path, buf) -> Scan:
         number = next((n for n, (cname, _u) in channels.items() if cname == name_channel), None)
     if number is None and data.channel_ref is not None:
         number = refs.get(data.channel_ref)
-    channel_name, channel_unit = channels.get(number, (name_channel or "unknown", ""))
+    known = channels.get(number) if number is not None else None
+    channel_name, channel_unit = known or (name_channel or "unknown", "")
     if _CURVE_CHANNEL.match(channel_name):
         raise ReaderError(path, f"MATRIX spectroscopy data (channel {channel_name}), not an image")
-    tff_name, tff_unit, tff_props = transfer.get(number, ("", "", {}))
+    tff = transfer.get(number) if number is not None else None
+    tff_name, tff_unit, tff_props = tff or ("", "", {})
     scaling = _transfer(tff_name, tff_props)
     calibration = "calibrated"
     if scaling is None:

@@ -351,7 +351,13 @@ def _mda_frame(path: Path, buf: bytes, fstart: int, fend: int, number: int, info
 
 
 def _channel(
-    data: np.ndarray, name: str, direction: str, z_unit: str, pixel_size: tuple, xy_unit: str, header: dict
+    data: np.ndarray,
+    name: str,
+    direction: str | None,
+    z_unit: str,
+    pixel_size: tuple[float, float],
+    xy_unit: str,
+    header: dict,
 ) -> Channel:
     """An MDT image (scan or MDA frame) as a Channel, its header kept."""
     return Channel(

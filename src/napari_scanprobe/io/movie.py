@@ -53,7 +53,7 @@ class FrameSource:
 
     dtype = np.dtype(np.float32)
     ndim = 3
-    held = None
+    held: bytes | np.ndarray | None = None
 
     def __init__(self, path: str, shape: tuple[int, int, int]):
         self.path = path

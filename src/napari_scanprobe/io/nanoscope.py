@@ -144,7 +144,7 @@ class _Value:
 
     __slots__ = ("type", "soft", "hard_scale", "hard_scale_units", "hard_value", "hard_str", "units")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.type = ""
         self.soft: str | None = None
         self.hard_scale: float | None = None
@@ -288,7 +288,7 @@ def _unit_product(*factors: tuple[str, int]) -> tuple[float, str]:
 class _Context:
     """The global sections seen so far (Gwyddion resolves them in file order)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.scanner: _Section | None = None
         self.scan: _Section | None = None
         self.controller: _Section | None = None
@@ -366,7 +366,7 @@ def _physical_scale(path: Path, section: _Section, ctx: _Context, name: str) -> 
 
     # NanoScope III (no version): per-quantity constants spread over the header.
     kind = (section.get("Image data") or "").strip().strip('"')
-    rules = {
+    rules: dict[str, tuple[str, float, list[tuple[_Section | None, str, int]]]] = {
         "Height": ("m", 1e-9 * 2 / 65536, [(section, "Z scale height", 1), (ctx.controller, "Z max", 1),
                                           (ctx.scanner, "Z sensitivity", 1)]),
         "Deflection": ("m", 1e-9 * 2 / 65536, [(section, "Z scale defl", 1), (ctx.controller, "In1 max", 1),
@@ -416,6 +416,7 @@ def _image_channel(
             raise ReaderError(path, f"image {name!r} has no {key!r} in its header section")
         if not math.isfinite(v) or v < 1 or v > 2**31:
             raise ReaderError(path, f"image {name!r} declares an invalid {key!r} ({section.get(key)})")
+    assert xres_f is not None and yres_f is not None  # the loop above raised otherwise
     xres, yres = int(xres_f), int(yres_f)
     check_shape(path, (yres, xres), f"image {name!r}", count=False)  # counted where it is read
 
@@ -427,6 +428,7 @@ def _image_channel(
     xreal, yreal, xy_text = _scan_size(path, section)
 
     if text_mode:
+        assert text_values is not None  # the caller passes the parsed text data in text mode
         check_shape(path, (yres, xres), f"image {name!r}")
         n = xres * yres
         start = text_values[0]

@@ -63,7 +63,7 @@ VERSION2 = 0x01000002
 HEADER_SIZE = {VERSION1: 356, VERSION2: 580}
 
 IMAGE_TYPES = {0: "2d-mapped", 1: "line profile", 2: "spectroscopy"}
-DATA_TYPES = {0: np.dtype("<i2"), 1: np.dtype("<i4"), 2: np.dtype("<f4")}
+DATA_TYPES: dict[int, np.dtype] = {0: np.dtype("<i2"), 1: np.dtype("<i4"), 2: np.dtype("<f4")}
 
 #: Header fields that describe the channel itself (the whole header is ``Scan.header``).
 CHANNEL_KEYS = (

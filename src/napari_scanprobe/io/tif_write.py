@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +100,7 @@ def write(path: str | Path, channel: Channel) -> Path:
     data = channel.data
     shape = tuple(int(n) for n in data.shape)
     res, res_unit = resolution(channel)
-    options = {
+    options: dict[str, Any] = {
         "photometric": "minisblack",
         "description": description(channel),
         "metadata": None,  # no tifffile JSON: ours is the only description

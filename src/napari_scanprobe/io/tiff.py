@@ -107,7 +107,7 @@ class _Layout(NamedTuple):
 
     bigtiff: bool
     header: int  # bytes of the file header
-    count: str  # struct code of an IFD's entry count
+    entry_count: str  # struct code of an IFD's entry count
     offset: str  # struct code of an offset (the first/next IFD)
     entry: int  # bytes per IFD entry
     value_at: int  # where the value (or its offset) starts in an entry
@@ -176,7 +176,7 @@ class Tag(NamedTuple):
     """
 
     type: int
-    count: int
+    count: int  # type: ignore[assignment]  # the TIFF spec's name; hides tuple.count, unused here
     pos: int  # in the entry itself when the value fits there, else where the entry points
 
     @property
@@ -218,7 +218,7 @@ class Ifd:
         tags, are decoded here in the loop (a call per tag would double the time).
         """
         buf, bo = self.tiff.buf, self.tiff.byteorder
-        out = {}
+        out: dict[int, object] = {}
         for code, (type_, count, pos) in self.tags.items():
             if not start <= code < stop:
                 continue
@@ -393,7 +393,7 @@ def read_tiff(path: str | Path, buf: bytes | None = None) -> Tiff:
     bo, layout = found
     tiff = Tiff(path, buf, bo, layout.bigtiff)
     entry_dtype = _entry_dtype(bo, layout)
-    count_fmt, offset_fmt = bo + layout.count, bo + layout.offset
+    count_fmt, offset_fmt = bo + layout.entry_count, bo + layout.offset
     count_size = struct.calcsize(count_fmt)
     (offset,) = struct.unpack_from(offset_fmt, buf, layout.header - struct.calcsize(offset_fmt))
     seen: set[int] = set()
@@ -461,7 +461,7 @@ def _first_ifd_table(path: str | Path, head: bytes):
     if found is None:
         return None
     bo, layout = found
-    count_fmt = bo + layout.count
+    count_fmt = bo + layout.entry_count
     count_size = struct.calcsize(count_fmt)
     (offset,) = struct.unpack_from(
         bo + layout.offset, head, layout.header - struct.calcsize(bo + layout.offset)

@@ -20,7 +20,7 @@ _BASE = {
 }  # fmt: skip
 
 #: Spellings files use for the same unit.
-_ALIAS = {
+_ALIAS: dict[str, str | tuple[float, str]] = {
     "°": "deg", "degree": "deg", "degrees": "deg", "Deg": "deg", "DEG": "deg", "Degree": "deg",
     "\u00c5": (1e-10, "m"), "\u212b": (1e-10, "m"), "Angstrom": (1e-10, "m"), "angstrom": (1e-10, "m"),
     "A°": (1e-10, "m"), "ohm": "Ohm", "volt": "V", "Volt": "V", "Volts": "V", "meter": "m",

@@ -235,6 +235,7 @@ class _Explainer:
                     (g,) = torch.autograd.grad(lg[:, index].sum(), a)
                     maps.append(layer_maps(self.method, a.detach(), g, None))
                 else:
+                    assert self.weights is not None  # set for method "cam"
                     maps.append(layer_maps(self.method, a, None, self.weights[index]))
             maps = torch.cat(maps).float().cpu().numpy().astype(np.float64)
         real = model_shape(
@@ -262,7 +263,7 @@ def _stitch(
     mean = total / count
     if real_shape is not None:
         mean = mean[: real_shape[0], : real_shape[1]]
-    full = np.maximum(resize(mean, tuple(out_shape)), 0.0)
+    full = np.maximum(resize(mean, (int(out_shape[0]), int(out_shape[1]))), 0.0)
     peak = full.max()
     if peak > 0 and np.isfinite(peak):
         full = full / peak
@@ -327,8 +328,7 @@ def cam(
         maps.append(m)
         frame_probs.append(p)
         explained.append(i)
-    frame_probs = np.stack(frame_probs)
-    category, probability, probabilities = _summary(model, frame_probs, index)
+    category, probability, probabilities = _summary(model, np.stack(frame_probs), index)
     result = CamResult(maps[0], category, probability, probabilities, method, layer, example.source)
     if example.is_movie:
         result.map = np.stack(maps)
@@ -360,7 +360,8 @@ def cam_lazy(
 
     from .predict import predict_many
 
-    prediction = predict_many(model, [example], device=device)[0]
+    (prediction,) = predict_many(model, [example], device=device)
+    assert prediction is not None and prediction.frames is not None  # a movie, no on_error
     frame_probs = np.array([[f["probabilities"][c] for c in model.categories] for f in prediction.frames])
     explained = [int(np.argmax(p)) if index is None else index for p in frame_probs]
     category, probability, probabilities = _summary(model, frame_probs, index)

@@ -55,7 +55,7 @@ class Example:
     names: list[str]
     pixel_size: tuple[float, float] | None = None
     source: str = ""
-    label: int | None = None
+    label: str | None = None  # the category's name, when the input is labelled
 
     def __post_init__(self):
         shapes = {tuple(c.shape) for c in self.channels}
@@ -101,7 +101,7 @@ def pick_channels(scan: Scan, wanted: Sequence[str]) -> list[Channel]:
 
 
 def _pixel_size_nm(channel: Channel) -> tuple[float, float] | None:
-    return tuple(channel.pixel_size) if channel.xy_unit == "nm" else None
+    return (float(channel.pixel_size[0]), float(channel.pixel_size[1])) if channel.xy_unit == "nm" else None
 
 
 def example_from_scan(scan: Scan, channels: Sequence[str] = ()) -> Example:
@@ -252,7 +252,7 @@ def model_shape(
 ) -> tuple[int, int]:
     """The (y, x) size of an image of ``shape`` pixels once resampled to ``target`` nm/px."""
     if pixel_size is None or target is None:
-        return tuple(shape)
+        return (int(shape[0]), int(shape[1]))
     return (
         max(1, round(shape[0] * pixel_size[0] / target)),
         max(1, round(shape[1] * pixel_size[1] / target)),

@@ -141,8 +141,8 @@ def predict_steps(
                 flush()
         yield Progress(i + 1, len(inputs), message=example.source)
     flush()
-    for i, example in enumerate(examples):
-        if example is None:
+    for i, done in enumerate(examples):
+        if done is None:
             results.append(None)
             continue
         per_frame = np.stack(frame_probs[i])
@@ -150,7 +150,7 @@ def predict_steps(
         features = np.stack(frame_features[i])
         unlike = None if reference is None else unlike_training(features, reference)
         frames = None
-        if example.is_movie:
+        if done.is_movie:
             frames = []
             for f, p in enumerate(per_frame):
                 fl, fp = _result(model, p)
@@ -158,7 +158,7 @@ def predict_steps(
                 if unlike is not None:
                     frames[-1]["unlike_training"] = float(unlike[f])
         overall = None if unlike is None else float(unlike_training(features.mean(axis=0), reference)[0])
-        results.append(Prediction(example.source, label, probs, frames, overall))
+        results.append(Prediction(done.source, label, probs, frames, overall))
     return results
 
 
@@ -183,7 +183,9 @@ def predict(model: Any, image: Any, pixel_size: Any = None, device: Any = None) 
     ``model``: a :class:`ClassifierModel` or the path of a saved one. ``pixel_size`` (nm/px)
     is for plain arrays; files and Scans carry their own.
     """
-    return predict_many(model, [image], pixel_size, device)[0]
+    (result,) = predict_many(model, [image], pixel_size, device)
+    assert result is not None  # without on_error, a failure raises
+    return result
 
 
 def evaluate(

@@ -205,7 +205,7 @@ def _prepare(
             skipped.append({"input": example.source, "reason": _reason(exc, example.source)})
             continue
         views += frames
-        labels += [categories.index(example.label)] * len(frames)
+        labels += [categories.index(str(example.label))] * len(frames)  # every training example is labelled
         groups += [g] * len(frames)
         yield Progress(g + 1, len(examples), message=f"preparing {g + 1}/{len(examples)}")
     return _Samples(views, np.array(labels, dtype=int), np.array(groups, dtype=int))
@@ -632,6 +632,7 @@ def _reference(state: dict, arch: dict, samples: _Samples, splits, opts: dict, d
 
 
 def _fold_accuracy(run: _Run, labels: np.ndarray, val_idx: np.ndarray) -> float:
+    assert run.val_probabilities is not None  # a fold always has validation images
     return float((run.val_probabilities.argmax(1) == labels[val_idx]).mean())
 
 

@@ -27,6 +27,8 @@ Every block's ReLU output is a CAM target layer, named ``"block1"`` … ``"block
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 ARCHITECTURE = "scanprobe-cnn"
@@ -62,7 +64,7 @@ def _int(arch: dict, key: str, lo: int, hi: int) -> int:
 
 def check_architecture(arch: dict | None, in_channels: int, n_classes: int, input_size: int) -> dict:
     """The full architecture dict (defaults filled in), or ValueError naming the bad option."""
-    full = dict(DEFAULT_ARCHITECTURE)
+    full: dict[str, Any] = dict(DEFAULT_ARCHITECTURE)
     if arch:
         unknown = set(arch) - set(DEFAULT_ARCHITECTURE) - {"in_channels", "n_classes", "input_size"}
         if unknown:

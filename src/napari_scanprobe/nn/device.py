@@ -30,7 +30,8 @@ def keep_triton_out_beside_another_llvm() -> bool:
                 return False
     except OSError:
         return False
-    sys.modules["triton"] = None
+    # None in sys.modules makes an import fail (documented); typeshed allows only modules there
+    sys.modules["triton"] = None  # type: ignore[assignment]
     log.warning(
         "triton left unloaded: this process already holds another LLVM (OpenGL), and loading "
         "triton's would crash it; torch runs without torch.compile's GPU kernels"

@@ -13,7 +13,7 @@ the network from here: :mod:`.classifier`, :mod:`.upscaler`; the U-Net has only 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -63,15 +63,18 @@ class ScanprobeCNN(nn.Module):
 
         self.eval()
         for i, block in enumerate(self.blocks):
-            layers = list(block)
+            layers = list(cast(nn.Sequential, block))
             if len(layers) > 1 and isinstance(layers[1], nn.BatchNorm2d):
-                self.blocks[i] = nn.Sequential(fuse_conv_bn_eval(layers[0], layers[1]), *layers[2:])
-        return self.to(memory_format=torch.channels_last)
+                self.blocks[i] = nn.Sequential(
+                    fuse_conv_bn_eval(cast(nn.Conv2d, layers[0]), layers[1]), *layers[2:]
+                )
+        # Module.to takes memory_format at run time; torch's overloads leave it out
+        return self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def target_layers(self) -> dict[str, Any]:
         """CAM target layers: ``"blockI"`` -> the ReLU module of block I (its output is the map)."""
         return {
-            f"block{i + 1}": next(m for m in block if isinstance(m, nn.ReLU))
+            f"block{i + 1}": next(m for m in cast(nn.Sequential, block) if isinstance(m, nn.ReLU))
             for i, block in enumerate(self.blocks)
         }
 
@@ -127,14 +130,16 @@ class SmallUNet(nn.Module):
         self.dec2 = _unet_block(4 * f, 2 * f)
         self.dec1 = _unet_block(3 * f, f)
         self.head = nn.Conv2d(f, outputs, 1)
+        head_bias = self.head.bias
+        assert head_bias is not None  # Conv2d has a bias unless told bias=False
         with torch.no_grad():  # start as the identity: training only has to learn the correction
             self.head.weight.zero_()
-            self.head.bias.zero_()
+            head_bias.zero_()
         if outputs > 1:
             start = float(np.clip(np.log(max(noise_variance, 1e-12)), *LOG_VAR_BOUNDS))
             self.log_noise = nn.Parameter(torch.tensor(start))
             with torch.no_grad():
-                self.head.bias[1] = start
+                head_bias[1] = start
 
     def forward(self, x):
         a = self.enc1(x)
@@ -183,6 +188,7 @@ class ResidualESPCN(nn.Module):
         self.tail = nn.Conv2d(features, factor * factor, 3)
         self.shuffle = nn.PixelShuffle(factor)
         nn.init.zeros_(self.tail.weight)  # start as the consistent bicubic base
+        assert self.tail.bias is not None  # Conv2d has a bias unless told bias=False
         nn.init.zeros_(self.tail.bias)
 
     def forward(self, coarse: torch.Tensor) -> torch.Tensor:

@@ -323,9 +323,9 @@ def predict_steps(
     with torch.no_grad():
         for y0 in ys:
             for x0 in xs:
-                block = padded[y0 : y0 + th + extra_y, x0 : x0 + tw + extra_x]
-                block = torch.from_numpy(np.ascontiguousarray(block))[None, None].to(dev)
-                acc = None
+                window = padded[y0 : y0 + th + extra_y, x0 : x0 + tw + extra_x]
+                block = torch.from_numpy(np.ascontiguousarray(window))[None, None].to(dev)
+                acc: torch.Tensor | None = None
                 for dims in flips:
                     x = torch.flip(block, dims) if dims else block
                     y = _apply(net, x)
@@ -333,6 +333,7 @@ def predict_steps(
                     acc = y if acc is None else acc + y
                     step += 1
                     yield Progress(step, total, None, label)
-                acc = (acc / len(flips))[0, 0].cpu().numpy()
-                out[y0 : y0 + th, x0 : x0 + tw] = acc[halo_y : halo_y + th, halo_x : halo_x + tw]
+                assert acc is not None  # flips is never empty
+                mean = (acc / len(flips))[0, 0].cpu().numpy()
+                out[y0 : y0 + th, x0 : x0 + tw] = mean[halo_y : halo_y + th, halo_x : halo_x + tw]
     return out

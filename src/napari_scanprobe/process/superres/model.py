@@ -88,7 +88,7 @@ def load_upscaler(path: str | os.PathLike) -> UpscalerModel:
         raise ValueError(
             f"{sidecar_path}: format version {version!r} is not supported (this version reads {FORMAT_VERSION})"
         )
-    arch = sidecar.get("architecture")
+    arch: Any = sidecar.get("architecture")  # untrusted JSON: a wrong type fails in the try
     try:
         if arch.get("name") != ARCHITECTURE:
             raise ValueError(f"architecture {arch.get('name')!r} is unknown (expected {ARCHITECTURE!r})")
