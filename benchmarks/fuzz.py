@@ -25,6 +25,7 @@ whose outcome is not ok/clear error for replay (``python benchmarks/fuzz.py --re
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -155,14 +156,15 @@ def mutate_document(doc, rng: np.random.Generator):
             parent = parent[key]
         action = rng.random()
         if action < 0.75:
-            value = HOSTILE_VALUES[int(rng.integers(0, len(HOSTILE_VALUES)))]
+            # a copy: a shared list or dict edited by a later mutation could come to hold itself
+            value = copy.deepcopy(HOSTILE_VALUES[int(rng.integers(0, len(HOSTILE_VALUES)))])
             parent[where[-1]] = value
             labels.append(f"{'.'.join(map(str, where))}={str(value)[:20]!r}")
         elif action < 0.9 and isinstance(parent, dict):
             del parent[where[-1]]
             labels.append(f"del {'.'.join(map(str, where))}")
         elif isinstance(parent, dict):
-            parent["unknown_key"] = HOSTILE_VALUES[int(rng.integers(0, len(HOSTILE_VALUES)))]
+            parent["unknown_key"] = copy.deepcopy(HOSTILE_VALUES[int(rng.integers(0, len(HOSTILE_VALUES)))])
             labels.append("extra key")
     return "+".join(labels), doc
 

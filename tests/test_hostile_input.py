@@ -255,3 +255,18 @@ def test_predict_takes_npy_from_folders_like_every_command(tmp_path):
     )
     assert [r.status for r in result.results] == ["ok", "ok"]
     assert (tmp_path / "o" / "a image.gsf").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("r.json", '{"steps": [{"step": "flatten"}, {"step": "a\\nb"}]}'),  # a step name with a newline
+        ("r.yaml", 'steps:\n  - {step: flatten}\n  - {step: "a\x00b"}\n'),  # a control character in YAML
+        ("r.yaml", "steps: [{step: flatten}]\x0b\n"),
+    ],
+)
+def test_control_characters_never_break_the_one_line(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    message = quickly(load_recipe, str(path), match=None)
+    assert "\n" not in message and name in message, message

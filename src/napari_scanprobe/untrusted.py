@@ -129,9 +129,10 @@ def load_yaml(text: str, where: str) -> Any:
             finally:
                 self._depth -= 1
 
-    loader = _NoAliasLoader(text)
-    loader._depth = 0
+    loader = None
     try:
+        loader = _NoAliasLoader(text)  # its reader refuses control characters here already
+        loader._depth = 0
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -142,4 +143,5 @@ def load_yaml(text: str, where: str) -> Any:
     except (ValueError, OverflowError, RecursionError, TypeError) as exc:
         raise ValueError(f"{where}: not valid YAML ({one_line(exc)})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
