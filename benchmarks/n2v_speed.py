@@ -21,25 +21,24 @@ import numpy as np
 from denoise_quality import psnr, scan
 
 from napari_scanprobe.process.denoise import DENOISE_METHODS, denoise_steps
+from napari_scanprobe.progress import run_to_end
 
 
 def run(noisy: np.ndarray, options: dict) -> tuple[np.ndarray, dict]:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     first_estimate = None
     train_end = None
-    steps = denoise_steps(noisy, "n2v", **options)
-    while True:
-        try:
-            update = next(steps)
-        except StopIteration as stop:
-            result = stop.value
-            break
+
+    def seen(update) -> None:
+        nonlocal first_estimate, train_end
         seconds_left = update.extra.get("seconds_left")
         if seconds_left is not None:
             if first_estimate is None and update.step >= update.total // 10:
                 first_estimate = (time.perf_counter() - wall0, seconds_left)
             if update.step == update.total:
                 train_end = (time.process_time() - cpu0, time.perf_counter() - wall0)
+
+    result = run_to_end(denoise_steps(noisy, "n2v", **options), seen)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     return result, {"cpu": cpu, "wall": wall, "train": train_end, "estimate": first_estimate}
 
@@ -51,7 +50,6 @@ def parts(steps: int = 10) -> None:
 
     from napari_scanprobe.nn.networks import build_unet
     from napari_scanprobe.process import n2v
-    from napari_scanprobe.progress import run_to_end
 
     x = torch.randn(4, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     for name, fmt in (("default order", torch.contiguous_format), ("channels-last", torch.channels_last)):

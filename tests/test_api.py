@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 
 import napari_scanprobe as sp
 from napari_scanprobe.process import denoise, flatten, superres
+from tests.helpers import imported_by
 
 
 def test_top_level_functions_are_the_core_functions():
@@ -29,8 +27,4 @@ def test_scripted_pipeline_on_a_real_scan(sample):
 
 
 def test_import_stays_light():
-    code = "import sys, napari_scanprobe; print(sorted(m for m in ('torch', 'napari', 'scipy', 'skimage', 'dask') if m in sys.modules))"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert out == "[]"
+    assert imported_by("napari_scanprobe", ("torch", "napari", "scipy", "skimage", "dask")) == []

@@ -84,12 +84,14 @@ class BatchResult:
 
 def _name_key(recipe: Recipe, inp: Input) -> tuple[Path, str] | None:
     """What a write name depends on besides the channel: equal keys = colliding outputs."""
-    from .recipe import _safe
+    from .recipe import safe_file_name
 
     write = recipe.step("write")
     if write is None:
         return None
-    return inp.sub, write["name"].format(stem=_safe(inp.path.stem), file=_safe(inp.path.name), channel="\0")
+    return inp.sub, write["name"].format(
+        stem=safe_file_name(inp.path.stem), file=safe_file_name(inp.path.name), channel="\0"
+    )
 
 
 def _check_collisions(recipe: Recipe, inputs: list[Input]) -> None:

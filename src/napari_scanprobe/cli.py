@@ -23,11 +23,12 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from . import __version__
-from .io import ReaderError, read
+from .io import ReaderError, Scan, read
 from .untrusted import one_line
 
 
@@ -48,18 +49,28 @@ def _info_line(facts: dict) -> str:
     return text
 
 
-def cmd_info(args) -> int:
-    failed = 0
-    for name in args.files:
+def _read_each(names: list[str], failed: Callable[[str, ReaderError], None]) -> Iterator[Scan]:
+    """Each file read in turn; one that cannot be read goes to ``failed(name, error)`` and is skipped."""
+    for name in names:
         try:
             scan = read(name)
         except ReaderError as exc:
-            failed += 1
-            if args.json:
-                print(json.dumps({"path": str(name), "error": exc.reason}))
-            else:
-                print(f"scanprobe: error: {exc}", file=sys.stderr)
+            failed(name, exc)
             continue
+        yield scan
+
+
+def cmd_info(args) -> int:
+    failures = []
+
+    def failed(name: str, exc: ReaderError) -> None:
+        failures.append(name)
+        if args.json:
+            print(json.dumps({"path": str(name), "error": exc.reason}))
+        else:
+            print(f"scanprobe: error: {exc}", file=sys.stderr)
+
+    for scan in _read_each(args.files, failed):
         channels = [_channel_facts(ch) for ch in scan.channels]
         if args.json:
             print(json.dumps({"path": scan.path, "format": scan.format, "channels": channels}))
@@ -67,7 +78,7 @@ def cmd_info(args) -> int:
             print(f"{scan.path}  [{scan.format}, {len(channels)} channel{'' if len(channels) == 1 else 's'}]")
             for facts in channels:
                 print(_info_line(facts))
-    return 1 if failed else 0
+    return 1 if failures else 0
 
 
 def _has_display() -> bool:
@@ -238,15 +249,11 @@ def cmd_train(args) -> int:
         options["folds"] = args.folds
     if args.validation is not None:
         options["validation"] = args.validation
-    try:
-        from pathlib import Path
+    from pathlib import Path
 
-        from .atomic import output_folder
+    from .atomic import output_folder
 
-        output_folder(Path(args.output).parent)  # checked before hours of training, not after
-    except (ValueError, OSError) as exc:
-        print(f"scanprobe train: error: {exc}", file=sys.stderr)
-        return 1
+    output_folder(Path(args.output).parent)  # checked before hours of training, not after
     bar = ProgressBar("training")
 
     def show(update):
@@ -310,21 +317,17 @@ def cmd_evaluate(args) -> int:
     from .learn.predict import evaluate
 
     skipped: list[tuple[object, Exception]] = []
-    try:
-        model = load_model(args.model)
-        pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
-        if isinstance(pixel_size, str):
-            raise ValueError("--pixel-size: evaluate needs nm per pixel or 'none'")
-        metrics = evaluate(
-            model,
-            args.folder,
-            pixel_size=pixel_size,
-            device=args.device,
-            on_error=lambda obj, exc: skipped.append((obj, exc)),
-        )
-    except (ValueError, OSError) as exc:
-        print(f"scanprobe evaluate: error: {exc}", file=sys.stderr)
-        return 1
+    model = load_model(args.model)
+    pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
+    if isinstance(pixel_size, str):
+        raise ValueError("--pixel-size: evaluate needs nm per pixel or 'none'")
+    metrics = evaluate(
+        model,
+        args.folder,
+        pixel_size=pixel_size,
+        device=args.device,
+        on_error=lambda obj, exc: skipped.append((obj, exc)),
+    )
     for obj, problem in skipped:
         print(
             f"  skipped {obj}: {problem.reason if isinstance(problem, ReaderError) else problem}",
@@ -347,11 +350,7 @@ def cmd_predict(args) -> int:
     from .learn.modelfile import load_model
     from .learn.predict import predict_many
 
-    try:
-        model = load_model(args.model)
-    except (ValueError, OSError) as exc:
-        print(f"scanprobe predict: error: {exc}", file=sys.stderr)
-        return 1
+    model = load_model(args.model)
     failures = []
 
     def failed(obj, exc):
@@ -398,22 +397,18 @@ def cmd_cam(args) -> int:
     from .learn.modelfile import load_model
     from .nn.device import resolve_device
 
-    try:
-        model = load_model(args.model)
-        method = check_method(args.method)
-        layer = check_layer(model, method, args.layer)
-        target = args.target
-        if target is not None and target not in model.categories and target.isdigit():
-            target = int(target)  # a category index
-        target = target_index(model, target)
-        resolve_device(args.device)
-        pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
-        if isinstance(pixel_size, str):
-            raise ValueError("--pixel-size: cam needs nm per pixel or 'none'")
-        outdir = output_folder(args.output)
-    except (ValueError, OSError) as exc:
-        print(f"scanprobe cam: error: {exc}", file=sys.stderr)
-        return 1
+    model = load_model(args.model)
+    method = check_method(args.method)
+    layer = check_layer(model, method, args.layer)
+    target = args.target
+    if target is not None and target not in model.categories and target.isdigit():
+        target = int(target)  # a category index
+    target = target_index(model, target)
+    resolve_device(args.device)
+    pixel_size = None if args.pixel_size is None else _pixel_size_value(args.pixel_size)
+    if isinstance(pixel_size, str):
+        raise ValueError("--pixel-size: cam needs nm per pixel or 'none'")
+    outdir = output_folder(args.output)
     names, failed = _expand_inputs(args.paths, "cam", outdir)
     written: dict = {}
     for name in names:
@@ -456,11 +451,7 @@ def cmd_batch(args) -> int:
     from .batch import CLAIMED, DONE, NOT_RUN, run_batch
     from .recipe import load_recipe
 
-    try:
-        recipe = load_recipe(args.recipe)
-    except (ValueError, OSError) as exc:
-        print(f"scanprobe batch: error: {exc}", file=sys.stderr)
-        return 1
+    recipe = load_recipe(args.recipe)
     bar = ProgressBar("batch")
     try:
         result = run_batch(
@@ -550,14 +541,13 @@ def cmd_measure(args) -> int:
             raise ValueError(f"--profile: expected Y0,X0,Y1,X1[,Y2,X2...] in nm, got {args.profile!r}")
         if points is not None and len(args.files) != 1:
             raise ValueError("--profile takes one FILE")
-        failed = 0
-        for name in args.files:
-            try:
-                scan = read(name)
-            except ReaderError as exc:
-                failed += 1
-                print(f"scanprobe measure: error: {exc}", file=sys.stderr)
-                continue
+        failures = []
+
+        def failed(name: str, exc: ReaderError) -> None:
+            failures.append(name)
+            print(f"scanprobe measure: error: {exc}", file=sys.stderr)
+
+        for scan in _read_each(args.files, failed):
             channels = [ch for ch in scan.channels if ch.data.ndim == 2]
             if args.flatten:
                 channels = [dataclasses.replace(ch, data=flatten(ch.data, args.flatten)) for ch in channels]
@@ -584,7 +574,7 @@ def cmd_measure(args) -> int:
     except (ValueError, OSError) as exc:
         print(f"scanprobe measure: error: {exc}", file=sys.stderr)
         return 1
-    return 1 if failed else 0
+    return 1 if failures else 0
 
 
 def cmd_steps(args) -> int:
@@ -594,6 +584,16 @@ def cmd_steps(args) -> int:
     chosen = {args.step: step(args.step)} if args.step else STEPS
     print(contract_markdown(chosen), end="")
     return 0
+
+
+def _add_model_run_options(parser: argparse.ArgumentParser) -> None:
+    """--device and --pixel-size, for the commands that run a classifier."""
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument(
+        "--pixel-size",
+        default=None,
+        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -658,24 +658,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--json", action="store_true", help="one JSON object per line: path, label, probabilities"
     )
-    pr.add_argument("--device", default=None)
-    pr.add_argument(
-        "--pixel-size",
-        default=None,
-        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
-    )
+    _add_model_run_options(pr)
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="metrics of MODEL on FOLDER (one sub-folder per category)")
     ev.add_argument("model", metavar="MODEL")
     ev.add_argument("folder", metavar="FOLDER")
     ev.add_argument("--json", action="store_true", help="the metrics as one JSON object")
-    ev.add_argument(
-        "--pixel-size",
-        default=None,
-        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
-    )
-    ev.add_argument("--device", default=None)
+    _add_model_run_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     cm = sub.add_parser("cam", help="class activation maps: OUTDIR/<input stem>.cam.tif per input")
@@ -691,12 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument(
         "--layer", default=None, metavar="L", help="network layer, block1 ... blockN (default: the last)"
     )
-    cm.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    cm.add_argument(
-        "--pixel-size",
-        default=None,
-        help="nm per pixel of pictures/arrays without a scale ('none': as they are)",
-    )
+    _add_model_run_options(cm)
     cm.set_defaults(func=cmd_cam)
 
     ba = sub.add_parser("batch", help="apply a recipe (JSON/YAML) to files, folders and globs, in parallel")

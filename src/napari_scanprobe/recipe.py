@@ -776,7 +776,7 @@ def run_recipe(recipe: Any, image: Any, pixel_size: Any = None) -> RecipeResult:
     return RecipeResult(data, out_size, run.prediction, run.cam, run.measurements)
 
 
-def _safe(text: str) -> str:
+def safe_file_name(text: str) -> str:
     """Text usable in a file name on every system."""
     return _UNSAFE.sub("_", text).strip() or "_"
 
@@ -790,7 +790,9 @@ def output_path(
         raise ValueError("the recipe has no write step: it names no output files")
     source = Path(source)
     name = write["name"].format(
-        stem=_safe(source.stem), file=_safe(source.name), channel=_safe(channel_title)
+        stem=safe_file_name(source.stem),
+        file=safe_file_name(source.name),
+        channel=safe_file_name(channel_title),
     )
     return Path(outdir) / (name + (MOVIE_FORMAT if movie else write["format"]))
 

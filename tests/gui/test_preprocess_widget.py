@@ -24,6 +24,15 @@ def viewer_with_scan(make_napari_viewer, sample):
     return viewer, widget, layers
 
 
+def previewing(qtbot, widget, step: str, method: str):
+    """The ``step`` panel with ``method`` chosen and its live preview on and shown."""
+    panel = widget.panels[step]
+    panel.method.value = method
+    panel.preview.value = True
+    qtbot.waitUntil(lambda: widget._preview_layer is not None, timeout=5000)
+    return panel
+
+
 def test_flatten_adds_a_layer_with_scale_and_history(qtbot, viewer_with_scan):
     viewer, widget, layers = viewer_with_scan
     panel = widget.panels["flatten"]
@@ -49,10 +58,7 @@ def test_flatten_adds_a_layer_with_scale_and_history(qtbot, viewer_with_scan):
 
 def test_live_preview_follows_the_parameters(qtbot, viewer_with_scan):
     viewer, widget, layers = viewer_with_scan
-    panel = widget.panels["flatten"]
-    panel.method.value = "polynomial"
-    panel.preview.value = True
-    qtbot.waitUntil(lambda: widget._preview_layer is not None, timeout=5000)
+    panel = previewing(qtbot, widget, "flatten", "polynomial")
     first = np.array(widget._preview_layer.data)
     np.testing.assert_allclose(first, flatten(np.asarray(layers[0].data), "polynomial"))
     panel.option_box["degree_x"].value = 0
@@ -110,10 +116,7 @@ def test_classical_denoise_previews_and_runs(qtbot, viewer_with_scan):
     from napari_scanprobe.process.denoise import denoise
 
     viewer, widget, layers = viewer_with_scan
-    panel = widget.panels["denoise"]
-    panel.method.value = "median"
-    panel.preview.value = True
-    qtbot.waitUntil(lambda: widget._preview_layer is not None, timeout=5000)
+    panel = previewing(qtbot, widget, "denoise", "median")
     out = run_and_wait(qtbot, viewer, panel)
     assert out.name.endswith("| denoise median")
     np.testing.assert_allclose(out.data, denoise(np.asarray(layers[0].data), "median", size=3))

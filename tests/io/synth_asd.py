@@ -37,6 +37,14 @@ AD_RANGES = {
 }  # fmt: skip
 
 
+#: The default calibration of :func:`write_asd` (what :func:`expected_values` assumes).
+AD_BITS = 12
+Z_PIEZO_EXTENSION = 10.0
+Z_PIEZO_GAIN = 2.0
+SENSOR_SENSITIVITY = 1.5
+PHASE_SENSITIVITY = 3.0
+
+
 def write_asd(
     path,
     frames: np.ndarray,
@@ -47,11 +55,11 @@ def write_asd(
     scan_size_nm: tuple[int, int] | None = None,
     frame_time_ms: float = 100.0,
     ad_range: int = 0x20000,
-    ad_bits: int = 12,
-    z_piezo_extension: float = 10.0,
-    z_piezo_gain: float = 2.0,
-    sensor_sensitivity: float = 1.5,
-    phase_sensitivity: float = 3.0,
+    ad_bits: int = AD_BITS,
+    z_piezo_extension: float = Z_PIEZO_EXTENSION,
+    z_piezo_gain: float = Z_PIEZO_GAIN,
+    sensor_sensitivity: float = SENSOR_SENSITIVITY,
+    phase_sensitivity: float = PHASE_SENSITIVITY,
     operator: str = "Anonymous",
     comment: str = "",
     text_encoding: int = 932,
@@ -140,24 +148,15 @@ def write_asd(
     return path
 
 
-def expected_values(
-    levels: np.ndarray,
-    kind: str = "TP",
-    *,
-    ad_range: int = 0x20000,
-    ad_bits: int = 12,
-    z_piezo_extension: float = 10.0,
-    z_piezo_gain: float = 2.0,
-    sensor_sensitivity: float = 1.5,
-    phase_sensitivity: float = 3.0,
-) -> np.ndarray:
-    """AFMReader's conversion of ADC levels to nm (TP, ER) or degrees (PH)."""
+def expected_values(levels: np.ndarray, kind: str = "TP", *, ad_range: int = 0x20000) -> np.ndarray:
+    """AFMReader's conversion of ADC levels to nm (TP, ER) or degrees (PH), for a file written
+    by :func:`write_asd` with its default calibration."""
     bipolar, volts = AD_RANGES[ad_range]
-    resolution = 2.0**ad_bits
+    resolution = 2.0**AD_BITS
     coef = {
-        "TP": np.float32(z_piezo_gain) * np.float64(np.float32(z_piezo_extension)),
-        "ER": -np.float64(np.float32(sensor_sensitivity)),
-        "PH": -np.float64(np.float32(phase_sensitivity)),
+        "TP": np.float32(Z_PIEZO_GAIN) * np.float64(np.float32(Z_PIEZO_EXTENSION)),
+        "ER": -np.float64(np.float32(SENSOR_SENSITIVITY)),
+        "PH": -np.float64(np.float32(PHASE_SENSITIVITY)),
     }[kind]
     levels = np.asarray(levels, dtype=np.float64)
     if bipolar:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 import struct
 
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, asd, find_format, read
+from napari_scanprobe.io import asd, find_format, read
 from napari_scanprobe.io import movie as movie_module
+from tests.io.helpers import claims, declined, found_by_content, noise, write_file
 from tests.io.synth_asd import expected_values, write_asd
 
 SAMPLES = ("hsafm_asd/202110200146.asd", "hsafm_asd/asd_sample_0.asd")
@@ -332,20 +332,13 @@ def test_graph_is_picklable_and_holds_no_open_file(sample, monkeypatch):
 
 def test_recognised_by_content_under_any_name(sample, tmp_path):
     for rel in SAMPLES:
-        copy = tmp_path / (sample(rel).stem + ".dat")
-        shutil.copy(sample(rel), copy)
-        assert find_format(copy) is asd
+        copy = found_by_content(sample(rel), tmp_path, asd, sample(rel).stem + ".dat")
         assert len(read(copy).channels) >= 1
 
 
 def test_other_files_are_not_claimed(samples_dir, tmp_path):
-    rng = np.random.default_rng(5)
-    noise = tmp_path / "noise.asd"
-    noise.write_bytes(rng.integers(0, 256, 8192, dtype=np.uint8).tobytes())
-    assert not asd.sniff(noise, noise.read_bytes()[:4096])
-    zeros = tmp_path / "zeros.asd"
-    zeros.write_bytes(b"\x00" * 4096)
-    assert not asd.sniff(zeros, zeros.read_bytes())
+    assert not claims(asd, write_file(tmp_path, "noise.asd", noise(8192, seed=5)))
+    assert not claims(asd, write_file(tmp_path, "zeros.asd", b"\x00" * 4096))
     others = [
         p
         for p in samples_dir.rglob("*")
@@ -353,8 +346,7 @@ def test_other_files_are_not_claimed(samples_dir, tmp_path):
     ]
     assert others
     for path in others:
-        with open(path, "rb") as fh:
-            assert not asd.sniff(path, fh.read(4096)), f"asd claims {path.name}"
+        assert not claims(asd, path), f"asd claims {path.name}"
 
 
 # --------------------------------------------------------------------------------------
@@ -362,19 +354,12 @@ def test_other_files_are_not_claimed(samples_dir, tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def _declined(path):
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert path.name in str(info.value)
-    return info.value.reason
-
-
 @pytest.mark.parametrize("cut", [40, 120, 170, 174, 5000, 250_000, 500_301])
 def test_truncated_sample(sample, tmp_path, cut):
     raw = sample("hsafm_asd/202110200146.asd").read_bytes()
     path = tmp_path / "cut.asd"
     path.write_bytes(raw[:cut])
-    reason = _declined(path)
+    reason = declined(path)
     if cut >= 174:
         assert "truncated" in reason
 
@@ -386,7 +371,7 @@ def test_absurd_dimensions_do_not_allocate(sample, tmp_path):
         bad[offset : offset + 4] = struct.pack("<i", value)  # x/y pixels, number of frames
         path = tmp_path / f"bad_{offset}_{value}.asd"
         path.write_bytes(bytes(bad))
-        _declined(path)
+        declined(path)
 
 
 def test_corrupt_header_fields(sample, tmp_path):
@@ -402,7 +387,7 @@ def test_corrupt_header_fields(sample, tmp_path):
         path.write_bytes(raw[:offset] + patch + raw[offset + len(patch) :])
         if name != "headersize":  # an absurd header size is not even taken for an .asd file
             assert find_format(path) is asd, name
-        _declined(path)
+        declined(path)
 
 
 def test_unknown_version_not_claimed(sample, tmp_path):
@@ -410,4 +395,4 @@ def test_unknown_version_not_claimed(sample, tmp_path):
     path = tmp_path / "v7.asd"
     path.write_bytes(struct.pack("<i", 7) + raw[4:])
     assert find_format(path) is None
-    _declined(path)
+    declined(path)

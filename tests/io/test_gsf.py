@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, find_format, gsf, read
+from napari_scanprobe.io import find_format, gsf, read
+from tests.io.helpers import declined, write_file
 
 SAMPLE = "gwyddion_gsf/GwiddionReader_chip.gsf"
 MAGIC = b"Gwyddion Simple Field 1.0\n"
@@ -22,21 +23,6 @@ def gsf_bytes(header_lines: list[str], values: np.ndarray) -> bytes:
 
 
 VALUES = (np.arange(12, dtype=np.float32).reshape(3, 4) - 5) * np.float32(1e-10)  # 3 rows x 4 columns
-
-
-def write(tmp_path, name: str, data: bytes):
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
-
-
-def _declined(path, *words):
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert path.name in str(info.value)
-    for word in words:
-        assert word in info.value.reason, info.value.reason
-    return info.value.reason
 
 
 # --------------------------------------------------------------------------------------
@@ -81,7 +67,7 @@ def test_other_content_not_claimed(sample, tmp_path):
     assert not gsf.sniff(tmp_path / "x.gsf", np.random.default_rng(2).bytes(4096))
     assert not gsf.sniff(tmp_path / "x.gsf", sample("gwyddion_gwy/test.gwy").read_bytes()[:4096])
     assert not gsf.sniff(tmp_path / "x.gsf", b"Gwyddion Simple Field 2.0\nXRes = 1\n")
-    text = write(tmp_path, "notes.gsf", b"Some notes about a Gwyddion Simple Field\n")
+    text = write_file(tmp_path, "notes.gsf", b"Some notes about a Gwyddion Simple Field\n")
     assert find_format(text) is None
 
 
@@ -103,7 +89,7 @@ def test_built_file_with_offsets_units_and_metadata(tmp_path):
         "Title = Current (Backward)",
         "Operator = Ann Ångström",
     ]
-    scan = read(write(tmp_path, "built.gsf", gsf_bytes(lines, VALUES)))
+    scan = read(write_file(tmp_path, "built.gsf", gsf_bytes(lines, VALUES)))
     (ch,) = scan.channels
     assert (ch.name, ch.direction, ch.z_unit, ch.xy_unit) == ("Current", "backward", "A", "nm")
     assert np.array_equal(ch.data, VALUES.astype(np.float64))
@@ -117,13 +103,13 @@ def test_built_file_with_offsets_units_and_metadata(tmp_path):
 def test_every_padding_length(extra, tmp_path):
     """The header ends with 1..4 NULs, whatever its length."""
     data = gsf_bytes(["XRes = 4", "YRes = 3", f"Comment = {extra}"], VALUES)
-    (ch,) = read(write(tmp_path, f"pad{len(extra)}.gsf", data)).channels
+    (ch,) = read(write_file(tmp_path, f"pad{len(extra)}.gsf", data)).channels
     assert np.array_equal(ch.data, VALUES.astype(np.float64))
 
 
 def test_defaults_without_optional_keys(tmp_path):
     """No units: the file's own numbers, xy_unit ''; no XReal/YReal: 1.0 as in Gwyddion."""
-    (ch,) = read(write(tmp_path, "bare.gsf", gsf_bytes(["XRes = 4", "YRes = 3"], VALUES))).channels
+    (ch,) = read(write_file(tmp_path, "bare.gsf", gsf_bytes(["XRes = 4", "YRes = 3"], VALUES))).channels
     assert ch.xy_unit == "" and ch.z_unit == ""
     assert ch.pixel_size == pytest.approx((1 / 3, 1 / 4))
     assert ch.offset == (0.0, 0.0)
@@ -133,7 +119,7 @@ def test_defaults_without_optional_keys(tmp_path):
 def test_unit_prefix_is_ignored_like_gwyddion(tmp_path):
     """GSF units are base SI units: Gwyddion drops a prefix, so values stay as stored (metres)."""
     lines = ["XRes = 4", "YRes = 3", "XReal = 4e-06", "YReal = 3e-06", "XYUnits = um", "ZUnits = nm"]
-    (ch,) = read(write(tmp_path, "prefix.gsf", gsf_bytes(lines, VALUES))).channels
+    (ch,) = read(write_file(tmp_path, "prefix.gsf", gsf_bytes(lines, VALUES))).channels
     assert ch.pixel_size == pytest.approx((1000.0, 1000.0))
     assert np.allclose(ch.data, VALUES * 1e9)
 
@@ -146,13 +132,15 @@ def test_unit_prefix_is_ignored_like_gwyddion(tmp_path):
 def test_truncated_sample(sample, tmp_path):
     data = sample(SAMPLE).read_bytes()
     for cut in (len(MAGIC), 60, 200, len(data) // 2, len(data) - 1):
-        _declined(write(tmp_path, f"cut{cut}.gsf", data[:cut]), "truncated")
+        declined(write_file(tmp_path, f"cut{cut}.gsf", data[:cut]), "truncated")
 
 
 def test_corrupt_dimension_in_sample(sample, tmp_path):
     data = sample(SAMPLE).read_bytes()
-    _declined(write(tmp_path, "more.gsf", data.replace(b"YRes = 300", b"YRes = 301")), "truncated")
-    _declined(write(tmp_path, "zero.gsf", data.replace(b"XRes = 300", b"XRes = 000")), "invalid dimensions")
-    _declined(write(tmp_path, "text.gsf", data.replace(b"XRes = 300", b"XRes = abc")), "XRes")
-    _declined(write(tmp_path, "huge.gsf", data.replace(b"XRes = 300", b"XRes = 1000000000")), "absurd")
-    _declined(write(tmp_path, "missing.gsf", data.replace(b"YRes = 300", b"Y    = 300")), "YRes")
+    declined(write_file(tmp_path, "more.gsf", data.replace(b"YRes = 300", b"YRes = 301")), "truncated")
+    declined(
+        write_file(tmp_path, "zero.gsf", data.replace(b"XRes = 300", b"XRes = 000")), "invalid dimensions"
+    )
+    declined(write_file(tmp_path, "text.gsf", data.replace(b"XRes = 300", b"XRes = abc")), "XRes")
+    declined(write_file(tmp_path, "huge.gsf", data.replace(b"XRes = 300", b"XRes = 1000000000")), "absurd")
+    declined(write_file(tmp_path, "missing.gsf", data.replace(b"YRes = 300", b"Y    = 300")), "YRes")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, gwy, read
+from tests.io.helpers import declined, write_file
 
 SAMPLES = (
     "PTO_110_Virgin0001.gwy",
@@ -95,12 +96,6 @@ def gwyo(*entries: tuple[int, str, bytes]) -> bytes:
 IMAGE = np.arange(6, dtype=float).reshape(2, 3) * 1e-9  # 2 rows x 3 columns, metres
 
 
-def write(tmp_path, name: str, data: bytes):
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
-
-
 # --------------------------------------------------------------------------------------
 # Real samples
 # --------------------------------------------------------------------------------------
@@ -183,7 +178,7 @@ def test_other_content_not_claimed(sample, tmp_path):
     )
     assert not gwy.sniff(tmp_path / "x.gwy", b"GWYPGwyDataField\0" + bytes(64))  # not a container
     assert not gwy.sniff(tmp_path / "x.gwy", b"GWYQGwyContainer\0")
-    junk = write(tmp_path, "junk.gwy", rng.bytes(5000))
+    junk = write_file(tmp_path, "junk.gwy", rng.bytes(5000))
     assert find_format(junk) is not gwy
 
 
@@ -193,7 +188,7 @@ def test_other_content_not_claimed(sample, tmp_path):
 
 
 def test_gwyp_built_by_hand(tmp_path):
-    path = write(
+    path = write_file(
         tmp_path,
         "built.gwy",
         gwyp(
@@ -235,7 +230,7 @@ def test_gwyp_built_by_hand(tmp_path):
 
 def test_gwyo_built_by_hand(tmp_path):
     """Gwyddion 1.x: the top-level container prefixes each value with its GType number."""
-    path = write(
+    path = write_file(
         tmp_path,
         "old.gwy",
         gwyo(
@@ -283,57 +278,50 @@ def test_split_direction(title, expected):
 # --------------------------------------------------------------------------------------
 
 
-def _declined(path, *words):
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert path.name in str(info.value)
-    for word in words:
-        assert word in info.value.reason, info.value.reason
-    return info.value.reason
-
-
 @pytest.mark.parametrize("name", ["PTO_110_Virgin0001.gwy", "GwiddionReader_chip.gwy"])
 def test_truncated_sample(name, sample, tmp_path):
     data = sample(f"gwyddion_gwy/{name}").read_bytes()
     for cut in (4, 20, 300, len(data) // 2, len(data) - 1):
-        _declined(write(tmp_path, f"cut{cut}.gwy", data[:cut]), "truncated")
+        declined(write_file(tmp_path, f"cut{cut}.gwy", data[:cut]), "truncated")
 
 
 def test_corrupt_dimension_in_sample(sample, tmp_path):
     data = bytearray(sample("gwyddion_gwy/test.gwy").read_bytes())
     pos = data.index(b"xres\0i") + 6
     data[pos : pos + 4] = i32(129)
-    _declined(write(tmp_path, "xres.gwy", bytes(data)), "129")
+    declined(write_file(tmp_path, "xres.gwy", bytes(data)), "129")
     data[pos : pos + 4] = i32(-5)
-    _declined(write(tmp_path, "negative.gwy", bytes(data)), "invalid dimensions")
+    declined(write_file(tmp_path, "negative.gwy", bytes(data)), "invalid dimensions")
 
 
 def test_absurd_dimensions_do_not_allocate(tmp_path):
     field = data_field(IMAGE, 1e-6, 1e-6, xres=10**6, yres=10**6)
-    _declined(write(tmp_path, "huge.gwy", gwyp(comp("/0/data", "o", field))), "absurd")
+    declined(write_file(tmp_path, "huge.gwy", gwyp(comp("/0/data", "o", field))), "absurd")
 
 
 def test_corrupt_array_length_does_not_allocate(tmp_path):
     good = gwyp(comp("/0/data", "o", data_field(IMAGE, 1e-6, 1e-6)))
     count = good.index(b"data\0D") + 6
     bad = good[:count] + struct.pack("<I", 0xFFFFFFFF) + good[count + 4 :]
-    _declined(write(tmp_path, "count.gwy", bad), "truncated")
+    declined(write_file(tmp_path, "count.gwy", bad), "truncated")
     names = gwyp(comp("/names", "S", struct.pack("<I", 0xFFFFFFFF) + cstr("a")))
-    _declined(write(tmp_path, "strings.gwy", names), "truncated")
+    declined(write_file(tmp_path, "strings.gwy", names), "truncated")
     objects = gwyp(comp("/objs", "O", struct.pack("<I", 10**9) + si_unit("m")))
-    _declined(write(tmp_path, "objects.gwy", objects), "truncated")
+    declined(write_file(tmp_path, "objects.gwy", objects), "truncated")
 
 
 def test_corrupt_structure(tmp_path):
-    _declined(write(tmp_path, "type.gwy", gwyp(comp("/x", "z", b"\0\0\0\0"))), "unknown type")
-    _declined(write(tmp_path, "gtype.gwy", gwyo((99, "/x", b""))), "unknown value type")
-    _declined(write(tmp_path, "nodata.gwy", gwyp(comp("/0/data/title", "s", cstr("x")))), "no image channel")
+    declined(write_file(tmp_path, "type.gwy", gwyp(comp("/x", "z", b"\0\0\0\0"))), "unknown type")
+    declined(write_file(tmp_path, "gtype.gwy", gwyo((99, "/x", b""))), "unknown value type")
+    declined(
+        write_file(tmp_path, "nodata.gwy", gwyp(comp("/0/data/title", "s", cstr("x")))), "no image channel"
+    )
     nested = si_unit("m")
     for _ in range(100):
         nested = obj("GwyContainer", comp("/0/data", "o", nested))
-    _declined(write(tmp_path, "deep.gwy", b"GWYP" + nested), "nested")
+    declined(write_file(tmp_path, "deep.gwy", b"GWYP" + nested), "nested")
     wrong = data_field(IMAGE, 1e-6, 1e-6, xres=4)
-    _declined(write(tmp_path, "mismatch.gwy", gwyp(comp("/0/data", "o", wrong))), "4x2")
+    declined(write_file(tmp_path, "mismatch.gwy", gwyp(comp("/0/data", "o", wrong))), "4x2")
 
 
 def test_gwy_read_refuses_other_files(sample):

@@ -13,6 +13,7 @@ import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, h5jpk, hdf5, read
 from napari_scanprobe.io import movie as movie_module
+from tests.io.helpers import declined
 
 SAMPLE = "jpk/sample_0.h5-jpk"
 
@@ -300,20 +301,11 @@ def test_non_hdf5_files_are_not_claimed(samples_dir, tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def _declined(path, *words):
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert path.name in str(info.value)
-    for word in words:
-        assert word in info.value.reason
-    return info.value.reason
-
-
 @pytest.mark.parametrize("cut", [100, 4096, 200_000, 2_000_000, 2_244_000])
 def test_truncated_sample(sample, tmp_path, cut):
     path = tmp_path / "cut.h5-jpk"
     path.write_bytes(sample(SAMPLE).read_bytes()[:cut])
-    _declined(path)
+    declined(path)
 
 
 def _write_jpk(
@@ -390,10 +382,10 @@ def test_corrupt_layouts(tmp_path):
         path = tmp_path / name
         _write_jpk(path, levels, **kwargs)
         assert find_format(path) is h5jpk
-        _declined(path)
+        declined(path)
 
 
-def test_absurd_frame_count_is_declined(tmp_path):
+def test_absurd_frame_count_isdeclined(tmp_path):
     """A data set declaring a billion frames (never written): declined at once, no graph built."""
     path = tmp_path / "absurd_frames.h5-jpk"
     _write_jpk(path, np.zeros((1, 4, 4), np.int32))
@@ -401,7 +393,7 @@ def test_absurd_frame_count_is_declined(tmp_path):
         chan = f["Measurement_000/Channel_000"]
         del chan["Height"]
         chan.create_dataset("Height", shape=(16, 10**9), dtype="i4", chunks=(16, 1))
-    assert _declined(path, "frames").startswith("Measurement_000/Channel_000 declares 1000000000 frames")
+    assert declined(path, "frames").startswith("Measurement_000/Channel_000 declares 1000000000 frames")
 
 
 @pytest.mark.parametrize("small", [True, False], ids=["held", "on-demand"])

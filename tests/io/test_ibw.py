@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, ibw, read
+from tests.io.helpers import declined, write_file
 
 IMAGES = ["asylum_ibw/AR_20211011.ibw", "asylum_ibw/IgorIBWReader_P0089OP0027.ibw"]
 GENERIC = ["asylum_ibw/mac-version2.ibw", "asylum_ibw/win-version5.ibw"]
@@ -173,18 +174,11 @@ def test_force_curve_is_declined(sample):
 @pytest.mark.parametrize("cut", [1, 100, 383, 384 + 1000, 262528 + 500, 262528 + 22627 + 40])
 def test_truncated_file(cut, sample, tmp_path):
     data = sample(IMAGES[0]).read_bytes()
-    path = tmp_path / "cut_AR.ibw"
-    path.write_bytes(data[:cut])
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert "cut_AR.ibw" in str(info.value)
+    declined(write_file(tmp_path, "cut_AR.ibw", data[:cut]))
 
 
 def test_empty_file(tmp_path):
-    path = tmp_path / "empty.ibw"
-    path.write_bytes(b"")
-    with pytest.raises(ReaderError, match="empty.ibw"):
-        read(path)
+    declined(write_file(tmp_path, "empty.ibw", b""))
 
 
 def _patched(sample, tmp_path, name, **dims):
@@ -222,11 +216,7 @@ def test_volume_is_declined(sample, tmp_path):
 def test_note_size_past_end(sample, tmp_path):
     data = bytearray(sample(IMAGES[0]).read_bytes())
     struct.pack_into("<I", data, 12, 10**9)  # noteSize
-    path = tmp_path / "bignote.ibw"
-    path.write_bytes(bytes(_fix_checksum(data)))
-    with pytest.raises(ReaderError, match="bignote.ibw") as info:
-        read(path)
-    assert "truncated" in info.value.reason
+    declined(write_file(tmp_path, "bignote.ibw", bytes(_fix_checksum(data))), "truncated")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, jpk, read
+from tests.io.helpers import declined, write_file
 
 SAMPLES = ("jpk/sample_0.jpk", "jpk/sample_0.jpk-qi-image")
 
@@ -186,12 +187,8 @@ def test_other_files_are_not_claimed(sample, tmp_path):
 @pytest.mark.parametrize("fraction", [0.004, 0.3, 0.5, 0.9, 0.9999])
 def test_truncated_file_is_declined(fraction, sample, tmp_path):
     data = sample("jpk/sample_0.jpk").read_bytes()
-    target = tmp_path / "cut.jpk"
-    target.write_bytes(data[: int(len(data) * fraction)])
-    with pytest.raises(ReaderError) as info:
-        read(target)
-    assert "cut.jpk" in str(info.value)
-    assert "truncated" in info.value.reason or "not a scanning probe" in info.value.reason
+    reason = declined(write_file(tmp_path, "cut.jpk", data[: int(len(data) * fraction)]))
+    assert "truncated" in reason or "not a scanning probe" in reason
 
 
 def test_truncated_in_the_last_channel_names_the_channel(sample, tmp_path):
@@ -244,10 +241,7 @@ def test_directory_chain_loop_is_declined_not_hung(sample, tmp_path):
     first = struct.unpack_from(">I", data, 4)[0]
     (n,) = struct.unpack_from(">H", data, first)
     struct.pack_into(">I", data, first + 2 + 12 * n, first)  # IFD 0 -> IFD 0
-    target = tmp_path / "loop.jpk"
-    target.write_bytes(bytes(data))
-    with pytest.raises(ReaderError, match="loops"):
-        read(target)
+    declined(write_file(tmp_path, "loop.jpk", bytes(data)), match="loops")
 
 
 def test_missing_default_slot_falls_back_to_raw_values(sample, tmp_path):
@@ -272,10 +266,7 @@ def test_unsupported_scaling_is_declined(sample, tmp_path):
     pos, count, _ = tag_position(src, 1, jpk.SLOT_BASE + slot * jpk.SLOT_STRIDE + 0x13)
     data = bytearray(src.read_bytes())
     data[pos : pos + count - 1] = b"CubicScaling".ljust(count - 1, b"_")
-    target = tmp_path / "cubic.jpk"
-    target.write_bytes(bytes(data))
-    with pytest.raises(ReaderError, match="unsupported calibration"):
-        read(target)
+    declined(write_file(tmp_path, "cubic.jpk", bytes(data)), match="unsupported calibration")
 
 
 def test_thumbnail_only_file_is_declined(sample, tmp_path):
@@ -285,7 +276,4 @@ def test_thumbnail_only_file_is_declined(sample, tmp_path):
     first = struct.unpack_from(">I", data, 4)[0]
     (n,) = struct.unpack_from(">H", data, first)
     struct.pack_into(">I", data, first + 2 + 12 * n, 0)
-    target = tmp_path / "thumb.jpk"
-    target.write_bytes(bytes(data))
-    with pytest.raises(ReaderError, match="no image channel"):
-        read(target)
+    declined(write_file(tmp_path, "thumb.jpk", bytes(data)), match="no image channel")

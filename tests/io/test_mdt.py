@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import struct
 
 import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, mdt, read
+from tests.io.helpers import claims, declined, found_by_content, noise, write_file
 
 SAMPLE = "ntmdt_mdt/test_mdt.mdt"
 
@@ -149,12 +149,10 @@ def test_untitled_frame_falls_back_to_unit_title_and_units_convert(tmp_path):
 
 def test_frames_without_images_are_declined(tmp_path):
     raw = np.zeros((1, 8), dtype=np.int16)
-    path = tmp_path / "spectrum.mdt"
-    path.write_bytes(build_mdt(scanned_frame(raw, ftype=1, title=b"IV")))
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert path.name in str(info.value)
-    assert "no 2-D scan" in info.value.reason
+    reason = declined(
+        write_file(tmp_path, "spectrum.mdt", build_mdt(scanned_frame(raw, ftype=1, title=b"IV")))
+    )
+    assert "no 2-D scan" in reason
 
 
 # --------------------------------------------------------------------------------------
@@ -163,37 +161,21 @@ def test_frames_without_images_are_declined(tmp_path):
 
 
 def test_sniff_by_content_not_extension(sample, tmp_path):
-    renamed = tmp_path / "renamed.dat"
-    shutil.copyfile(sample(SAMPLE), renamed)
-    assert find_format(renamed) is mdt
+    renamed = found_by_content(sample(SAMPLE), tmp_path, mdt, "renamed.dat")
     assert read(renamed).channels[0].data.shape == read(sample(SAMPLE)).channels[0].data.shape
 
 
 def test_sniff_rejects_other_content(sample, tmp_path):
-    rng = np.random.default_rng(7)
-    noise = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
-    assert not mdt.sniff(tmp_path / "noise.mdt", noise)
+    random = noise(4096, seed=7)
+    assert not mdt.sniff(tmp_path / "noise.mdt", random)
     assert not mdt.sniff(tmp_path / "zeros.mdt", b"\0" * 4096)
-    other = sample("wsxm/sample_0.top")
-    assert not mdt.sniff(other, other.read_bytes()[:4096])
-    fake = tmp_path / "random.mdt"
-    fake.write_bytes(noise)
-    assert find_format(fake) is not mdt
+    assert not claims(mdt, sample("wsxm/sample_0.top"))
+    assert find_format(write_file(tmp_path, "random.mdt", random)) is not mdt
 
 
 # --------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------
-
-
-def _expect_error(path, *words):
-    with pytest.raises(ReaderError) as info:
-        mdt.read(path)
-    assert path.name in str(info.value)
-    for word in words:
-        assert word in info.value.reason
-    with pytest.raises(ReaderError):  # and through the public entry point
-        read(path)
 
 
 @pytest.mark.parametrize("keep", [4, 20, 33, 40, 800, 50_000, -5000])
@@ -202,7 +184,7 @@ def test_truncated_sample(sample, tmp_path, keep):
     cut = data[:keep]
     path = tmp_path / f"cut_{keep}.mdt"
     path.write_bytes(cut)
-    _expect_error(path, "truncated")
+    declined(path, "truncated", module=mdt)
 
 
 @pytest.mark.parametrize("keep", [800, 50_000, 400_000, -5000])
@@ -223,13 +205,13 @@ def test_corrupt_frame_count_and_size(sample, tmp_path):
     struct.pack_into("<H", bad_count, 12, 65535)
     path = tmp_path / "bad_count.mdt"
     path.write_bytes(bytes(bad_count))
-    _expect_error(path, "truncated")
+    declined(path, "truncated", module=mdt)
 
     bad_size = bytearray(data)
     struct.pack_into("<I", bad_size, 33, 7)  # frame 1 declares 7 bytes: less than its own header
     path = tmp_path / "bad_size.mdt"
     path.write_bytes(bytes(bad_size))
-    _expect_error(path, "frame 1")
+    declined(path, "frame 1", module=mdt)
 
 
 @pytest.mark.parametrize("max_index", [1_000_000, 2**40, 2**64 - 1])
@@ -242,7 +224,7 @@ def test_corrupt_mda_dimension(sample, ground_truth, tmp_path, max_index):
     struct.pack_into("<Q", data, where + 8, max_index)
     path = tmp_path / "bad_dims.mdt"
     path.write_bytes(bytes(data))
-    _expect_error(path)
+    declined(path, module=mdt)
 
 
 def test_absurd_scanned_dimensions_do_not_allocate(tmp_path):
@@ -251,13 +233,9 @@ def test_absurd_scanned_dimensions_do_not_allocate(tmp_path):
     struct.pack_into("<4H", frame, 22 + var_size, 0, 65535, 65535, 0)
     path = tmp_path / "absurd.mdt"
     path.write_bytes(build_mdt(bytes(frame)))
-    _expect_error(path)
+    declined(path, module=mdt)
 
 
 @pytest.mark.parametrize("content", [b"", b"\x01\xb0\x93\xff", b"\x01\xb0\x93\xff" + b"\xff" * 60])
 def test_tiny_and_garbage_files(tmp_path, content):
-    path = tmp_path / "tiny.mdt"
-    path.write_bytes(content)
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert path.name in str(info.value)
+    declined(write_file(tmp_path, "tiny.mdt", content))

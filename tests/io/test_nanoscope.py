@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, nanoscope, read
+from tests.io.helpers import claims, declined, found_by_content, noise, read_as, write_file
 
 IMAGE = "bruker_nanoscope/full_multiple_images.txt"
 OLD = "bruker_nanoscope/old_bruker.002"
@@ -42,9 +43,7 @@ def _expected(ground_truth, relpath):
 
 
 def test_channels_names_directions_units(sample, ground_truth):
-    scan = read(sample(IMAGE))
-    assert scan.format == nanoscope.FORMAT == "nanoscope"
-    assert scan.path == str(sample(IMAGE))
+    scan = read_as(sample(IMAGE), "nanoscope")
     ref = _expected(ground_truth, IMAGE)
     assert [c.name for c in scan.channels] == [r["title"] for r in ref]  # "@2:Image Data: S [Height]"
     # "\Line direction: Retrace" in both image sections.
@@ -130,27 +129,19 @@ def test_force_curve_declined(sample):
 
 @pytest.mark.parametrize("suffix", [".dat", ".bin", ""])
 def test_sniffed_by_content_not_extension(suffix, sample, tmp_path):
-    src = sample(IMAGE)
-    dst = tmp_path / f"renamed{suffix}"
-    dst.write_bytes(src.read_bytes())
-    assert find_format(dst) is nanoscope
+    dst = found_by_content(sample(IMAGE), tmp_path, nanoscope, f"renamed{suffix}")
     assert [c.name for c in read(dst).channels] == ["Height", "Amplitude"]
 
 
 def test_random_and_other_vendors_not_claimed(samples_dir, tmp_path):
-    rng = np.random.default_rng(1)
-    junk = tmp_path / "junk.spm"
-    junk.write_bytes(rng.integers(0, 256, 8192, dtype=np.uint8).tobytes())
-    assert not nanoscope.sniff(junk, junk.read_bytes()[:4096])
-    text = tmp_path / "notes.txt"
-    text.write_bytes(b"File list\r\nVersion: 0x05120130\r\n* not a nanoscope header\r\n")
-    assert not nanoscope.sniff(text, text.read_bytes())
+    assert not claims(nanoscope, write_file(tmp_path, "junk.spm", noise(8192, seed=1)))
+    text = b"File list\r\nVersion: 0x05120130\r\n* not a nanoscope header\r\n"
+    assert not claims(nanoscope, write_file(tmp_path, "notes.txt", text))
     others = [p for p in samples_dir.rglob("*") if p.is_file() and "bruker_nanoscope" not in p.parts]
     others = [p for p in others if p.suffix not in (".md", ".json")]
     assert others
     for p in others:
-        with open(p, "rb") as fh:
-            assert not nanoscope.sniff(p, fh.read(4096)), p
+        assert not claims(nanoscope, p), p
 
 
 # --------------------------------------------------------------------------------------
@@ -177,10 +168,7 @@ def test_text_variant_matches_binary(sample, tmp_path):
         np.testing.assert_allclose(g.data, w.data, rtol=1e-12)
         assert g.z_unit == w.z_unit and g.pixel_size == w.pixel_size
     # Fewer values than the header declares: a clear error.
-    short = tmp_path / "short.spm"
-    short.write_bytes(b"?" + head[1:] + values[: len(values) // 3])
-    with pytest.raises(ReaderError, match="short.spm"):
-        read(short)
+    declined(write_file(tmp_path, "short.spm", b"?" + head[1:] + values[: len(values) // 3]))
 
 
 def test_32bit_variant(sample, tmp_path):
@@ -219,11 +207,7 @@ def test_non_square_scan_size(sample, tmp_path):
 
 def test_line_endings_changed(sample, tmp_path):
     raw = sample(IMAGE).read_bytes()
-    path = tmp_path / "mailed.000"
-    path.write_bytes(raw.replace(b"\r\n", b"\n"))
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert "mailed.000" in str(info.value) and "line endings" in info.value.reason
+    declined(write_file(tmp_path, "mailed.000", raw.replace(b"\r\n", b"\n")), "line endings")
 
 
 # --------------------------------------------------------------------------------------
@@ -234,12 +218,8 @@ def test_line_endings_changed(sample, tmp_path):
 @pytest.mark.parametrize("cut", [30, 120, 9000, 40960 + 1000, -10])
 def test_truncated(cut, sample, tmp_path):
     raw = sample(IMAGE).read_bytes()
-    path = tmp_path / f"cut{cut}.spm"
-    path.write_bytes(raw[:cut])
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert path.name in str(info.value)
-    assert info.value.reason
+    reason = declined(write_file(tmp_path, f"cut{cut}.spm", raw[:cut]))
+    assert reason
 
 
 @pytest.mark.parametrize(
@@ -263,12 +243,7 @@ def test_truncated(cut, sample, tmp_path):
 )
 def test_corrupt_header(old, new, words, sample, tmp_path):
     raw = sample(IMAGE).read_bytes()
-    path = tmp_path / "corrupt.spm"
-    path.write_bytes(_patch(raw, old, new))
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert "corrupt.spm" in str(info.value)
-    assert words in info.value.reason
+    declined(write_file(tmp_path, "corrupt.spm", _patch(raw, old, new)), words)
 
 
 def test_magic_only(tmp_path):

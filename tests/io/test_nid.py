@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, find_format, nid, read
+from napari_scanprobe.io import nid, read
+from tests.io.helpers import claims, declined, found_by_content, noise, read_as, write_file
 
 NID_SAMPLES = ("nanosurf_nid/NanoSurf_20160301.nid", "nanosurf_nid/afm-nanosurf-nid.nid")
 
@@ -68,9 +68,7 @@ def _image_keys(points, lines, **extra) -> dict:
 
 @pytest.mark.parametrize("relpath", NID_SAMPLES)
 def test_channels_names_and_directions(relpath, sample, ground_truth):
-    scan = read(sample(relpath))
-    assert scan.format == nid.FORMAT == "nid"
-    assert scan.path == str(sample(relpath))
+    scan = read_as(sample(relpath), "nid")
     expected = [_split_title(c["title"]) for c in ground_truth[relpath]["channels"]]
     assert [(c.name, c.direction) for c in scan.channels] == expected
     assert [c.name for c in scan.channels] == ["Z-Axis", "Amplitude", "Z-Axis", "Amplitude"]
@@ -142,18 +140,13 @@ def test_header_is_json_and_decoded(relpath, size, sample):
 
 @pytest.mark.parametrize("relpath", NID_SAMPLES)
 def test_sniffed_by_content_not_extension(relpath, sample, tmp_path):
-    neutral = tmp_path / "scan.txt"
-    shutil.copyfile(sample(relpath), neutral)
-    assert find_format(neutral) is nid
+    found_by_content(sample(relpath), tmp_path, nid, "scan.txt")
 
 
 def test_sniff_refuses_other_content(sample, tmp_path):
-    rng = np.random.default_rng(1)
-    junk = rng.integers(0, 256, 5000, dtype=np.uint8).tobytes()
-    assert not nid.sniff(tmp_path / "x.nid", junk)
+    assert not nid.sniff(tmp_path / "x.nid", noise(5000, seed=1))
     for relpath in ("nanonis_sxm/test.sxm", "nanonis_dat_3ds/Bias-Spectroscopy002.dat"):
-        p = sample(relpath)
-        assert not nid.sniff(p, p.read_bytes()[:4096])
+        assert not claims(nid, sample(relpath))
     assert not nid.sniff(tmp_path / "x.ini", b"[Settings]\r\nVersion=2\r\n")
     assert not nid.sniff(tmp_path / "x.ini", b"[DataSetup]\r\nVersion=2\r\n")
     assert not nid.sniff(tmp_path / "x.ini", b"")
@@ -194,11 +187,10 @@ def test_single_line_data_set_is_skipped_but_counted(tmp_path):
 
 
 def test_spectroscopy_only_file_is_declined(tmp_path):
-    path = tmp_path / "spec.nid"
-    path.write_bytes(_make_nid([_image_keys(50, 1)], [np.zeros(50, "<i2")]))
-    with pytest.raises(ReaderError, match="not an image") as info:
-        read(path)
-    assert "spec.nid" in str(info.value)
+    declined(
+        write_file(tmp_path, "spec.nid", _make_nid([_image_keys(50, 1)], [np.zeros(50, "<i2")])),
+        match="not an image",
+    )
 
 
 def test_huge_group_count_does_not_hang(tmp_path):
@@ -216,11 +208,7 @@ def test_huge_group_count_does_not_hang(tmp_path):
 @pytest.mark.parametrize("fraction", [0.01, 0.5, 0.96, 0.9999])
 def test_truncated_sample_is_refused(fraction, sample, tmp_path):
     raw = sample(NID_SAMPLES[0]).read_bytes()
-    path = tmp_path / "cut.nid"
-    path.write_bytes(raw[: int(len(raw) * fraction)])
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert "cut.nid" in str(info.value)
+    declined(write_file(tmp_path, "cut.nid", raw[: int(len(raw) * fraction)]))
 
 
 @pytest.mark.parametrize(
@@ -239,17 +227,10 @@ def test_corrupt_header_is_refused(old, new, message, sample, tmp_path):
     head, sep, data = raw.partition(b"#!")
     bad = (head + sep).replace(old, new, 1) + data
     assert bad != raw
-    path = tmp_path / "corrupt.nid"
-    path.write_bytes(bad)
-    with pytest.raises(ReaderError, match=message) as info:
-        read(path)
-    assert "corrupt.nid" in str(info.value)
+    declined(write_file(tmp_path, "corrupt.nid", bad), match=message)
 
 
 def test_no_referenced_data_set_is_refused(sample, tmp_path):
     raw = sample(NID_SAMPLES[0]).read_bytes()
     bad = raw.replace(b"Gr0-Count=21", b"Gr0-Count=0", 1).replace(b"Gr1-Count=21", b"Gr1-Count=0", 1)
-    path = tmp_path / "empty.nid"
-    path.write_bytes(bad)
-    with pytest.raises(ReaderError, match="no image"):
-        read(path)
+    declined(write_file(tmp_path, "empty.nid", bad), match="no image")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, park, read
+from tests.io.helpers import declined, write_file
 
 SAMPLE = "park_tiff/Park_20210916_034.tiff"
 
@@ -172,12 +173,7 @@ def test_truncated_file_is_declined(cut, sample, tmp_path):
     """Cuts inside the IFD, the data block (2041..264185) and the header block."""
     data = sample(SAMPLE).read_bytes()
     assert block(sample(SAMPLE), park.TAG_DATA) == (2041, 262144)  # the layout the cuts assume
-    target = tmp_path / "cut.tiff"
-    target.write_bytes(data[:cut])
-    with pytest.raises(ReaderError) as info:
-        read(target)
-    assert "cut.tiff" in str(info.value)
-    assert "truncated" in info.value.reason
+    declined(write_file(tmp_path, "cut.tiff", data[:cut]), "truncated")
 
 
 def test_pixel_count_not_matching_the_data_is_declined(sample, tmp_path):
@@ -233,7 +229,4 @@ def test_short_header_is_declined(sample, tmp_path):
         bo = tif.byteorder
     data = bytearray(src.read_bytes())
     struct.pack_into(bo + "I", data, entry + 4, 300)  # the count field
-    target = tmp_path / "short.tiff"
-    target.write_bytes(bytes(data))
-    with pytest.raises(ReaderError, match="too short"):
-        read(target)
+    declined(write_file(tmp_path, "short.tiff", bytes(data)), match="too short")

@@ -7,13 +7,13 @@ page headers, objects) as Gwyddion's rhk-sm4.c documents it.
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 
 import numpy as np
 import pytest
 
-from napari_scanprobe.io import ReaderError, find_format, read, sm4
+from napari_scanprobe.io import ReaderError, read, sm4
+from tests.io.helpers import claims, found_by_content, noise
 
 REL = "rhk_sm4/topo_ABC_Graphite-Sample5_9K_2021_08_13_19_11_10_065.sm4"
 
@@ -96,22 +96,18 @@ def test_headers_are_json(sample):
 
 
 def test_sniffed_by_content(sample, tmp_path):
-    target = tmp_path / "renamed.bin"
-    shutil.copyfile(sample(REL), target)
-    assert find_format(target) is sm4
+    target = found_by_content(sample(REL), tmp_path, sm4)
     assert read(target).channels[0].name == "LIA Current"
 
 
 def test_other_files_are_not_claimed(samples_dir, tmp_path):
-    rng = np.random.default_rng(2)
-    for _ in range(20):
-        assert not sm4.sniff(tmp_path / "x.sm4", rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    for seed in range(20):
+        assert not sm4.sniff(tmp_path / "x.sm4", noise(4096, seed))
     assert not sm4.sniff(tmp_path / "x.sm4", b"\x38\x00" + "STiMage 004.".encode("utf-16-le") + b"\0" * 60)
     assert not sm4.sniff(tmp_path / "x.sm4", b"STiMage 005.")  # plain ASCII, wrong offset
     for other in samples_dir.rglob("*"):
         if other.is_file() and "rhk_sm4" not in other.parts:
-            with open(other, "rb") as fh:
-                assert not sm4.sniff(other, fh.read(4096)), other
+            assert not claims(sm4, other), other
 
 
 @pytest.mark.parametrize("cut", [20, 70, 150, 5300, 10000, 300000, 400000])

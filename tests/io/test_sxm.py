@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, nanonis_spectra, read, sxm
+from tests.io.helpers import claims, declined, found_by_content, noise, read_as, write_file
 
 SXM_SAMPLES = ("nanonis_sxm/test.sxm", "nanonis_sxm/A151216.123306-02602.sxm")
 SPEC_SAMPLES = (
@@ -76,9 +77,7 @@ def _make_sxm(
 
 @pytest.mark.parametrize("relpath", SXM_SAMPLES)
 def test_channels_names_and_directions(relpath, sample, ground_truth):
-    scan = read(sample(relpath))
-    assert scan.format == sxm.FORMAT == "sxm"
-    assert scan.path == str(sample(relpath))
+    scan = read_as(sample(relpath), "sxm")
     expected = [_split_title(c["title"]) for c in ground_truth[relpath]["channels"]]
     assert [(c.name, c.direction) for c in scan.channels] == expected
     for ch in scan.channels:
@@ -151,21 +150,15 @@ def test_headers_are_json(relpath, sample):
 
 @pytest.mark.parametrize("relpath", SXM_SAMPLES)
 def test_sniffed_by_content_not_extension(relpath, sample, tmp_path):
-    neutral = tmp_path / "scan.data"
-    shutil.copyfile(sample(relpath), neutral)
-    assert find_format(neutral) is sxm
+    found_by_content(sample(relpath), tmp_path, sxm, "scan.data")
 
 
 def test_sniff_refuses_other_content(sample, tmp_path):
-    rng = np.random.default_rng(0)
-    junk = tmp_path / "junk.sxm"
-    junk.write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    assert not sxm.sniff(junk, junk.read_bytes()[:4096])
-    other = sample("nanosurf_nid/NanoSurf_20160301.nid")
-    assert not sxm.sniff(other, other.read_bytes()[:4096])
+    junk = write_file(tmp_path, "junk.sxm", noise(5000, seed=0))
+    assert not claims(sxm, junk)
+    assert not claims(sxm, sample("nanosurf_nid/NanoSurf_20160301.nid"))
     for relpath in SPEC_SAMPLES:
-        p = sample(relpath)
-        assert not sxm.sniff(p, p.read_bytes()[:4096])
+        assert not claims(sxm, sample(relpath))
     assert not sxm.sniff(junk, b"")
 
 
@@ -233,20 +226,12 @@ def test_slice_file_with_bogus_time_holds_one_direction(tmp_path):
 @pytest.mark.parametrize("fraction", [0.001, 0.005, 0.3, 0.9999])
 def test_truncated_sample_is_refused(fraction, sample, tmp_path):
     raw = sample("nanonis_sxm/test.sxm").read_bytes()
-    path = tmp_path / "cut.sxm"
-    path.write_bytes(raw[: max(int(len(raw) * fraction), 20)])
-    with pytest.raises(ReaderError) as info:
-        read(path)
-    assert "cut.sxm" in str(info.value)
+    declined(write_file(tmp_path, "cut.sxm", raw[: max(int(len(raw) * fraction), 20)]))
 
 
 def test_header_only_file_is_refused(sample, tmp_path):
     raw = sample("nanonis_sxm/test.sxm").read_bytes()
-    path = tmp_path / "header_only.sxm"
-    path.write_bytes(raw[: raw.find(b"\x1a\x04") + 2])
-    with pytest.raises(ReaderError, match="truncated") as info:
-        read(path)
-    assert "header_only.sxm" in str(info.value)
+    declined(write_file(tmp_path, "header_only.sxm", raw[: raw.find(b"\x1a\x04") + 2]), match="truncated")
 
 
 @pytest.mark.parametrize(
@@ -262,22 +247,15 @@ def test_corrupt_pixel_count_is_refused(new_pixels, message, sample, tmp_path):
     raw = sample("nanonis_sxm/test.sxm").read_bytes()
     bad = re.sub(rb"(:SCAN_PIXELS:\r?\n)[^\n]*", lambda m: m.group(1) + new_pixels, raw, count=1)
     assert bad != raw
-    path = tmp_path / "badpix.sxm"
-    path.write_bytes(bad)
-    with pytest.raises(ReaderError, match=message) as info:
-        read(path)
-    assert "badpix.sxm" in str(info.value)
+    declined(write_file(tmp_path, "badpix.sxm", bad), match=message)
 
 
 def test_unknown_direction_and_missing_table_are_refused(sample, tmp_path):
     raw = sample("nanonis_sxm/test.sxm").read_bytes()
-    path = tmp_path / "bad.sxm"
-    path.write_bytes(raw.replace(b"\tboth\t", b"\tsideways\t", 1))
-    with pytest.raises(ReaderError, match="direction"):
-        read(path)
+    path = write_file(tmp_path, "bad.sxm", raw.replace(b"\tboth\t", b"\tsideways\t", 1))
+    declined(path, match="direction")
     path.write_bytes(raw.replace(b":DATA_INFO:", b":DATA_NFO:", 1))
-    with pytest.raises(ReaderError, match="no channels"):
-        read(path)
+    declined(path, match="no channels")
 
 
 # --------------------------------------------------------------------------------------

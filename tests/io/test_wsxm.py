@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 
 import numpy as np
 import pytest
 
 from napari_scanprobe.io import ReaderError, find_format, read, wsxm
+from tests.io.helpers import claims, declined, found_by_content, noise, write_file
 from tests.io.test_ground_truth import KNOWN_DEVIATIONS
 
 SAMPLES = ("wsxm/WSxM2DReader_jumpingmodeimage_0002_Topography.f.dy.top", "wsxm/sample_0.top")
@@ -185,22 +185,16 @@ def test_direction_from_file_name_when_header_is_silent(tmp_path):
 
 def test_sniff_by_content_not_extension(sample, tmp_path):
     for relpath in SAMPLES:
-        renamed = tmp_path / "renamed.bin"
-        shutil.copyfile(sample(relpath), renamed)
-        assert find_format(renamed) is wsxm
+        renamed = found_by_content(sample(relpath), tmp_path, wsxm)
         assert read(renamed).channels[0].name == "Topography"
 
 
 def test_sniff_rejects_other_content(sample, tmp_path):
-    rng = np.random.default_rng(11)
-    noise = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
-    assert not wsxm.sniff(tmp_path / "noise.top", noise)
+    random = noise(4096, seed=11)
+    assert not wsxm.sniff(tmp_path / "noise.top", random)
     assert not wsxm.sniff(tmp_path / "text.top", b"WSxM is a program\r\nnothing else\r\n")
-    other = sample("ntmdt_mdt/test_mdt.mdt")
-    assert not wsxm.sniff(other, other.read_bytes()[:4096])
-    fake = tmp_path / "random.top"
-    fake.write_bytes(noise)
-    assert find_format(fake) is not wsxm
+    assert not claims(wsxm, sample("ntmdt_mdt/test_mdt.mdt"))
+    assert find_format(write_file(tmp_path, "random.top", random)) is not wsxm
 
 
 def test_curve_files_are_declined(tmp_path):
@@ -222,22 +216,12 @@ def test_curve_files_are_declined(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def _expect_error(path, *words):
-    with pytest.raises(ReaderError) as info:
-        wsxm.read(path)
-    assert path.name in str(info.value)
-    for word in words:
-        assert word in info.value.reason
-    with pytest.raises(ReaderError):
-        read(path)
-
-
 @pytest.mark.parametrize("keep", [30, 60, 1000, 3700, -2, -10_000])
 def test_truncated_sample(sample, tmp_path, keep):
     data = sample(JUMPING).read_bytes()
     path = tmp_path / f"cut_{keep}.top"
     path.write_bytes(data[:keep])
-    _expect_error(path, "truncated")
+    declined(path, "truncated", module=wsxm)
 
 
 @pytest.mark.parametrize(
@@ -255,7 +239,7 @@ def test_corrupt_header(sample, tmp_path, old, new):
     assert old in data
     path = tmp_path / "corrupt.top"
     path.write_bytes(data.replace(old, new))
-    _expect_error(path)
+    declined(path, module=wsxm)
 
 
 def test_absurd_dimensions_do_not_allocate(tmp_path):
@@ -264,4 +248,4 @@ def test_absurd_dimensions_do_not_allocate(tmp_path):
     data = data.replace(b"Number of rows: 2", b"Number of rows: 1000000")
     path = tmp_path / "absurd.top"
     path.write_bytes(data)
-    _expect_error(path, "absurd")
+    declined(path, "absurd", module=wsxm)

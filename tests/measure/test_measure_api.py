@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import napari_scanprobe as sp
 from napari_scanprobe import measure
+from tests.helpers import imported_by
 
 
 def test_top_level_names_are_the_measure_functions():
@@ -16,9 +14,7 @@ def test_top_level_names_are_the_measure_functions():
 
 
 def test_measure_never_imports_napari_or_qt():
-    code = "import sys, napari_scanprobe.measure; print(sorted(m for m in ('napari', 'qtpy', 'PyQt6', 'torch') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert imported_by("napari_scanprobe.measure", ("napari", "qtpy", "PyQt6", "torch")) == []
 
 
 def test_a_scripted_measurement_of_a_real_scan(sample):

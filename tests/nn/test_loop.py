@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
 from napari_scanprobe.nn.loop import EpochEnd, Plateau, Stopping, fit, time_left
 from napari_scanprobe.progress import Progress, run_to_end
+from tests.helpers import imported_by
 
 torch = pytest.importorskip("torch")
 
@@ -134,14 +133,11 @@ def test_time_left_words():
 
 
 def test_networks_module_is_the_only_torch_importer_of_nn():
-    import subprocess
-
-    code = (
-        "import sys, napari_scanprobe.nn.loop, napari_scanprobe.nn.classifier, napari_scanprobe.nn.upscaler, "
-        "napari_scanprobe.nn.device, napari_scanprobe.nn.weights; print('torch' in sys.modules)"
+    modules = (
+        "napari_scanprobe.nn.loop, napari_scanprobe.nn.classifier, napari_scanprobe.nn.upscaler, "
+        "napari_scanprobe.nn.device, napari_scanprobe.nn.weights"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert imported_by(modules, ("torch",)) == []
 
 
 def test_upscaler_shapes_match_the_module():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -21,7 +19,9 @@ from napari_scanprobe.process.denoise import (
     estimate_noise,
     estimate_noise_sigma,
 )
+from napari_scanprobe.progress import run_to_end
 from napari_scanprobe.synthetic import synthetic_surface
+from tests.helpers import imported_by
 
 CLASSICAL = ["median", "gaussian", "nl_means", "tv", "bilateral"]
 # small and quick: the benchmark does the big runs
@@ -270,9 +270,7 @@ def test_auto_reports_its_noise_estimate_and_choice():
 
 
 def test_package_imports_without_torch():
-    code = "import sys, napari_scanprobe.process.denoise, napari_scanprobe.process.n2v; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
+    assert imported_by("napari_scanprobe.process.denoise, napari_scanprobe.process.n2v", ("torch",)) == []
 
 
 # --------------------------------------------------------------------------------------------------
@@ -348,14 +346,8 @@ def test_n2v_dask_stack_trains_then_denoises_lazily(surface):
 def test_steps_yield_progress_and_return_the_result(noisy):
     steps = denoise_steps(noisy, "n2v", iterations=12, patch_size=32)
     seen = []
-    while True:
-        try:
-            update = next(steps)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        assert isinstance(update, Progress)
-        seen.append(update)
+    result = run_to_end(steps, seen.append)
+    assert all(isinstance(update, Progress) for update in seen)
     training = [p for p in seen if p.message.startswith("n2v: step")]
     assert [p.step for p in training] == list(range(1, 13)) and all(p.total == 12 for p in training)
     assert all(np.isfinite(p.loss) for p in training)

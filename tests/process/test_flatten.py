@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -17,6 +15,7 @@ from napari_scanprobe.process.flatten import (
     flatten,
 )
 from napari_scanprobe.process.steps import FLATTEN
+from tests.helpers import imported_by
 
 NY, NX = 64, 80
 YY, XX = np.mgrid[0:NY, 0:NX].astype(float)
@@ -376,12 +375,7 @@ def test_bad_images():
 
 
 def test_importing_flatten_loads_no_torch_or_gui():
-    code = (
-        "import sys, napari_scanprobe.process.flatten; "
-        "print(sorted(m for m in ('torch', 'napari', 'qtpy', 'magicgui') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert imported_by("napari_scanprobe.process.flatten", ("torch", "napari", "qtpy", "magicgui")) == []
 
 
 # ---------------------------------------------------------------------------------------------

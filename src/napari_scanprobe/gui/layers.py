@@ -297,7 +297,7 @@ def derived_layer(layer, data: Any, step: dict, suffix: str, zoom: int = 1) -> t
     return (data, {k: v for k, v in kwargs.items() if v is not None}, "image")
 
 
-def _axis_unit(unit: Any) -> str:
+def axis_unit(unit: Any) -> str:
     """A napari axis unit (a pint ``Unit`` or a string) as a short string; pixel/None -> ``""``."""
     if unit is None:
         return ""
@@ -341,7 +341,7 @@ def layer_to_channel(data: Any, attributes: dict) -> Channel:
         metadata["look"] = {**_look(metadata), **look}
 
     pixel_size, offset, xy_units = [], [], []
-    for unit, step, origin in zip((_axis_unit(u) for u in units[-2:]), scale[-2:], translate[-2:]):
+    for unit, step, origin in zip((axis_unit(u) for u in units[-2:]), scale[-2:], translate[-2:]):
         factor, si = parse_unit(unit)
         if unit and si == "m":  # any length -> nm
             factor, unit = factor * 1e9, "nm"
@@ -356,7 +356,7 @@ def layer_to_channel(data: Any, attributes: dict) -> Channel:
         )
     frame_time = metadata.get("frame_time_s")
     if ndim == 3:
-        factor, si = parse_unit(_axis_unit(units[0]))
+        factor, si = parse_unit(axis_unit(units[0]))
         if si == "s":
             frame_time = scale[0] * factor
     role = metadata.get("role")

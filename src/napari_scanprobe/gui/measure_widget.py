@@ -41,8 +41,7 @@ from .. import measure
 from ..atomic import atomic_write
 from ..io.scan import Channel
 from .compat import text_overlay_of
-from .layers import LayerMeta, contrast_limits, layer_to_channel, processing_step
-from .layers import _axis_unit as axis_unit  # a napari axis unit as short text
+from .layers import LayerMeta, axis_unit, contrast_limits, layer_to_channel, processing_step
 from .plots import LinePlot
 
 #: What each roughness parameter means, for the table's tooltips.
@@ -65,6 +64,18 @@ def _button(text: str, tip: str, slot) -> QPushButton:
     button.setToolTip(tip)
     button.clicked.connect(slot)
     return button
+
+
+def _form_tab(label: str, field: QWidget, *widgets: QWidget) -> QWidget:
+    """A tab: one labelled field, then ``widgets`` from top to bottom."""
+    tab = QWidget()
+    layout = QVBoxLayout(tab)
+    form = QFormLayout()
+    form.addRow(label, field)
+    layout.addLayout(form)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return tab
 
 
 def _wrapped(text: str = "") -> QLabel:
@@ -268,18 +279,10 @@ class MeasureWidget(QWidget):
             item = QTableWidgetItem(name)
             item.setToolTip(PARAMETER_HELP[name])
             self.table.setItem(row, 0, item)
-        tab = QWidget()
-        layout = QVBoxLayout(tab)
-        form = QFormLayout()
-        form.addRow("Area", self.region_box)
-        layout.addLayout(form)
-        layout.addWidget(
-            _button(
-                "Roughness (ISO 25178)", "Sa, Sq, Ssk, Sku, Sp, Sv, Sz, Sdq of the area", self.run_roughness
-            )
+        button = _button(
+            "Roughness (ISO 25178)", "Sa, Sq, Ssk, Sku, Sp, Sv, Sz, Sdq of the area", self.run_roughness
         )
-        layout.addWidget(self.table)
-        return tab
+        return _form_tab("Area", self.region_box, button, self.table)
 
     def _histogram_tab(self) -> QWidget:
         self.bins = QSpinBox()
@@ -287,20 +290,10 @@ class MeasureWidget(QWidget):
         self.bins.setValue(128)
         self.bins.setToolTip("Number of equal height bins")
         self.histogram_plot = LinePlot(title="pixels per bin", x_label="height")
-        tab = QWidget()
-        layout = QVBoxLayout(tab)
-        form = QFormLayout()
-        form.addRow("Bins", self.bins)
-        layout.addLayout(form)
-        layout.addWidget(
-            _button(
-                "Height histogram",
-                "Counts of the area's heights (same area as Roughness)",
-                self.run_histogram,
-            )
+        button = _button(
+            "Height histogram", "Counts of the area's heights (same area as Roughness)", self.run_histogram
         )
-        layout.addWidget(self.histogram_plot)
-        return tab
+        return _form_tab("Bins", self.bins, button, self.histogram_plot)
 
     # -- layers -----------------------------------------------------------------------------
     def refresh_layers(self, *args) -> None:

@@ -170,11 +170,11 @@ class OperationPanel(Container):
         self._preview_timer.setSingleShot(True)
         self._preview_timer.timeout.connect(self.update_preview)
         self.method.changed.connect(self._method_changed)
-        self.preview.changed.connect(self._schedule_preview)
+        self.preview.changed.connect(self.schedule_preview)
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         for widget in self.extras.values():
-            widget.changed.connect(self._schedule_preview)
+            widget.changed.connect(self.schedule_preview)
         self._method_changed()
 
     # -- parameters ----------------------------------------------------------------------
@@ -186,7 +186,7 @@ class OperationPanel(Container):
             if option.script_only:
                 continue  # arrays, devices, threads: for scripts
             widget = _option_widget(option)
-            widget.changed.connect(self._schedule_preview)
+            widget.changed.connect(self.schedule_preview)
             self.option_box.append(widget)
             self._options[option.name] = option
         self.method.tooltip = method.help
@@ -197,7 +197,7 @@ class OperationPanel(Container):
         if self._wants_pair():
             self.pair.reset_choices()
             self.pair.value = self.dock.partner_of(self.dock.layer)
-        self._schedule_preview()
+        self.schedule_preview()
 
     def _wants_pair(self) -> bool:
         """Noise2Noise learns from a second observation of the same scan (retrace, next frame)."""
@@ -224,7 +224,8 @@ class OperationPanel(Container):
         return method, kwargs, record
 
     # -- preview ---------------------------------------------------------------------------
-    def _schedule_preview(self, *args):
+    def schedule_preview(self, *args):
+        """Recompute the preview shortly (after the last of several quick changes), or remove it."""
         if self.preview.value:
             self._preview_timer.start(_PREVIEW_DELAY_MS)
         else:
@@ -398,7 +399,7 @@ class PreprocessWidget(QWidget):
     def _input_changed(self, *args):
         try:
             for panel in self.panels.values():
-                panel._schedule_preview()
+                panel.schedule_preview()
         except RuntimeError:
             self._disconnect()
 

@@ -231,17 +231,7 @@ def _scanned_frame(path: Path, buf: bytes, fstart: int, fend: int, var_size: int
         data_offset=image_at,
         xml_comment=xml,
     )
-    return Channel(
-        data=data,
-        name=name,
-        role=role_for(name, z_shown),
-        direction=direction,
-        z_unit=z_shown,
-        pixel_size=(ys * fxy, xs * fxy),
-        xy_unit=xy_unit,
-        offset=(0.0, 0.0),
-        header=jsonable(header),
-    )
+    return _channel(data, name, direction, z_shown, (ys * fxy, xs * fxy), xy_unit, header)
 
 
 def _mda_calibration(path: Path, buf: bytes, p: int, fend: int, number: int) -> tuple[dict, int]:
@@ -357,13 +347,26 @@ def _mda_frame(path: Path, buf: bytes, fstart: int, fend: int, number: int, info
         data_offset=p,
         xml_comment=xml,
     )
+    return _channel(data, name, direction, z_shown, (dy, dx), xy_unit, header)
+
+
+def _channel(
+    data: np.ndarray,
+    name: str,
+    direction: str | None,
+    z_unit: str,
+    pixel_size: tuple[float, float],
+    xy_unit: str,
+    header: dict,
+) -> Channel:
+    """An MDT image (scan or MDA frame) as a Channel, its header kept."""
     return Channel(
         data=data,
         name=name,
-        role=role_for(name, z_shown),
+        role=role_for(name, z_unit),
         direction=direction,
-        z_unit=z_shown,
-        pixel_size=(dy, dx),
+        z_unit=z_unit,
+        pixel_size=pixel_size,
         xy_unit=xy_unit,
         offset=(0.0, 0.0),
         header=jsonable(header),

@@ -167,31 +167,44 @@ FLATTEN = Step(
 # --------------------------------------------------------------------------------------
 
 
+#: The torch device of the steps that run a network (scripts only).
+_DEVICE = Option(
+    "device",
+    "device",
+    None,
+    "Device",
+    "torch device",
+    nullable=True,
+    none_means="cuda when available",
+    script_only=True,
+)
+
+
+# The training options of the steps that train a network (the names are the functions' parameters).
+def _training_steps(name: str, default: int, help: str, low: int) -> Option:
+    return Option(name, "int", default, "Training steps", help, "", low, 100_000)
+
+
+def _patch_side(name: str, default: int, help: str, low: int) -> Option:
+    return Option(name, "int", default, "Patch side", help, "px", low, 512)
+
+
+def _patches_per_step(name: str, default: int, high: int) -> Option:
+    return Option(
+        name, "int", default, "Patches per step", "Training patches per optimiser step", "", 1, high
+    )
+
+
+def _learning_rate(help: str, low: float, low_open: bool = False) -> Option:
+    return Option("learning_rate", "float", 2e-3, "Learning rate", help, "", low, 1.0, low_open=low_open)
+
+
 def _cnn_options(iterations: int) -> tuple[Option, ...]:
     return (
-        Option(
-            "iterations",
-            "int",
-            iterations,
-            "Training steps",
-            "Optimiser steps of the training",
-            "",
-            1,
-            100_000,
-        ),
-        Option("patch_size", "int", 64, "Patch side", "Side of the training patches", "px", 8, 512),
-        Option("batch_size", "int", 4, "Patches per step", "Training patches per optimiser step", "", 1, 256),
-        Option(
-            "learning_rate",
-            "float",
-            2e-3,
-            "Learning rate",
-            "Peak Adam learning rate",
-            "",
-            0.0,
-            1.0,
-            low_open=True,
-        ),
+        _training_steps("iterations", iterations, "Optimiser steps of the training", low=1),
+        _patch_side("patch_size", 64, "Side of the training patches", low=8),
+        _patches_per_step("batch_size", 4, high=256),
+        _learning_rate("Peak Adam learning rate", low=0.0, low_open=True),
         Option("features", "int", 12, "Network width", "Channels of the first U-Net level", "", 2, 128),
         Option(
             "tta",
@@ -200,16 +213,7 @@ def _cnn_options(iterations: int) -> tuple[Option, ...]:
             "Average flips",
             "Average the network over flips and rotations at the end (test-time augmentation): less noise, 8× slower",
         ),
-        Option(
-            "device",
-            "device",
-            None,
-            "Device",
-            "torch device",
-            nullable=True,
-            none_means="cuda when available",
-            script_only=True,
-        ),
+        _DEVICE,
     )
 
 
@@ -380,28 +384,12 @@ DENOISE = Step(
 # --------------------------------------------------------------------------------------
 
 UPSCALE_CNN_OPTIONS = (
-    Option(
-        "steps",
-        "int",
-        300,
-        "Training steps",
-        "Optimiser steps of zero-shot training (the cross-scale check adds half as many)",
-        "",
-        0,
-        100_000,
+    _training_steps(
+        "steps", 300, "Optimiser steps of zero-shot training (the cross-scale check adds half as many)", low=0
     ),
-    Option("batch", "int", 16, "Patches per step", "Training patches per optimiser step", "", 1, 1024),
-    Option("patch", "int", 24, "Patch side", "Side of the training patches, in input pixels", "px", 4, 512),
-    Option(
-        "learning_rate",
-        "float",
-        2e-3,
-        "Learning rate",
-        "Peak Adam learning rate (one-cycle schedule)",
-        "",
-        1e-5,
-        1.0,
-    ),
+    _patches_per_step("batch", 16, high=1024),
+    _patch_side("patch", 24, "Side of the training patches, in input pixels", low=4),
+    _learning_rate("Peak Adam learning rate (one-cycle schedule)", low=1e-5),
     Option(
         "features",
         "int",
@@ -450,16 +438,7 @@ UPSCALE_CNN_OPTIONS = (
         none_means="the image only",
         script_only=True,
     ),
-    Option(
-        "device",
-        "device",
-        None,
-        "Device",
-        "torch device",
-        nullable=True,
-        none_means="cuda when available",
-        script_only=True,
-    ),
+    _DEVICE,
     Option(
         "threads",
         "int",
