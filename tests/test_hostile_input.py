@@ -263,6 +263,7 @@ def test_predict_takes_npy_from_folders_like_every_command(tmp_path):
         ("r.json", '{"steps": [{"step": "flatten"}, {"step": "a\\nb"}]}'),  # a step name with a newline
         ("r.yaml", 'steps:\n  - {step: flatten}\n  - {step: "a\x00b"}\n'),  # a control character in YAML
         ("r.yaml", "steps: [{step: flatten}]\x0b\n"),
+        ("r.json", '{"steps": [{"step": "' + "x" * 100_000 + '"}]}'),  # a huge step name is not quoted whole
     ],
 )
 def test_control_characters_never_break_the_one_line(tmp_path, name, text):

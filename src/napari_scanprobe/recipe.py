@@ -330,7 +330,10 @@ def _load_recipe(recipe: Any, base: str | os.PathLike | None) -> Recipe:
             out.steps.append(clean)
         except (ValueError, FileNotFoundError) as exc:
             kind = raw.get("step") if isinstance(raw, dict) else None
-            label = f"steps[{i}]" + (f" ({kind})" if isinstance(kind, str) and kind.isprintable() else "")
+            named = (
+                isinstance(kind, str) and kind.isprintable() and len(kind) <= 40
+            )  # else the error quotes it short
+            label = f"steps[{i}]" + (f" ({kind})" if named else "")
             error = type(exc) if isinstance(exc, FileNotFoundError) else ValueError
             raise error(f"{where}: {label}: {exc}") from None
     return out
