@@ -264,6 +264,11 @@ def test_predict_takes_npy_from_folders_like_every_command(tmp_path):
         ("r.yaml", 'steps:\n  - {step: flatten}\n  - {step: "a\x00b"}\n'),  # a control character in YAML
         ("r.yaml", "steps: [{step: flatten}]\x0b\n"),
         ("r.json", '{"steps": [{"step": "' + "x" * 100_000 + '"}]}'),  # a huge step name is not quoted whole
+        (
+            "r.json",
+            '{"steps": [{"step": "predict", "model": "' + "x" * 1000 + '", "sha256": "' + "0" * 64 + '"}]}',
+        ),
+        ("r.json", '{"steps": [{"step": "predict", "model": "a\\nb", "sha256": "' + "0" * 64 + '"}]}'),
     ],
 )
 def test_control_characters_never_break_the_one_line(tmp_path, name, text):

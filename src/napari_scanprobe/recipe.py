@@ -390,7 +390,13 @@ def _check_step(raw: Any, base: Path, recipe: Recipe) -> dict:
 def _resolve(path: Any, base: Path, what: str) -> str:
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise ValueError(f"'{what}' must be a file path, got {short_repr(path)}")
-    p = Path(os.path.expanduser(str(path)))
+    text = str(path)
+    if not text.isprintable() or len(text) > 4096 or any(len(part) > 255 for part in Path(text).parts):
+        raise ValueError(
+            f"'{what}' is not a usable file path (control characters, or a name longer than a file "
+            f"system allows): {short_repr(text)}"
+        )
+    p = Path(os.path.expanduser(text))
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
