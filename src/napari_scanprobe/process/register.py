@@ -181,10 +181,13 @@ class _Correlator:
     def spectrum(self, frame: np.ndarray) -> np.ndarray:
         """The windowed spectrum of a frame (NaN -> the frame's mean), at the frequencies the
         correlation uses (:attr:`rows` x :attr:`cols`)."""
+        return self._spectrum(_fill(frame))
+
+    def _spectrum(self, filled: np.ndarray) -> np.ndarray:
+        """:meth:`spectrum` of a frame already filled (float32, no NaN)."""
         from scipy import fft
 
-        f = _fill(frame)
-        f = (f - f.mean()) * self.window
+        f = (filled - filled.mean()) * self.window
         return fft.rfft2(f)[self.rows, : len(self.cols)]
 
     def shift(self, frame: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
@@ -199,7 +202,7 @@ class _Correlator:
 
         ny, nx = self.shape
         frame = _fill(frame)
-        spec = self.spectrum(frame)
+        spec = self._spectrum(frame)
         my, mx = self.coarse
         full = np.zeros((my, mx // 2 + 1), np.complex64)
         full[self.coarse_rows, : len(self.cols)] = self._cross(spec, ref)
@@ -212,7 +215,7 @@ class _Correlator:
         py = py - ny if py > ny // 2 else py
         px = px - nx if px > nx // 2 else px
         if py or px:
-            spec = self.spectrum(_roll_back(frame, py, px, fill=float(frame.mean())))
+            spec = self._spectrum(_roll_back(frame, py, px, fill=float(frame.mean())))
         near = self._cross(spec, ref) * self.half
         fine = (self.czt_y(self.czt_x(near, axis=1), axis=0) * self.post_y).real
         j, i = divmod(int(np.argmax(fine)), fine.shape[1])
