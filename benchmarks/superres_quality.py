@@ -2,6 +2,7 @@
 
     python benchmarks/superres_quality.py            # all samples, ×2 and ×4, then the timing
     python benchmarks/superres_quality.py --quick    # a few files only
+    python benchmarks/superres_quality.py --held-out --no-timing   # only the held-out scans below
 
 Quality: from every image file in ``../shared/spm-samples`` (read with ``napari_scanprobe.read``)
 one height/topography channel (the first channel named like Height / Topography / Z / Z-Axis /
@@ -14,6 +15,10 @@ after removing its least-squares plane (a tilt would otherwise inflate every PSN
 ``bp`` is the CNN method without its network (its back-projected bicubic base), so the table
 shows what the network itself adds.
 Target: CNN - bicubic >= +0.5 dB on average (checked for ×2 and for ×4 separately).
+
+Held out: the five scans in ``HELD_OUT`` (one per instrument family, picked before any
+measurement on them) are kept out of every tuning of the upscaler's defaults; ``--held-out``
+scores only them, the check on scans the defaults were not chosen on.
 
 Speed: 512 x 512 -> 1024 x 1024 (×2) with the CNN, zero-shot training included, on the CPU with
 torch set to 2 threads: a real scan (wsxm/sample_0.top; its checks stop the training early),
@@ -42,6 +47,14 @@ SAMPLES = Path(os.environ.get("SCANPROBE_SAMPLES", ROOT.parent / "shared" / "spm
 HEIGHT = re.compile(r"^(height|topograph\w*|z|z-axis|zsensor|channel 0)$", re.IGNORECASE)
 COLUMNS = ("bicubic", "lanczos", "bp", "cnn")
 MIN_SIDE = 128
+#: never used to tune the upscaler: the held-out check (``--held-out``)
+HELD_OUT = (
+    "asylum_ibw/IgorIBWReader_P0089OP0027.ibw",
+    "gwyddion_gwy/PTO_110_Virgin0001.gwy",
+    "hsafm_asd/202110200146.asd",
+    "nanosurf_nid/afm-nanosurf-nid.nid",
+    "omicron_matrix/20201111--4_1.Z_mtrx",
+)
 PSNR_TARGET_DB = 0.5
 TIME_TARGET_S = 30.0
 
@@ -55,7 +68,7 @@ def height_channel(scan) -> np.ndarray | None:
     return np.asarray(data[0] if data.ndim == 3 else data, dtype=np.float64)
 
 
-def load_images(quick: bool = False) -> list[tuple[str, np.ndarray]]:
+def load_images(quick: bool = False, held_out: bool = False) -> list[tuple[str, np.ndarray]]:
     images: list[tuple[str, np.ndarray]] = []
     for path in sorted(
         p for p in SAMPLES.rglob("*") if p.is_file() and p.suffix.lower() not in (".json", ".md")
@@ -76,6 +89,8 @@ def load_images(quick: bool = False) -> list[tuple[str, np.ndarray]]:
         ):
             continue  # the same scan in another format (e.g. .gsf and .gwy)
         images.append((str(path.relative_to(SAMPLES)), img))
+    if held_out:
+        images = [(name, img) for name, img in images if name in HELD_OUT]
     if quick:
         images = images[:4]
     return images
@@ -191,6 +206,7 @@ def timing(options) -> list[tuple[str, float, float]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the first 4 files")
+    parser.add_argument("--held-out", action="store_true", help="only the held-out scans (HELD_OUT)")
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--no-quality", action="store_true")
     parser.add_argument("--steps", type=int, default=None, help="override the CNN's training steps")
@@ -210,7 +226,7 @@ def main(argv=None) -> int:
         if not SAMPLES.is_dir():
             print(f"samples not found at {SAMPLES}: quality part skipped")
         else:
-            images = load_images(args.quick)
+            images = load_images(args.quick, args.held_out)
             results = quality(images, options)
             for factor, rows in results.items():
                 gain = float(np.mean(rows["cnn"]) - np.mean(rows["bicubic"]))

@@ -19,17 +19,22 @@ retrace, registered on the identical grid), or, for a movie stack without ``pair
 consecutive frames. See :mod:`napari_scanprobe.process.n2v` for how they work.
 
 ``auto``: first measures the noise it is given (:func:`estimate_noise`: its level, and whether it
-is white or correlated along the scan lines, from second differences along and across the lines),
-then picks ``n2v`` when torch is installed and a frame has at least :data:`AUTO_MIN_PIXELS` pixels
-(96 x 96) -- with the whole-line blind spot (``structured=True``) for line-correlated noise and the
-pixel blind spot (``structured=False``) for white noise -- else ``nl_means`` with an estimated
-``h``. The estimate and the choice are reported in the first Progress (``extra["noise"]``,
-``extra["method"]``, ``extra["options"]``). Reason: on line-correlated SPM noise the structured
-blind-spot CNN beats the best classical filter by ~2-3 dB (``benchmarks/denoise_quality.py``) and
-needs no parameter, but on white noise its whole-line blind spot throws away the neighbours in the
-line that carry no shared noise; on small images there are too few distinct patches to train it,
-and non-local means is the best classical filter of the benchmark. The CNN costs about a CPU
-minute, against a fraction of a second for nl_means.
+is white or correlated along the scan lines, from second differences along and across the lines).
+When torch is installed and a frame has at least :data:`AUTO_MIN_PIXELS` pixels (96 x 96) it trains
+``n2v`` with the blind spot that matches the noise -- the whole line (``structured=True``) for
+line-correlated noise, the pixel (``structured=False``) for white noise -- and returns the mean
+(:data:`AUTO_WEIGHT`) of the network's result and ``nl_means`` with its strength calibrated on the
+image (:func:`calibrate_nl_means`). Otherwise it runs that ``nl_means`` alone. The estimate and
+the choice are reported in the first Progress (``extra["noise"]``, ``extra["method"]``,
+``extra["options"]``). Reason: the blind-spot network and non-local means err in different places
+(the network where its context is thin, non-local means where patches repeat poorly), so their
+mean is closer to the surface than either (``benchmarks/denoise_suite.py``); on small images
+there are too few distinct patches to train the network. The network costs about a CPU minute,
+non-local means with its calibration a few seconds.
+
+``nl_means`` with ``h=None`` (the default) picks its strength by Noise2Self: half of the pixels are
+held back (replaced by the mean of their neighbours) and the strength whose result predicts them
+best is kept -- no clean image and no noise model needed.
 
 Units
 -----
@@ -69,14 +74,18 @@ DENOISE_METHODS: dict[str, dict[str, Any]] = {m: DENOISE.defaults(m) for m in DE
 
 #: ``auto`` trains the CNN from this many pixels per frame on (96 x 96)
 AUTO_MIN_PIXELS = 96 * 96
+#: ``auto`` with the CNN returns this weight x the network's result + the rest x non-local means
+#: (strength calibrated on the image, :func:`calibrate_nl_means`): the two err differently
+AUTO_WEIGHT = 0.5
 #: the working range: these percentiles of the valid pixels map to 0 and 1
 RANGE_PERCENTILES = (1.0, 99.0)
 #: dask stacks train the CNN on at most this many frames (evenly spaced), then denoise lazily
 MAX_TRAIN_FRAMES = 8
-#: ``h=None`` in nl_means: h = this factor x the estimated noise sigma. On the benchmark's surfaces
-#: 1.5 is best for white noise (where the estimate is right) and 2.5 for line-correlated noise (which
-#: the estimate partly misses); 2 costs at most 0.5 dB on either.
-NL_MEANS_H_FACTOR = 2.0
+#: ``h=None`` in nl_means: h = k x the measured noise rms (:func:`estimate_noise`), with k the one of
+#: these that best predicts pixels held back from the filter (:func:`calibrate_nl_means`)
+NL_MEANS_K = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
+#: :func:`calibrate_nl_means` works on a centred crop of at most this many pixels a side
+CALIBRATION_SIDE = 256
 #: :func:`estimate_noise`: noise whose second differences along the scan line spread less than this
 #: fraction of those across lines is line-correlated (white noise: 1; noise smoothed along x over
 #: 1 px: 0.3; 1/f noise along the scan: 0.5; half white, half smoothed over 2 px: 0.7)
@@ -174,8 +183,8 @@ def fill_invalid(frame: np.ndarray, bad: np.ndarray) -> np.ndarray:
 def estimate_noise_sigma(work: np.ndarray, valid: np.ndarray | None = None) -> float:
     """Robust white-noise sigma of a 2-D image (Immerkaer's Laplacian-difference estimate, MAD form).
 
-    Correlated (line) noise is partly seen as signal, so this underestimates it; ``nl_means``'s
-    ``h=None`` default compensates with :data:`NL_MEANS_H_FACTOR`.
+    Correlated (line) noise is partly seen as signal, so this underestimates it; it is only
+    non-local means' ``sigma`` (the patch-distance correction), not its strength.
     """
     from scipy import ndimage
 
@@ -215,10 +224,13 @@ def _gaussian(work: np.ndarray, o: dict, valid) -> np.ndarray:
 
 
 def _nl_means(work: np.ndarray, o: dict, valid) -> np.ndarray:
+    h = o["h"] if o["h"] is not None else calibrate_nl_means(work, valid, o)
+    return _nl_means_h(work, h, o, valid)
+
+
+def _nl_means_h(work: np.ndarray, h: float, o: dict, valid) -> np.ndarray:
     from skimage.restoration import denoise_nl_means
 
-    sigma = estimate_noise_sigma(work, valid)
-    h = o["h"] if o["h"] is not None else NL_MEANS_H_FACTOR * sigma
     if h <= 0:  # a noise-free image: nothing to do
         return work.copy()
     return denoise_nl_means(
@@ -226,10 +238,43 @@ def _nl_means(work: np.ndarray, o: dict, valid) -> np.ndarray:
         patch_size=o["patch_size"],
         patch_distance=o["patch_distance"],
         h=h,
-        sigma=sigma,
+        sigma=estimate_noise_sigma(work, valid),
         fast_mode=True,
         preserve_range=True,
     )
+
+
+def calibrate_nl_means(work: np.ndarray, valid: np.ndarray | None, o: dict) -> float:
+    """The strength ``h`` of non-local means for a working-range frame, chosen without a clean image.
+
+    Noise2Self (Batson & Royer 2019): half of the pixels -- every other line for line-correlated
+    noise, a checkerboard colour for white noise (:func:`estimate_noise`) -- are replaced by the
+    mean of their neighbours, as in Noise2Void's blind spot, so the filter never sees their own
+    noise; how well the filtered image then predicts the held-back pixels ranks the strengths
+    ``k x noise rms`` (:data:`NL_MEANS_K`), both halves in turn, on a centred crop of at most
+    :data:`CALIBRATION_SIDE` pixels a side. The noise of the held-back pixels adds the same amount
+    to every strength's error, so the ranking is the one against the clean surface.
+    """
+    from .n2v import blind_fill, blind_phases
+
+    ok = np.ones(work.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    starts = [max(0, (n - CALIBRATION_SIDE) // 2) for n in work.shape]
+    crop = tuple(slice(start, start + CALIBRATION_SIDE) for start in starts)
+    part, part_ok = work[crop], ok[crop]
+    noise = estimate_noise(part, ~part_ok)
+    if not noise["sigma"] > 0:
+        return 0.0
+    structured = noise["kind"] == "line"
+    fill = blind_fill(part, structured)
+    errors = []
+    for k in NL_MEANS_K:
+        error = 0.0
+        for held in blind_phases(part.shape, structured):
+            filtered = _nl_means_h(np.where(held, fill, part), k * noise["sigma"], o, part_ok)
+            scored = held & part_ok
+            error += float(np.sum((filtered[scored] - part[scored]) ** 2))
+        errors.append(error)
+    return float(NL_MEANS_K[int(np.argmin(errors))] * noise["sigma"])
 
 
 def _tv(work: np.ndarray, o: dict, valid) -> np.ndarray:
@@ -467,15 +512,26 @@ def denoise_steps(
             + (f" ({'whole-line' if options['structured'] else 'pixel'} blind spot)" if options else ""),
             {"noise": noise, "method": method, "options": dict(options)},
         )
+        blend = method == "n2v"
+    else:
+        blend = False
     o = DENOISE.check(method, options)
     seed = DENOISE.check_option("seed", seed)
     m = as_mask(mask, arr.shape)
     dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64
 
-    if method in _CNN:
-        result = yield from _cnn_steps(arr, m, method, o, seed)
-        return result.astype(dtype, copy=False) if not is_dask(result) else result.astype(dtype)
+    if method not in _CNN:
+        return (yield from _classical_steps(arr, m, method, o, dtype))
+    result = yield from _cnn_steps(arr, m, method, o, seed)
+    if blend:  # auto: the mean of the network's result and self-calibrated non-local means
+        smooth = yield from _classical_steps(arr, m, "nl_means", DENOISE.check("nl_means", {}), np.float64)
+        result = AUTO_WEIGHT * result + (1 - AUTO_WEIGHT) * smooth
+    return result.astype(dtype, copy=False) if not is_dask(result) else result.astype(dtype)
 
+
+def _classical_steps(
+    arr: Any, m: np.ndarray | None, method: str, o: dict, dtype: Any
+) -> Generator[Progress, None, Any]:
     if arr.ndim == 3 and m is not None and m.ndim == 3:
         if is_dask(arr):
             import dask.array as da

@@ -101,6 +101,23 @@ def blind_input(x, phase, structured: bool):
     return torch.where(masked, fill, x), masked
 
 
+def blind_fill(frame: np.ndarray, structured: bool) -> np.ndarray:
+    """What :func:`blind_input` puts in a masked pixel's place, for every pixel of a 2-D numpy frame:
+    the mean of the lines above and below (structured) or of the 4 neighbours (plain)."""
+    p = np.pad(np.asarray(frame, dtype=np.float64), 1, mode="reflect")
+    if structured:
+        return 0.5 * (p[:-2, 1:-1] + p[2:, 1:-1])
+    return 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:])
+
+
+def blind_phases(shape: tuple[int, int], structured: bool) -> list[np.ndarray]:
+    """The two masks of :func:`blind_input` for a 2-D ``shape``: every other line (structured) or
+    the two colours of a checkerboard (plain). Together they cover every pixel once."""
+    rows, cols = np.indices(shape)
+    pattern = rows % 2 if structured else (rows + cols) % 2
+    return [pattern == phase for phase in (0, 1)]
+
+
 def _variances(net, out):
     """Network output -> (prior mean, prior variance, noise variance), the variances bounded."""
     import torch
@@ -131,14 +148,10 @@ def initial_noise_variance(
     the median absolute deviation ignores the edges where the surface itself changes.
     """
     residuals = []
+    k = 2 if structured else 4
     for i, f in enumerate(frames):
         f = np.asarray(f, dtype=np.float64)
-        p = np.pad(f, 1, mode="reflect")
-        if structured:
-            fill, k = 0.5 * (p[:-2, 1:-1] + p[2:, 1:-1]), 2
-        else:
-            fill, k = 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]), 4
-        r = f - fill
+        r = f - blind_fill(f, structured)
         if valid is not None:
             r = r[np.asarray(valid[i], dtype=bool)]
         residuals.append(r.ravel())

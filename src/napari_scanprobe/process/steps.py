@@ -226,8 +226,9 @@ DENOISE = Step(
     (
         Method(
             "auto",
-            "Noise2Void (structured) when torch is installed and the image has at least 96 × 96 pixels, "
-            "else non-local means with a strength measured from the noise.",
+            "Measures the noise (white or along the scan lines), then averages Noise2Void with the matching "
+            "blind spot and non-local means calibrated on the image (torch installed, at least 96 × 96 "
+            "pixels), else non-local means alone.",
             label="Automatic",
             long=True,
         ),
@@ -271,7 +272,7 @@ DENOISE = Step(
                     10.0,
                     low_open=True,
                     nullable=True,
-                    none_means="twice the measured noise",
+                    none_means="calibrated on the image",
                 ),
                 Option("patch_size", "int", 5, "Patch size", "Side of the compared patches", "px", 1, 31),
                 Option(
