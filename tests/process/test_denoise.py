@@ -323,7 +323,8 @@ def test_auto_averages_the_network_with_calibrated_nl_means(monkeypatch):
         return np.asarray(truth, dtype=np.float64)
 
     monkeypatch.setattr(denoise_module, "_cnn_steps", fake_network)
-    expected = AUTO_WEIGHT * truth + (1 - AUTO_WEIGHT) * denoise(white, "nl_means")
+    weight = AUTO_WEIGHT["white"]
+    expected = weight * truth + (1 - weight) * denoise(white, "nl_means")
     np.testing.assert_allclose(denoise(white), expected)
 
 

@@ -22,9 +22,10 @@ consecutive frames. See :mod:`napari_scanprobe.process.n2v` for how they work.
 is white or correlated along the scan lines, from second differences along and across the lines).
 When torch is installed and a frame has at least :data:`AUTO_MIN_PIXELS` pixels (96 x 96) it trains
 ``n2v`` with the blind spot that matches the noise -- the whole line (``structured=True``) for
-line-correlated noise, the pixel (``structured=False``) for white noise -- and returns the mean
-(:data:`AUTO_WEIGHT`) of the network's result and ``nl_means`` with its strength calibrated on the
-image (:func:`calibrate_nl_means`). Otherwise it runs that ``nl_means`` alone. The estimate and
+line-correlated noise, the pixel (``structured=False``) for white noise -- and returns the
+weighted mean of the network's result and ``nl_means`` with its strength calibrated on the image
+(:func:`calibrate_nl_means`): 0.7 / 0.3 for white noise, 0.3 / 0.7 for line-correlated noise
+(:data:`AUTO_WEIGHT`). Otherwise it runs that ``nl_means`` alone. The estimate and
 the choice are reported in the first Progress (``extra["noise"]``, ``extra["method"]``,
 ``extra["options"]``). Reason: the blind-spot network and non-local means err in different places
 (the network where its context is thin, non-local means where patches repeat poorly), so their
@@ -74,9 +75,11 @@ DENOISE_METHODS: dict[str, dict[str, Any]] = {m: DENOISE.defaults(m) for m in DE
 
 #: ``auto`` trains the CNN from this many pixels per frame on (96 x 96)
 AUTO_MIN_PIXELS = 96 * 96
-#: ``auto`` with the CNN returns this weight x the network's result + the rest x non-local means
-#: (strength calibrated on the image, :func:`calibrate_nl_means`): the two err differently
-AUTO_WEIGHT = 0.5
+#: ``auto`` with the CNN returns weight x the network's result + (1 - weight) x non-local means
+#: (strength calibrated on the image, :func:`calibrate_nl_means`), by the kind of noise measured:
+#: the two err differently. The network leads on white noise; on line-correlated noise its
+#: whole-line blind spot sees only the other lines and non-local means leads.
+AUTO_WEIGHT = {"white": 0.7, "line": 0.3}
 #: the working range: these percentiles of the valid pixels map to 0 and 1
 RANGE_PERCENTILES = (1.0, 99.0)
 #: dask stacks train the CNN on at most this many frames (evenly spaced), then denoise lazily
@@ -512,9 +515,9 @@ def denoise_steps(
             + (f" ({'whole-line' if options['structured'] else 'pixel'} blind spot)" if options else ""),
             {"noise": noise, "method": method, "options": dict(options)},
         )
-        blend = method == "n2v"
+        weight = AUTO_WEIGHT[noise["kind"]] if method == "n2v" else None
     else:
-        blend = False
+        weight = None
     o = DENOISE.check(method, options)
     seed = DENOISE.check_option("seed", seed)
     m = as_mask(mask, arr.shape)
@@ -523,9 +526,9 @@ def denoise_steps(
     if method not in _CNN:
         return (yield from _classical_steps(arr, m, method, o, dtype))
     result = yield from _cnn_steps(arr, m, method, o, seed)
-    if blend:  # auto: the mean of the network's result and self-calibrated non-local means
+    if weight is not None:  # auto: the network's result averaged with self-calibrated non-local means
         smooth = yield from _classical_steps(arr, m, "nl_means", DENOISE.check("nl_means", {}), np.float64)
-        result = AUTO_WEIGHT * result + (1 - AUTO_WEIGHT) * smooth
+        result = weight * result + (1 - weight) * smooth
     return result.astype(dtype, copy=False) if not is_dask(result) else result.astype(dtype)
 
 
