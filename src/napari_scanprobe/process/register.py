@@ -26,6 +26,7 @@ The shift table is in the movie's lateral unit (nm) when a pixel size is given.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import time
@@ -179,9 +180,7 @@ class _Correlator:
         from scipy import fft
 
         f = _fill(frame)
-        f = f - f.mean()
-        if dy or dx:
-            f = _roll_back(f, dy, dx, fill=0.0)
+        f = _roll_back(f, dy, dx, fill=0.0, minus=float(f.mean()))
         f *= self.window
         # along x, then along y for the columns kept only
         return fft.fft(fft.rfft(f, axis=1)[:, : self.cols], axis=0)[self.rows]
@@ -365,15 +364,17 @@ def _fill(frame: np.ndarray) -> np.ndarray:
     return np.where(finite, f, np.float32(f[finite].mean()) if finite.any() else 0)
 
 
-def _roll_back(frame: np.ndarray, dy: int, dx: int, fill: float = np.nan) -> np.ndarray:
-    """``frame`` moved back by whole pixels (output ``(y, x)`` = input ``(y + dy, x + dx)``);
-    what it did not see is ``fill``."""
+def _roll_back(frame: np.ndarray, dy: int, dx: int, fill: float = np.nan, minus: float = 0.0) -> np.ndarray:
+    """``frame - minus`` moved back by whole pixels (output ``(y, x)`` = input
+    ``(y + dy, x + dx)``); what it did not see is ``fill``. A new float32 array."""
     ny, nx = frame.shape
-    out = np.full(frame.shape, fill, np.float32)
+    out = np.zeros(frame.shape, np.float32) if fill == 0 else np.full(frame.shape, fill, np.float32)
     if abs(dy) < ny and abs(dx) < nx:
-        out[max(-dy, 0) : ny - max(dy, 0), max(-dx, 0) : nx - max(dx, 0)] = frame[
-            max(dy, 0) : ny + min(dy, 0), max(dx, 0) : nx + min(dx, 0)
-        ]
+        np.subtract(
+            frame[max(dy, 0) : ny + min(dy, 0), max(dx, 0) : nx + min(dx, 0)],
+            np.float32(minus),
+            out=out[max(-dy, 0) : ny - max(dy, 0), max(-dx, 0) : nx - max(dx, 0)],
+        )
     return out
 
 
@@ -461,6 +462,7 @@ def register_steps(
     shifts = np.zeros((t, 2))
     quality = np.zeros(t)
     lines = np.zeros((t, ny)) if per_line else None
+    seen: list[float] = []  # the qualities so far, sorted (what flags a frame: see _flag)
     started = time.perf_counter()
     # frames measured against a fixed reference are independent: measured in threads (the FFTs
     # and array arithmetic release the GIL); a running mean or per-line offsets go in order
@@ -475,7 +477,9 @@ def register_steps(
                 i = start + k
                 dy, dx, q, moved = matcher.shift(frame, ref, moved=True)
                 shifts[i], quality[i] = (dy, dx), q
-                keep = reference == "mean" and not _flag(quality[: i + 1], reference)[i]
+                if reference == "mean" and i:  # the reference frame (0) matches itself
+                    bisect.insort(seen, q)
+                keep = reference == "mean" and (i == 0 or q >= MIN_QUALITY * _typical(seen))
                 if lines is not None:
                     corrected = shift_frame(frame, dy, dx)
                     lines[i] = _line_shifts(
@@ -567,10 +571,18 @@ def _flag(quality: np.ndarray, reference: str | int) -> np.ndarray:
     """Frames whose correlation peak collapsed against the series' typical one."""
     own = reference if isinstance(reference, int) else 0  # the reference frame matches itself
     others = np.delete(quality, own) if len(quality) > 1 else quality
-    typical = float(np.percentile(others, 75))
-    flagged = quality < MIN_QUALITY * typical
+    flagged = quality < MIN_QUALITY * _typical(np.sort(others))
     flagged[own] = False
     return flagged
+
+
+def _typical(qualities: Any) -> float:
+    """The typical correlation peak of a series: the upper quartile of its sorted
+    ``qualities`` (linear between ranks, as numpy's percentile)."""
+    rank = 0.75 * (len(qualities) - 1)
+    low = int(rank)
+    high = min(low + 1, len(qualities) - 1)
+    return float(qualities[low] + (qualities[high] - qualities[low]) * (rank - low))
 
 
 def apply_shifts(movie: Any, shifts: np.ndarray, line_shifts: np.ndarray | None = None) -> Any:
