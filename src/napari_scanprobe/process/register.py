@@ -173,14 +173,13 @@ class _Correlator:
         self.surface = tuple(n // 2 if n // 2 > 2 * cutoff * n + 1 else n for n in shape)
         self.surface_rows = ky[self.rows].astype(np.intp) % self.surface[0]
 
-    def spectrum(self, frame: np.ndarray, dy: int = 0, dx: int = 0) -> np.ndarray:
-        """The windowed spectrum of a frame moved back by whole pixels ``(dy, dx)`` (NaN and
-        what it did not see: the frame's mean) at the frequencies the correlation uses
-        (:attr:`rows` x the first :attr:`cols`): complex64."""
+    def spectrum(self, frame: np.ndarray, level: float, dy: int = 0, dx: int = 0) -> np.ndarray:
+        """The windowed spectrum of a frame (float32, no NaN) less ``level``, moved back by
+        whole pixels ``(dy, dx)`` (what it did not see: ``level``), at the frequencies the
+        correlation uses (:attr:`rows` x the first :attr:`cols`): complex64."""
         from scipy import fft
 
-        f = _fill(frame)
-        f = _roll_back(f, dy, dx, fill=0.0, minus=float(f.mean()))
+        f = _roll_back(frame, dy, dx, fill=0.0, minus=level)
         f *= self.window
         # along x, then along y for the columns kept only
         return fft.fft(fft.rfft(f, axis=1)[:, : self.cols], axis=0)[self.rows]
@@ -202,8 +201,9 @@ class _Correlator:
         full[self.surface_rows, : self.cols] = cross
         surface = fft.irfft2(full, s=self.surface)
         qy, qx = divmod(int(np.argmax(surface)), mx)
-        py = (qy + _vertex(surface[[(qy - 1) % my, qy, (qy + 1) % my], qx])) * ny / my
-        px = (qx + _vertex(surface[qy, [(qx - 1) % mx, qx, (qx + 1) % mx]])) * nx / mx
+        top = float(surface[qy, qx])
+        py = (qy + _vertex(float(surface[qy - 1, qx]), top, float(surface[(qy + 1) % my, qx]))) * ny / my
+        px = (qx + _vertex(float(surface[qy, qx - 1]), top, float(surface[qy, (qx + 1) % mx]))) * nx / mx
         return (py - ny if py > ny / 2 else py), (px - nx if px > nx / 2 else px)
 
     def top(self, cross: np.ndarray, start: tuple[float, float]) -> tuple[float, float, float]:
@@ -236,7 +236,7 @@ class _Correlator:
                 sy = min(max((hxy * gx - hxx * gy) / det, -0.5), 0.5)
                 sx = min(max((hxy * gy - hyy * gx) / det, -0.5), 0.5)
                 dy, dx = dy + sy, dx + sx
-                if max(abs(sy), abs(sx)) < 1e-3:
+                if max(abs(sy), abs(sx)) < 1e-2:  # then within 1/1000 pixel
                     return dy, dx, height / perfect
             else:
                 return dy, dx, height / perfect
@@ -284,16 +284,20 @@ class _Matcher:
     def spectra(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A reference: the spectra of its binned and full frame."""
         frame = _fill(frame)
-        return self.coarse.spectrum(self._binned(frame)), self.fine.spectrum(frame)
+        binned = self._binned(frame)
+        level = float(binned.mean())
+        return self.coarse.spectrum(binned, level), self.fine.spectrum(frame, level / self.factor**2)
 
     def shift(self, frame: np.ndarray, ref: tuple[np.ndarray, np.ndarray], moved: bool = False) -> tuple:
         """``(dy, dx, quality)`` of ``frame`` against the reference ``ref`` (:meth:`spectra`);
         ``moved``: also the spectra of the frame moved back by it (a running mean's share)."""
         frame = _fill(frame)
-        binned = self.coarse.spectrum(self._binned(frame))
+        binned = self._binned(frame)
+        level = float(binned.mean())  # the frame's mean, times factor ** 2
+        binned = self.coarse.spectrum(binned, level)
         cy, cx = self.coarse.peak(self.coarse.cross(binned, ref[0]))
         py, px = round(cy * self.factor), round(cx * self.factor)
-        spec = self.fine.spectrum(frame, py, px)
+        spec = self.fine.spectrum(frame, level / self.factor**2, py, px)
         fy, fx, quality = self.fine.top(
             self.fine.cross(spec, ref[1]), (cy * self.factor - py, cx * self.factor - px)
         )
@@ -349,11 +353,10 @@ def _line_shifts(frame: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return profile - profile.mean()  # the mean offset belongs to the frame's shift
 
 
-def _vertex(three: np.ndarray) -> float:
+def _vertex(left: float, mid: float, right: float) -> float:
     """Where a parabola through three equally spaced values peaks, from the middle one (-0.5..0.5)."""
-    left, mid, right = (float(v) for v in three)
     den = left - 2 * mid + right
-    return float(np.clip(0.5 * (left - right) / den, -0.5, 0.5)) if den < 0 else 0.0
+    return min(max(0.5 * (left - right) / den, -0.5), 0.5) if den < 0 else 0.0
 
 
 def _fill(frame: np.ndarray) -> np.ndarray:
