@@ -270,30 +270,40 @@ class _Matcher:
             k = self.factor
             self.coarse = _Correlator((ny // k, nx // k), CUTOFF * k / 2)
 
-    def _binned(self, frame: np.ndarray) -> np.ndarray:
-        if self.factor == 1:
-            return frame
+    def _binned(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(frame, binned, level)``: the frame (NaN: its mean), binned :attr:`factor` x
+        :attr:`factor` (sums), and the binned frame's mean."""
+        frame = np.asarray(frame, dtype=np.float32)
+        binned = self._bin(frame)
+        level = float(binned.mean())
+        if not np.isfinite(level):  # NaN somewhere (a finite mean has none)
+            frame = _fill(frame)
+            binned = self._bin(frame)
+            level = float(binned.mean())
+        return frame, binned, level
+
+    def _bin(self, frame: np.ndarray) -> np.ndarray:
         k = self.factor
+        if k == 1:
+            return frame
         ny, nx = self.coarse.shape
-        rows = sum(frame[i : k * ny : k] for i in range(1, k))  # sums (the scale does not matter)
-        rows += frame[0 : k * ny : k]
-        binned = sum(rows[:, j : k * nx : k] for j in range(1, k))
-        binned += rows[:, 0 : k * nx : k]
+        rows = frame[0 : k * ny : k] + frame[1 : k * ny : k]
+        for i in range(2, k):
+            rows += frame[i : k * ny : k]
+        binned = rows[:, 0 : k * nx : k] + rows[:, 1 : k * nx : k]
+        for j in range(2, k):
+            binned += rows[:, j : k * nx : k]
         return binned
 
     def spectra(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A reference: the spectra of its binned and full frame."""
-        frame = _fill(frame)
-        binned = self._binned(frame)
-        level = float(binned.mean())
+        frame, binned, level = self._binned(frame)
         return self.coarse.spectrum(binned, level), self.fine.spectrum(frame, level / self.factor**2)
 
     def shift(self, frame: np.ndarray, ref: tuple[np.ndarray, np.ndarray], moved: bool = False) -> tuple:
         """``(dy, dx, quality)`` of ``frame`` against the reference ``ref`` (:meth:`spectra`);
         ``moved``: also the spectra of the frame moved back by it (a running mean's share)."""
-        frame = _fill(frame)
-        binned = self._binned(frame)
-        level = float(binned.mean())  # the frame's mean, times factor ** 2
+        frame, binned, level = self._binned(frame)  # level: the frame's mean times factor ** 2
         binned = self.coarse.spectrum(binned, level)
         cy, cx = self.coarse.peak(self.coarse.cross(binned, ref[0]))
         py, px = round(cy * self.factor), round(cx * self.factor)
