@@ -1,15 +1,18 @@
 """Drift correction of movies (``(t, y, x)``, numpy or lazy dask): :func:`register`.
 
 Each frame's translation against a reference is measured by phase correlation: the whole
-pixel from the correlation's peak, then -- the frame moved back by it -- the fraction from an
-upsampled DFT on 1/10 pixel over +-1 pixel (Guizar-Sicairos et al., Opt. Lett. 33, 156, 2008)
-and a parabola through its top. The drift is taken out by bilinear interpolation; pixels the
-frame did not see become NaN. What makes it fit scanning probe movies:
+pixel from the correlation's peak on the frame binned 4 x 4, then -- the full frame moved back
+by it -- the fraction from the exact top of the correlation surface (the DFT of the
+cross-power spectrum at any shift, as the upsampled DFT of Guizar-Sicairos et al., Opt. Lett.
+33, 156, 2008, samples it), found by Newton steps on its gradient and curvature. The drift is
+taken out by bilinear interpolation; pixels the frame did not see become NaN. What makes it
+fit scanning probe movies:
 
-* frames are read in blocks, transformed with ``rfft2`` in float32 and forgotten; the
-  reference's spectrum is computed once (or once per frame for a running mean), so a
-  10,000-frame movie is measured without being loaded whole, and the corrected movie of a
-  dask input is lazy (frame by frame, as napari shows it);
+* frames are read in blocks, transformed in float32 (only the frequencies the correlation
+  uses) and forgotten; the reference's spectra are computed once, and a running mean is kept
+  as the mean of its frames' spectra, so a 10,000-frame movie is measured without being
+  loaded whole, and the corrected movie of a dask input is lazy (frame by frame, as napari
+  shows it);
 * the spectrum's ``kx = 0`` column (whatever depends on the scan line alone: line offsets) and
   its lowest and highest frequencies (tilt and bow; noise) are left out of the correlation,
   and a Tukey window keeps the image borders (where drift brings in new ground) from
