@@ -52,13 +52,25 @@ def test_subpixel_top_is_the_top_of_the_dense_matrix_dft(shift):
     cross = corr.cross(corr.spectrum(moved, float(moved.mean())), ref)
     dy, dx, quality = corr.top(cross, (0.0, 0.0))
     # the correlation surface by matrix DFT on a 1/100 pixel grid, the brute-force way
-    near = cross * corr.half
+    near = cross
     grid = np.arange(-150, 151) / 100
     surface = (np.exp(np.outer(grid, corr.to_y)) @ near @ np.exp(np.outer(corr.to_x, grid))).real
     j, i = np.unravel_index(np.argmax(surface), surface.shape)
     assert abs(dy - grid[j]) <= 0.01 and abs(dx - grid[i]) <= 0.01
     assert quality == pytest.approx(surface.max() / np.abs(near).sum(), rel=1e-3)
     assert abs(dy - shift[0]) < 0.05 and abs(dx - shift[1]) < 0.05
+
+
+def test_subpixel_top_from_off_the_peak_cap():
+    from napari_scanprobe.process.register import _Correlator
+
+    reference, moved = _periodic_pair((0.3, -0.45))
+    corr = _Correlator(reference.shape)
+    ref = corr.spectrum(reference, float(reference.mean()))
+    cross = corr.cross(corr.spectrum(moved, float(moved.mean())), ref)
+    start = (2.5, 2.0)  # where the surface is not concave: Newton alone would stop there
+    assert not corr._climb(cross, *start)[3]
+    assert corr.top(cross, start) == pytest.approx(corr.top(cross, (0.0, 0.0)), abs=1e-3)
 
 
 def test_whole_pixels_from_the_binned_frame_then_the_fraction():

@@ -159,12 +159,8 @@ class _Correlator:
         self.rows = rows[np.argsort(ky[rows])]
         self.cols = int(np.count_nonzero(fx[0] < cutoff))  # kx = 0, 1, ... cols - 1
         self.weight = weight[self.rows, : self.cols].astype(np.float32)
-        # the half spectrum stands for the other half too (not kx = 0 or Nyquist)
-        double = np.full(weight.shape, 2.0)
-        double[:, 0] = 1.0
-        if nx % 2 == 0:
-            double[:, -1] = 1.0
-        self.half = double[self.rows, : self.cols]
+        # kx = 0 weighs nothing and Nyquist is beyond the cut-off: each frequency kept stands
+        # for its mirror too, and the surface from these is half the whole one, same shape
         # d(phase)/d(shift) of each frequency: a shift (dy, dx) multiplies the spectrum by
         # exp(-(dy * to_y + dx * to_x))
         self.to_y = 2j * np.pi * ky[self.rows] / ny
@@ -219,38 +215,38 @@ class _Correlator:
         not concave there), they start from the highest point of the surface sampled every
         half pixel around it.
         """
-        near = cross * self.half
-        perfect = float(np.abs(near).sum())
+        perfect = float(np.abs(cross).sum())
         if perfect <= 0:
             return float(start[0]), float(start[1]), 0.0
-        dy, dx = float(start[0]), float(start[1])
-        height = None
-        for attempt in range(2):
-            for _ in range(NEWTON_STEPS):
-                ey = self.powers_y * np.exp(self.to_y * dy)
-                ex = self.powers_x * np.exp(self.to_x * dx)
-                # m[a][b]: the surface's derivative a times along y, b times along x
-                m = (ey @ near @ ex.T).real.tolist()
-                height, gy, gx = m[0][0], m[1][0], m[0][1]
-                hyy, hxy, hxx = m[2][0], m[1][1], m[0][2]
-                det = hyy * hxx - hxy * hxy
-                if not (hyy < 0 and det > 0):
-                    break  # not on the cap of the peak
-                sy = min(max((hxy * gx - hxx * gy) / det, -0.5), 0.5)
-                sx = min(max((hxy * gy - hyy * gx) / det, -0.5), 0.5)
-                dy, dx = dy + sy, dx + sx
-                if max(abs(sy), abs(sx)) < 1e-2:  # then within 1/1000 pixel
-                    return dy, dx, height / perfect
-            else:
-                return dy, dx, height / perfect
-            if attempt == 0:  # from the highest sample around start instead
-                steps = np.arange(-2, 3) / 2.0
-                ey = np.exp(np.outer(start[0] + steps, self.to_y))
-                ex = np.exp(np.outer(self.to_x, start[1] + steps))
-                grid = (ey @ near @ ex).real
-                j, i = divmod(int(np.argmax(grid)), len(steps))
-                dy, dx, height = start[0] + steps[j], start[1] + steps[i], float(grid[j, i])
+        dy, dx, height, on_cap = self._climb(cross, float(start[0]), float(start[1]))
+        if not on_cap:
+            steps = np.arange(-2, 3) / 2.0
+            ey = np.exp(np.outer(start[0] + steps, self.to_y))
+            ex = np.exp(np.outer(self.to_x, start[1] + steps))
+            j, i = divmod(int(np.argmax((ey @ cross @ ex).real)), len(steps))
+            dy, dx, height, _ = self._climb(cross, float(start[0] + steps[j]), float(start[1] + steps[i]))
         return dy, dx, height / perfect
+
+    def _climb(self, cross: np.ndarray, dy: float, dx: float) -> tuple[float, float, float, bool]:
+        """Newton steps up the correlation surface from ``(dy, dx)``: ``(dy, dx, height,
+        on_cap)``; where the surface is not concave, they stop there (``on_cap`` False)."""
+        height = 0.0
+        for _ in range(NEWTON_STEPS):
+            ey = self.powers_y * np.exp(self.to_y * dy)
+            ex = self.powers_x * np.exp(self.to_x * dx)
+            # m[a][b]: the surface's derivative a times along y, b times along x
+            m = (ey @ cross @ ex.T).real.tolist()
+            height, gy, gx = m[0][0], m[1][0], m[0][1]
+            hyy, hxy, hxx = m[2][0], m[1][1], m[0][2]
+            det = hyy * hxx - hxy * hxy
+            if not (hyy < 0 and det > 0):
+                return dy, dx, height, False
+            sy = min(max((hxy * gx - hxx * gy) / det, -0.5), 0.5)
+            sx = min(max((hxy * gy - hyy * gx) / det, -0.5), 0.5)
+            dy, dx = dy + sy, dx + sx
+            if max(abs(sy), abs(sx)) < 1e-2:  # then within 1/1000 pixel
+                break
+        return dy, dx, height, True
 
     def moved(self, spec: np.ndarray, dy: float, dx: float) -> np.ndarray:
         """The spectrum of the frame of ``spec`` moved back by ``(dy, dx)`` pixels."""
