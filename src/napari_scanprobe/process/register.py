@@ -160,7 +160,7 @@ class _Correlator:
         self.cols = int(np.count_nonzero(fx[0] < cutoff))  # kx = 0, 1, ... cols - 1
         self.weight = weight[self.rows, : self.cols].astype(np.float32)
         # kx = 0 weighs nothing and Nyquist is beyond the cut-off: each frequency kept stands
-        # for its mirror too, and the surface from these is half the whole one, same shape
+        # for its mirror too, and the surface from these is half the whole one, same shape.
         # d(phase)/d(shift) of each frequency: a shift (dy, dx) multiplies the spectrum by
         # exp(-(dy * to_y + dx * to_x))
         self.to_y = 2j * np.pi * ky[self.rows] / ny
@@ -253,10 +253,54 @@ class _Correlator:
         ramp = np.outer(np.exp(self.to_y * dy), np.exp(self.to_x * dx))
         return (spec * ramp).astype(np.complex64)
 
+    def line_shifts(self, frame: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Extra x offset of each line of the (corrected) ``frame`` against ``reference``: the
+        offsets of bands of :data:`LINE_BAND` lines, fitted by a quadratic in y."""
+        from scipy import fft
+
+        ny, nx = self.shape
+        a = _fill(frame)
+        b = _fill(reference)
+        a = a - a.mean(axis=1, keepdims=True)
+        b = b - b.mean(axis=1, keepdims=True)
+        from scipy.signal.windows import tukey
+
+        taper = tukey(nx, 0.25).astype(np.float32)
+        cross = fft.rfft(a * taper, axis=1) * np.conj(fft.rfft(b * taper, axis=1))
+        bands = ny // LINE_BAND
+        if bands < 3:
+            return np.zeros(ny)
+        cross = cross[: bands * LINE_BAND].reshape(bands, LINE_BAND, -1).sum(axis=1)
+        cross /= (np.abs(cross) + 1e-12) ** WHITENING
+        f = np.fft.rfftfreq(nx)
+        cross *= np.where(f > 0, np.cos(0.5 * np.pi * np.minimum(f / CUTOFF, 1.0)) ** 2, 0.0)
+        fine = 8  # the correlation on 1/8 pixel, then a parabola through its peak
+        corr = fft.irfft(cross, n=nx * fine, axis=1)
+        k = np.argmax(corr, axis=1)
+        rows = np.arange(bands)
+        left, mid, right = corr[rows, k - 1], corr[rows, k], corr[rows, (k + 1) % corr.shape[1]]
+        den = left - 2 * mid + right
+        frac = np.where(den < 0, 0.5 * (left - right) / np.where(den < 0, den, -1), 0.0)
+        offsets = (k + frac) / fine
+        offsets = np.where(offsets > nx / 2, offsets - nx, offsets)
+        perfect = np.abs(cross).sum(axis=1) * 2 / (nx * fine)
+        weights = np.clip(mid / np.maximum(perfect, 1e-30), 0, None)
+        centres = rows * LINE_BAND + (LINE_BAND - 1) / 2
+        if weights.sum() <= 0:
+            return np.zeros(ny)
+        # robust: bands far from the median offset (lost correlation) get no weight
+        spread = np.median(np.abs(offsets - np.median(offsets))) * 1.4826 + 0.25
+        weights = np.where(np.abs(offsets - np.median(offsets)) <= 3 * spread, weights, 0)
+        if np.count_nonzero(weights) < 3:
+            return np.zeros(ny)
+        coef = np.polyfit(centres / ny, offsets, 2, w=np.sqrt(weights))
+        profile = np.polyval(coef, np.arange(ny) / ny)
+        return profile - profile.mean()  # the mean offset belongs to the frame's shift
+
 
 class _Matcher:
     """The drift of frames against a reference: the whole pixels from frames binned
-    :attr:`factor` x :attr:`factor` (a quarter of the work), then the fraction on the full
+    :attr:`factor` x :attr:`factor` (a small part of the work), then the fraction on the full
     frame moved back by them (which keeps the window on the same content in both images: one
     pass alone is pulled towards zero shift by the window, 0.3 % of the shift)."""
 
@@ -315,51 +359,6 @@ class _Matcher:
             return dy, dx, quality
         k = self.factor
         return dy, dx, quality, (self.coarse.moved(binned, dy / k, dx / k), self.fine.moved(spec, fy, fx))
-
-
-def _line_shifts(frame: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Extra x offset of each line of the (corrected) ``frame`` against ``reference``: the
-    offsets of bands of :data:`LINE_BAND` lines, fitted by a quadratic in y."""
-    from scipy import fft
-
-    ny, nx = frame.shape
-    a = _fill(frame)
-    b = _fill(reference)
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
-    from scipy.signal.windows import tukey
-
-    taper = tukey(nx, 0.25).astype(np.float32)
-    cross = fft.rfft(a * taper, axis=1) * np.conj(fft.rfft(b * taper, axis=1))
-    bands = ny // LINE_BAND
-    if bands < 3:
-        return np.zeros(ny)
-    cross = cross[: bands * LINE_BAND].reshape(bands, LINE_BAND, -1).sum(axis=1)
-    cross /= (np.abs(cross) + 1e-12) ** WHITENING
-    f = np.fft.rfftfreq(nx)
-    cross *= np.where(f > 0, np.cos(0.5 * np.pi * np.minimum(f / CUTOFF, 1.0)) ** 2, 0.0)
-    fine = 8  # the correlation on 1/8 pixel, then a parabola through its peak
-    corr = fft.irfft(cross, n=nx * fine, axis=1)
-    k = np.argmax(corr, axis=1)
-    rows = np.arange(bands)
-    left, mid, right = corr[rows, k - 1], corr[rows, k], corr[rows, (k + 1) % corr.shape[1]]
-    den = left - 2 * mid + right
-    frac = np.where(den < 0, 0.5 * (left - right) / np.where(den < 0, den, -1), 0.0)
-    offsets = (k + frac) / fine
-    offsets = np.where(offsets > nx / 2, offsets - nx, offsets)
-    perfect = np.abs(cross).sum(axis=1) * 2 / (nx * fine)
-    weights = np.clip(mid / np.maximum(perfect, 1e-30), 0, None)
-    centres = rows * LINE_BAND + (LINE_BAND - 1) / 2
-    if weights.sum() <= 0:
-        return np.zeros(ny)
-    # robust: bands far from the median offset (lost correlation) get no weight
-    spread = np.median(np.abs(offsets - np.median(offsets))) * 1.4826 + 0.25
-    weights = np.where(np.abs(offsets - np.median(offsets)) <= 3 * spread, weights, 0)
-    if np.count_nonzero(weights) < 3:
-        return np.zeros(ny)
-    coef = np.polyfit(centres / ny, offsets, 2, w=np.sqrt(weights))
-    profile = np.polyval(coef, np.arange(ny) / ny)
-    return profile - profile.mean()  # the mean offset belongs to the frame's shift
 
 
 def _vertex(left: float, mid: float, right: float) -> float:
@@ -491,10 +490,10 @@ def register_steps(
                 shifts[i], quality[i] = (dy, dx), q
                 if reference == "mean" and i:  # the reference frame (0) matches itself
                     bisect.insort(seen, q)
-                keep = reference == "mean" and (i == 0 or q >= MIN_QUALITY * _typical(seen))
+                keep = reference == "mean" and (i == 0 or not q < MIN_QUALITY * _typical(seen))
                 if lines is not None:
                     corrected = shift_frame(frame, dy, dx)
-                    lines[i] = _line_shifts(
+                    lines[i] = matcher.fine.line_shifts(
                         corrected, ref_frame if running_pixels is None else running_pixels.mean()
                     )
                     if keep and running_pixels is not None:
