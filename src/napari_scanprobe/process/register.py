@@ -379,6 +379,8 @@ def _roll_back(frame: np.ndarray, dy: int, dx: int, fill: float = np.nan, minus:
     """``frame - minus`` moved back by whole pixels (output ``(y, x)`` = input
     ``(y + dy, x + dx)``); what it did not see is ``fill``. A new float32 array."""
     ny, nx = frame.shape
+    if dy == 0 and dx == 0:
+        return np.subtract(frame, np.float32(minus), dtype=np.float32)
     out = np.zeros(frame.shape, np.float32) if fill == 0 else np.full(frame.shape, fill, np.float32)
     if abs(dy) < ny and abs(dx) < nx:
         np.subtract(
