@@ -343,6 +343,10 @@ class _Matcher:
         frame, binned, level = self._binned(frame)
         return self.coarse.spectrum(binned, level), self.fine.spectrum(frame, level / self.factor**2)
 
+    def shifts(self, frames: np.ndarray, ref: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """``(n, 3)``: :meth:`shift` of each frame (a thread's share of a block)."""
+        return np.array([self.shift(frame, ref) for frame in frames]).reshape(-1, 3)
+
     def shift(self, frame: np.ndarray, ref: tuple[np.ndarray, np.ndarray], moved: bool = False) -> tuple:
         """``(dy, dx, quality)`` of ``frame`` against the reference ``ref`` (:meth:`spectra`);
         ``moved``: also the spectra of the frame moved back by it (a running mean's share)."""
@@ -477,13 +481,15 @@ def register_steps(
     lines = np.zeros((t, ny)) if per_line else None
     seen: list[float] = []  # the qualities so far, sorted (what flags a frame: see _flag)
     started = time.perf_counter()
-    # frames measured against a fixed reference are independent: measured in threads (the FFTs
-    # and array arithmetic release the GIL); a running mean or per-line offsets go in order
+    # frames measured against a fixed reference are independent: measured in threads, a share
+    # of each block per thread (the FFTs and array arithmetic release the GIL); a running mean
+    # or per-line offsets go in order
     independent = reference != "mean" and not per_line
     with ThreadPoolExecutor(THREADS) if independent else contextlib.nullcontext() as pool:
         for start, block in _blocks(stack):
             if pool is not None:
-                found = np.array(list(pool.map(matcher.shift, block, [ref] * len(block))))
+                shares = [share for share in np.array_split(block, THREADS) if len(share)]
+                found = np.concatenate(list(pool.map(matcher.shifts, shares, [ref] * len(shares))))
                 shifts[start : start + len(block)] = found[:, :2]
                 quality[start : start + len(block)] = found[:, 2]
             for k, frame in enumerate(block if pool is None else ()):
