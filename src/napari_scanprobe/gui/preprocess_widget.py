@@ -90,7 +90,7 @@ def _option_widget(option: Option):
     # the step sets the shown decimals: a tenth of the default's order of magnitude
     step = 10.0 ** (math.floor(math.log10(abs(default))) - 1) if default else 0.01
     widget = FloatSpinBox(value=float(default), min=low, max=float(option.high), step=step, **common)
-    if option.nullable:  # the lowest value stands for null: "auto (twice the measured noise)"
+    if option.nullable:  # the lowest value stands for null: "auto (calibrated on the image)"
         widget.native.setSpecialValueText(f"auto ({option.none_means})")
     return widget
 
