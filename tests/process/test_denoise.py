@@ -296,6 +296,18 @@ def test_nl_means_calibration_follows_the_noise():
     valid = np.ones(loud.shape, dtype=bool)
     valid[:, :20] = False  # pixels left out are neither measured nor scored
     assert calibrate_nl_means(loud, valid, o) > 2 * calibrate_nl_means(quiet, valid, o)
+    assert calibrate_nl_means(loud[:2, :2], None, o) == 0.0
+
+
+@pytest.mark.slow
+def test_nl_means_calibration_on_a_masked_centre_uses_the_whole_frame():
+    _, quiet, _ = _noise_cases(sigma=0.05)
+    _, loud, _ = _noise_cases(sigma=0.3)
+    o = DENOISE_METHODS["nl_means"]
+    big = np.tile(loud, (3, 3))  # 384 x 384: the centred 256 x 256 crop is masked
+    masked_centre = np.ones(big.shape, dtype=bool)
+    masked_centre[40:344, 40:344] = False
+    assert calibrate_nl_means(big, masked_centre, o) > 2 * calibrate_nl_means(quiet, None, o)
 
 
 def test_blind_fill_matches_the_networks_blind_spot():

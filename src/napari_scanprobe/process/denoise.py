@@ -28,8 +28,9 @@ weighted mean of the network's result and ``nl_means`` with its strength calibra
 (:data:`AUTO_WEIGHT`). Otherwise it runs that ``nl_means`` alone. The estimate and
 the choice are reported in the first Progress (``extra["noise"]``, ``extra["method"]``,
 ``extra["options"]``). Reason: the blind-spot network and non-local means err in different places
-(the network where its context is thin, non-local means where patches repeat poorly), so their
-mean is closer to the surface than either (``benchmarks/denoise_suite.py``); on small images
+(the network where its context is thin, non-local means where patches repeat poorly), so a mix
+is closer to the surface (``benchmarks/denoise_tuning.py`` chose the weights, on cases apart from
+``benchmarks/denoise_suite.py``); on small images
 there are too few distinct patches to train the network. The network costs about a CPU minute,
 non-local means with its calibration a few seconds.
 
@@ -255,18 +256,23 @@ def calibrate_nl_means(work: np.ndarray, valid: np.ndarray | None, o: dict) -> f
     mean of their neighbours, as in Noise2Void's blind spot, so the filter never sees their own
     noise; how well the filtered image then predicts the held-back pixels ranks the strengths
     ``k x noise rms`` (:data:`NL_MEANS_K`), both halves in turn, on a centred crop of at most
-    :data:`CALIBRATION_SIDE` pixels a side. The noise of the held-back pixels adds the same amount
+    :data:`CALIBRATION_SIDE` pixels a side (the whole frame when the crop is mostly masked). An
+    image under 3 x 3 pixels or without valid pixels gets 0 (left as it is). The noise of the held-back pixels adds the same amount
     to every strength's error, so the ranking is the one against the clean surface.
     """
     from .n2v import blind_fill, blind_phases
 
     ok = np.ones(work.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    starts = [max(0, (n - CALIBRATION_SIDE) // 2) for n in work.shape]
-    crop = tuple(slice(start, start + CALIBRATION_SIDE) for start in starts)
-    part, part_ok = work[crop], ok[crop]
-    noise = estimate_noise(part, ~part_ok)
+    if min(work.shape) < 3 or not ok.any():  # too small to measure the noise: left as it is
+        return 0.0
+    noise = estimate_noise(work, ~ok)
     if not noise["sigma"] > 0:
         return 0.0
+    starts = [max(0, (n - CALIBRATION_SIDE) // 2) for n in work.shape]
+    crop = tuple(slice(start, start + CALIBRATION_SIDE) for start in starts)
+    if ok[crop].sum() < 0.25 * ok[crop].size:  # the centre is mostly masked: use the whole frame
+        crop = (slice(None), slice(None))
+    part, part_ok = work[crop], ok[crop]
     structured = noise["kind"] == "line"
     fill = blind_fill(part, structured)
     errors = []
