@@ -201,6 +201,7 @@ def _minus_surface(z: np.ndarray, rows: np.ndarray, cols: np.ndarray, dtype: Any
     """``z - rows @ cols`` in ``dtype``, computed a block of lines at a time: the surface of a
     block stays in the cache, so it costs one pass over ``z``."""
     out = np.empty(z.shape, dtype)
+
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, z.shape[0], 32):
             block = slice(start, start + 32)
@@ -459,6 +460,7 @@ def _remove_scars(
     if ny < 3 or not finite.any():
         return z.copy(), scar_mask
     offsets = np.nan_to_num(_row_offsets_diff(z, valid, level=False))  # differences only: no level
+    offsets = offsets.astype(z.dtype)
     a = z - offsets[:, None]
     sigma = _robust_sigma((a[1:] - a[:-1])[valid[1:] & valid[:-1]])
     if not sigma > 0:
