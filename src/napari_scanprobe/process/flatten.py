@@ -49,6 +49,7 @@ nearest aligned line (median of the differences), so they are aligned too.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -137,6 +138,21 @@ def _apply(func, arr, mask, dtype):
     return np.stack([func(np.asarray(arr[i]), mask[i]) for i in range(arr.shape[0])])
 
 
+def _one_blas_thread(func):
+    """Run ``func`` with BLAS on one thread: the products here are too small to gain from more,
+    and idle BLAS threads spin, taking CPU time from other work (a batch's other workers)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_one_blas_thread
 def _flatten_2d(z: np.ndarray, method: str, mask: np.ndarray | None, opts: dict) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     finite = np.isfinite(z)
@@ -198,14 +214,18 @@ def _minus_poly(
 
 
 def _minus_surface(z: np.ndarray, rows: np.ndarray, cols: np.ndarray, dtype: Any) -> np.ndarray:
-    """``z - rows @ cols`` in ``dtype``, computed a block of lines at a time: the surface of a
-    block stays in the cache, so it costs one pass over ``z``."""
+    """``z - rows @ cols`` in ``dtype``, a block of lines at a time: the surface of a block
+    stays in the cache, so this costs one pass over ``z``. The product is summed term by term
+    (BLAS threads would cost more CPU time than they save on so few terms)."""
     out = np.empty(z.shape, dtype)
-
+    cols = np.ascontiguousarray(cols)
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, z.shape[0], 32):
             block = slice(start, start + 32)
-            np.subtract(z[block], rows[block] @ cols, out=out[block], casting="same_kind")
+            surface = rows[block, :1] * cols[:1]
+            for k in range(1, rows.shape[1]):
+                surface += rows[block, k : k + 1] * cols[k : k + 1]
+            np.subtract(z[block], surface, out=out[block], casting="same_kind")
     return out
 
 
@@ -600,6 +620,7 @@ def _coarse_residual(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarra
     return _minus_surface(z, rows, cols, z.dtype)
 
 
+@_one_blas_thread
 def _auto(
     z: np.ndarray,
     mask: np.ndarray | None,
