@@ -138,21 +138,25 @@ def _apply(func, arr, mask, dtype):
     return np.stack([func(np.asarray(arr[i]), mask[i]) for i in range(arr.shape[0])])
 
 
+@functools.cache
+def _blas_threads():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def _one_blas_thread(func):
     """Run ``func`` with BLAS on one thread: the products here are too small to gain from more,
     and idle BLAS threads spin, taking CPU time from other work (a batch's other workers)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, user_api="blas"):
+        with _blas_threads().limit(limits=1, user_api="blas"):
             return func(*args, **kwargs)
 
     return wrapper
 
 
-@_one_blas_thread
 def _flatten_2d(z: np.ndarray, method: str, mask: np.ndarray | None, opts: dict) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     finite = np.isfinite(z)
@@ -595,7 +599,7 @@ def _remove_rows_and_bow(z: np.ndarray, valid: np.ndarray, degree: int) -> np.nd
 
 def _coarse_residual(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarray:
     """``z`` less a coarse background, in float32: the tilt along x (a plane fitted on a
-    subsample of about 256 x 256 pixels; none when ``degree`` is 0) and the line offsets (each
+    subsample of about 64 x 64 pixels; none when ``degree`` is 0) and the line offsets (each
     line's median over a subsample of its pixels).
 
     Auto works on this residual: its fits are linear in the heights (the polynomial) or shift
@@ -604,7 +608,7 @@ def _coarse_residual(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarra
     float32 (half the memory traffic of float64) rounds the heights to 1e-7 of what is left:
     the features, the noise and the bow. Stays float64 beyond float32's range.
     """
-    stride = max(1, min(z.shape) // 256)
+    stride = max(1, min(z.shape) // 64)
     rows, cols = _poly_fit(z, valid, _plane_terms() if degree >= 1 else [(0, 0)], stride=stride)
     offsets = _row_medians(z[:, ::stride] - rows @ cols[:, ::stride], valid[:, ::stride])
     rows = np.column_stack([rows, np.nan_to_num(offsets)])
