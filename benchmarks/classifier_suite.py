@@ -209,6 +209,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=("tune", "report"), default="report")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="start at this seed (to spread seeds over processes)"
+    )
     parser.add_argument("--tasks", default=None, help="comma-separated (default: the split's tasks)")
     parser.add_argument("--curve", action="store_true", help="add the learning curve (5, 10, 20, 50, all)")
     parser.add_argument(
@@ -221,7 +224,7 @@ def main() -> None:
     args = parser.parse_args()
     default_tasks = ["membranes", "stm-tip"] if args.split == "tune" else ["membranes-variant", "stm-tip"]
     tasks = args.tasks.split(",") if args.tasks else default_tasks
-    seeds = range(1 if args.quick else args.seeds)
+    seeds = range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds))
     if args.quick:
         args.epochs = args.epochs or 6
     n_train, n_test = ((30, 30), 60) if args.quick else ((122, 109), 200)

@@ -120,3 +120,31 @@ def test_a_model_saved_before_last_kernel_size_existed_still_loads(tmp_path):
     assert loaded.architecture["last_kernel_size"] == 3
     image = blob_data(1, seed=4)["blob"][0]
     assert predict(loaded, image).probabilities == predict(old, image).probabilities
+
+
+#: The network every model saved before the three-block default had (its description names it in full).
+OLD_DEFAULT_ARCHITECTURE = {"blocks": 4, "filters": 8, "pooled_blocks": 1, "last_kernel_size": 1}
+
+
+def test_a_model_of_the_old_default_network_still_loads_and_predicts_the_same(tmp_path):
+    from napari_scanprobe.learn.train import train
+    from napari_scanprobe.nn.classifier import DEFAULT_ARCHITECTURE
+
+    from .conftest import SIZE
+
+    assert {k: DEFAULT_ARCHITECTURE[k] for k in OLD_DEFAULT_ARCHITECTURE} != OLD_DEFAULT_ARCHITECTURE
+    old = train(
+        blob_data(6, seed=2),
+        input_size=SIZE,
+        pixel_size=None,
+        epochs=1,
+        seed=0,
+        architecture=OLD_DEFAULT_ARCHITECTURE,
+    )
+    old.save(tmp_path / "old")
+    saved = json.loads((tmp_path / "old.json").read_text())["architecture"]
+    assert {k: saved[k] for k in OLD_DEFAULT_ARCHITECTURE} == OLD_DEFAULT_ARCHITECTURE
+    loaded = load_model(tmp_path / "old")
+    assert loaded.architecture == old.architecture
+    image = blob_data(1, seed=4)["blob"][0]
+    assert predict(loaded, image).probabilities == predict(old, image).probabilities

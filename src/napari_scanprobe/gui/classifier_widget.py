@@ -403,7 +403,7 @@ class TrainPanel(_Panel):
             DEFAULTS["epochs"],
             1,
             10000,
-            "Most epochs; training stops earlier when the validation loss stops improving",
+            "Training rounds over the images (fewer when early stopping is on)",
         )
         self.input_size = _spin(
             128, 8, 2048, "Network input in pixels (at the model pixel size); larger images are tiled"
@@ -445,7 +445,7 @@ class TrainPanel(_Panel):
             arch["blocks"],
             1,
             8,
-            "Convolution blocks. GAP head: all but the last three (at least the first) halve the resolution, the last is 1×1. Dense head: each halves it",
+            "Convolution blocks; each halves the resolution",
         )
         self.filters = _spin(arch["filters"], 1, 512, "Filters of the first block; doubled block by block")
         self.head = QComboBox()
@@ -454,7 +454,13 @@ class TrainPanel(_Panel):
             "gap: global average pooling (needed by the 'cam' method); dense: flatten + dense layer"
         )
         self.patience = _spin(
-            DEFAULTS["patience"], 1, 10000, "Early stopping: epochs without a better validation loss"
+            DEFAULTS["patience"] if DEFAULTS["schedule"] == "plateau" else 0,
+            0,
+            10000,
+            "off: the learning rate follows one cycle over every epoch and the last epoch is kept; "
+            "a number: the rate is halved when the validation loss stalls, and training stops after "
+            "this many epochs without a better one (the best epoch is kept)",
+            special="off (one cycle)",
         )
         self.batch_size = _spin(DEFAULTS["batch_size"], 1, 1024, "Images per batch")
         self.baseline = QCheckBox("compare with a feature baseline")
@@ -731,7 +737,8 @@ class TrainPanel(_Panel):
             "folds": self.folds.value(),
             "seed": self.seed.value(),
             "permutations": self.permutations.value(),
-            "patience": self.patience.value(),
+            "schedule": "plateau" if self.patience.value() else "one-cycle",
+            "patience": self.patience.value() or DEFAULTS["patience"],
             "batch_size": self.batch_size.value(),
             "threads": self.threads.value() or None,
             "baseline": self.baseline.isChecked(),
