@@ -412,6 +412,20 @@ def test_categories_are_edited_in_the_widget(dock):
     assert widget.predict.layer_list.count() == 2
 
 
+def test_options_start_at_the_training_defaults_and_early_stopping_picks_the_schedule(dock):
+    from napari_scanprobe.learn.train import DEFAULTS
+    from napari_scanprobe.nn.classifier import DEFAULT_ARCHITECTURE
+
+    panel = dock[1].train
+    options = panel.options()
+    assert options["architecture"]["blocks"] == DEFAULT_ARCHITECTURE["blocks"]
+    assert options["architecture"]["filters"] == DEFAULT_ARCHITECTURE["filters"]
+    assert options["epochs"] == DEFAULTS["epochs"] and options["schedule"] == DEFAULTS["schedule"]
+    assert panel.patience.text() == "off (one cycle)"
+    panel.patience.setValue(5)
+    assert panel.options()["schedule"] == "plateau" and panel.options()["patience"] == 5
+
+
 def test_export_recipe_predict_and_cam_replays_the_widget(qtbot, dock, model_file, tmp_path):
     import napari_scanprobe as sp
     from napari_scanprobe.learn.predict import predict
