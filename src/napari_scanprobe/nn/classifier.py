@@ -19,8 +19,9 @@ real STM tip quality), not for the sharpest maps. The previous default (4 blocks
 pooling after the first block only, a 1×1 last block), chosen for maps at 64×64 that put 65-75 %
 of their energy on the knobs (``benchmarks/cam_quality.py``), scored 99.0 % vs 97.0 % on the
 membranes but 89.0 % / ROC AUC 0.951 vs 89.7 % / 0.966 on the STM tune split (one seed each) and
-cost more per step; the classifier's honesty on real data came first. Its maps are coarser (see
-``docs/classifier.md`` for this default's CAM figures); for the sharpest maps train with
+cost more per step; the classifier's figures on real data came first. Its maps are coarser: they
+still point at a knob in every image, but put 47 % of their energy on the knobs (the knob mask
+itself at 16×16 gets 43 %; see ``docs/classifier.md``); for the sharpest maps train with
 ``architecture={"blocks": 4, "filters": 8, "pooled_blocks": 1, "last_kernel_size": 1}`` --
 models of that network (saved before) load as they are: the file names its architecture.
 
