@@ -33,6 +33,11 @@ What it does, in order:
 * optionally a label-permutation test: the same training on shuffled labels ``permutations``
   times; ``p_value = (1 + #{permuted accuracy >= observed}) / (1 + permutations)``.
 
+``pretrained=ENCODER`` (``learn/pretrain.py``: self-supervised pretraining on unlabelled
+scans) starts the network's blocks from the encoder's weights instead of random ones; the
+encoder must have been made for the same channels and block options (one error says what
+differs), and the model records it in ``training["pretrained"]``.
+
 A fixed ``seed`` makes a run repeatable on the CPU. ``should_stop()`` (polled every batch) ends
 training early and keeps the best model so far.
 """
@@ -755,6 +760,8 @@ def train(
     ``channels``: channel names to stack (``[]``: the first channel of each file).
     Keyword options: ``pixel_size`` ("auto", None or nm/px), ``input_size`` (px),
     ``preprocessing`` (steps), ``architecture`` (see ``network.DEFAULT_ARCHITECTURE``),
-    ``device``, ``threads``, ``should_stop`` and the training options of :data:`DEFAULTS`.
+    ``device``, ``threads``, ``should_stop``, ``pretrained`` (an encoder file made by
+    ``learn.pretrain.pretrain``: the blocks start from it; with ``pixel_size="auto"`` its pixel
+    size is used) and the training options of :data:`DEFAULTS`.
     """
     return run_to_end(train_steps(data, channels, **options), progress)
