@@ -709,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, metavar="ENCODER", help="writes ENCODER.safetensors and ENCODER.json"
     )
     pt.add_argument("--channel", action="append", metavar="NAME", help="channel to use (as for train)")
-    pt.add_argument("--epochs", type=int, default=40)
+    pt.add_argument("--epochs", type=int, default=20)
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--input-size", type=int, default=128, help="network input in pixels (as for train)")
     pt.add_argument(

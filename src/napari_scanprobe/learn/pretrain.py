@@ -49,7 +49,7 @@ FORMAT = "napari-scanprobe encoder"
 FORMAT_VERSION = 1
 
 DEFAULTS = {
-    "epochs": 40,
+    "epochs": 20,
     "batch_size": 32,
     "learning_rate": 2e-3,
     "weight_decay": 1e-4,
@@ -57,7 +57,6 @@ DEFAULTS = {
     "crop_size": None,  # None: half the network input
     "max_zoom": 1.4,
     "seed": 0,
-    "method": "contrastive",
 }
 
 #: Bounds checked before any work: files listed, and pixels of the prepared images in memory
@@ -268,8 +267,6 @@ def _options(options: dict) -> dict:
         opts[key] = int(value)
     if opts["epochs"] < 1 or opts["batch_size"] < 2:
         raise ValueError("epochs must be at least 1 and batch_size at least 2 (views are compared in pairs)")
-    if opts["method"] not in ("contrastive", "masked"):
-        raise ValueError(f"method: expected 'contrastive' or 'masked', got {opts['method']!r}")
     for key in ("learning_rate", "weight_decay", "temperature", "max_zoom"):
         value = opts[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -321,7 +318,9 @@ def _pink_filter(size: int, torch):
 def _spm_views(samples: list[np.ndarray], centres: list, opts: dict, rng: np.random.Generator, pink, torch):
     """Augmented views (N, C, crop, crop) of ``samples`` around ``centres``, each normalised again."""
     crop = opts["crop_size"]
-    x = torch.stack([_crop(v, c, crop, opts["max_zoom"], rng, torch) for v, c in zip(samples, centres, strict=True)])
+    x = torch.stack(
+        [_crop(v, c, crop, opts["max_zoom"], rng, torch) for v, c in zip(samples, centres, strict=True)]
+    )
     n, c = x.shape[:2]
     out = []
     for i in range(n):  # rotations and flips per view
@@ -421,33 +420,16 @@ def pretrain_steps(
         projector = torch.nn.Sequential(
             torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, PROJECTION)
         ).to(dev)
-        scale = 2 ** min(arch["blocks"], arch["pooled_blocks"])
-        c_in = arch["in_channels"]
-        decoder = torch.nn.Sequential(
-            torch.nn.Conv2d(width, 32, 3, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(32, c_in * scale * scale, 1),
-            torch.nn.PixelShuffle(scale),
-        ).to(dev)
-        both = torch.nn.ModuleDict({"blocks": net.blocks, "projector": projector, "decoder": decoder})
+        both = torch.nn.ModuleDict({"blocks": net.blocks, "projector": projector})
         pink = _pink_filter(opts["crop_size"], torch)
         losses: list[float] = []
-        patch = 8
 
         def step():
             chosen = rng.choice(len(views), size=batch, replace=False)
             picked = [views[i] for i in chosen]
             centres = [tuple(rng.uniform(0, n) for n in v.shape[1:]) for v in picked]
-            if opts["method"] == "masked":
-                x = _spm_views(picked, centres, opts, rng, pink, torch).to(dev)
-                n, crop = x.shape[0], x.shape[-1]
-                keep = torch.from_numpy(rng.random((n, 1, crop // patch, crop // patch)) >= 0.5)
-                mask = (~keep).float().repeat_interleave(patch, 2).repeat_interleave(patch, 3).to(dev)
-                pred = decoder(net.features(x * (1 - mask)))
-                loss = ((pred - x) ** 2 * mask).sum() / (mask.sum() * c_in).clamp_min(1)
-            else:
-                x = torch.cat([_spm_views(picked, centres, opts, rng, pink, torch) for _ in range(2)]).to(dev)
-                loss = nt_xent(projector(net.features(x).mean(dim=(2, 3))), opts["temperature"], torch)
+            x = torch.cat([_spm_views(picked, centres, opts, rng, pink, torch) for _ in range(2)]).to(dev)
+            loss = nt_xent(projector(net.features(x).mean(dim=(2, 3))), opts["temperature"], torch)
             losses.append(float(loss.detach()))
             return loss
 
