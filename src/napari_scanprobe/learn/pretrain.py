@@ -11,7 +11,10 @@ land close together in a small projection of the blocks' pooled output and far f
 of every other scan in the batch (the NT-Xent loss, temperature ``temperature``). The views
 differ by what changes between two scans of the same sample, never by what tells samples apart:
 
-* a random crop (``crop_size`` px, default half the network input) at a scale varied by up to ``max_zoom`` either way;
+* a crop (``crop_size`` px, default half the network input) around the same random point,
+  shifted by up to a quarter of the crop, at a scale varied by up to ``max_zoom`` either way:
+  the two views share most of their structures (crops from anywhere in a scan would share only
+  its overall texture statistics, which the network then learns instead of the structures);
 * a 90° rotation and a mirror flip;
 * a small tilt (plane), scan-line offsets (per row), 1/f ("drift") noise and white noise;
 * a contrast change (a power law on the normalised heights), then normalisation again.
