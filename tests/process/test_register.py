@@ -30,6 +30,68 @@ def test_known_drift_is_found_to_a_tenth_of_a_pixel(drifting, reference):
     assert result.movie.shape == movie.shape and result.movie.dtype == np.float32
 
 
+def _periodic_pair(shift: tuple[float, float], size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth random texture and its copy with the content moved by ``shift`` (exactly, in
+    Fourier space: the texture is periodic)."""
+    from scipy import ndimage
+
+    texture = ndimage.gaussian_filter(np.random.default_rng(7).normal(size=(size, size)), 2, mode="wrap")
+    ky = np.fft.fftfreq(size)[:, None]
+    kx = np.fft.fftfreq(size)[None, :]
+    ramp = np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1]))
+    return texture.astype(np.float32), np.fft.ifft2(np.fft.fft2(texture) * ramp).real.astype(np.float32)
+
+
+@pytest.mark.parametrize("shift", [(0.0, 0.0), (0.3, -0.45), (-0.8, 0.6), (0.5, 0.5)])
+def test_subpixel_top_is_the_top_of_the_dense_matrix_dft(shift):
+    from napari_scanprobe.process.register import _Correlator
+
+    reference, moved = _periodic_pair(shift)
+    corr = _Correlator(reference.shape)
+    ref = corr.spectrum(reference, float(reference.mean()))
+    cross = corr.cross(corr.spectrum(moved, float(moved.mean())), ref)
+    dy, dx, quality = corr.top(cross, (0.0, 0.0))
+    # the correlation surface by matrix DFT on a 1/100 pixel grid, the brute-force way
+    near = cross
+    grid = np.arange(-150, 151) / 100
+    surface = (np.exp(np.outer(grid, corr.to_y)) @ near @ np.exp(np.outer(corr.to_x, grid))).real
+    j, i = np.unravel_index(np.argmax(surface), surface.shape)
+    assert abs(dy - grid[j]) <= 0.01 and abs(dx - grid[i]) <= 0.01
+    assert quality == pytest.approx(surface.max() / np.abs(near).sum(), rel=1e-3)
+    assert abs(dy - shift[0]) < 0.05 and abs(dx - shift[1]) < 0.05
+
+
+def test_subpixel_top_from_off_the_peak_cap():
+    from napari_scanprobe.process.register import _Correlator
+
+    reference, moved = _periodic_pair((0.3, -0.45))
+    corr = _Correlator(reference.shape)
+    ref = corr.spectrum(reference, float(reference.mean()))
+    cross = corr.cross(corr.spectrum(moved, float(moved.mean())), ref)
+    start = (2.5, 2.0)  # where the surface is not concave: Newton alone would stop there
+    assert not corr._climb(cross, *start)[3]
+    assert corr.top(cross, start) == pytest.approx(corr.top(cross, (0.0, 0.0)), abs=1e-3)
+
+
+def test_whole_pixels_from_the_binned_frame_then_the_fraction():
+    from napari_scanprobe.process.register import _Matcher
+
+    reference, moved = _periodic_pair((23.3, -41.7), size=256)
+    matcher = _Matcher(reference.shape)
+    assert matcher.factor == 4
+    dy, dx, quality = matcher.shift(moved, matcher.spectra(reference))
+    assert dy == pytest.approx(23.3, abs=0.05) and dx == pytest.approx(-41.7, abs=0.05)
+    assert quality > 0.5
+
+
+def test_typical_quality_is_the_upper_quartile():
+    from napari_scanprobe.process.register import _typical
+
+    for n in (1, 2, 5, 32):
+        values = np.random.default_rng(n).uniform(size=n)
+        assert _typical(np.sort(values)) == pytest.approx(np.percentile(values, 75))
+
+
 def test_correction_lines_frames_up():
     movie, _ = drifting_movie(12, shape=(128, 128), step_nm=6.0, turnover=0.0, seed=3)
     out = register(movie).movie

@@ -1,15 +1,18 @@
 """Drift correction of movies (``(t, y, x)``, numpy or lazy dask): :func:`register`.
 
 Each frame's translation against a reference is measured by phase correlation: the whole
-pixel from the correlation's peak, then -- the frame moved back by it -- the fraction from an
-upsampled DFT on 1/10 pixel over +-1 pixel (Guizar-Sicairos et al., Opt. Lett. 33, 156, 2008)
-and a parabola through its top. The drift is taken out by bilinear interpolation; pixels the
-frame did not see become NaN. What makes it fit scanning probe movies:
+pixel from the correlation's peak on the frame binned 4 x 4, then -- the full frame moved back
+by it -- the fraction from the exact top of the correlation surface (the DFT of the
+cross-power spectrum at any shift, as the upsampled DFT of Guizar-Sicairos et al., Opt. Lett.
+33, 156, 2008, samples it), found by Newton steps on its gradient and curvature. The drift is
+taken out by bilinear interpolation; pixels the frame did not see become NaN. What makes it
+fit scanning probe movies:
 
-* frames are read in blocks, transformed with ``rfft2`` in float32 and forgotten; the
-  reference's spectrum is computed once (or once per frame for a running mean), so a
-  10,000-frame movie is measured without being loaded whole, and the corrected movie of a
-  dask input is lazy (frame by frame, as napari shows it);
+* frames are read in blocks, transformed in float32 (only the frequencies the correlation
+  uses) and forgotten; the reference's spectra are computed once, and a running mean is kept
+  as the mean of its frames' spectra, so a 10,000-frame movie is measured without being
+  loaded whole, and the corrected movie of a dask input is lazy (frame by frame, as napari
+  shows it);
 * the spectrum's ``kx = 0`` column (whatever depends on the scan line alone: line offsets) and
   its lowest and highest frequencies (tilt and bow; noise) are left out of the correlation,
   and a Tukey window keeps the image borders (where drift brings in new ground) from
@@ -26,6 +29,7 @@ The shift table is in the movie's lateral unit (nm) when a pixel size is given.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import time
@@ -42,8 +46,11 @@ from .common import Progress, as_image, is_dask, run_to_end
 
 #: Reference choices (besides a frame index).
 REFERENCES = ("first", "mean")
-#: The correlation peak is sampled on 1/UPSAMPLE pixel, then a parabola through its top.
-UPSAMPLE = 10
+#: The whole-pixel shift is found on frames binned 4 x 4 (or 2 x 2) where this leaves this
+#: many lines and columns at least.
+COARSE_MIN = 32
+#: Newton steps at most to the subpixel top of the correlation (it takes 2 or 3).
+NEWTON_STEPS = 8
 #: Spatial frequencies above this (cycles per pixel) are left out of the correlation (noise).
 CUTOFF = 0.2
 #: The cross-power spectrum is divided by its magnitude to this power: 1 is phase correlation
@@ -129,9 +136,11 @@ def _check_pixel_size(pixel_size: Any) -> tuple[float, float]:
 
 
 class _Correlator:
-    """Phase correlation of ``(y, x)`` frames against a reference spectrum."""
+    """Phase correlation on one pixel grid: the windowed spectrum of a frame at the frequencies
+    the correlation uses, the top of the correlation surface on a coarse grid, and its exact
+    subpixel top."""
 
-    def __init__(self, shape: tuple[int, int]):
+    def __init__(self, shape: tuple[int, int], cutoff: float = CUTOFF):
         ny, nx = shape
         self.shape = shape
         from scipy.signal.windows import tukey
@@ -140,97 +149,109 @@ class _Correlator:
         fy = np.fft.fftfreq(ny)[:, None]
         fx = np.fft.rfftfreq(nx)[None, :]
         radius = np.hypot(fy, fx)
-        # a smooth low-pass (noise) to zero at CUTOFF; kx = 0 (line offsets) and the lowest
+        # a smooth low-pass (noise) to zero at the cut-off; kx = 0 (line offsets) and the lowest
         # frequencies (tilt, bow: under two cycles per image) left out
-        weight = np.cos(0.5 * np.pi * np.minimum(radius / CUTOFF, 1.0)) ** 2
+        weight = np.cos(0.5 * np.pi * np.minimum(radius / cutoff, 1.0)) ** 2
         weight[(fx == 0) | (radius <= 1.5 / max(ny, nx))] = 0.0
-        self.weight = weight.astype(np.float32)
-        # the frequencies below the cut-off, in increasing order: all the upsampled DFT needs
+        # the frequencies below the cut-off (all the correlation needs), ky in increasing order
         ky = np.fft.fftfreq(ny) * ny
-        rows = np.flatnonzero(np.abs(fy[:, 0]) < CUTOFF)
+        rows = np.flatnonzero(np.abs(fy[:, 0]) < cutoff)
         self.rows = rows[np.argsort(ky[rows])]
-        self.cols = np.flatnonzero(fx[0] < CUTOFF)
-        self.ky = ky[self.rows]
-        self.kx = self.cols.astype(np.float64)
-        # the half spectrum stands for the other half too (not kx = 0 or Nyquist)
-        double = np.full(weight.shape, 2.0)
-        double[:, 0] = 1.0
-        if nx % 2 == 0:
-            double[:, -1] = 1.0
-        self.half = double[np.ix_(self.rows, self.cols)].astype(np.float32)
-        self.weight = self.weight[np.ix_(self.rows, self.cols)]
-        # the upsampled DFT on UPSAMPLE points per pixel around the peak, as chirp z-transforms
-        # (FFTs: a matrix product here would start every BLAS thread for a few microseconds)
-        from scipy.signal import CZT
-
-        points = 2 * UPSAMPLE + 1  # +-1 pixel around the whole-pixel estimate
-        self.offsets = (np.arange(points) - points // 2) / UPSAMPLE
-        step, first = 1.0 / UPSAMPLE, self.offsets[0]
-
-        def czt(n: int, size: int) -> CZT:
-            return CZT(n, points, np.exp(2j * np.pi * step / size), np.exp(-2j * np.pi * first / size))
-
-        self.czt_y = czt(len(self.rows), ny)
-        self.czt_x = czt(len(self.cols), nx)
-        self.post_y = np.exp(2j * np.pi * self.ky[0] * self.offsets / ny)[:, None]
+        self.cols = int(np.count_nonzero(fx[0] < cutoff))  # kx = 0, 1, ... cols - 1
+        self.weight = weight[self.rows, : self.cols].astype(np.float32)
+        # kx = 0 weighs nothing and Nyquist is beyond the cut-off: each frequency kept stands
+        # for its mirror too, and the surface from these is half the whole one, same shape.
+        # d(phase)/d(shift) of each frequency: a shift (dy, dx) multiplies the spectrum by
+        # exp(-(dy * to_y + dx * to_x))
+        self.to_y = 2j * np.pi * ky[self.rows] / ny
+        self.to_x = 2j * np.pi * np.arange(self.cols) / nx
+        self.powers_y = np.stack([np.ones_like(self.to_y), self.to_y, self.to_y**2])
+        self.powers_x = np.stack([np.ones_like(self.to_x), self.to_x, self.to_x**2])
         # the whole-pixel search on a coarser grid: the correlation holds no frequency above
-        # CUTOFF, so half as many samples per axis show it without aliasing
-        self.coarse = tuple(n // 2 if n // 2 > 2 * CUTOFF * n + 1 else n for n in shape)
-        self.coarse_rows = self.ky.astype(np.intp) % self.coarse[0]
+        # the cut-off, so half as many samples per axis show it without aliasing
+        self.surface = tuple(n // 2 if n // 2 > 2 * cutoff * n + 1 else n for n in shape)
+        self.surface_rows = ky[self.rows].astype(np.intp) % self.surface[0]
 
-    def spectrum(self, frame: np.ndarray) -> np.ndarray:
-        """The windowed spectrum of a frame (NaN -> the frame's mean), at the frequencies the
-        correlation uses (:attr:`rows` x :attr:`cols`)."""
-        return self._spectrum(_fill(frame))
-
-    def _spectrum(self, filled: np.ndarray) -> np.ndarray:
-        """:meth:`spectrum` of a frame already filled (float32, no NaN)."""
+    def spectrum(self, frame: np.ndarray, level: float, dy: int = 0, dx: int = 0) -> np.ndarray:
+        """The windowed spectrum of a frame (float32, no NaN) less ``level``, moved back by
+        whole pixels ``(dy, dx)`` (what it did not see: ``level``), at the frequencies the
+        correlation uses (:attr:`rows` x the first :attr:`cols`): complex64."""
         from scipy import fft
 
-        f = (filled - filled.mean()) * self.window
-        return fft.rfft2(f)[self.rows, : len(self.cols)]
+        f = _roll_back(frame, dy, dx, fill=0.0, minus=level)
+        f *= self.window
+        # along x, then along y for the columns kept only
+        return fft.fft(fft.rfft(f, axis=1)[:, : self.cols], axis=0)[self.rows]
 
-    def shift(self, frame: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
-        """``(dy, dx, quality)`` of ``frame`` against the reference spectrum ``ref``.
-
-        Two passes: the integer peak of the phase correlation, then the frame moved back by it
-        and correlated again, refined on the upsampled DFT around zero. Moving the frame
-        first keeps the window on the same content in both images: one pass alone is pulled
-        towards zero shift by the window (0.3 % of the shift).
-        """
-        from scipy import fft
-
-        ny, nx = self.shape
-        frame = _fill(frame)
-        spec = self._spectrum(frame)
-        my, mx = self.coarse
-        full = np.zeros((my, mx // 2 + 1), np.complex64)
-        full[self.coarse_rows, : len(self.cols)] = self._cross(spec, ref)
-        surface = fft.irfft2(full, s=self.coarse)
-        qy, qx = divmod(int(np.argmax(surface)), mx)
-        fy = _vertex(surface[[(qy - 1) % my, qy, (qy + 1) % my], qx])
-        fx = _vertex(surface[qy, [(qx - 1) % mx, qx, (qx + 1) % mx]])
-        py = int(round((qy + fy) * ny / my))
-        px = int(round((qx + fx) * nx / mx))
-        py = py - ny if py > ny // 2 else py
-        px = px - nx if px > nx // 2 else px
-        if py or px:
-            spec = self._spectrum(_roll_back(frame, py, px, fill=float(frame.mean())))
-        near = self._cross(spec, ref) * self.half
-        fine = (self.czt_y(self.czt_x(near, axis=1), axis=0) * self.post_y).real
-        j, i = divmod(int(np.argmax(fine)), fine.shape[1])
-        perfect = float(np.abs(near).sum())  # the peak if every frequency agreed
-        quality = float(fine[j, i]) / perfect if perfect > 0 else 0.0
-        last = len(self.offsets) - 1
-        dy = self.offsets[j] + (_vertex(fine[j - 1 : j + 2, i]) / UPSAMPLE if 0 < j < last else 0.0)
-        dx = self.offsets[i] + (_vertex(fine[j, i - 1 : i + 2]) / UPSAMPLE if 0 < i < last else 0.0)
-        return py + float(dy), px + float(dx), quality
-
-    def _cross(self, spec: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        """The (mostly) whitened, weighted cross-power spectrum."""
+    def cross(self, spec: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """The (mostly) whitened, weighted cross-power spectrum of a frame and its reference."""
         cross = spec * np.conj(ref)
         cross *= self.weight / (np.abs(cross) + np.float32(1e-12)) ** np.float32(WHITENING)
         return cross
+
+    def peak(self, cross: np.ndarray) -> tuple[float, float]:
+        """Where the correlation surface peaks, in pixels (within half a frame of zero), from
+        the surface on :attr:`surface` samples and a parabola through its top."""
+        from scipy import fft
+
+        ny, nx = self.shape
+        my, mx = self.surface
+        full = np.zeros((my, mx // 2 + 1), np.complex64)
+        full[self.surface_rows, : self.cols] = cross
+        surface = fft.irfft2(full, s=self.surface)
+        qy, qx = divmod(int(np.argmax(surface)), mx)
+        top = float(surface[qy, qx])
+        py = (qy + _vertex(float(surface[qy - 1, qx]), top, float(surface[(qy + 1) % my, qx]))) * ny / my
+        px = (qx + _vertex(float(surface[qy, qx - 1]), top, float(surface[qy, (qx + 1) % mx]))) * nx / mx
+        return (py - ny if py > ny / 2 else py), (px - nx if px > nx / 2 else px)
+
+    def top(self, cross: np.ndarray, start: tuple[float, float]) -> tuple[float, float, float]:
+        """``(dy, dx, quality)``: the subpixel top of the correlation surface
+        ``c(d) = Re sum(cross * exp(d . to))`` near ``start`` (within a pixel), and its height
+        against the peak if every frequency agreed.
+
+        Newton steps on the surface's exact gradient and curvature find the top to 1/1000
+        pixel in two or three steps; where ``start`` is not on the peak's cap (the surface is
+        not concave there), they start from the highest point of the surface sampled every
+        half pixel around it.
+        """
+        perfect = float(np.abs(cross).sum())
+        if perfect <= 0:
+            return float(start[0]), float(start[1]), 0.0
+        dy, dx, height, on_cap = self._climb(cross, float(start[0]), float(start[1]))
+        if not on_cap:
+            steps = np.arange(-2, 3) / 2.0
+            ey = np.exp(np.outer(start[0] + steps, self.to_y))
+            ex = np.exp(np.outer(self.to_x, start[1] + steps))
+            j, i = divmod(int(np.argmax((ey @ cross @ ex).real)), len(steps))
+            dy, dx, height, _ = self._climb(cross, float(start[0] + steps[j]), float(start[1] + steps[i]))
+        return dy, dx, height / perfect
+
+    def _climb(self, cross: np.ndarray, dy: float, dx: float) -> tuple[float, float, float, bool]:
+        """Newton steps up the correlation surface from ``(dy, dx)``: ``(dy, dx, height,
+        on_cap)``; where the surface is not concave, they stop there (``on_cap`` False)."""
+        height = 0.0
+        for _ in range(NEWTON_STEPS):
+            ey = self.powers_y * np.exp(self.to_y * dy)
+            ex = self.powers_x * np.exp(self.to_x * dx)
+            # m[a][b]: the surface's derivative a times along y, b times along x
+            m = (ey @ cross @ ex.T).real.tolist()
+            height, gy, gx = m[0][0], m[1][0], m[0][1]
+            hyy, hxy, hxx = m[2][0], m[1][1], m[0][2]
+            det = hyy * hxx - hxy * hxy
+            if not (hyy < 0 and det > 0):
+                return dy, dx, height, False
+            sy = min(max((hxy * gx - hxx * gy) / det, -0.5), 0.5)
+            sx = min(max((hxy * gy - hyy * gx) / det, -0.5), 0.5)
+            dy, dx = dy + sy, dx + sx
+            if max(abs(sy), abs(sx)) < 1e-2:  # then within 1/1000 pixel
+                break
+        return dy, dx, height, True
+
+    def moved(self, spec: np.ndarray, dy: float, dx: float) -> np.ndarray:
+        """The spectrum of the frame of ``spec`` moved back by ``(dy, dx)`` pixels."""
+        ramp = np.outer(np.exp(self.to_y * dy), np.exp(self.to_x * dx))
+        return (spec * ramp).astype(np.complex64)
 
     def line_shifts(self, frame: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Extra x offset of each line of the (corrected) ``frame`` against ``reference``: the
@@ -277,11 +298,77 @@ class _Correlator:
         return profile - profile.mean()  # the mean offset belongs to the frame's shift
 
 
-def _vertex(three: np.ndarray) -> float:
+class _Matcher:
+    """The drift of frames against a reference: the whole pixels from frames binned
+    :attr:`factor` x :attr:`factor` (a small part of the work), then the fraction on the full
+    frame moved back by them (which keeps the window on the same content in both images: one
+    pass alone is pulled towards zero shift by the window, 0.3 % of the shift)."""
+
+    def __init__(self, shape: tuple[int, int]):
+        ny, nx = shape
+        self.factor = max((k for k in (4, 2, 1) if min(ny, nx) >= k * COARSE_MIN), default=1)
+        self.fine = _Correlator(shape)
+        self.coarse = self.fine
+        if self.factor > 1:  # half the band is enough for whole pixels
+            k = self.factor
+            self.coarse = _Correlator((ny // k, nx // k), CUTOFF * k / 2)
+
+    def _binned(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(frame, binned, level)``: the frame (NaN: its mean), binned :attr:`factor` x
+        :attr:`factor` (sums), and the binned frame's mean."""
+        frame = np.asarray(frame, dtype=np.float32)
+        binned = self._bin(frame)
+        level = float(binned.mean())
+        if not np.isfinite(level):  # NaN somewhere (a finite mean has none)
+            frame = _fill(frame)
+            binned = self._bin(frame)
+            level = float(binned.mean())
+        return frame, binned, level
+
+    def _bin(self, frame: np.ndarray) -> np.ndarray:
+        k = self.factor
+        if k == 1:
+            return frame
+        ny, nx = self.coarse.shape
+        rows = frame[0 : k * ny : k] + frame[1 : k * ny : k]
+        for i in range(2, k):
+            rows += frame[i : k * ny : k]
+        binned = rows[:, 0 : k * nx : k] + rows[:, 1 : k * nx : k]
+        for j in range(2, k):
+            binned += rows[:, j : k * nx : k]
+        return binned
+
+    def spectra(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A reference: the spectra of its binned and full frame."""
+        frame, binned, level = self._binned(frame)
+        return self.coarse.spectrum(binned, level), self.fine.spectrum(frame, level / self.factor**2)
+
+    def shifts(self, frames: np.ndarray, ref: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """``(n, 3)``: :meth:`shift` of each frame (a thread's share of a block)."""
+        return np.array([self.shift(frame, ref) for frame in frames]).reshape(-1, 3)
+
+    def shift(self, frame: np.ndarray, ref: tuple[np.ndarray, np.ndarray], moved: bool = False) -> tuple:
+        """``(dy, dx, quality)`` of ``frame`` against the reference ``ref`` (:meth:`spectra`);
+        ``moved``: also the spectra of the frame moved back by it (a running mean's share)."""
+        frame, binned, level = self._binned(frame)  # level: the frame's mean times factor ** 2
+        binned = self.coarse.spectrum(binned, level)
+        cy, cx = self.coarse.peak(self.coarse.cross(binned, ref[0]))
+        py, px = round(cy * self.factor), round(cx * self.factor)
+        spec = self.fine.spectrum(frame, level / self.factor**2, py, px)
+        fy, fx, quality = self.fine.top(
+            self.fine.cross(spec, ref[1]), (cy * self.factor - py, cx * self.factor - px)
+        )
+        dy, dx = py + fy, px + fx
+        if not moved:
+            return dy, dx, quality
+        k = self.factor
+        return dy, dx, quality, (self.coarse.moved(binned, dy / k, dx / k), self.fine.moved(spec, fy, fx))
+
+
+def _vertex(left: float, mid: float, right: float) -> float:
     """Where a parabola through three equally spaced values peaks, from the middle one (-0.5..0.5)."""
-    left, mid, right = (float(v) for v in three)
     den = left - 2 * mid + right
-    return float(np.clip(0.5 * (left - right) / den, -0.5, 0.5)) if den < 0 else 0.0
+    return min(max(0.5 * (left - right) / den, -0.5), 0.5) if den < 0 else 0.0
 
 
 def _fill(frame: np.ndarray) -> np.ndarray:
@@ -292,15 +379,19 @@ def _fill(frame: np.ndarray) -> np.ndarray:
     return np.where(finite, f, np.float32(f[finite].mean()) if finite.any() else 0)
 
 
-def _roll_back(frame: np.ndarray, dy: int, dx: int, fill: float = np.nan) -> np.ndarray:
-    """``frame`` moved back by whole pixels (output ``(y, x)`` = input ``(y + dy, x + dx)``);
-    what it did not see is ``fill``."""
+def _roll_back(frame: np.ndarray, dy: int, dx: int, fill: float = np.nan, minus: float = 0.0) -> np.ndarray:
+    """``frame - minus`` moved back by whole pixels (output ``(y, x)`` = input
+    ``(y + dy, x + dx)``); what it did not see is ``fill``. A new float32 array."""
     ny, nx = frame.shape
-    out = np.full(frame.shape, fill, np.float32)
+    if dy == 0 and dx == 0:
+        return np.subtract(frame, np.float32(minus), dtype=np.float32)
+    out = np.zeros(frame.shape, np.float32) if fill == 0 else np.full(frame.shape, fill, np.float32)
     if abs(dy) < ny and abs(dx) < nx:
-        out[max(-dy, 0) : ny - max(dy, 0), max(-dx, 0) : nx - max(dx, 0)] = frame[
-            max(dy, 0) : ny + min(dy, 0), max(dx, 0) : nx + min(dx, 0)
-        ]
+        np.subtract(
+            frame[max(dy, 0) : ny + min(dy, 0), max(dx, 0) : nx + min(dx, 0)],
+            np.float32(minus),
+            out=out[max(-dy, 0) : ny - max(dy, 0), max(-dx, 0) : nx - max(dx, 0)],
+        )
     return out
 
 
@@ -379,35 +470,45 @@ def register_steps(
     check_options("phase", {"reference": reference, "per_line": per_line, "window": window})
     reference = _check_reference(reference, t)
     size = _check_pixel_size(pixel_size)
-    corr = _Correlator((ny, nx))
+    matcher = _Matcher((ny, nx))
     ref_frame = np.asarray(stack[reference if isinstance(reference, int) else 0], dtype=np.float32)
-    ref_spec = corr.spectrum(ref_frame)
-    running = _RunningMean(int(window), ref_frame)
+    ref = matcher.spectra(ref_frame)
+    running = _MeanSpectra(int(window), ref)
+    # the line offsets of a running mean need its pixels
+    running_pixels = _RunningMean(int(window), ref_frame) if per_line and reference == "mean" else None
     shifts = np.zeros((t, 2))
     quality = np.zeros(t)
     lines = np.zeros((t, ny)) if per_line else None
+    seen: list[float] = []  # the qualities so far, sorted (what flags a frame: see _flag)
     started = time.perf_counter()
-    # frames measured against a fixed reference are independent: measured in threads (the FFTs
-    # and array arithmetic release the GIL); a running mean or per-line offsets go in order
+    # frames measured against a fixed reference are independent: measured in threads, a share
+    # of each block per thread (the FFTs and array arithmetic release the GIL); a running mean
+    # or per-line offsets go in order
     independent = reference != "mean" and not per_line
     with ThreadPoolExecutor(THREADS) if independent else contextlib.nullcontext() as pool:
         for start, block in _blocks(stack):
             if pool is not None:
-                found = np.array(list(pool.map(corr.shift, block, [ref_spec] * len(block))))
+                shares = [share for share in np.array_split(block, THREADS) if len(share)]
+                found = np.concatenate(list(pool.map(matcher.shifts, shares, [ref] * len(shares))))
                 shifts[start : start + len(block)] = found[:, :2]
                 quality[start : start + len(block)] = found[:, 2]
             for k, frame in enumerate(block if pool is None else ()):
                 i = start + k
-                dy, dx, q = corr.shift(frame, ref_spec)
+                dy, dx, q, moved = matcher.shift(frame, ref, moved=True)
                 shifts[i], quality[i] = (dy, dx), q
-                corrected = shift_frame(frame, dy, dx)
+                if reference == "mean" and i:  # the reference frame (0) matches itself
+                    bisect.insort(seen, q)
+                keep = reference == "mean" and (i == 0 or not q < MIN_QUALITY * _typical(seen))
                 if lines is not None:
-                    lines[i] = corr.line_shifts(
-                        corrected, ref_frame if reference != "mean" else running.mean()
+                    corrected = shift_frame(frame, dy, dx)
+                    lines[i] = matcher.fine.line_shifts(
+                        corrected, ref_frame if running_pixels is None else running_pixels.mean()
                     )
-                if reference == "mean" and not _flag(quality[: i + 1], reference)[i]:
-                    running.add(corrected)
-                    ref_spec = corr.spectrum(running.mean())
+                    if keep and running_pixels is not None:
+                        running_pixels.add(corrected)
+                if keep:
+                    running.add(moved)
+                    ref = running.mean()
             done = start + len(block)
             elapsed = time.perf_counter() - started
             left = elapsed / done * (t - done)
@@ -431,6 +532,30 @@ def register_steps(
         unit if pixel_size is not None else "px",
         reference,
     )
+
+
+class _MeanSpectra:
+    """The mean spectra (:meth:`_Matcher.spectra`) of the last ``window`` corrected frames (sums
+    updated per frame); ``fallback`` until the first frame. The spectrum of a mean is the mean
+    of the spectra: a running mean costs no Fourier transform and no pixel per frame."""
+
+    def __init__(self, window: int, fallback: tuple[np.ndarray, ...]):
+        self.window, self.fallback = window, fallback
+        self.parts: deque[tuple[np.ndarray, ...]] = deque()
+        self.total = [np.zeros(part.shape, np.complex128) for part in fallback]
+
+    def add(self, spectra: tuple[np.ndarray, ...]) -> None:
+        if len(self.parts) == self.window:
+            for total, part in zip(self.total, self.parts.popleft(), strict=True):
+                total -= part
+        self.parts.append(spectra)
+        for total, part in zip(self.total, spectra, strict=True):
+            total += part
+
+    def mean(self) -> tuple[np.ndarray, ...]:
+        if not self.parts:
+            return self.fallback
+        return tuple((total / len(self.parts)).astype(np.complex64) for total in self.total)
 
 
 class _RunningMean:
@@ -465,10 +590,18 @@ def _flag(quality: np.ndarray, reference: str | int) -> np.ndarray:
     """Frames whose correlation peak collapsed against the series' typical one."""
     own = reference if isinstance(reference, int) else 0  # the reference frame matches itself
     others = np.delete(quality, own) if len(quality) > 1 else quality
-    typical = float(np.percentile(others, 75))
-    flagged = quality < MIN_QUALITY * typical
+    flagged = quality < MIN_QUALITY * _typical(np.sort(others))
     flagged[own] = False
     return flagged
+
+
+def _typical(qualities: Any) -> float:
+    """The typical correlation peak of a series: the upper quartile of its sorted
+    ``qualities`` (linear between ranks, as numpy's percentile)."""
+    rank = 0.75 * (len(qualities) - 1)
+    low = int(rank)
+    high = min(low + 1, len(qualities) - 1)
+    return float(qualities[low] + (qualities[high] - qualities[low]) * (rank - low))
 
 
 def apply_shifts(movie: Any, shifts: np.ndarray, line_shifts: np.ndarray | None = None) -> Any:
