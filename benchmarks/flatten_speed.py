@@ -17,6 +17,7 @@ Targets (issue #20): auto at 2048^2 <= 0.5 s CPU and >= 30x TopoStats; 4096^2 <=
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -68,6 +69,7 @@ def main() -> None:
             flush=True,
         )
     print(f"\n{note}")
+    print(f"load average at the end (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

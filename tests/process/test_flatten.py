@@ -511,3 +511,71 @@ def test_auto_at_2048_recovers_the_background_and_removes_the_scars():
     # scar removal alone finds the injected scars and little else
     _, found = _remove_scars(flatten(image, "rows_median"), None, 4.0, 3, 0, 2)
     assert (found & scars).sum() > 0.9 * scars.sum() and (found & ~scars).sum() < 0.001 * found.size
+
+
+# ----------------------------------------------------------------------------------------------
+# Auto works in float32 on the residual from a coarse background: the equivalences it relies on
+
+
+def _robust_sigma(values):
+    return 1.4826 * np.median(np.abs(values - np.median(values)))
+
+
+def test_auto_in_float32_matches_float64_on_a_real_scan(sample):
+    """Heights beyond float32's range are worked in float64: the same scan at both scales gives
+    the same background and the same heights to float32 rounding (1e-4 of the noise)."""
+    import napari_scanprobe
+
+    scan = napari_scanprobe.read(sample("nanonis_sxm/test.sxm"))
+    image = np.array(scan.channels[0].data, dtype=float)
+    scale = 1e35  # the residual exceeds float32's range: the float64 path
+    in_float32, in_float64 = flatten(image), flatten(image * scale) / scale
+    background = background_mask(image)
+    np.testing.assert_array_equal(background, background_mask(image * scale))
+    sigma = _robust_sigma(in_float32[background])
+    assert np.abs(in_float32 - in_float64).max() < 1e-4 * sigma
+
+
+def test_auto_ignores_a_coarse_background_added_to_the_image():
+    """The coarse background auto removes first (an offset, a tilt along x, line offsets) is made
+    of terms its fits remove anyway: adding one, however large, changes nothing but rounding."""
+    image, _, _ = particles_scene(shape=(300, 280), seed=5)
+    ny, nx = image.shape
+    x = np.linspace(-1, 1, nx)[None, :]
+    lines = np.random.default_rng(1).normal(0, 40, ny)[:, None]
+    shifted = image + 1e4 + 800 * x + lines
+    np.testing.assert_array_equal(background_mask(image), background_mask(shifted))
+    assert np.abs(flatten(image) - flatten(shifted)).max() < 1e-3 * 0.1
+
+
+def test_subsampled_polynomial_fit_matches_the_full_fit():
+    from napari_scanprobe.process.flatten import _poly_fit, _total_terms
+
+    ny, nx = 301, 257  # not multiples of the stride: the subsample keeps the full image's coordinates
+    v, u = np.linspace(-1, 1, ny)[:, None], np.linspace(-1, 1, nx)[None, :]
+    surface = 3 + 12 * u - 7 * v + 3 * (4 * u**2 + 2 * v**2 - 1.5 * u * v)
+    valid = np.random.default_rng(0).random(surface.shape) > 0.3
+    terms = _total_terms(2)
+    for stride in (1, 2, 5):
+        rows, cols = _poly_fit(surface, valid, terms, stride=stride)
+        np.testing.assert_allclose(rows @ cols, surface, atol=1e-9)
+    noisy = surface + np.random.default_rng(1).normal(0, 0.1, surface.shape)
+    full, sub = (np.matmul(*_poly_fit(noisy, valid, terms, stride=s)) for s in (1, 2))
+    assert np.abs(full - sub).max() < 0.02  # both within the noise / sqrt(pixels) of the truth
+
+
+def test_auto_of_a_constant_or_plane_image_has_no_features():
+    """Float rounding of an exact plane is not taken for features."""
+    v, u = np.mgrid[0:300, 0:260].astype(float)
+    for image in (np.full((300, 260), -21.861611188001007), 5.0 + 0.3 * u - 0.2 * v):
+        assert background_mask(image).all()
+        np.testing.assert_allclose(flatten(image), 0.0, atol=1e-9)
+
+
+def test_median_of_float32_values_is_exact():
+    from napari_scanprobe.process.common import median
+
+    rng = np.random.default_rng(3)
+    for values in (rng.normal(size=300_000), rng.normal(size=1000), rng.normal(size=300_001)):
+        values = (values * 1e3).astype(np.float32)
+        assert median(values) == np.median(values.astype(np.float64))

@@ -35,33 +35,37 @@ __all__ = [
 
 
 def median(values: np.ndarray) -> float:
-    """``np.median`` of a 1-D array without NaNs, bit for bit, in a few passes for large arrays.
+    """``np.median`` of a 1-D array without NaNs, bit for bit, in a few passes for large arrays
+    (float32 values: the exact median, the mean of the middle two taken in float64).
 
     The median of a strided sample brackets the true one; only the values inside the bracket
     are partitioned (a full partition when the bracket misses).
     """
     n = values.size
     if n < 100_000:
-        return float(np.median(values))
-    sample = np.sort(values[:: n // 20_000])
+        return float(np.median(values.astype(np.float64, copy=False)))
+    sample = np.sort(values[:: n // 100_000])
     m = sample.size
-    a, b = sample[int(0.45 * m)], sample[int(0.55 * m)]  # +-0.05 in rank: 14x the sampling spread
+    a, b = sample[int(0.49 * m)], sample[int(0.51 * m)]  # +-0.01 in rank: 6x the sampling spread
     below = np.count_nonzero(values < a)
     inside = values[(values >= a) & (values <= b)]
     lo, hi = (n - 1) // 2 - below, n // 2 - below
     if lo < 0 or hi >= inside.size:
-        return float(np.median(values))
+        return float(np.median(values.astype(np.float64, copy=False)))
     part = np.partition(inside, (lo, hi))
-    return float(np.mean(part[[lo, hi]]))
+    return float(np.mean(part[[lo, hi]], dtype=np.float64))
 
 
 def center_and_sigma(values: np.ndarray) -> tuple[float, float]:
     """Median and 1.4826 x the median absolute deviation (the standard deviation if that is 0)."""
-    values = values[np.isfinite(values)]
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = values[finite]
     if values.size == 0:
         return 0.0, 0.0
     center = median(values)
-    sigma = 1.4826 * median(np.abs(values - center))
+    deviation = values - center
+    sigma = 1.4826 * median(np.abs(deviation, out=deviation))
     if sigma <= 0:
         sigma = float(np.std(values))
     return center, sigma

@@ -49,6 +49,7 @@ nearest aligned line (median of the differences), so they are aligned too.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -137,6 +138,25 @@ def _apply(func, arr, mask, dtype):
     return np.stack([func(np.asarray(arr[i]), mask[i]) for i in range(arr.shape[0])])
 
 
+@functools.cache
+def _blas_threads():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread(func):
+    """Run ``func`` with BLAS on one thread: the products here are too small to gain from more,
+    and idle BLAS threads spin, taking CPU time from other work (a batch's other workers)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with _blas_threads().limit(limits=1, user_api="blas"):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
 def _flatten_2d(z: np.ndarray, method: str, mask: np.ndarray | None, opts: dict) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     finite = np.isfinite(z)
@@ -144,9 +164,9 @@ def _flatten_2d(z: np.ndarray, method: str, mask: np.ndarray | None, opts: dict)
     if method == "auto":
         return _auto(z, mask, **opts)[0]
     if method == "plane":
-        return z - _poly_surface(z, valid, _plane_terms())
+        return _minus_poly(z, valid, _plane_terms())
     if method == "polynomial":
-        return z - _poly_surface(z, valid, _tensor_terms(opts["degree_x"], opts["degree_y"]))
+        return _minus_poly(z, valid, _tensor_terms(opts["degree_x"], opts["degree_y"]))
     if method == "rows_median":
         return z - _row_offsets(z, valid, "median")[:, None]
     if method == "rows_mean":
@@ -186,37 +206,69 @@ def _legendre(n: int, degree: int) -> np.ndarray:
     return np.ascontiguousarray(np.polynomial.legendre.legvander(t, degree))  # C order: fast BLAS
 
 
-def _poly_surface(
+def _minus_poly(
     z: np.ndarray, valid: np.ndarray, terms: list[tuple[int, int]], free_rows: bool = False
 ) -> np.ndarray:
-    """The least-squares surface ``sum c_ij P_i(x) P_j(y)`` over ``valid`` pixels (0 if none).
+    """``z`` less its least-squares surface ``sum c_ij P_i(x) P_j(y)`` over the ``valid`` pixels
+    (:func:`_poly_fit`), in ``z``'s float type."""
+    if not terms:
+        return z.copy()
+    rows, cols = _poly_fit(z, valid, terms, free_rows)
+    return _minus_surface(z, rows, cols, z.dtype)
+
+
+def _minus_surface(z: np.ndarray, rows: np.ndarray, cols: np.ndarray, dtype: Any) -> np.ndarray:
+    """``z - rows @ cols`` in ``dtype``, a block of lines at a time: the surface of a block
+    stays in the cache, so this costs one pass over ``z``. The product is summed term by term
+    (BLAS threads would cost more CPU time than they save on so few terms)."""
+    out = np.empty(z.shape, dtype)
+    cols = np.ascontiguousarray(cols)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, z.shape[0], 32):
+            block = slice(start, start + 32)
+            surface = rows[block, :1] * cols[:1]
+            for k in range(1, rows.shape[1]):
+                surface += rows[block, k : k + 1] * cols[k : k + 1]
+            np.subtract(z[block], surface, out=out[block], casting="same_kind")
+    return out
+
+
+def _poly_fit(
+    z: np.ndarray, valid: np.ndarray, terms: list[tuple[int, int]], free_rows: bool = False, stride: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The least-squares surface ``sum c_ij P_i(x) P_j(y)`` over ``valid`` pixels as factors
+    ``rows`` (ny, k) and ``cols`` (k, nx) in float64, the surface being ``rows @ cols`` (0 if no
+    pixel is valid). The sums along each line are taken in ``z``'s float type, the rest in float64.
 
     ``free_rows``: fit ``z = offset_y + surface`` with a free offset for every row, solved
     exactly by centring each row (over its valid pixels) before the fit; the offsets are not
     returned, so the surface should have no pure-y terms.
+    ``stride``: fit on every ``stride``-th pixel of every ``stride``-th line only.
     """
     ny, nx = z.shape
-    if not terms:
-        return np.zeros_like(z)
+    dtype = np.float32 if z.dtype == np.float32 else np.float64
+    dx = max(i for i, _ in terms)
+    dy = max(j for _, j in terms)
+    px_all = _legendre(nx, dx)  # (nx, dx+1)
+    py_all = _legendre(ny, dy)  # (ny, dy+1)
+    c = np.zeros((dy + 1, dx + 1))
     if not valid.any():
         valid = np.isfinite(z)
         if not valid.any():
-            return np.zeros_like(z)
-    dx = max(i for i, _ in terms)
-    dy = max(j for _, j in terms)
-    px = _legendre(nx, dx)  # (nx, dx+1)
-    py = _legendre(ny, dy)  # (ny, dy+1)
-    w = valid.astype(np.float64)
-    zw = np.where(valid, z, 0.0)
+            return py_all @ c, px_all.T
+    px, py = px_all[::stride].astype(dtype), py_all[::stride]
+    z, valid = z[::stride, ::stride], valid[::stride, ::stride]
+    w = valid.astype(dtype)
+    zw = np.where(valid, z, 0)
     # Gram matrix: G[(i,j),(k,l)] = sum_y Py_j Py_l sum_x W Px_i Px_k
-    t = w @ np.ascontiguousarray((px[:, :, None] * px[:, None, :]).reshape(nx, -1))  # (ny, (dx+1)^2)
-    t = t.reshape(ny, dx + 1, dx + 1)
-    s = zw @ px  # (ny, dx+1): sum_x zW Px_i
+    square = np.ascontiguousarray((px[:, :, None] * px[:, None, :]).reshape(px.shape[0], -1))
+    t = (w @ square).astype(np.float64).reshape(-1, dx + 1, dx + 1)  # (rows, dx+1, dx+1)
+    s = (zw @ px).astype(np.float64)  # (rows, dx+1): sum_x zW Px_i
     if free_rows:  # centre each row: Px_i -> Px_i - m_i(y), z -> z - zbar(y) over the valid pixels
-        n = w.sum(axis=1)
-        m = (w @ px) / np.maximum(n, 1.0)[:, None]
+        n = t[:, 0, 0]  # P_0 = 1: t[:, 0, i] = sum_x W Px_i, s[:, 0] = sum_x zW
+        m = t[:, 0, :] / np.maximum(n, 1.0)[:, None]
         t = t - n[:, None, None] * m[:, :, None] * m[:, None, :]
-        s = s - zw.sum(axis=1)[:, None] * m
+        s = s - s[:, :1] * m
     full = np.einsum("yj,yl,yik->ijkl", py, py, t, optimize=True)  # (dx+1, dy+1, dx+1, dy+1)
     rhs_full = py.T @ s  # (dy+1, dx+1): sum_y Py_j sum_x zW Px_i
     ii = np.array([i for i, _ in terms])
@@ -225,32 +277,31 @@ def _poly_surface(
     rhs = rhs_full[jj, ii]
     scale = np.sqrt(np.clip(np.diag(gram), 1e-300, None))
     coef = np.linalg.lstsq(gram / np.outer(scale, scale), rhs / scale, rcond=1e-10)[0] / scale
-    c = np.zeros((dy + 1, dx + 1))
     c[jj, ii] = coef
-    return py @ c @ px.T
+    return py_all @ c, px_all.T
 
 
 # ----------------------------------------------------------------------------------------------
 # Line (row) alignment
 
 
-def _nanmedian_rows(w: np.ndarray) -> np.ndarray:
-    """Median of each row over its non-NaN values (NaN for a row without any); quicker than
-    np.nanmedian for many short rows."""
-    s = np.sort(w, axis=1)  # NaN sort last
-    n = np.isfinite(w).sum(axis=1)
-    rows = np.arange(w.shape[0])
+def _row_medians(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Median of each row over its ``valid`` values, which are finite (NaN for a row without
+    any), in float64; quicker than np.nanmedian for many short rows."""
+    s = np.sort(np.where(valid, values, np.inf), axis=1)  # the others sort last
+    n = np.count_nonzero(valid, axis=1)
+    rows = np.arange(values.shape[0])
     lo, hi = np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0)
-    out = 0.5 * (s[rows, lo] + s[rows, hi])
+    out = 0.5 * (s[rows, lo].astype(np.float64) + s[rows, hi])
     out[n == 0] = np.nan
     return out
 
 
 def _row_stat(z: np.ndarray, valid: np.ndarray, stat: str, trim: float = 0.25) -> np.ndarray:
     """Per-row statistic over the valid pixels; NaN for rows without any."""
-    w = np.where(valid, z, np.nan)
     if stat == "median":
-        return _nanmedian_rows(w)
+        return _row_medians(z, valid)
+    w = np.where(valid, z, np.nan)
     if stat == "mean":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -270,6 +321,8 @@ def _row_stat(z: np.ndarray, valid: np.ndarray, stat: str, trim: float = 0.25) -
 
 def _fill_offsets(z: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Give rows with finite pixels but no offset (fully masked) one from the nearest aligned row."""
+    if np.isfinite(offsets).all():
+        return offsets
     finite = np.isfinite(z)
     has_data = finite.any(axis=1)
     missing = np.flatnonzero(has_data & ~np.isfinite(offsets))
@@ -321,10 +374,9 @@ def _row_offsets_diff(z: np.ndarray, valid: np.ndarray, level: bool = True) -> n
         return offsets
     a, b = rows[1:], rows[:-1]
     pair = (slice(1, None), slice(None, -1)) if rows.size == ny else (a, b)  # slices: no copies
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         diff = z[pair[0]] - z[pair[1]]
-    diff[~(valid[pair[0]] & valid[pair[1]])] = np.nan
-    steps = _nanmedian_rows(diff)
+    steps = _row_medians(diff, valid[pair[0]] & valid[pair[1]] & np.isfinite(diff))
     for k in np.flatnonzero(~np.isfinite(steps)):
         steps[k] = _pair_shift(z, a[k], b[k], valid)
     offsets[rows] = np.concatenate([[0.0], np.cumsum(steps)])
@@ -431,7 +483,8 @@ def _remove_scars(
     scar_mask = np.zeros(z.shape, dtype=bool)
     if ny < 3 or not finite.any():
         return z.copy(), scar_mask
-    offsets = np.nan_to_num(_row_offsets_diff(z, valid))
+    offsets = np.nan_to_num(_row_offsets_diff(z, valid, level=False))  # differences only: no level
+    offsets = offsets.astype(z.dtype)
     a = z - offsets[:, None]
     sigma = _robust_sigma((a[1:] - a[:-1])[valid[1:] & valid[:-1]])
     if not sigma > 0:
@@ -449,7 +502,10 @@ def _remove_scars(
             a[b + 1 + k, x] = top + (k + 1) / (width + 1) * (bottom - top)
             scar_mask[b + 1 + k, x] = True
             editable[b + 1 + k, x] = False
-    return np.where(scar_mask, a + offsets[:, None], z), scar_mask  # other pixels bit for bit
+    out = z.copy()  # other pixels bit for bit
+    rows, cols = np.nonzero(scar_mask)
+    out[rows, cols] = a[rows, cols] + offsets[rows]
+    return out, scar_mask
 
 
 # ----------------------------------------------------------------------------------------------
@@ -472,16 +528,16 @@ def _feature_mask(
     seeds = side > threshold * sigma
     if not seeds.any():
         return seeds
-    labels, _ = ndimage.label(side > min(_GROW_SIGMA, threshold) * sigma)  # hysteresis
-    found = _labels_touching(labels, seeds)
+    labels, n_labels = ndimage.label(side > min(_GROW_SIGMA, threshold) * sigma)  # hysteresis
+    found = _labels_touching(labels, n_labels, seeds)
     if dilation > 0:
         found = _dilate_disk(found, dilation)
     return found
 
 
-def _labels_touching(labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """The pixels of every labelled region (label > 0) that has a pixel in ``seeds``."""
-    keep = np.zeros(int(labels.max()) + 1, dtype=bool)
+def _labels_touching(labels: np.ndarray, n_labels: int, seeds: np.ndarray) -> np.ndarray:
+    """The pixels of every labelled region (labels 1 .. ``n_labels``) with a pixel in ``seeds``."""
+    keep = np.zeros(n_labels + 1, dtype=bool)
     keep[labels[seeds]] = True
     keep[0] = False
     return keep[labels]
@@ -532,15 +588,43 @@ def _auto_row_offsets(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return diff + num / np.maximum(den, 1e-12)
 
 
-def _fit_rows_and_bow(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarray:
-    """Line offsets plus tilt and bow: the polynomial (total ``degree``, its x-dependent terms:
-    anything depending on y alone is a line offset) fitted jointly with free line offsets by
-    least squares, then the line offsets taken robustly from what is left."""
-    terms = _total_terms(degree, with_pure_y=False)
-    bow = _poly_surface(z, valid, terms, free_rows=True) if terms else np.zeros_like(z)
-    return _auto_row_offsets(z - bow, valid)[:, None] + bow
+def _remove_rows_and_bow(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarray:
+    """``z`` less its line offsets plus tilt and bow: the polynomial (total ``degree``, its
+    x-dependent terms: anything depending on y alone is a line offset) fitted jointly with free
+    line offsets by least squares, then the line offsets taken robustly from what is left."""
+    flat = _minus_poly(z, valid, _total_terms(degree, with_pure_y=False), free_rows=True)
+    flat -= _auto_row_offsets(flat, valid).astype(flat.dtype)[:, None]
+    return flat
 
 
+def _coarse_residual(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarray:
+    """``z`` less a coarse background, in float32: the tilt along x (a plane fitted on a
+    subsample of about 64 x 64 pixels; none when ``degree`` is 0) and the line offsets (each
+    line's median over a subsample of its pixels).
+
+    Auto works on this residual: its fits are linear in the heights (the polynomial) or shift
+    with them (the line offsets, medians), and the coarse background is made of terms they fit,
+    so they return the same result as on ``z`` itself. Only the dynamic range shrinks, so
+    float32 (half the memory traffic of float64) rounds the heights to 1e-7 of what is left:
+    the features, the noise and the bow. Stays float64 beyond float32's range.
+    """
+    stride = max(1, min(z.shape) // 64)
+    rows, cols = _poly_fit(z, valid, _plane_terms() if degree >= 1 else [(0, 0)], stride=stride)
+    offsets = _row_medians(z[:, ::stride] - rows @ cols[:, ::stride], valid[:, ::stride])
+    rows = np.column_stack([rows, np.nan_to_num(offsets)])
+    cols = np.vstack([cols, np.ones(z.shape[1])])
+    out = _minus_surface(z, rows, cols, np.float32)
+    largest = max(abs(float(np.nanmin(out))), abs(float(np.nanmax(out))))
+    sample = np.abs(z[::stride, ::stride])
+    if largest <= 1e-12 * np.max(sample, where=np.isfinite(sample), initial=0.0):
+        np.copyto(out, 0.0, where=np.isfinite(out))  # z is that background to float64 rounding
+        return out
+    if 1e-30 < largest < 1e30:
+        return out
+    return _minus_surface(z, rows, cols, z.dtype)
+
+
+@_one_blas_thread
 def _auto(
     z: np.ndarray,
     mask: np.ndarray | None,
@@ -551,29 +635,30 @@ def _auto(
     features: str,
     scars: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Flattened image (background median 0) and the background mask it was fitted on."""
+    """Flattened image (float64, background median 0) and the background mask it was fitted on."""
     z = np.asarray(z, dtype=np.float64)
     finite = np.isfinite(z)
     user = np.zeros(z.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if not finite.any():
         return z.copy(), np.zeros(z.shape, dtype=bool)
+    valid = finite & ~user
+    base = _coarse_residual(z, valid, degree)
+    background = valid
+    result = _remove_rows_and_bow(base, background, degree)
     if scars:
-        defaults = FLATTEN_OPTIONS["scars"]
-        first = z - _fit_rows_and_bow(z, finite & ~user, degree)
-        repaired, scar_mask = _remove_scars(first, user, **defaults)
-        if scar_mask.any():  # interpolated on the levelled image; put the background back
-            z = np.where(scar_mask, repaired + (z - first), z)
-    background = finite & ~user
-    result = z - _fit_rows_and_bow(z, background, degree)
+        repaired, scar_mask = _remove_scars(result, user, **FLATTEN_OPTIONS["scars"])
+        if scar_mask.any():  # interpolated on the levelled image: put the background back, refit
+            rows, cols = np.nonzero(scar_mask)
+            base[rows, cols] += repaired[rows, cols] - result[rows, cols]
+            result = _remove_rows_and_bow(base, background, degree)
     for _ in range(iterations):
         feats = _feature_mask(result, background, threshold, dilation, features)
-        new_background = finite & ~user & ~feats
+        new_background = valid & ~feats
         if not new_background.any():
             break
         if np.array_equal(new_background, background):
             break
         background = new_background
-        result = z - _fit_rows_and_bow(z, background, degree)
+        result = _remove_rows_and_bow(base, background, degree)
     pick = background if background.any() else finite
-    result -= median(result[pick])
-    return result, background
+    return np.subtract(result, median(result[pick]), dtype=np.float64), background
