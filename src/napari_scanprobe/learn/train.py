@@ -33,6 +33,11 @@ What it does, in order:
 * optionally a label-permutation test: the same training on shuffled labels ``permutations``
   times; ``p_value = (1 + #{permuted accuracy >= observed}) / (1 + permutations)``.
 
+``pretrained=ENCODER`` (``learn/pretrain.py``: self-supervised pretraining on unlabelled
+scans) starts the network's blocks from the encoder's weights instead of random ones; the
+encoder must have been made for the same channels and block options (one error says what
+differs), and the model records it in ``training["pretrained"]``.
+
 A fixed ``seed`` makes a run repeatable on the CPU. ``should_stop()`` (polled every batch) ends
 training early and keeps the best model so far.
 """
@@ -356,6 +361,7 @@ def _train_run(
     should_stop: Callable[[], bool] | None,
     counter: list[int],
     total: int,
+    init: dict | None = None,
 ) -> Generator[Progress, None, _Run]:
     import torch
 
@@ -363,7 +369,10 @@ def _train_run(
 
     torch.manual_seed(opts["seed"])
     rng = np.random.default_rng(opts["seed"])
-    net = build_network(arch).to(device)
+    net = build_network(arch)
+    if init:  # pretrained blocks (``pretrain``): the head starts from the seed as usual
+        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in init.items()}, strict=False)
+    net = net.to(device)
     loss_fn = torch.nn.CrossEntropyLoss()
     size, n_classes = arch["input_size"], arch["n_classes"]
     train_labels = labels[train_idx]
@@ -494,6 +503,7 @@ def train_steps(
     device: Any = None,
     threads: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    pretrained: Any = None,
     **options: Any,
 ) -> Generator[Progress, None, ClassifierModel]:
     """:func:`train` as a generator yielding Progress; returns the model. Epoch ends carry
@@ -507,11 +517,21 @@ def train_steps(
     channels = [str(c) for c in channels]
     steps = check_steps(preprocessing, "preprocessing")
     dev = resolve_device(device)
+    encoder = None
+    if pretrained is not None:
+        from .pretrain import as_encoder
+
+        encoder = as_encoder(pretrained)
+        if isinstance(pixel_size, str) and pixel_size == "auto":
+            pixel_size = encoder.pixel_size  # the scale the encoder learnt its features at
+    init = encoder.state if encoder else None
     categories, items = _collect(data, channels)
     skipped: list[dict] = []
     examples = yield from _load(items, channels, skipped)
     target = _target_pixel_size(examples, pixel_size, int(input_size))
     arch = check_architecture(architecture, max(1, len(channels)), len(categories), int(input_size))
+    if encoder:
+        encoder.check_fits(arch)
     spec = {"pixel_size": target, "input_size": arch["input_size"], "preprocessing": steps}
     samples = yield from _prepare(examples, categories, spec, skipped)
     present = {categories[c] for c in np.unique(samples.labels)} if len(samples.labels) else set()
@@ -532,7 +552,19 @@ def train_steps(
         for f, (tr, va) in enumerate(splits):
             name = f"fold {f + 1}/{len(splits)}: " if opts["folds"] else ""
             run = yield from _train_run(
-                samples, labels, tr, va, arch, opts, dev, name, opts["epochs"], should_stop, counter, total
+                samples,
+                labels,
+                tr,
+                va,
+                arch,
+                opts,
+                dev,
+                name,
+                opts["epochs"],
+                should_stop,
+                counter,
+                total,
+                init,
             )
             results.append(run)
             if run.stopped_by_user:
@@ -565,6 +597,7 @@ def train_steps(
                 should_stop,
                 counter,
                 total,
+                init,
             )
             # all images, for the epoch count cross-validation chose (best training loss kept)
             state, history = final.state, final.history
@@ -579,7 +612,7 @@ def train_steps(
             state, history = results[0].state, results[0].history
         if opts["permutations"] and not stopped:
             metrics["permutation_test"] = yield from _permutation_test(
-                samples, splits, arch, opts, dev, metrics, should_stop, counter, total
+                samples, splits, arch, opts, dev, metrics, should_stop, counter, total, init
             )
     confidence: dict[str, Any] = {"temperature": temperature if len(truth) else 1.0}
     if not stopped:
@@ -608,6 +641,7 @@ def train_steps(
             "device": str(dev),
             "seconds": round(time.perf_counter() - started, 2),
             "receptive_field_px": receptive_field(arch),
+            "pretrained": encoder.summary() if encoder else None,
         },
     )
     model.training["warnings"] = training_warnings(model)
@@ -674,7 +708,7 @@ def _baseline(samples: _Samples, splits, labels: np.ndarray, categories: list[st
 
 
 def _permutation_test(
-    samples, splits, arch, opts, dev, metrics, should_stop, counter, total
+    samples, splits, arch, opts, dev, metrics, should_stop, counter, total, init
 ) -> Generator[Progress, None, dict]:
     observed = metrics.get("accuracy", float("nan"))
     rng = np.random.default_rng(opts["seed"] + 1)
@@ -698,6 +732,7 @@ def _permutation_test(
                 should_stop,
                 counter,
                 total,
+                init,
             )
             results.append(run)
         accuracies.append(
@@ -725,6 +760,8 @@ def train(
     ``channels``: channel names to stack (``[]``: the first channel of each file).
     Keyword options: ``pixel_size`` ("auto", None or nm/px), ``input_size`` (px),
     ``preprocessing`` (steps), ``architecture`` (see ``network.DEFAULT_ARCHITECTURE``),
-    ``device``, ``threads``, ``should_stop`` and the training options of :data:`DEFAULTS`.
+    ``device``, ``threads``, ``should_stop``, ``pretrained`` (an encoder file made by
+    ``learn.pretrain.pretrain``: the blocks start from it; with ``pixel_size="auto"`` its pixel
+    size is used) and the training options of :data:`DEFAULTS`.
     """
     return run_to_end(train_steps(data, channels, **options), progress)
