@@ -45,8 +45,8 @@ from ..process.common import Progress, run_to_end
 from ..process.steps import check_steps
 from ..untrusted import check_depth, one_line
 from .data import MIN_COVERED, model_shape
-from .modelfile import _jsonsafe, check_network_budget
-from .train import DEFAULT_PREPROCESSING, _load, _prepare, _target_pixel_size
+from .modelfile import check_network_budget, jsonsafe
+from .train import DEFAULT_PREPROCESSING, load_examples, prepare_samples, target_pixel_size
 
 FORMAT = "napari-scanprobe encoder"
 FORMAT_VERSION = 1
@@ -105,7 +105,7 @@ class Encoder:
             raise OSError(
                 f"{weights_path}: cannot save the encoder, the folder {weights_path.parent} does not exist"
             )
-        out = save_weights(weights_path, self.state, _jsonsafe(self.description()), FORMAT)
+        out = save_weights(weights_path, self.state, jsonsafe(self.description()), FORMAT)
         self.path = str(out)
         return out
 
@@ -389,11 +389,11 @@ def pretrain_steps(
     dev = resolve_device(device)
     skipped: list[dict] = []
     found = _inputs(data, skipped)
-    examples = yield from _load([(item, "unlabelled") for item in found], channels, skipped)
+    examples = yield from load_examples([(item, "unlabelled") for item in found], channels, skipped)
     if len(examples) < 2:
         reasons = "; ".join(f"{s['input']}: {s['reason']}" for s in skipped[:3])
         raise ValueError(f"data: fewer than 2 readable scans{': ' + reasons if reasons else ''}")
-    target = _target_pixel_size(examples, pixel_size, int(input_size))
+    target = target_pixel_size(examples, pixel_size, int(input_size))
     arch = _encoder_architecture(architecture, len(channels), int(input_size))
     pools = 2 ** min(arch["blocks"], arch["pooled_blocks"])
     if opts["crop_size"] is None:
@@ -406,7 +406,7 @@ def pretrain_steps(
         raise ValueError(f"crop_size: {opts['crop_size']} px must be divisible by the network's pooling")
     spec = {"pixel_size": target, "input_size": arch["input_size"], "preprocessing": steps}
     _check_pixels(examples, spec)
-    samples = yield from _prepare(examples, ["unlabelled"], spec, skipped)
+    samples = yield from prepare_samples(examples, ["unlabelled"], spec, skipped)
     views = samples.views
     if len(views) < 2:
         raise ValueError(

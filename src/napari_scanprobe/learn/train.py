@@ -8,7 +8,7 @@ What it does, in order:
 
 * reads every input (unreadable files, wrong channels and too-small images are skipped and
   listed in ``model.training["skipped"]``), picks the model pixel size (``"auto"``: the median
-  pixel size of the inputs, finer where small scans need it: ``_target_pixel_size``; a number:
+  pixel size of the inputs, finer where small scans need it: ``target_pixel_size``; a number:
   nm/px, which pictures and arrays without a pixel size are taken to have; None: every image as
   it is), and prepares each image once as the network sees it
   (``data.model_input``). Each frame of a movie is one sample; frames of one file always stay
@@ -139,9 +139,11 @@ def _collect(data: Any, channels: Sequence[str]) -> tuple[list[str], list[tuple[
     )
 
 
-def _load(
+def load_examples(
     items: list[tuple[Any, str]], channels: Sequence[str], skipped: list
 ) -> Generator[Progress, None, list[Example]]:
+    """Read ``(input, category)`` items (files or arrays) as examples; one that cannot be read
+    is appended to ``skipped`` with its reason, never dropped silently (yields progress)."""
     examples = []
     for i, (item, category) in enumerate(items):
         name = str(item) if isinstance(item, (str, os.PathLike)) else f"{category} image {i}"
@@ -171,7 +173,7 @@ def _reason(exc: Exception, name: str) -> str:
 AUTO_FINER_AT_MOST = 4.0
 
 
-def _target_pixel_size(examples: list[Example], pixel_size: Any, input_size: int) -> float | None:
+def target_pixel_size(examples: list[Example], pixel_size: Any, input_size: int) -> float | None:
     """The model's nm/px. ``"auto"``: the median of the inputs' pixel sizes, made finer (at most
     :data:`AUTO_FINER_AT_MOST` times) where a small scan would otherwise cover less than half the
     network input; a scan still too small is skipped and listed, never dropped silently."""
@@ -203,9 +205,11 @@ def _target_pixel_size(examples: list[Example], pixel_size: Any, input_size: int
     return dy
 
 
-def _prepare(
+def prepare_samples(
     examples: list[Example], categories: list[str], spec: dict, skipped: list
 ) -> Generator[Progress, None, _Samples]:
+    """Every frame of every example as the network sees it (``spec``: pixel size, input size,
+    preprocessing); an example too small or otherwise unusable goes to ``skipped`` with its reason."""
     views, labels, groups = [], [], []
     for g, example in enumerate(examples):
         try:
@@ -551,13 +555,13 @@ def train_steps(
     init = encoder.state if encoder else None
     categories, items = _collect(data, channels)
     skipped: list[dict] = []
-    examples = yield from _load(items, channels, skipped)
-    target = _target_pixel_size(examples, pixel_size, int(input_size))
+    examples = yield from load_examples(items, channels, skipped)
+    target = target_pixel_size(examples, pixel_size, int(input_size))
     arch = check_architecture(architecture, max(1, len(channels)), len(categories), int(input_size))
     if encoder:
         encoder.check_fits(arch)
     spec = {"pixel_size": target, "input_size": arch["input_size"], "preprocessing": steps}
-    samples = yield from _prepare(examples, categories, spec, skipped)
+    samples = yield from prepare_samples(examples, categories, spec, skipped)
     present = {categories[c] for c in np.unique(samples.labels)} if len(samples.labels) else set()
     if len(present) < 2:
         reasons = "; ".join(s["reason"] for s in skipped[:3])
