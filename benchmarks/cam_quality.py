@@ -116,13 +116,13 @@ def main() -> int:
         "--pooled-blocks",
         type=int,
         default=None,
-        help="train with pooling after this many blocks (default: the first)",
+        help="train with pooling after this many blocks (default: every block)",
     )
     parser.add_argument(
         "--last-kernel-size",
         type=int,
         default=None,
-        help="train with this kernel in the last block (default: 1)",
+        help="train with this kernel in the last block (default: the kernel size, 3)",
     )
     parser.add_argument(
         "--sparsity",

@@ -20,7 +20,11 @@ For every task and seed: accuracy, balanced accuracy, ROC AUC and ECE (expected 
 error, 10 bins) of the CNN (``train`` + ``predict_many``, calibrated probabilities), of a random
 forest and of a logistic regression on image statistics + texture + FFT features
 (``learn/baseline.py``) of the same prepared images; then the mean over seeds. ``--curve``
-adds the learning curve: 5, 10, 20, 50 and all training images per category.
+adds the learning curve: 5, 10, 20, 50 and all training images per category, with a "CNN
+pretrained" column: the encoder pretrained (``learn/pretrain.py``) once per task and seed on
+the task's training images with their labels dropped -- for the membrane tasks also 200 more
+generated unlabelled images, as a user has many more scans than labels -- then fine-tuned on
+the few labelled ones like the plain CNN.
 
     python benchmarks/classifier_suite.py --split report --seeds 5 --curve   # the figures
     python benchmarks/classifier_suite.py --quick                             # a small trial run
@@ -140,7 +144,37 @@ def _usable(example: Example, spec: dict) -> bool:
     return True
 
 
-def run_case(task, seed, per_class, args, data) -> dict:
+def unlabelled_extra(task: str, seed: int, n: int) -> list[Example]:
+    """More unlabelled images of a generated task (none for the real STM images)."""
+    if task == "membranes":
+        ds = knob_dataset(n // 2, n - n // 2, seed=seed + 500)
+        return [
+            Example([im], ["Height"], (ds.pixel_size_nm,) * 2, f"unlabelled {i}")
+            for i, im in enumerate(ds.images)
+        ]
+    if task == "membranes-variant":
+        items = variant_dataset(n // 2, n - n // 2, seed=30_000 + seed)
+        return [Example([im], ["Height"], (px, px), f"unlabelled {i}") for i, (im, px, _) in enumerate(items)]
+    return []
+
+
+def pretrained_encoder(task, seed, args, data):
+    """The encoder pretrained on the task's training images without labels (and more unlabelled
+    images for the generated tasks); its CPU seconds."""
+    from napari_scanprobe.learn.pretrain import pretrain_steps
+    from napari_scanprobe.process.common import run_to_end
+
+    train_x, _, _, _, _, extra = data
+    unlabelled = train_x + unlabelled_extra(task, seed, 40 if args.quick else 200)
+    options = {"seed": seed, "threads": args.threads, **extra}
+    if args.pretrain_epochs:
+        options["epochs"] = args.pretrain_epochs
+    t0 = time.process_time()
+    encoder = run_to_end(pretrain_steps(unlabelled, **options))
+    return encoder, time.process_time() - t0
+
+
+def run_case(task, seed, per_class, args, data, encoder=None) -> dict:
     train_x, train_y, test_x, test_y, categories, extra = data
     pick = _subset(train_y, per_class, seed)
     spec = {"pixel_size": extra.get("pixel_size"), "input_size": 128, "preprocessing": []}
@@ -178,6 +212,14 @@ def run_case(task, seed, per_class, args, data) -> dict:
     for method, key in (("random_forest", "forest"), ("logistic_regression", "logistic")):
         probs = baseline_probabilities(views_tr, train_y[pick], views_te, 2, method=method, seed=seed)
         out[key] = _scores(test_y, probs)
+    if encoder is not None:  # the same training, started from the pretrained encoder
+        t0 = time.process_time()
+        tuned = train(train_dict, pretrained=encoder, **options)
+        out["pretrained_train_cpu_s"] = round(time.process_time() - t0, 1)
+        preds = predict_many(tuned, test_x)
+        out["pretrained"] = _scores(
+            test_y, np.array([[p.probabilities[c] for c in categories] for p in preds])
+        )
     return out
 
 
@@ -187,6 +229,9 @@ def _line(r: dict) -> str:
         s = r[key]
         cells.append(f"{s['accuracy']:.3f} {s['balanced_accuracy']:.3f} {s['roc_auc']:.3f} {s['ece']:.3f}")
     cells.append(f"{r.get('train_cpu_s', float('nan')):7.0f}")
+    if "pretrained" in r:
+        s = r["pretrained"]
+        cells.append(f"{s['accuracy']:.3f} {s['balanced_accuracy']:.3f} {s['roc_auc']:.3f} {s['ece']:.3f}")
     return " | ".join(cells)
 
 
@@ -194,13 +239,15 @@ HEADER = (
     f"{'task':<18} | seed | n/cl | CNN acc  bal   AUC   ECE   | forest acc bal AUC ECE    "
     "| logistic acc bal AUC ECE  | train CPU s"
 )
+PRETRAINED_HEADER = " | CNN pretrained acc bal AUC ECE"
 
 
 def _mean(rows: list[dict]) -> dict:
     out = {k: rows[0][k] for k in ("task", "per_class")}
     out["seed"] = f"{len(rows)}x"
-    for key in ("cnn", "forest", "logistic"):
-        out[key] = {m: float(np.mean([r[key][m] for r in rows])) for m in rows[0][key]}
+    for key in ("cnn", "forest", "logistic", "pretrained"):
+        if key in rows[0]:
+            out[key] = {m: float(np.mean([r[key][m] for r in rows])) for m in rows[0][key]}
     out["train_cpu_s"] = float(np.mean([r["train_cpu_s"] for r in rows]))
     return out
 
@@ -209,6 +256,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=("tune", "report"), default="report")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="start at this seed (to spread seeds over processes)"
+    )
     parser.add_argument("--tasks", default=None, help="comma-separated (default: the split's tasks)")
     parser.add_argument("--curve", action="store_true", help="add the learning curve (5, 10, 20, 50, all)")
     parser.add_argument(
@@ -217,13 +267,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few images and epochs: a trial run")
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: train's)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=None,
+        help="pretraining epochs for --curve (default: pretrain's)",
+    )
     parser.add_argument("--json", default=None, help="also write every row to this JSON file")
     args = parser.parse_args()
     default_tasks = ["membranes", "stm-tip"] if args.split == "tune" else ["membranes-variant", "stm-tip"]
     tasks = args.tasks.split(",") if args.tasks else default_tasks
-    seeds = range(1 if args.quick else args.seeds)
+    seeds = range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds))
     if args.quick:
         args.epochs = args.epochs or 6
+        args.pretrain_epochs = args.pretrain_epochs or 3
     n_train, n_test = ((30, 30), 60) if args.quick else ((122, 109), 200)
     seed_base = 0 if args.split == "tune" else 100
 
@@ -233,7 +290,7 @@ def main() -> None:
         f"classifier suite ({args.split} split): torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{os.cpu_count()} CPUs; acc = accuracy, bal = balanced accuracy, ECE = expected calibration error"
     )
-    print(HEADER)
+    print(HEADER + (PRETRAINED_HEADER if args.curve else ""))
     rows = []
     for task in tasks:
         task_rows = []
@@ -251,8 +308,12 @@ def main() -> None:
             else:
                 raise SystemExit(f"unknown task {task!r}")
             sizes = (5, 10, 20, 50, None) if args.curve else (args.per_class,)
+            encoder = None
+            if args.curve:
+                encoder, cpu = pretrained_encoder(task, seed, args, data)
+                print(f"    pretrained on {encoder.training['images']} unlabelled images in {cpu:.0f} CPU s")
             for per_class in sizes:
-                row = run_case(task, seed, per_class, args, data)
+                row = run_case(task, seed, per_class, args, data, encoder)
                 print(_line(row), flush=True)
                 for w in row["warnings"]:
                     print(f"    warning: {w}")

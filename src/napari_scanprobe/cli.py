@@ -272,6 +272,7 @@ def cmd_train(args) -> int:
                 pixel_size=pixel_size,
                 input_size=args.input_size,
                 device=args.device,
+                pretrained=args.pretrained,
                 **options,
             ),
             show,
@@ -299,6 +300,48 @@ def cmd_train(args) -> int:
     for warning in info.get("warnings", []):
         print(f"  warning: {warning}")
     print(f"model written to {out} (+ {out.with_suffix('.json').name})")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from pathlib import Path
+
+    from .atomic import output_folder
+    from .learn.pretrain import pretrain
+
+    output_folder(Path(args.output).parent)  # checked before the work, not after
+    bar = ProgressBar("pretraining")
+    try:
+        pixel_size = "auto" if args.pixel_size is None else _pixel_size_value(args.pixel_size)
+        out = pretrain(
+            args.folder,
+            args.output,
+            args.channel or [],
+            progress=lambda update: bar.update(update.fraction, update.message),
+            pixel_size=pixel_size,
+            input_size=args.input_size,
+            device=args.device,
+            epochs=args.epochs,
+            seed=args.seed,
+        )
+    except (ValueError, OSError) as exc:
+        bar.close()
+        print(f"scanprobe pretrain: error: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    from .learn.pretrain import load_encoder
+
+    info = load_encoder(out).training
+    print(
+        f"pretrained on {info['images']} unlabelled scans ({info['samples']} samples, {info['epochs_run']} epochs, "
+        f"{info['seconds']:.1f} s on {info['device']}); contrastive loss {info['loss_first_epoch']:.3f} -> "
+        f"{info['loss_last_epoch']:.3f}"
+    )
+    for skip in info["skipped"]:
+        print(f"  skipped {skip['input']}: {skip['reason']}")
+    print(
+        f"encoder written to {out} (+ {out.with_suffix('.json').name}); use it with: scanprobe train ... --pretrained {out}"
+    )
     return 0
 
 
@@ -650,7 +693,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--permutations", type=int, default=0, help="label-permutation test: how many shuffled trainings"
     )
     tr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    tr.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="ENCODER",
+        help="start from an encoder made by 'scanprobe pretrain' (same channels and network)",
+    )
     tr.set_defaults(func=cmd_train)
+
+    pt = sub.add_parser(
+        "pretrain", help="pretrain the classifier's encoder on a FOLDER of unlabelled scans (few labels)"
+    )
+    pt.add_argument("folder", metavar="FOLDER", help="unlabelled SPM files, arrays or pictures (recursive)")
+    pt.add_argument(
+        "-o", "--output", required=True, metavar="ENCODER", help="writes ENCODER.safetensors and ENCODER.json"
+    )
+    pt.add_argument("--channel", action="append", metavar="NAME", help="channel to use (as for train)")
+    pt.add_argument("--epochs", type=int, default=20)
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--input-size", type=int, default=128, help="network input in pixels (as for train)")
+    pt.add_argument(
+        "--pixel-size", default=None, help="nm per pixel the network sees (as for train; default 'auto')"
+    )
+    pt.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    pt.set_defaults(func=cmd_pretrain)
 
     pr = sub.add_parser("predict", help="classify SPM files (folders: every file inside)")
     pr.add_argument("model", metavar="MODEL")

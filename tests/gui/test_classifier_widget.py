@@ -412,6 +412,20 @@ def test_categories_are_edited_in_the_widget(dock):
     assert widget.predict.layer_list.count() == 2
 
 
+def test_options_start_at_the_training_defaults_and_early_stopping_picks_the_schedule(dock):
+    from napari_scanprobe.learn.train import DEFAULTS
+    from napari_scanprobe.nn.classifier import DEFAULT_ARCHITECTURE
+
+    panel = dock[1].train
+    options = panel.options()
+    assert options["architecture"]["blocks"] == DEFAULT_ARCHITECTURE["blocks"]
+    assert options["architecture"]["filters"] == DEFAULT_ARCHITECTURE["filters"]
+    assert options["epochs"] == DEFAULTS["epochs"] and options["schedule"] == DEFAULTS["schedule"]
+    assert panel.patience.text() == "off (one cycle)"
+    panel.patience.setValue(5)
+    assert panel.options()["schedule"] == "plateau" and panel.options()["patience"] == 5
+
+
 def test_export_recipe_predict_and_cam_replays_the_widget(qtbot, dock, model_file, tmp_path):
     import napari_scanprobe as sp
     from napari_scanprobe.learn.predict import predict
@@ -495,3 +509,33 @@ def test_classifier_dock_fits_a_laptop(dock):
         for area in widget.tabs.widget(tab).findChildren(QScrollArea):
             assert not area.horizontalScrollBar().isVisible(), widget.tabs.tabText(tab)
             assert area.widget().minimumSizeHint().width() <= area.viewport().width()
+
+
+@pytest.mark.slow
+def test_pretraining_folder_runs_before_training_and_stops(qtbot, dock, tmp_path, monkeypatch):
+    from napari_scanprobe.learn import pretrain
+
+    monkeypatch.setitem(pretrain.DEFAULTS, "epochs", 1)  # a few optimiser steps are enough here
+    viewer, widget = dock
+    rng = np.random.default_rng(3)
+    for i in range(8):
+        np.save(tmp_path / f"unlabelled_{i}.npy", blob_image(rng, i % 2 == 0))
+    panel = widget.train
+    assign(panel, add_blob_layers(viewer, per_category=4))
+    small_options(panel, epochs=2)
+    panel.pretrain_folder.setText(str(tmp_path))
+    messages = []
+    panel.progress.valueChanged.connect(lambda *_: messages.append(panel.status.text()))
+    train_and_wait(qtbot, panel)
+    model = panel.model
+    assert model is not None, panel.status.text()
+    assert model.training["pretrained"]["images"] == 8
+    assert any(m.startswith("pretraining") for m in messages), messages[:5]
+    # Stop while pretraining: nothing is trained, and the dock says so
+    panel.model = None
+    monkeypatch.setitem(pretrain.DEFAULTS, "epochs", 10_000)
+    panel.train_button.click()
+    qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=30_000)
+    panel.stop_button.click()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=5_000)
+    assert panel.model is None and "stopped while pretraining" in panel.status.text()

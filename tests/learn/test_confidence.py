@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,14 @@ def test_a_tiny_category_is_warned_and_a_good_model_is_not_called_chance(blob_mo
     assert "category 'blob' has only 6 images" in text
     assert not any("guessing" in w for w in blob_model.training["warnings"])
     assert blob_model.confidence["reference"]["scale"] > 0 and blob_model.confidence["temperature"] > 0
+
+
+@pytest.mark.slow
+def test_a_validation_loss_lowest_after_the_first_epoch_is_warned(blob_model):
+    from napari_scanprobe.learn.checks import training_warnings
+
+    rising = [{**e, "val_loss": 0.5 + 0.1 * i} for i, e in enumerate(blob_model.history)]
+    assert len(rising) > 1
+    text = " ".join(training_warnings(dataclasses.replace(blob_model, history=rising)))
+    assert "lowest after the first epoch" in text
+    assert not any("first epoch" in w for w in training_warnings(blob_model))

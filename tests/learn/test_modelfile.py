@@ -98,25 +98,46 @@ def test_save_into_a_missing_folder_is_a_clear_error(blob_model, tmp_path):
     assert not (tmp_path / "no").exists()
 
 
-def test_a_model_saved_before_last_kernel_size_existed_still_loads(tmp_path):
-    """Older descriptions have no last_kernel_size: every block then had kernel_size."""
+def _saved_one_epoch_model(tmp_path, architecture: dict):
+    """A model of ``architecture`` trained for one epoch, saved as ``tmp_path/old``."""
     from napari_scanprobe.learn.train import train
 
     from .conftest import SIZE
 
-    old = train(
-        blob_data(6, seed=2),
-        input_size=SIZE,
-        pixel_size=None,
-        epochs=1,
-        seed=0,
-        architecture={"blocks": 3, "last_kernel_size": 3},
+    model = train(
+        blob_data(6, seed=2), input_size=SIZE, pixel_size=None, epochs=1, seed=0, architecture=architecture
     )
-    old.save(tmp_path / "old")
+    model.save(tmp_path / "old")
+    return model
+
+
+def _same_predictions(a, b) -> bool:
+    image = blob_data(1, seed=4)["blob"][0]
+    return predict(a, image).probabilities == predict(b, image).probabilities
+
+
+def test_a_model_saved_before_last_kernel_size_existed_still_loads(tmp_path):
+    """Older descriptions have no last_kernel_size: every block then had kernel_size."""
+    old = _saved_one_epoch_model(tmp_path, {"blocks": 3, "last_kernel_size": 3})
     doc = json.loads((tmp_path / "old.json").read_text())
     del doc["architecture"]["last_kernel_size"]
     (tmp_path / "old.json").write_text(json.dumps(doc))
     loaded = load_model(tmp_path / "old")
     assert loaded.architecture["last_kernel_size"] == 3
-    image = blob_data(1, seed=4)["blob"][0]
-    assert predict(loaded, image).probabilities == predict(old, image).probabilities
+    assert _same_predictions(loaded, old)
+
+
+#: The network every model saved before the three-block default had (its description names it in full).
+OLD_DEFAULT_ARCHITECTURE = {"blocks": 4, "filters": 8, "pooled_blocks": 1, "last_kernel_size": 1}
+
+
+def test_a_model_of_the_old_default_network_still_loads_and_predicts_the_same(tmp_path):
+    from napari_scanprobe.nn.classifier import DEFAULT_ARCHITECTURE
+
+    assert {k: DEFAULT_ARCHITECTURE[k] for k in OLD_DEFAULT_ARCHITECTURE} != OLD_DEFAULT_ARCHITECTURE
+    old = _saved_one_epoch_model(tmp_path, OLD_DEFAULT_ARCHITECTURE)
+    saved = json.loads((tmp_path / "old.json").read_text())["architecture"]
+    assert {k: saved[k] for k in OLD_DEFAULT_ARCHITECTURE} == OLD_DEFAULT_ARCHITECTURE
+    loaded = load_model(tmp_path / "old")
+    assert loaded.architecture == old.architecture
+    assert _same_predictions(loaded, old)

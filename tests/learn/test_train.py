@@ -65,6 +65,22 @@ def test_progress_reports_epochs_with_train_and_validation_figures():
     assert all(0 <= e["val_accuracy"] <= 1 and e["train_loss"] > 0 for e in epochs)
 
 
+def test_one_cycle_runs_every_epoch_and_keeps_the_annealed_end():
+    model = train(blob_data(8, seed=4), epochs=4, schedule="one-cycle", learning_rate=2e-3, **FAST)
+    rates = [e["learning_rate"] for e in model.history]
+    assert len(rates) == 4 and model.training["best_epoch"] == 4  # no early stop, the last epoch kept
+    assert max(rates) > 10 * rates[-1]  # the rate rose, then annealed towards zero
+
+
+def test_plateau_schedule_stops_early_and_keeps_the_best_epoch():
+    model = train(
+        blob_data(8, seed=4), epochs=30, schedule="plateau", patience=1, min_epochs=1, seed=1, **FAST
+    )
+    assert len(model.history) < 30
+    losses = [e["val_loss"] for e in model.history]
+    assert model.training["best_epoch"] == 1 + int(np.argmin(losses))
+
+
 def test_stop_keeps_the_best_model_so_far():
     calls = {"n": 0}
 
@@ -197,6 +213,8 @@ def test_all_images_too_small_says_so():
         ({"architecture": {"kernel_size": 4}}, "odd"),
         ({"architecture": {"last_kernel_size": 2}}, "last_kernel_size must be odd"),
         ({"sparsity": -0.5}, "sparsity"),
+        ({"schedule": "cosine"}, "schedule: expected one of"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
         ({"input_size": 49}, "divisible"),
         ({"preprocessing": [{"step": "sharpen"}]}, "unknown step"),
         ({"pixel_size": -2}, "positive"),

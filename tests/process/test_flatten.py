@@ -579,3 +579,18 @@ def test_median_of_float32_values_is_exact():
     for values in (rng.normal(size=300_000), rng.normal(size=1000), rng.normal(size=300_001)):
         values = (values * 1e3).astype(np.float32)
         assert median(values) == np.median(values.astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_surface_subtracted_block_by_block_is_the_whole_product(dtype):
+    """The surface is subtracted a block of lines at a time: every line, the last partial block
+    included, gets exactly ``z - rows @ cols`` (summed term by term)."""
+    from napari_scanprobe.process.flatten import _minus_surface
+
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(37, 29))  # 37 lines: not a whole number of blocks
+    rows, cols = rng.normal(size=(37, 4)), rng.normal(size=(4, 29))
+    out = _minus_surface(z, rows, cols, dtype)
+    surface = sum(rows[:, k : k + 1] * cols[k : k + 1] for k in range(4))
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, (z - surface).astype(dtype))

@@ -403,7 +403,7 @@ class TrainPanel(_Panel):
             DEFAULTS["epochs"],
             1,
             10000,
-            "Most epochs; training stops earlier when the validation loss stops improving",
+            "Training rounds over the images (fewer when early stopping is on)",
         )
         self.input_size = _spin(
             128, 8, 2048, "Network input in pixels (at the model pixel size); larger images are tiled"
@@ -445,7 +445,7 @@ class TrainPanel(_Panel):
             arch["blocks"],
             1,
             8,
-            "Convolution blocks. GAP head: all but the last three (at least the first) halve the resolution, the last is 1×1. Dense head: each halves it",
+            "Convolution blocks; each halves the resolution",
         )
         self.filters = _spin(arch["filters"], 1, 512, "Filters of the first block; doubled block by block")
         self.head = QComboBox()
@@ -454,7 +454,13 @@ class TrainPanel(_Panel):
             "gap: global average pooling (needed by the 'cam' method); dense: flatten + dense layer"
         )
         self.patience = _spin(
-            DEFAULTS["patience"], 1, 10000, "Early stopping: epochs without a better validation loss"
+            DEFAULTS["patience"] if DEFAULTS["schedule"] == "plateau" else 0,
+            0,
+            10000,
+            "off: the learning rate follows one cycle over every epoch and the last epoch is kept; "
+            "a number: the rate is halved when the validation loss stalls, and training stops after "
+            "this many epochs without a better one (the best epoch is kept)",
+            special="off (one cycle)",
         )
         self.batch_size = _spin(DEFAULTS["batch_size"], 1, 1024, "Images per batch")
         self.baseline = QCheckBox("compare with a feature baseline")
@@ -488,6 +494,21 @@ class TrainPanel(_Panel):
             form.addRow(label, widget)
             form.labelForField(widget).setToolTip(widget.toolTip())
         form.addRow(self.baseline)
+        self.pretrain_folder = QLineEdit()
+        self.pretrain_folder.setPlaceholderText("none: train from scratch")
+        self.pretrain_folder.setToolTip(
+            "Optional: a folder of unlabelled scans of the same kind. The network first learns what they look "
+            "like (self-supervised, no labels), then trains on the labelled images: better with few labels"
+        )
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_pretrain_folder)
+        row = QHBoxLayout()
+        row.addWidget(self.pretrain_folder)
+        row.addWidget(browse)
+        label = QLabel("Pretrain on unlabelled scans…")
+        label.setToolTip(self.pretrain_folder.toolTip())
+        form.addRow(label)
+        form.addRow(row)
         return box
 
     def _source_changed(self, index: int) -> None:
@@ -499,6 +520,13 @@ class TrainPanel(_Panel):
         )
         if folder:
             self.folder.setText(folder)
+
+    def _browse_pretrain_folder(self, *args) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Unlabelled scans to pretrain on", self.pretrain_folder.text()
+        )
+        if folder:
+            self.pretrain_folder.setText(folder)
 
     # -- categories ------------------------------------------------------------------------
     def category_names(self) -> list[str]:
@@ -731,7 +759,8 @@ class TrainPanel(_Panel):
             "folds": self.folds.value(),
             "seed": self.seed.value(),
             "permutations": self.permutations.value(),
-            "patience": self.patience.value(),
+            "schedule": "plateau" if self.patience.value() else "one-cycle",
+            "patience": self.patience.value() or DEFAULTS["patience"],
             "batch_size": self.batch_size.value(),
             "threads": self.threads.value() or None,
             "baseline": self.baseline.isChecked(),
@@ -741,6 +770,7 @@ class TrainPanel(_Panel):
     def start(self, *args) -> None:
         if self.worker is not None:
             return
+        from ..learn.pretrain import pretrain_then_train_steps
         from ..learn.train import train_steps
 
         try:
@@ -749,6 +779,10 @@ class TrainPanel(_Panel):
         except (ValueError, OSError) as exc:
             self.error("Cannot train", exc)
             return
+        unlabelled = self.pretrain_folder.text().strip()
+        run: tuple = (train_steps, data, channels)
+        if unlabelled:  # pretraining first, then training from its encoder
+            run = (pretrain_then_train_steps, unlabelled, data, channels)
         self._stop_requested = False
         self._plotted_run = None
         for plot in (self.loss_plot, self.accuracy_plot):
@@ -757,9 +791,7 @@ class TrainPanel(_Panel):
         self.metrics_label.setText("")
         self.skipped_label.setText("")
         worker = create_worker(
-            train_steps,
-            data,
-            channels,
+            *run,
             should_stop=lambda: self._stop_requested,
             **options,
             _start_thread=False,
@@ -774,7 +806,7 @@ class TrainPanel(_Panel):
         self.stop_button.setEnabled(True)
         self.progress.setValue(0)
         self.progress.setVisible(True)
-        self.status.setText("training…")
+        self.status.setText("pretraining…" if unlabelled else "training…")
         worker.start()
 
     def stop(self, *args) -> None:
@@ -803,7 +835,10 @@ class TrainPanel(_Panel):
             self.loss_plot.add_point("validation", epoch, entry["val_loss"])
             self.accuracy_plot.add_point("validation", epoch, entry["val_accuracy"])
 
-    def _trained(self, model: ClassifierModel) -> None:
+    def _trained(self, model: ClassifierModel | None) -> None:
+        if model is None:
+            self.status.setText("stopped while pretraining: no model trained")
+            return
         self.model = model
         self.metrics_label.setText(metrics_html(model))
         skipped = model.training.get("skipped", [])

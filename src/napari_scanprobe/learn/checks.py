@@ -1,7 +1,7 @@
 """Warnings at the end of training: when the figures a model reports do not mean much.
 
 * **At chance**: the validation balanced accuracy is within two standard errors of guessing
-  (1 / number of categories), or the best epoch was the first.
+  (1 / number of categories), or the validation loss was lowest after the first epoch.
 * **Too few validation images**: fewer than :data:`MIN_VALIDATION` images (or fewer than 5 of a
   category) make an accuracy uncertain by more than about ±10 %.
 * **A tiny category**: fewer than :data:`MIN_PER_CATEGORY` images, or under a fifth of the
@@ -37,9 +37,11 @@ def training_warnings(model) -> list[str]:
                 f"{balanced:.2f}, chance {chance:.2f}): check the labels, add images, or train with "
                 "--permutations 20 to test it against shuffled labels"
             )
-    if training.get("best_epoch") == 1 and n_val:
+    val_losses = [e["val_loss"] for e in model.history if math.isfinite(e.get("val_loss", math.nan))]
+    if len(val_losses) > 1 and min(val_losses) == val_losses[0]:
         warnings.append(
-            "the best epoch was the first: the network learnt nothing that held on the validation images"
+            "the validation loss was lowest after the first epoch: the network learnt nothing that held "
+            "on the validation images"
         )
     if not opts.get("folds") and n_val:
         per_class = metrics.get("per_class", {})

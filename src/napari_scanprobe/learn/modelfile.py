@@ -103,19 +103,19 @@ class ClassifierModel:
             raise OSError(
                 f"{weights_path}: cannot save the model, the folder {weights_path.parent} does not exist"
             )
-        out = save_weights(weights_path, self.state, _jsonsafe(self.description()), FORMAT)
+        out = save_weights(weights_path, self.state, jsonsafe(self.description()), FORMAT)
         self.path = str(out)
         return out
 
 
-def _jsonsafe(obj: Any) -> Any:
+def jsonsafe(obj: Any) -> Any:
     """NaN/inf (e.g. an undefined AUC) become None: the JSON stays standard."""
     if isinstance(obj, dict):
-        return {str(k): _jsonsafe(v) for k, v in obj.items()}
+        return {str(k): jsonsafe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonsafe(v) for v in obj]
+        return [jsonsafe(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonsafe(obj.tolist())
+        return jsonsafe(obj.tolist())
     if isinstance(obj, (np.generic,)):
         obj = obj.item()
     if isinstance(obj, float) and not np.isfinite(obj):

@@ -8,7 +8,7 @@ What it does, in order:
 
 * reads every input (unreadable files, wrong channels and too-small images are skipped and
   listed in ``model.training["skipped"]``), picks the model pixel size (``"auto"``: the median
-  pixel size of the inputs, finer where small scans need it: ``_target_pixel_size``; a number:
+  pixel size of the inputs, finer where small scans need it: ``target_pixel_size``; a number:
   nm/px, which pictures and arrays without a pixel size are taken to have; None: every image as
   it is), and prepares each image once as the network sees it
   (``data.model_input``). Each frame of a movie is one sample; frames of one file always stay
@@ -17,14 +17,17 @@ What it does, in order:
   cross-validation.
 * trains (an epoch: every training image once, or at least 8 batches) with SPM augmentation
   (random crops, 90° rotations, flips, small noise, random row offsets), class-balanced
-  sampling, AdamW, a learning rate halved when the validation loss stalls, and early stopping on
-  the validation loss (the best epoch's weights are kept). The loss is cross-entropy plus
-  ``sparsity`` × the mean of the last block's activations (an L1 activity penalty):
-  each position of the last block pays for firing, so the network keeps its
-  evidence on the few places that carry it and stays quiet elsewhere -- its class activation
-  maps lie on those places (on the knob membranes, 30 % of a map's energy on the knobs without
-  the penalty and a 1×1 last block, 65-75 % with them, at the same or better accuracy; see
-  ``network``). ``sparsity=0`` trains on cross-entropy alone.
+  sampling, AdamW and label smoothing (``label_smoothing``, 0.1: targets of 0.95/0.05, which
+  temperature scaling undoes for the probabilities reported). ``schedule="one-cycle"`` (the
+  default): the learning rate rises over the first 15 % of the steps and anneals (cosine) to
+  nearly zero at the last epoch, whose weights are kept -- no early stopping, so a run never ends
+  on a noisy dip of the validation loss of a few dozen images. ``schedule="plateau"``: the rate
+  is halved when the validation loss stalls, and training stops after ``patience`` epochs
+  without improvement (never before ``min_epochs``), keeping the best epoch's weights.
+  The loss is cross-entropy plus ``sparsity`` × the mean of the last block's activations (an
+  L1 activity penalty): each position of the last block pays for firing, so the network keeps
+  its evidence on the few places that carry it and its class activation maps lie on those
+  places (see ``nn.classifier``). ``sparsity=0`` trains on cross-entropy alone.
 * reports per-epoch loss/accuracy (train and validation) and, at the end, accuracy, balanced
   accuracy, per-class precision/recall, confusion matrix and ROC AUC on the validation images
   (pooled out-of-fold predictions for cross-validation, after which the final model is trained on
@@ -32,6 +35,11 @@ What it does, in order:
   epoch, so the figures are slightly optimistic: keep a test set apart for a claim.
 * optionally a label-permutation test: the same training on shuffled labels ``permutations``
   times; ``p_value = (1 + #{permuted accuracy >= observed}) / (1 + permutations)``.
+
+``pretrained=ENCODER`` (``learn/pretrain.py``: self-supervised pretraining on unlabelled
+scans) starts the network's blocks from the encoder's weights instead of random ones; the
+encoder must have been made for the same channels and block options (one error says what
+differs), and the model records it in ``training["pretrained"]``.
 
 A fixed ``seed`` makes a run repeatable on the CPU. ``should_stop()`` (polled every batch) ends
 training early and keeps the best model so far.
@@ -91,7 +99,11 @@ DEFAULTS = {
     "seed": 0,
     "sparsity": 0.3,
     "baseline": False,
+    "schedule": "one-cycle",
+    "label_smoothing": 0.1,
 }
+
+SCHEDULES = ("one-cycle", "plateau")
 
 
 # --------------------------------------------------------------------------------------
@@ -127,9 +139,11 @@ def _collect(data: Any, channels: Sequence[str]) -> tuple[list[str], list[tuple[
     )
 
 
-def _load(
+def load_examples(
     items: list[tuple[Any, str]], channels: Sequence[str], skipped: list
 ) -> Generator[Progress, None, list[Example]]:
+    """Read ``(input, category)`` items (files or arrays) as examples; one that cannot be read
+    is appended to ``skipped`` with its reason, never dropped silently (yields progress)."""
     examples = []
     for i, (item, category) in enumerate(items):
         name = str(item) if isinstance(item, (str, os.PathLike)) else f"{category} image {i}"
@@ -159,7 +173,7 @@ def _reason(exc: Exception, name: str) -> str:
 AUTO_FINER_AT_MOST = 4.0
 
 
-def _target_pixel_size(examples: list[Example], pixel_size: Any, input_size: int) -> float | None:
+def target_pixel_size(examples: list[Example], pixel_size: Any, input_size: int) -> float | None:
     """The model's nm/px. ``"auto"``: the median of the inputs' pixel sizes, made finer (at most
     :data:`AUTO_FINER_AT_MOST` times) where a small scan would otherwise cover less than half the
     network input; a scan still too small is skipped and listed, never dropped silently."""
@@ -191,9 +205,11 @@ def _target_pixel_size(examples: list[Example], pixel_size: Any, input_size: int
     return dy
 
 
-def _prepare(
+def prepare_samples(
     examples: list[Example], categories: list[str], spec: dict, skipped: list
 ) -> Generator[Progress, None, _Samples]:
+    """Every frame of every example as the network sees it (``spec``: pixel size, input size,
+    preprocessing); an example too small or otherwise unusable goes to ``skipped`` with its reason."""
     views, labels, groups = [], [], []
     for g, example in enumerate(examples):
         try:
@@ -356,15 +372,19 @@ def _train_run(
     should_stop: Callable[[], bool] | None,
     counter: list[int],
     total: int,
+    init: dict | None = None,
 ) -> Generator[Progress, None, _Run]:
     import torch
 
-    from ..nn.loop import EpochEnd, Plateau, Stopping, fit, state_of
+    from ..nn.loop import EpochEnd, OneCycle, Plateau, Stopping, fit, state_of
 
     torch.manual_seed(opts["seed"])
     rng = np.random.default_rng(opts["seed"])
-    net = build_network(arch).to(device)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    net = build_network(arch)
+    if init:  # pretrained blocks (``pretrain``): the head starts from the seed as usual
+        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in init.items()}, strict=False)
+    net = net.to(device)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=opts["label_smoothing"])
     size, n_classes = arch["input_size"], arch["n_classes"]
     train_labels = labels[train_idx]
     if opts["balance"]:
@@ -423,17 +443,20 @@ def _train_run(
         return EpochEnd(monitored, {"run": run_name, "epoch": entry}, probs)
 
     epoch_state["batch"] = 0
+    one_cycle = opts["schedule"] == "one-cycle"
     fitted = yield from fit(
         net,
         step,
         learning_rate=opts["learning_rate"],
         weight_decay=opts["weight_decay"],
         optimiser="adamw",
-        schedule=Plateau(factor=0.5, patience=max(1, opts["patience"] // 3)),
+        schedule=OneCycle() if one_cycle else Plateau(factor=0.5, patience=max(1, opts["patience"] // 3)),
         steps_per_epoch=n_batches,
         epochs=epochs,
         end_epoch=end_epoch,
-        stopping=Stopping(patience=opts["patience"], min_epochs=opts["min_epochs"]),
+        stopping=Stopping()
+        if one_cycle
+        else Stopping(patience=opts["patience"], min_epochs=opts["min_epochs"]),
         should_stop=should_stop,
         label=f"{run_name}training",
         extra={"run": run_name},
@@ -441,11 +464,13 @@ def _train_run(
         total=total,
     )
     counter[0] += fitted.steps
-    best_state, val_probs_best = fitted.best_state, fitted.best_keep
+    best_state, val_probs_best, best_epoch = fitted.best_state, fitted.best_keep, fitted.best_epoch
+    if one_cycle and fitted.epochs and not fitted.stopped_by_user:  # the annealed end, not a dip on the way
+        best_state, val_probs_best, best_epoch = None, None, fitted.epochs
     if best_state is None:  # no epoch improved (a loss that is not a number)
         best_state = state_of(net)
         val_probs_best = _evaluate(net, samples, val_idx, size, device, n_classes) if len(val_idx) else None
-    return _Run(best_state, history, fitted.best_epoch, val_probs_best, fitted.stopped_by_user)
+    return _Run(best_state, history, best_epoch, val_probs_best, fitted.stopped_by_user)
 
 
 # --------------------------------------------------------------------------------------
@@ -467,7 +492,15 @@ def _options(options: dict) -> dict:
         raise ValueError("epochs, batch_size and patience must be at least 1")
     if opts["folds"] == 1:
         raise ValueError("folds: cross-validation needs at least 2 folds (0 = a single validation split)")
-    for key in ("learning_rate", "weight_decay", "noise", "row_offsets", "validation", "sparsity"):
+    for key in (
+        "learning_rate",
+        "weight_decay",
+        "noise",
+        "row_offsets",
+        "validation",
+        "sparsity",
+        "label_smoothing",
+    ):
         value = opts[key]
         if (
             isinstance(value, bool)
@@ -479,6 +512,10 @@ def _options(options: dict) -> dict:
         opts[key] = float(value)
     if opts["learning_rate"] <= 0 or opts["validation"] >= 1:
         raise ValueError("learning_rate must be > 0 and validation a fraction below 1")
+    if opts["schedule"] not in SCHEDULES:
+        raise ValueError(f"schedule: expected one of {SCHEDULES}, got {opts['schedule']!r}")
+    if not 0 <= opts["label_smoothing"] < 1:
+        raise ValueError(f"label_smoothing: expected a fraction below 1, got {opts['label_smoothing']!r}")
     for key in ("augment", "balance", "baseline"):
         opts[key] = bool(opts[key])
     return opts
@@ -494,6 +531,7 @@ def train_steps(
     device: Any = None,
     threads: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    pretrained: Any = None,
     **options: Any,
 ) -> Generator[Progress, None, ClassifierModel]:
     """:func:`train` as a generator yielding Progress; returns the model. Epoch ends carry
@@ -507,13 +545,23 @@ def train_steps(
     channels = [str(c) for c in channels]
     steps = check_steps(preprocessing, "preprocessing")
     dev = resolve_device(device)
+    encoder = None
+    if pretrained is not None:
+        from .pretrain import as_encoder
+
+        encoder = as_encoder(pretrained)
+        if isinstance(pixel_size, str) and pixel_size == "auto":
+            pixel_size = encoder.pixel_size  # the scale the encoder learnt its features at
+    init = encoder.state if encoder else None
     categories, items = _collect(data, channels)
     skipped: list[dict] = []
-    examples = yield from _load(items, channels, skipped)
-    target = _target_pixel_size(examples, pixel_size, int(input_size))
+    examples = yield from load_examples(items, channels, skipped)
+    target = target_pixel_size(examples, pixel_size, int(input_size))
     arch = check_architecture(architecture, max(1, len(channels)), len(categories), int(input_size))
+    if encoder:
+        encoder.check_fits(arch)
     spec = {"pixel_size": target, "input_size": arch["input_size"], "preprocessing": steps}
-    samples = yield from _prepare(examples, categories, spec, skipped)
+    samples = yield from prepare_samples(examples, categories, spec, skipped)
     present = {categories[c] for c in np.unique(samples.labels)} if len(samples.labels) else set()
     if len(present) < 2:
         reasons = "; ".join(s["reason"] for s in skipped[:3])
@@ -532,7 +580,19 @@ def train_steps(
         for f, (tr, va) in enumerate(splits):
             name = f"fold {f + 1}/{len(splits)}: " if opts["folds"] else ""
             run = yield from _train_run(
-                samples, labels, tr, va, arch, opts, dev, name, opts["epochs"], should_stop, counter, total
+                samples,
+                labels,
+                tr,
+                va,
+                arch,
+                opts,
+                dev,
+                name,
+                opts["epochs"],
+                should_stop,
+                counter,
+                total,
+                init,
             )
             results.append(run)
             if run.stopped_by_user:
@@ -565,6 +625,7 @@ def train_steps(
                 should_stop,
                 counter,
                 total,
+                init,
             )
             # all images, for the epoch count cross-validation chose (best training loss kept)
             state, history = final.state, final.history
@@ -579,7 +640,7 @@ def train_steps(
             state, history = results[0].state, results[0].history
         if opts["permutations"] and not stopped:
             metrics["permutation_test"] = yield from _permutation_test(
-                samples, splits, arch, opts, dev, metrics, should_stop, counter, total
+                samples, splits, arch, opts, dev, metrics, should_stop, counter, total, init
             )
     confidence: dict[str, Any] = {"temperature": temperature if len(truth) else 1.0}
     if not stopped:
@@ -608,6 +669,7 @@ def train_steps(
             "device": str(dev),
             "seconds": round(time.perf_counter() - started, 2),
             "receptive_field_px": receptive_field(arch),
+            "pretrained": encoder.summary() if encoder else None,
         },
     )
     model.training["warnings"] = training_warnings(model)
@@ -674,7 +736,7 @@ def _baseline(samples: _Samples, splits, labels: np.ndarray, categories: list[st
 
 
 def _permutation_test(
-    samples, splits, arch, opts, dev, metrics, should_stop, counter, total
+    samples, splits, arch, opts, dev, metrics, should_stop, counter, total, init
 ) -> Generator[Progress, None, dict]:
     observed = metrics.get("accuracy", float("nan"))
     rng = np.random.default_rng(opts["seed"] + 1)
@@ -698,6 +760,7 @@ def _permutation_test(
                 should_stop,
                 counter,
                 total,
+                init,
             )
             results.append(run)
         accuracies.append(
@@ -725,6 +788,8 @@ def train(
     ``channels``: channel names to stack (``[]``: the first channel of each file).
     Keyword options: ``pixel_size`` ("auto", None or nm/px), ``input_size`` (px),
     ``preprocessing`` (steps), ``architecture`` (see ``network.DEFAULT_ARCHITECTURE``),
-    ``device``, ``threads``, ``should_stop`` and the training options of :data:`DEFAULTS`.
+    ``device``, ``threads``, ``should_stop``, ``pretrained`` (an encoder file made by
+    ``learn.pretrain.pretrain``: the blocks start from it; with ``pixel_size="auto"`` its pixel
+    size is used) and the training options of :data:`DEFAULTS`.
     """
     return run_to_end(train_steps(data, channels, **options), progress)

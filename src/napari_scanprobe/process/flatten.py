@@ -224,8 +224,8 @@ def _minus_surface(z: np.ndarray, rows: np.ndarray, cols: np.ndarray, dtype: Any
     out = np.empty(z.shape, dtype)
     cols = np.ascontiguousarray(cols)
     with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, z.shape[0], 32):
-            block = slice(start, start + 32)
+        for start in range(0, z.shape[0], 16):
+            block = slice(start, start + 16)
             surface = rows[block, :1] * cols[:1]
             for k in range(1, rows.shape[1]):
                 surface += rows[block, k : k + 1] * cols[k : k + 1]
