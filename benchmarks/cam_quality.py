@@ -116,13 +116,13 @@ def main() -> int:
         "--pooled-blocks",
         type=int,
         default=None,
-        help="train with pooling after this many blocks (default: every block)",
+        help="train with pooling after this many blocks (default: the first)",
     )
     parser.add_argument(
         "--last-kernel-size",
         type=int,
         default=None,
-        help="train with this kernel in the last block (default: the kernel size, 3)",
+        help="train with this kernel in the last block (default: 1)",
     )
     parser.add_argument(
         "--sparsity",

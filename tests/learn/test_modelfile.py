@@ -127,17 +127,17 @@ def test_a_model_saved_before_last_kernel_size_existed_still_loads(tmp_path):
     assert _same_predictions(loaded, old)
 
 
-#: The network every model saved before the three-block default had (its description names it in full).
-OLD_DEFAULT_ARCHITECTURE = {"blocks": 4, "filters": 8, "pooled_blocks": 1, "last_kernel_size": 1}
+#: A network other than the default (a model file names its architecture in full).
+OTHER_ARCHITECTURE = {"blocks": 3, "filters": 16, "pooled_blocks": 3, "last_kernel_size": 3}
 
 
-def test_a_model_of_the_old_default_network_still_loads_and_predicts_the_same(tmp_path):
+def test_a_model_of_another_network_than_the_default_loads_and_predicts_the_same(tmp_path):
     from napari_scanprobe.nn.classifier import DEFAULT_ARCHITECTURE
 
-    assert {k: DEFAULT_ARCHITECTURE[k] for k in OLD_DEFAULT_ARCHITECTURE} != OLD_DEFAULT_ARCHITECTURE
-    old = _saved_one_epoch_model(tmp_path, OLD_DEFAULT_ARCHITECTURE)
+    assert {k: DEFAULT_ARCHITECTURE[k] for k in OTHER_ARCHITECTURE} != OTHER_ARCHITECTURE
+    old = _saved_one_epoch_model(tmp_path, OTHER_ARCHITECTURE)
     saved = json.loads((tmp_path / "old.json").read_text())["architecture"]
-    assert {k: saved[k] for k in OLD_DEFAULT_ARCHITECTURE} == OLD_DEFAULT_ARCHITECTURE
+    assert {k: saved[k] for k in OTHER_ARCHITECTURE} == OTHER_ARCHITECTURE
     loaded = load_model(tmp_path / "old")
     assert loaded.architecture == old.architecture
     assert _same_predictions(loaded, old)

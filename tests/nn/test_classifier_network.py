@@ -1,4 +1,4 @@
-"""The network's shape: the defaults, options checked, receptive field."""
+"""The network's shape: defaults chosen for class activation maps, options checked, receptive field."""
 
 from __future__ import annotations
 
@@ -15,22 +15,23 @@ def convs(arch: dict) -> list[tuple[int, int]]:
     return [(m.kernel_size[0], m.out_channels) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
 
 
-def test_defaults_are_three_pooled_blocks_of_16_32_64_filters():
+def test_gap_defaults_pool_once_and_end_with_a_1x1_block():
     arch = check_architecture(None, in_channels=1, n_classes=2, input_size=128)
-    assert convs(arch) == [(3, 16), (3, 32), (3, 64)]
-    assert pooling_count(arch) == 3
-    assert receptive_field(arch) == 22  # see test_receptive_field_counts_every_kernel_and_pooling
+    assert convs(arch) == [(3, 8), (3, 16), (3, 32), (1, 64)]
+    assert pooling_count(arch) == 1
+    # 3x3 conv (3) + pool (+1, stride 2) + two 3x3 convs at stride 2 (+4 each) + the 1x1 block (+0)
+    assert receptive_field(arch) == 12
 
 
 def test_dense_head_keeps_the_kernel_everywhere_and_pools_after_every_block():
     arch = check_architecture({"head": "dense", "kernel_size": 5}, in_channels=1, n_classes=3, input_size=64)
-    assert [k for k, _ in convs(arch)] == [5, 5, 5]
-    assert pooling_count(arch) == 3
+    assert [k for k, _ in convs(arch)] == [5, 5, 5, 5]
+    assert pooling_count(arch) == 4
 
 
 def test_one_block_gap_network_keeps_its_kernel():
     arch = check_architecture({"blocks": 1}, in_channels=1, n_classes=2, input_size=32)
-    assert convs(arch) == [(3, 16)]
+    assert convs(arch) == [(3, 8)]
 
 
 def test_receptive_field_counts_every_kernel_and_pooling():

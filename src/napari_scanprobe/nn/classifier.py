@@ -4,26 +4,22 @@ This module is torch-free (checks, receptive field); the torch module is
 :class:`napari_scanprobe.nn.networks.ScanprobeCNN`, built by :func:`build_network`.
 
 Block ``i`` is ``conv(k×k, filters·2^i) → [batch norm] → ReLU → [max-pool 2×2]``; the number of
-filters doubles block by block. The first ``pooled_blocks`` blocks (default: every block) end with
-the pooling; the last block's kernel is ``last_kernel_size`` (default: ``kernel_size``). The
-output is logits; softmax gives the probabilities, cross-entropy trains them.
+filters doubles block by block. The first ``pooled_blocks`` blocks end with the pooling; the last
+block's kernel is ``last_kernel_size``. The output is logits; softmax gives the probabilities,
+cross-entropy trains them.
 
 Head ``"gap"`` (the default) is global average pooling → dropout → linear, the head of the class
-activation map (CAM, Zhou et al. 2016). Head ``"dense"`` is flatten → dropout → dense(ReLU) →
-dropout → linear, which needs a fixed input size.
-
-The default -- a plain 3-block network of 16-32-64 filters, pooling after every block, GAP head
-(receptive field 22 px, 16×16 maps for a 128 px input) -- was chosen for the classification
-figures across tasks (``benchmarks/classifier_suite.py --split tune``: the synthetic membranes and
-real STM tip quality), not for the sharpest maps. The previous default (4 blocks of 8-16-32-64,
-pooling after the first block only, a 1×1 last block), chosen for maps at 64×64 that put 65-75 %
-of their energy on the knobs (``benchmarks/cam_quality.py``), scored 99.0 % vs 97.0 % on the
-membranes but 89.0 % / ROC AUC 0.951 vs 89.7 % / 0.966 on the STM tune split (one seed each) and
-cost more per step; the classifier's figures on real data came first. Its maps are coarser: they
-still point at a knob in every image, but put 47 % of their energy on the knobs (the knob mask
-itself at 16×16 gets 43 %; see ``docs/classifier.md``); for the sharpest maps train with
-``architecture={"blocks": 4, "filters": 8, "pooled_blocks": 1, "last_kernel_size": 1}`` --
-models of that network (saved before) load as they are: the file names its architecture.
+activation map (CAM, Zhou et al. 2016), and its defaults are chosen for maps that lie on the
+features a decision rests on: pooling after the first block only (maps at half the input's
+resolution: 64×64 for 128 px) and a 1×1 last block, so each position of the last block's map
+sums the evidence of its own neighbourhood -- the receptive field of the blocks before it, 12 px
+with the defaults (a 3×3 last block would widen it to 16 px at several times the cost). Measured
+on the synthetic knob membranes (``benchmarks/cam_quality.py``): with pooling after the first two
+blocks, a 3×3 last block and no activation penalty in training, 30 % of a map's energy lay on the
+knobs; with these defaults and the penalty (``train.DEFAULTS["sparsity"]``) 65-75 % over three
+seeds, at the same or better accuracy.
+Head ``"dense"`` is flatten → dropout → dense(ReLU) → dropout → linear, which needs a fixed input
+size; it pools after every block and keeps ``kernel_size`` in the last block by default.
 
 Every block's ReLU output is a CAM target layer, named ``"block1"`` … ``"blockN"``
 (``ScanprobeCNN.target_layers``); the default is the last one.
@@ -37,18 +33,18 @@ import numpy as np
 
 ARCHITECTURE = "scanprobe-cnn"
 
-#: Defaults: 3 blocks of 16-32-64 filters, 3×3 kernels, each block ending with a 2×2 pooling, GAP head.
+#: Defaults: 4 blocks of 8-16-32-64 filters, 3×3 kernels, GAP head (pooling after the first block, 1×1 last block).
 DEFAULT_ARCHITECTURE = {
     "name": ARCHITECTURE,
-    "blocks": 3,
-    "filters": 16,
+    "blocks": 4,
+    "filters": 8,
     "kernel_size": 3,
     "dropout": 0.3,
     "head": "gap",
     "dense_units": 64,
     "batch_norm": True,
-    "pooled_blocks": None,  # None: every block pools
-    "last_kernel_size": None,  # None: kernel_size
+    "pooled_blocks": None,  # None: blocks - 3 for the gap head (at least 1), every block for dense
+    "last_kernel_size": None,  # None: 1 for the gap head (with 2+ blocks), else kernel_size
 }
 
 HEADS = ("gap", "dense")
@@ -88,7 +84,7 @@ def check_architecture(arch: dict | None, in_channels: int, n_classes: int, inpu
     _int(full, "n_classes", 2, 1000)
     _int(full, "input_size", 8, 4096)
     if full["last_kernel_size"] is None:
-        full["last_kernel_size"] = full["kernel_size"]
+        full["last_kernel_size"] = 1 if full["head"] == "gap" and full["blocks"] > 1 else full["kernel_size"]
     for key in ("kernel_size", "last_kernel_size"):
         k = _int(full, key, 1, 15)
         if k % 2 == 0:
@@ -99,7 +95,7 @@ def check_architecture(arch: dict | None, in_channels: int, n_classes: int, inpu
     full["dropout"] = float(dropout)
     full["batch_norm"] = bool(full["batch_norm"])
     if full["pooled_blocks"] is None:
-        full["pooled_blocks"] = full["blocks"]
+        full["pooled_blocks"] = max(1, full["blocks"] - 3) if full["head"] == "gap" else full["blocks"]
     _int(full, "pooled_blocks", 0, full["blocks"])
     pools = pooling_count(full)
     if full["input_size"] % (2**pools):
