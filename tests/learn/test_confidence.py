@@ -77,7 +77,7 @@ def test_chance_level_and_tiny_validation_are_warned():
     noise = {c: [rng.normal(size=(SIZE, SIZE)).astype(np.float32) for _ in range(10)] for c in ("a", "b")}
     model = train(noise, epochs=3, min_epochs=1, seed=0, **FAST)
     text = " ".join(model.training["warnings"])
-    assert "no better than guessing" in text and "--permutations" in text
+    assert "not shown to be better than guessing" in text and "--permutations" in text
     assert "only 4 validation images" in text and "--folds 5" in text
 
 

@@ -33,8 +33,8 @@ def training_warnings(model) -> list[str]:
         margin = 2 * math.sqrt(chance * (1 - chance) / n_val)
         if balanced <= chance + margin:
             warnings.append(
-                f"the model is no better than guessing on its {n_val} validation images (balanced accuracy "
-                f"{balanced:.2f}, chance {chance:.2f}): check the labels, add images, or train with "
+                f"the model is not shown to be better than guessing on its {n_val} validation images (balanced accuracy "
+                f"{balanced:.2f}, chance {chance:.2f}, within two standard errors of it): check the labels, add images, or train with "
                 "--permutations 20 to test it against shuffled labels"
             )
     val_losses = [e["val_loss"] for e in model.history if math.isfinite(e.get("val_loss", math.nan))]
