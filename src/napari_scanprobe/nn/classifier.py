@@ -18,6 +18,10 @@ on the synthetic knob membranes (``benchmarks/cam_quality.py``): with pooling af
 blocks, a 3×3 last block and no activation penalty in training, 30 % of a map's energy lay on the
 knobs; with these defaults and the penalty (``train.DEFAULTS["sparsity"]``) 65-75 % over three
 seeds, at the same or better accuracy.
+Against a plain 3-block network of 16-32-64 filters pooling after every block (both trained with
+the one-cycle schedule), these defaults classified the membranes better (97.5 vs 95.5 %) and put
+69 vs 47 % of the maps' energy on the knobs, while the real STM tip-quality images were a draw
+(ROC AUC 0.967 vs 0.966, one seed): see the classifier page of the docs.
 Head ``"dense"`` is flatten → dropout → dense(ReLU) → dropout → linear, which needs a fixed input
 size; it pools after every block and keeps ``kernel_size`` in the last block by default.
 

@@ -246,7 +246,7 @@ def _poly_fit(
     ``stride``: fit on every ``stride``-th pixel of every ``stride``-th line only.
     """
     ny, nx = z.shape
-    dtype = np.float32 if z.dtype == np.float32 else np.float64
+    dtype: Any = np.float32 if z.dtype == np.float32 else np.float64  # the working precision
     dx = max(i for i, _ in terms)
     dy = max(j for _, j in terms)
     px_all = _legendre(nx, dx)  # (nx, dx+1)

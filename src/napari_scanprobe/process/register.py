@@ -539,12 +539,12 @@ class _MeanSpectra:
     updated per frame); ``fallback`` until the first frame. The spectrum of a mean is the mean
     of the spectra: a running mean costs no Fourier transform and no pixel per frame."""
 
-    def __init__(self, window: int, fallback: tuple[np.ndarray, ...]):
+    def __init__(self, window: int, fallback: tuple[np.ndarray, np.ndarray]):
         self.window, self.fallback = window, fallback
-        self.parts: deque[tuple[np.ndarray, ...]] = deque()
+        self.parts: deque[tuple[np.ndarray, np.ndarray]] = deque()
         self.total = [np.zeros(part.shape, np.complex128) for part in fallback]
 
-    def add(self, spectra: tuple[np.ndarray, ...]) -> None:
+    def add(self, spectra: tuple[np.ndarray, np.ndarray]) -> None:
         if len(self.parts) == self.window:
             for total, part in zip(self.total, self.parts.popleft(), strict=True):
                 total -= part
@@ -552,10 +552,11 @@ class _MeanSpectra:
         for total, part in zip(self.total, spectra, strict=True):
             total += part
 
-    def mean(self) -> tuple[np.ndarray, ...]:
+    def mean(self) -> tuple[np.ndarray, np.ndarray]:
         if not self.parts:
             return self.fallback
-        return tuple((total / len(self.parts)).astype(np.complex64) for total in self.total)
+        coarse, fine = ((total / len(self.parts)).astype(np.complex64) for total in self.total)
+        return coarse, fine
 
 
 class _RunningMean:
