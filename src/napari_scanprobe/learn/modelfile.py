@@ -98,12 +98,7 @@ class ClassifierModel:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``<path>.safetensors`` and ``<path>.json`` atomically; returns the weights path."""
-        weights_path, _ = weight_paths(path)
-        if not weights_path.parent.is_dir():
-            raise OSError(
-                f"{weights_path}: cannot save the model, the folder {weights_path.parent} does not exist"
-            )
-        out = save_weights(weights_path, self.state, jsonsafe(self.description()), FORMAT)
+        out = save_weights(path, self.state, jsonsafe(self.description()), FORMAT, "model")
         self.path = str(out)
         return out
 

@@ -26,11 +26,19 @@ def weight_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return p.parent / (p.name + ".safetensors"), p.parent / (p.name + ".json")
 
 
-def save_weights(path: str | os.PathLike, state: dict[str, np.ndarray], description: dict, fmt: str) -> Path:
-    """Write ``state`` (name -> float array) and ``description`` (JSON-able); returns the weights path."""
+def save_weights(
+    path: str | os.PathLike, state: dict[str, np.ndarray], description: dict, fmt: str, what: str = "model"
+) -> Path:
+    """Write ``state`` (name -> float array) and ``description`` (JSON-able); returns the weights path.
+
+    OSError naming the file when its folder does not exist (``what`` names the kind of file)."""
     from safetensors.numpy import save as st_save
 
     weights_path, description_path = weight_paths(path)
+    if not weights_path.parent.is_dir():
+        raise OSError(
+            f"{weights_path}: cannot save the {what}, the folder {weights_path.parent} does not exist"
+        )
     blob = st_save(
         {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}, metadata={"format": fmt}
     )
