@@ -12,7 +12,6 @@ from napari_scanprobe.process import denoise as denoise_module
 from napari_scanprobe.process.common import Progress
 from napari_scanprobe.process.denoise import (
     AUTO_MIN_PIXELS,
-    AUTO_WEIGHT,
     DENOISE_METHODS,
     NL_MEANS_K,
     auto_choice,
@@ -325,19 +324,64 @@ def test_blind_fill_matches_the_networks_blind_spot():
             )
 
 
-def test_auto_averages_the_network_with_calibrated_nl_means(monkeypatch):
-    pytest.importorskip("torch")
-    truth, white, _ = _noise_cases()
+def _fake_network(result, blind_estimate):
+    """Stands in for the trained network: ``result`` as its denoised image, ``blind_estimate(frame)``
+    as its blind-spot estimate."""
 
-    def fake_network(image, mask, method, o, seed):
+    def fake(image, mask, method, o, seed):
         assert method == "n2v" and o["structured"] is False
         yield Progress(1, 1, None, "n2v")
-        return np.asarray(truth, dtype=np.float64)
 
-    monkeypatch.setattr(denoise_module, "_cnn_steps", fake_network)
-    weight = AUTO_WEIGHT["white"]
-    expected = weight * truth + (1 - weight) * denoise(white, "nl_means")
-    np.testing.assert_allclose(denoise(white), expected)
+        def blind(frame):
+            yield Progress(1, 1, None, "blind")
+            return blind_estimate(frame)
+
+        return np.asarray(result, dtype=np.float64), blind
+
+    return fake
+
+
+def test_auto_mixes_the_network_with_calibrated_nl_means_by_a_weight_fitted_on_the_image(monkeypatch):
+    pytest.importorskip("torch")
+    truth, white, _ = _noise_cases()
+    nl_means = denoise(white, "nl_means")
+    fitted = {}
+    for name, blind in {
+        "good": lambda frame: truth[:, :],  # predicts held-back pixels as well as anything can
+        "poor": lambda frame: ndimage.uniform_filter(frame, 9),  # blurs steps and particles away
+    }.items():
+        result = truth + 0.01  # the network's denoised image (a stand-in)
+        monkeypatch.setattr(denoise_module, "_cnn_steps", _fake_network(result, blind))
+        seen = []
+        out = denoise(white, progress=seen.append)
+        chose = [p.extra["auto"] for p in seen if "auto" in p.extra]
+        assert len(chose) == 1 and chose[0]["method"] == "n2v" and chose[0]["kind"] == "white"
+        weight = fitted[name] = chose[0]["network_weight"]
+        assert 0.0 <= weight <= 1.0
+        np.testing.assert_allclose(out, weight * result + (1 - weight) * nl_means if weight < 1 else result)
+    assert fitted["good"] > 0.9  # the image itself says the network predicts better
+    assert fitted["poor"] < 0.3
+
+
+def test_network_weight_sees_only_held_back_pixels_and_the_crop_context():
+    truth, white, line = _noise_cases(shape=(300, 300))
+    frames = []
+
+    def copy_of_noisy(frame):  # not blind: it has seen every pixel's own noise
+        frames.append(frame.shape)
+        yield Progress(1, 1, None, "blind")
+        return frame.copy()
+
+    weight = run_to_end(denoise_module.network_weight_steps(white, None, copy_of_noisy, False))
+    assert weight == 1.0  # the noisy image predicts itself: only a blind estimate may be compared
+    assert frames == [(300, 300)]  # the 256-px centred crop plus 32 px of context, within the image
+
+    def nothing(frame):
+        yield Progress(1, 1, None, "blind")
+        return np.full(frame.shape, np.nan)
+
+    flat = np.zeros((64, 64))
+    assert run_to_end(denoise_module.network_weight_steps(flat, None, nothing, True)) == 1.0
 
 
 def test_package_imports_without_torch():

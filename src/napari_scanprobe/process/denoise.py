@@ -22,17 +22,19 @@ consecutive frames. See :mod:`napari_scanprobe.process.n2v` for how they work.
 is white or correlated along the scan lines, from second differences along and across the lines).
 When torch is installed and a frame has at least :data:`AUTO_MIN_PIXELS` pixels (96 x 96) it trains
 ``n2v`` with the blind spot that matches the noise -- the whole line (``structured=True``) for
-line-correlated noise, the pixel (``structured=False``) for white noise -- and returns the
-weighted mean of the network's result and ``nl_means`` with its strength calibrated on the image
-(:func:`calibrate_nl_means`): 0.7 / 0.3 for white noise, 0.3 / 0.7 for line-correlated noise
-(:data:`AUTO_WEIGHT`). Otherwise it runs that ``nl_means`` alone. The estimate and
-the choice are reported in the first Progress (``extra["noise"]``, ``extra["method"]``,
-``extra["options"]``). Reason: the blind-spot network and non-local means err in different places
-(the network where its context is thin, non-local means where patches repeat poorly), so a mix
-is closer to the surface (``benchmarks/denoise_tuning.py`` chose the weights, on cases apart from
-``benchmarks/denoise_suite.py``); on small images
-there are too few distinct patches to train the network. The network costs about a CPU minute,
-non-local means with its calibration a few seconds.
+line-correlated noise, the pixel (``structured=False``) for white noise -- and returns
+``w x network + (1 - w) x nl_means`` (strength calibrated on the image, :func:`calibrate_nl_means`),
+with the share ``w`` (0..1) fitted on the image itself (:func:`network_weight_steps`): the pixels
+held back to calibrate non-local means are predicted by non-local means that never saw them and by
+the network's blind-spot estimate, and the mix of the two that predicts them best is kept. A stack
+uses the weight fitted on its first frame. Otherwise (small image, no torch) it runs that
+``nl_means`` alone. The estimate and the choice are reported in the first Progress
+(``extra["noise"]``, ``extra["method"]``, ``extra["options"]``), the fitted share in a later one
+(``extra["auto"]``: the noise estimate, method, options and ``network_weight``). Reason: the
+blind-spot network and non-local means err in different places, and which one errs less depends
+on the surface and the noise (``benchmarks/denoise_tuning.py``: apart from
+``benchmarks/denoise_suite.py``); on small images there are too few distinct patches to train the
+network. The network costs about a CPU minute, non-local means with its calibration a few seconds.
 
 ``nl_means`` with ``h=None`` (the default) picks its strength by Noise2Self: half of the pixels are
 held back (replaced by the mean of their neighbours) and the strength whose result predicts them
@@ -76,11 +78,6 @@ DENOISE_METHODS: dict[str, dict[str, Any]] = {m: DENOISE.defaults(m) for m in DE
 
 #: ``auto`` trains the CNN from this many pixels per frame on (96 x 96)
 AUTO_MIN_PIXELS = 96 * 96
-#: ``auto`` with the CNN returns weight x the network's result + (1 - weight) x non-local means
-#: (strength calibrated on the image, :func:`calibrate_nl_means`), by the kind of noise measured:
-#: the two err differently. The network leads on white noise; on line-correlated noise its
-#: whole-line blind spot sees only the other lines and non-local means leads.
-AUTO_WEIGHT = {"white": 0.7, "line": 0.3}
 #: the working range: these percentiles of the valid pixels map to 0 and 1
 RANGE_PERCENTILES = (1.0, 99.0)
 #: dask stacks train the CNN on at most this many frames (evenly spaced), then denoise lazily
@@ -260,30 +257,50 @@ def calibrate_nl_means(work: np.ndarray, valid: np.ndarray | None, o: dict) -> f
     image under 3 x 3 pixels or without valid pixels gets 0 (left as it is). The noise of the held-back pixels adds the same amount
     to every strength's error, so the ranking is the one against the clean surface.
     """
+    return held_out_nl_means(work, valid, o)[0]
+
+
+def held_out_nl_means(
+    work: np.ndarray, valid: np.ndarray | None, o: dict, structured: bool | None = None
+) -> tuple[float, tuple[slice, slice], np.ndarray | None, np.ndarray | None]:
+    """:func:`calibrate_nl_means` and what it saw: ``(h, crop, predicted, scored)``.
+
+    ``predicted``: non-local means of strength ``h`` on the crop ``work[crop]``, each pixel from the
+    half where it was held back (so it never saw its own value); ``scored``: the crop's valid
+    pixels. ``structured`` (default: from :func:`estimate_noise`): hold back whole lines (True) or
+    a checkerboard colour (False). ``predicted`` and ``scored`` are None when there is nothing to
+    calibrate (``h`` is then 0).
+    """
     from .n2v import blind_fill, blind_phases
 
+    whole = (slice(0, work.shape[0]), slice(0, work.shape[1]))
     ok = np.ones(work.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     if min(work.shape) < 3 or not ok.any():  # too small to measure the noise: left as it is
-        return 0.0
+        return 0.0, whole, None, None
     noise = estimate_noise(work, ~ok)
     if not noise["sigma"] > 0:
-        return 0.0
+        return 0.0, whole, None, None
     starts = [max(0, (n - CALIBRATION_SIDE) // 2) for n in work.shape]
-    crop = tuple(slice(start, start + CALIBRATION_SIDE) for start in starts)
+    crop = (
+        slice(starts[0], min(starts[0] + CALIBRATION_SIDE, work.shape[0])),
+        slice(starts[1], min(starts[1] + CALIBRATION_SIDE, work.shape[1])),
+    )
     if ok[crop].sum() < 0.25 * ok[crop].size:  # the centre is mostly masked: use the whole frame
-        crop = (slice(None), slice(None))
+        crop = whole
     part, part_ok = work[crop], ok[crop]
-    structured = noise["kind"] == "line"
+    if structured is None:
+        structured = noise["kind"] == "line"
     fill = blind_fill(part, structured)
-    errors = []
+    best: tuple[float, float, np.ndarray] | None = None
     for k in NL_MEANS_K:
-        error = 0.0
+        predicted = np.empty_like(part)
         for held in blind_phases(part.shape, structured):
-            filtered = _nl_means_h(np.where(held, fill, part), k * noise["sigma"], o, part_ok)
-            scored = held & part_ok
-            error += float(np.sum((filtered[scored] - part[scored]) ** 2))
-        errors.append(error)
-    return float(NL_MEANS_K[int(np.argmin(errors))] * noise["sigma"])
+            predicted[held] = _nl_means_h(np.where(held, fill, part), k * noise["sigma"], o, part_ok)[held]
+        error = float(np.sum((predicted[part_ok] - part[part_ok]) ** 2))
+        if best is None or error < best[0]:
+            best = (error, k * noise["sigma"], predicted)
+    assert best is not None  # NL_MEANS_K is not empty
+    return float(best[1]), crop, best[2], part_ok
 
 
 def _tv(work: np.ndarray, o: dict, valid) -> np.ndarray:
@@ -351,7 +368,10 @@ def _mask_frames(mask: np.ndarray | None, n: int, index: list[int] | None = None
 
 def _cnn_steps(
     image: Any, mask: np.ndarray | None, method: str, o: dict, seed: int
-) -> Generator[Progress, None, Any]:
+) -> Generator[Progress, None, tuple[Any, Any]]:
+    """Train ``method`` on ``image`` and denoise it; returns ``(result, blind)``. ``blind``: for
+    ``n2v``, a generator function giving the trained network's blind-spot estimate of a 2-D frame
+    (image units), else None."""
     from ..nn.device import resolve_device
     from . import n2v as cnn
 
@@ -411,7 +431,7 @@ def _cnn_steps(
     scaling = _cnn_scaling(np.concatenate(samples)) if samples else None
     if scaling is None:  # constant (or all-NaN) data: nothing to denoise
         result = image.astype(np.float64) if lazy else np.array(image, dtype=np.float64)
-        return result
+        return result, None
     offset, scale = scaling
 
     def normalise(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -458,6 +478,14 @@ def _cnn_steps(
         out[bad] = np.asarray(f)[bad]
         return out
 
+    def blind_steps(f: np.ndarray) -> Generator[Progress, None, np.ndarray]:
+        # Noise2Void's blind-spot estimate of a frame (its prior mean): never saw a pixel's own value
+        z, _ = normalise(np.asarray(f, dtype=np.float64))
+        out = yield from cnn.predict_steps(
+            net, z, tta=o["tta"], device=device, prior=True, label=f"{method}: blind-spot estimate"
+        )
+        return out.astype(np.float64) * scale + offset
+
     def denoise_pair_steps(a: np.ndarray, b: np.ndarray, what: str) -> Generator[Progress, None, np.ndarray]:
         # both observations show the same surface: the result is the mean of both denoised ones
         # (the image's alone where the pair has a hole; the image's NaNs stay NaN)
@@ -465,10 +493,11 @@ def _cnn_steps(
         second = yield from denoise_one_steps(b, f"{what} (pair)")
         return np.where(np.isfinite(second), 0.5 * (first + second), first)
 
+    blind = blind_steps if method == "n2v" else None
     if (lazy or pair_lazy) and image.ndim == 3:
         if pair is None:
-            return map_frames(lambda f: run_to_end(denoise_one_steps(f, "frame")), image)
-        return _map_pairs(lambda a, b: run_to_end(denoise_pair_steps(a, b, "frame")), image, pair)
+            return map_frames(lambda f: run_to_end(denoise_one_steps(f, "frame")), image), blind
+        return _map_pairs(lambda a, b: run_to_end(denoise_pair_steps(a, b, "frame")), image, pair), None
 
     # eager: predict frame by frame, yielding between network passes
     if image.ndim == 2:
@@ -482,7 +511,7 @@ def _cnn_steps(
         what = "image" if image.ndim == 2 else f"frame {t + 1} of {len(sources)}"
         steps = denoise_one_steps(a, what) if b is None else denoise_pair_steps(a, b, what)
         results.append((yield from steps))
-    return results[0] if image.ndim == 2 else np.stack(results)
+    return (results[0] if image.ndim == 2 else np.stack(results)), blind
 
 
 def _map_pairs(func: Callable[[np.ndarray, np.ndarray], np.ndarray], image: Any, pair: Any) -> Any:
@@ -521,9 +550,9 @@ def denoise_steps(
             + (f" ({'whole-line' if options['structured'] else 'pixel'} blind spot)" if options else ""),
             {"noise": noise, "method": method, "options": dict(options)},
         )
-        weight = AUTO_WEIGHT[noise["kind"]] if method == "n2v" else None
+        mix = method == "n2v"
     else:
-        weight = None
+        mix, noise = False, {}
     o = DENOISE.check(method, options)
     seed = DENOISE.check_option("seed", seed)
     m = as_mask(mask, arr.shape)
@@ -531,11 +560,64 @@ def denoise_steps(
 
     if method not in _CNN:
         return (yield from _classical_steps(arr, m, method, o, dtype))
-    result = yield from _cnn_steps(arr, m, method, o, seed)
-    if weight is not None:  # auto: the network's result averaged with self-calibrated non-local means
-        smooth = yield from _classical_steps(arr, m, "nl_means", DENOISE.check("nl_means", {}), np.float64)
-        result = weight * result + (1 - weight) * smooth
+    result, blind = yield from _cnn_steps(arr, m, method, o, seed)
+    if mix and blind is not None:  # auto: the network's result mixed with self-calibrated non-local means
+        frame = np.asarray(arr if arr.ndim == 2 else arr[0], dtype=np.float64)
+        weight = yield from network_weight_steps(
+            frame, None if m is None else (m if m.ndim == 2 else m[0]), blind, o["structured"]
+        )
+        chose = {**noise, "method": method, "options": dict(options), "network_weight": weight}
+        yield Progress(
+            1,
+            1,
+            None,
+            f"auto: {weight:.2f} x network + {1 - weight:.2f} x non-local means",
+            {"auto": chose},
+        )
+        if weight < 1:
+            nl_means = DENOISE.check("nl_means", {})
+            smooth = yield from _classical_steps(arr, m, "nl_means", nl_means, np.float64)
+            result = weight * result + (1 - weight) * smooth
     return result.astype(dtype, copy=False) if not is_dask(result) else result.astype(dtype)
+
+
+def network_weight_steps(
+    frame: np.ndarray,
+    mask2d: np.ndarray | None,
+    blind: Callable[[np.ndarray], Generator[Progress, None, np.ndarray]],
+    structured: bool,
+) -> Generator[Progress, None, float]:
+    """``auto``'s share ``w`` of the network in ``w x network + (1 - w) x non-local means``, fitted
+    on the 2-D ``frame`` itself (a generator; returns ``w`` in 0..1).
+
+    The pixels that calibrate non-local means (:func:`held_out_nl_means`: every other line when
+    ``structured``, else a checkerboard colour, on a centred crop) are predicted twice without
+    their own value: by non-local means that never saw them and by the network's blind-spot
+    estimate (``blind``, its prior mean). The noise of a held-back pixel is independent of both,
+    so the ``w`` whose mix of the two predicts the held-back pixels best (least squares, in closed
+    form) is the one that best predicts the clean surface there. 1 when there is nothing to fit.
+    """
+    bad, valid, scaling = _frame_parts(frame, mask2d)
+    if scaling is None:
+        return 1.0
+    offset, scale = scaling
+    work = fill_invalid((frame - offset) / scale, bad)
+    _, crop, smooth, scored = held_out_nl_means(work, valid, DENOISE.check("nl_means", {}), structured)
+    if smooth is None or scored is None or not scored.any():
+        return 1.0
+    from .n2v import HALO
+
+    (y0, y1), (x0, x1) = ((c.start, c.stop) for c in crop)
+    top, left = max(0, y0 - HALO), max(0, x0 - HALO)  # context for the network around the crop
+    context = frame[top : min(frame.shape[0], y1 + HALO), left : min(frame.shape[1], x1 + HALO)]
+    network = yield from blind(context)
+    network = (network[y0 - top : y1 - top, x0 - left : x1 - left] - offset) / scale
+    target, a, b = work[crop][scored], network[scored], smooth[scored]
+    difference = a - b
+    spread = float(np.sum(difference**2))
+    if not spread > 0:
+        return 1.0
+    return float(np.clip(np.sum((target - b) * difference) / spread, 0.0, 1.0))
 
 
 def _classical_steps(

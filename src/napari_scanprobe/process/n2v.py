@@ -61,7 +61,7 @@ from .common import Progress
 #: the U-Net (nn.networks.SmallUNet) pools twice, so network inputs are padded to a multiple of this
 _MULTIPLE = 4
 #: pixels of context on each side of a prediction tile (the receptive field is about +-20 px)
-_HALO = 32
+HALO = 32
 
 
 # --------------------------------------------------------------------------------------------------
@@ -288,8 +288,11 @@ def _tiles(n: int, tile: int) -> list[int]:
     return list(range(0, n - tile, tile)) + [n - tile]
 
 
-def _apply(net, x):
-    """One forward pass of a trained net on (1, 1, H, W): the denoised (1, 1, H, W)."""
+def _apply(net, x, prior: bool = False):
+    """One forward pass of a trained net on (1, 1, H, W): the denoised (1, 1, H, W).
+
+    ``prior=True`` (a Noise2Void net): the prior mean alone, which never saw a pixel's own value.
+    """
     import torch
 
     if not getattr(net, "probabilistic", False):
@@ -297,19 +300,28 @@ def _apply(net, x):
     result = torch.empty_like(x)
     for phase in (0, 1):
         inputs, masked = blind_input(x, torch.tensor([phase]), net.structured)
-        mean, prior, noise = _variances(net, net(inputs))
-        posterior = (mean * noise + x * prior) / (prior + noise)
-        result = torch.where(masked, posterior, result)
+        mean, variance, noise = _variances(net, net(inputs))
+        estimate = mean if prior else (mean * noise + x * variance) / (variance + noise)
+        result = torch.where(masked, estimate, result)
     return result
 
 
 def predict_steps(
-    net, frame: np.ndarray, *, tta: bool = True, device: Any = None, tile: int = 512, label: str = "denoising"
+    net,
+    frame: np.ndarray,
+    *,
+    tta: bool = True,
+    device: Any = None,
+    tile: int = 512,
+    label: str = "denoising",
+    prior: bool = False,
 ) -> Generator[Progress, None, np.ndarray]:
     """Apply a trained ``net`` to one normalised 2-D frame in overlapping tiles, averaging x/y flips.
 
     Yields after every network pass (up to a 512 x 512 tile: about half a second of CPU time). Tiles of
     512 rather than 256 spend a third less on the overlapping halos of a 512 x 512 scan.
+    ``prior=True``: a Noise2Void net's blind-spot estimate (its prior mean), which never saw a pixel's
+    own value, instead of the posterior mean.
     """
     import torch
 
@@ -318,8 +330,8 @@ def predict_steps(
     h, w = frame.shape
     tile = max(int(tile), 4 * _MULTIPLE)
     tile -= tile % _MULTIPLE
-    halo_y = _HALO if h > tile else 0
-    halo_x = _HALO if w > tile else 0
+    halo_y = HALO if h > tile else 0
+    halo_x = HALO if w > tile else 0
     # tiles of exactly tile + 2 halo when the frame is tiled, else the whole frame padded up to a
     # multiple of 4
     extra_y = 2 * halo_y if halo_y else (-h) % _MULTIPLE
@@ -341,7 +353,7 @@ def predict_steps(
                 acc: torch.Tensor | None = None
                 for dims in flips:
                     x = torch.flip(block, dims) if dims else block
-                    y = _apply(net, x)
+                    y = _apply(net, x, prior)
                     y = torch.flip(y, dims) if dims else y
                     acc = y if acc is None else acc + y
                     step += 1
