@@ -136,6 +136,31 @@ def test_n2n_pairs_trace_with_retrace_and_trains_in_a_worker(qtbot, viewer_with_
     assert out.data.shape == layers[0].data.shape and np.isfinite(out.data).all()
 
 
+def test_denoise_auto_records_what_it_chose(qtbot, viewer_with_scan, monkeypatch):
+    from napari_scanprobe.process import denoise as denoise_module
+    from napari_scanprobe.process.common import Progress
+
+    def network(image, mask, method, o, seed):  # a quick stand-in for the training
+        yield Progress(1, 1, None, "n2v")
+
+        def blind(frame):
+            yield Progress(1, 1, None, "blind-spot estimate")
+            return np.asarray(frame, dtype=np.float64)
+
+        return np.asarray(image, dtype=np.float64), blind
+
+    monkeypatch.setattr(denoise_module, "_cnn_steps", network)
+    viewer, widget, layers = viewer_with_scan
+    panel = widget.panels["denoise"]
+    panel.method.value = "auto"
+    out = run_and_wait(qtbot, viewer, panel, timeout=60_000)
+    step = out.metadata["processing"][-1]
+    assert step["method"] == "auto" and step["options"] == {}
+    chosen = step["auto"]
+    assert chosen["method"] == "n2v" and chosen["kind"] in ("white", "line")
+    assert 0.0 <= chosen["network_weight"] <= 1.0 and chosen["sigma"] > 0
+
+
 def test_movie_is_flattened_lazily_frame_by_frame(qtbot, make_napari_viewer, sample):
     import dask.array as da
 

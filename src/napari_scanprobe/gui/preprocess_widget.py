@@ -164,6 +164,7 @@ class OperationPanel(Container):
             ]
         )
         self.worker = None
+        self.chosen: dict | None = None  # what an automatic method reported it chose (Progress extra "auto")
         self.preview_worker = None
         self._preview_generation = 0
         self._preview_timer = QTimer(self.native)  # dies with the panel: no late previews
@@ -295,6 +296,7 @@ class OperationPanel(Container):
         worker.errored.connect(self._failed)
         worker.finished.connect(self._stopped)
         self.worker = worker
+        self.chosen = None
         self.run_button.enabled = False
         self.cancel_button.enabled = long
         self.status.value = (
@@ -304,12 +306,16 @@ class OperationPanel(Container):
         worker.start()
 
     def _on_progress(self, update):
+        if "auto" in update.extra:
+            self.chosen = update.extra["auto"]
         self.progress.value = int(100 * update.fraction)
         loss = f", loss {update.loss:.4g}" if update.loss is not None else ""
         self.status.value = f"step {update.step}/{update.total}{loss} {update.message}".strip()
 
     def _finished(self, layer: Layer, result, method: str, record: dict):
         step = processing_step(self.op.step, method, record)
+        if self.chosen is not None:  # e.g. denoise auto: the noise it measured, the method and mix
+            step["auto"] = self.chosen
         suffix = f"{self.op.step} {method}" + (f" x{record['factor']}" if "factor" in record else "")
         data, kwargs, kind = derived_layer(layer, result, step, suffix, zoom=self.op.zoom(record))
         self.dock.viewer.add_layer(Layer.create(data, kwargs, kind))
