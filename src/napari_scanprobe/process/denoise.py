@@ -87,10 +87,11 @@ MAX_TRAIN_FRAMES = 8
 NL_MEANS_K = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
 #: :func:`calibrate_nl_means` works on a centred crop of at most this many pixels a side
 CALIBRATION_SIDE = 256
-#: :func:`estimate_noise`: noise whose second differences along the scan line spread less than this
-#: fraction of those across lines is line-correlated (white noise: 1; noise smoothed along x over
-#: 1 px: 0.3; 1/f noise along the scan: 0.5; half white, half smoothed over 2 px: 0.7)
-LINE_RATIO = 0.8
+#: :func:`estimate_noise`: noise whose fourth differences along the scan line spread less than this
+#: fraction of those across lines is line-correlated (white noise: 1.0-1.05; half white, half
+#: correlated: 0.7-0.77; noise correlated along x, 1/f noise: about 0.4 -- each whatever the
+#: surface and level on the tuning cases of ``benchmarks/denoise_tuning.py``)
+LINE_RATIO = 0.9
 
 _CNN = ("n2v", "n2n")
 
@@ -118,31 +119,47 @@ def auto_choice(image: Any, mask: Any = None) -> tuple[str, dict[str, Any], dict
 def estimate_noise(frame: Any, mask: Any = None) -> dict[str, Any]:
     """The noise of a 2-D height image: its level and whether it is white or line-correlated.
 
-    Second differences along the scan line (x) and across lines (y) cancel a smooth surface.
-    White noise gives both the same spread; noise correlated along the fast scan line (the
-    feedback loop, 1/f drift within a line) changes slowly along x, so the differences along x
-    are smaller. Returns ``{"sigma": noise rms in the image's units (from the across-line
-    differences, which see all of it), "line_ratio": spread along x / across, 1 for white noise,
-    "kind": "line" when line_ratio < LINE_RATIO else "white"}``. ``mask`` (True = feature) and
-    NaN pixels are left out.
+    Differences along the scan line (x) and across lines (y) cancel a smooth surface. White noise
+    gives both the same spread; noise correlated along the fast scan line (the feedback loop, 1/f
+    drift within a line) changes slowly along x, so the differences along x are smaller. The
+    level comes from second differences across lines, which see all of the noise; the kind from
+    fourth differences (1, -4, 6, -4, 1), which keep little more than the finest detail, where
+    the noise lies and a surface's corrugations and slopes hardly reach. Returns ``{"sigma":
+    noise rms in the image's units, "line_ratio": spread of the fourth differences along x /
+    across, 1 for white noise, "kind": "line" when line_ratio < LINE_RATIO else "white"}``.
+    ``mask`` (True = feature) and NaN pixels are left out.
     """
     z = np.asarray(frame, dtype=np.float64)
     if z.ndim != 2 or min(z.shape) < 3:
         raise ValueError(f"image: the noise estimate needs a 2-D image of at least 3 x 3, got {z.shape}")
     ok = np.isfinite(z) if mask is None else np.isfinite(z) & ~np.asarray(mask, dtype=bool)
-    along = z[:, :-2] - 2 * z[:, 1:-1] + z[:, 2:]
-    across = z[:-2] - 2 * z[1:-1] + z[2:]
-    spread_x = center_and_sigma(along[ok[:, :-2] & ok[:, 1:-1] & ok[:, 2:]])[1]
-    spread_y = center_and_sigma(across[ok[:-2] & ok[1:-1] & ok[2:]])[1]
+    second, fourth = (1.0, -2.0, 1.0), (1.0, -4.0, 6.0, -4.0, 1.0)
+    spread_y = _difference_spread(z, ok, second, axis=0)
     if not spread_y > 0:
         return {"sigma": 0.0, "line_ratio": 1.0, "kind": "white"}
-    ratio = spread_x / spread_y
+    kernel = fourth if min(z.shape) >= len(fourth) else second
+    along, across = (_difference_spread(z, ok, kernel, axis) for axis in (1, 0))
+    ratio = along / across if across > 0 else 1.0
     sigma = spread_y / np.sqrt(6.0)  # a second difference of white noise has 6x its variance
     return {
         "sigma": float(sigma),
         "line_ratio": float(ratio),
         "kind": "line" if ratio < LINE_RATIO else "white",
     }
+
+
+def _difference_spread(z: np.ndarray, ok: np.ndarray, kernel: tuple[float, ...], axis: int) -> float:
+    """Robust spread of ``z`` filtered with the difference ``kernel`` along ``axis``, over the
+    windows whose pixels are all ``ok``."""
+    n = len(kernel)
+    size = z.shape[axis] - n + 1
+    window = [slice(None), slice(None)]
+    total, good = np.zeros(()), np.ones((), dtype=bool)
+    for i, c in enumerate(kernel):
+        window[axis] = slice(i, i + size)
+        total = total + c * z[tuple(window)]
+        good = good & ok[tuple(window)]
+    return float(center_and_sigma(total[good])[1])
 
 
 # --------------------------------------------------------------------------------------------------
