@@ -242,6 +242,20 @@ def test_estimate_noise_tells_white_from_line_correlated_and_measures_the_level(
         assert estimate["sigma"] == pytest.approx(sigma, rel=0.12)
 
 
+def test_estimate_noise_is_not_fooled_by_a_corrugated_surface():
+    # atomic rows 7 px apart along the scan line, and weak noise half white, half correlated
+    # along the lines: the corrugation must not pass for white noise
+    truth, _ = synthetic_surface((128, 128), 3.9, n_particles=10, seed=2)
+    xx = np.arange(128)[None, :] + 0.3 * np.arange(128)[:, None]
+    corrugated = truth + 0.05 * np.ptp(truth) * np.sin(2 * np.pi * xx / 7.0)
+    rng = np.random.default_rng(4)
+    smooth = ndimage.gaussian_filter1d(rng.normal(size=truth.shape), 1.5, axis=1)
+    mixed = np.sqrt(0.5) * rng.normal(size=truth.shape) + np.sqrt(0.5) * smooth / smooth.std()
+    level = 0.015 * np.ptp(truth)
+    assert estimate_noise(corrugated + level * mixed)["kind"] == "line"
+    assert estimate_noise(corrugated + level * rng.normal(size=truth.shape))["kind"] == "white"
+
+
 def test_estimate_noise_ignores_masked_and_nan_pixels():
     _, white, _ = _noise_cases(sigma=0.1)
     spoiled = white.copy()
