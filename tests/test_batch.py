@@ -74,6 +74,34 @@ def test_batch_processes_real_files_and_writes_a_summary(sample, tmp_path, recip
         assert back.header["source"] == str(source)
 
 
+def test_denoise_auto_records_what_it_chose_in_the_output(sample, tmp_path, monkeypatch):
+    from napari_scanprobe.process import denoise as denoise_module
+    from napari_scanprobe.process.common import Progress
+
+    def network(image, mask, method, o, seed):  # a quick stand-in for the training
+        yield Progress(1, 1, None, "n2v")
+
+        def blind(frame):
+            yield Progress(1, 1, None, "blind-spot estimate")
+            return np.asarray(frame, dtype=np.float64)
+
+        return np.asarray(image, dtype=np.float64), blind
+
+    monkeypatch.setattr(denoise_module, "_cnn_steps", network)
+    recipe = {
+        "channels": ["Z (forward)"],
+        "steps": [{"step": "denoise", "method": "auto"}, {"step": "write", "format": ".tif"}],
+    }
+    out = tmp_path / "out"
+    run_batch(load_recipe(recipe), [sample("nanonis_sxm/test.sxm")], out, workers=0)
+    (written,) = out.glob("*.tif")
+    step = read(written).channels[0].header["processing"][-1]
+    assert step["method"] == "auto" and step["options"] == {}
+    chosen = step["auto"]["Z (forward)"]
+    assert chosen["method"] == "n2v" and chosen["kind"] in ("white", "line")
+    assert 0.0 <= chosen["network_weight"] <= 1.0
+
+
 def test_gsf_output_holds_every_channel_by_default(sample, tmp_path):
     chip = sample("gwyddion_gsf/GwiddionReader_chip.gsf")
     recipe = {

@@ -674,11 +674,19 @@ class FileResult:
     measurements: dict[str, float] = field(default_factory=dict)
 
 
-def _apply_image_step(recipe: Recipe, step: dict, channel: Channel) -> Channel:
-    """One flatten/denoise/upscale step on a Channel: new data, and geometry for upscale."""
+def _apply_image_step(recipe: Recipe, step: dict, channel: Channel, chosen: dict) -> Channel:
+    """One flatten/denoise/upscale step on a Channel: new data, and geometry for upscale.
+    ``chosen[channel title]``: what an automatic method reported it chose (Progress extra "auto")."""
     from .process.steps import step_function
 
     options = dict(step["options"])
+    if step["step"] == "denoise" and step["method"] == "auto":
+
+        def keep(update: Any) -> None:
+            if "auto" in update.extra:
+                chosen[channel.title] = update.extra["auto"]
+
+        options["progress"] = keep
     if step["step"] == "upscale" and options.get("weights") is not None:
         options["weights"] = recipe.upscaler(step)
     data = step_function(step["step"])(channel.data, method=step["method"], **options)
@@ -733,8 +741,9 @@ def _run(recipe: Recipe, channels: list[Channel], source: str) -> _Run:
     run = _Run(list(channels))
     for step in recipe.steps:
         if step["step"] in IMAGE_STEPS:
-            run.channels = [_apply_image_step(recipe, step, ch) for ch in run.channels]
-            run.history.append(_record(step))
+            chosen: dict[str, dict] = {}
+            run.channels = [_apply_image_step(recipe, step, ch, chosen) for ch in run.channels]
+            run.history.append({**_record(step), **({"auto": chosen} if chosen else {})})
         elif step["step"] == "predict":
             from .learn.predict import predict
 
