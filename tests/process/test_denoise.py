@@ -13,6 +13,7 @@ from napari_scanprobe.process.common import Progress
 from napari_scanprobe.process.denoise import (
     AUTO_MIN_PIXELS,
     DENOISE_METHODS,
+    MAX_NETWORK_WEIGHT,
     NL_MEANS_K,
     auto_choice,
     calibrate_nl_means,
@@ -371,9 +372,9 @@ def test_auto_mixes_the_network_with_calibrated_nl_means_by_a_weight_fitted_on_t
         chose = [p.extra["auto"] for p in seen if "auto" in p.extra]
         assert len(chose) == 1 and chose[0]["method"] == "n2v" and chose[0]["kind"] == "white"
         weight = fitted[name] = chose[0]["network_weight"]
-        assert 0.0 <= weight <= 1.0
-        np.testing.assert_allclose(out, weight * result + (1 - weight) * nl_means if weight < 1 else result)
-    assert fitted["good"] > 0.9  # the image itself says the network predicts better
+        assert 0.0 <= weight <= MAX_NETWORK_WEIGHT
+        np.testing.assert_allclose(out, weight * result + (1 - weight) * nl_means)
+    assert fitted["good"] == MAX_NETWORK_WEIGHT  # the image itself says the network predicts better
     assert fitted["poor"] < 0.3
 
 
@@ -387,7 +388,7 @@ def test_network_weight_sees_only_held_back_pixels_and_the_crop_context():
         return frame.copy()
 
     weight = run_to_end(denoise_module.network_weight_steps(white, None, copy_of_noisy, False))
-    assert weight == 1.0  # the noisy image predicts itself: only a blind estimate may be compared
+    assert weight == MAX_NETWORK_WEIGHT  # capped: a copy of the image "predicts" it perfectly
     assert frames == [(300, 300)]  # the 256-px centred crop plus 32 px of context, within the image
 
     def nothing(frame):

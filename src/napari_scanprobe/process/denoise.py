@@ -24,9 +24,10 @@ When torch is installed and a frame has at least :data:`AUTO_MIN_PIXELS` pixels 
 ``n2v`` with the blind spot that matches the noise -- the whole line (``structured=True``) for
 line-correlated noise, the pixel (``structured=False``) for white noise -- and returns
 ``w x network + (1 - w) x nl_means`` (strength calibrated on the image, :func:`calibrate_nl_means`),
-with the share ``w`` (0..1) fitted on the image itself (:func:`network_weight_steps`): the pixels
-held back to calibrate non-local means are predicted by non-local means that never saw them and by
-the network's blind-spot estimate, and the mix of the two that predicts them best is kept. A stack
+with the share ``w`` (0 to :data:`MAX_NETWORK_WEIGHT` = 0.9) fitted on the image itself
+(:func:`network_weight_steps`): the pixels held back to calibrate non-local means are predicted by
+non-local means that never saw them and by the network's blind-spot estimate, and the mix of the
+two that predicts them best is kept. A stack
 uses the weight fitted on its first frame. Otherwise (small image, no torch) it runs that
 ``nl_means`` alone. The estimate and the choice are reported in the first Progress
 (``extra["noise"]``, ``extra["method"]``, ``extra["options"]``), the fitted share in a later one
@@ -78,6 +79,11 @@ DENOISE_METHODS: dict[str, dict[str, Any]] = {m: DENOISE.defaults(m) for m in DE
 
 #: ``auto`` trains the CNN from this many pixels per frame on (96 x 96)
 AUTO_MIN_PIXELS = 96 * 96
+#: ``auto``'s share of the network in its mix with non-local means is fitted on the image, at most
+#: this: the held-back non-local means of the fit sees half of the lines (or pixels), so the fit
+#: leans to the network (it came out at 0.99-1.0 on every tuning case, where 0.9 scored 0.07-0.25 dB
+#: higher; ``benchmarks/denoise_tuning.py``)
+MAX_NETWORK_WEIGHT = 0.9
 #: the working range: these percentiles of the valid pixels map to 0 and 1
 RANGE_PERCENTILES = (1.0, 99.0)
 #: dask stacks train the CNN on at most this many frames (evenly spaced), then denoise lazily
@@ -612,7 +618,8 @@ def network_weight_steps(
     their own value: by non-local means that never saw them and by the network's blind-spot
     estimate (``blind``, its prior mean). The noise of a held-back pixel is independent of both,
     so the ``w`` whose mix of the two predicts the held-back pixels best (least squares, in closed
-    form) is the one that best predicts the clean surface there. 1 when there is nothing to fit.
+    form) is the one that best predicts the clean surface there; it is capped at
+    :data:`MAX_NETWORK_WEIGHT`. 1 when there is nothing to fit (no noise: the network alone).
     """
     bad, valid, scaling = _frame_parts(frame, mask2d)
     if scaling is None:
@@ -634,7 +641,7 @@ def network_weight_steps(
     spread = float(np.sum(difference**2))
     if not spread > 0:
         return 1.0
-    return float(np.clip(np.sum((target - b) * difference) / spread, 0.0, 1.0))
+    return float(np.clip(np.sum((target - b) * difference) / spread, 0.0, MAX_NETWORK_WEIGHT))
 
 
 def _classical_steps(
