@@ -378,6 +378,25 @@ def test_auto_mixes_the_network_with_calibrated_nl_means_by_a_weight_fitted_on_t
     assert fitted["poor"] < 0.3
 
 
+@pytest.mark.parametrize("structured", [False, True])
+def test_the_networks_blind_spot_estimate_never_sees_the_pixels_own_value(structured):
+    pytest.importorskip("torch")
+    from napari_scanprobe.process import n2v
+
+    frame = np.random.default_rng(3).normal(size=(48, 48)).astype(np.float32)
+    net = run_to_end(n2v.train_steps([frame], iterations=5, patch_size=32, structured=structured))
+    before = run_to_end(n2v.predict_steps(net, frame, prior=True))
+    changed = frame.copy()
+    y, x = 20, 17
+    where = (y, slice(None)) if structured else (y, x)  # the whole line, or the pixel
+    changed[where] += 5.0
+    after = run_to_end(n2v.predict_steps(net, changed, prior=True))
+    np.testing.assert_allclose(after[where], before[where], atol=1e-5)
+    assert not np.allclose(after, before)  # it does see the neighbours
+    posterior = run_to_end(n2v.predict_steps(net, changed))
+    assert not np.allclose(posterior[where], before[where])  # the posterior uses the pixel itself
+
+
 def test_network_weight_sees_only_held_back_pixels_and_the_crop_context():
     truth, white, line = _noise_cases(shape=(300, 300))
     frames = []
