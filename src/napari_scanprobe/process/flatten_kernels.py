@@ -1,0 +1,301 @@
+"""Compiled single-pass kernels for :mod:`napari_scanprobe.process.flatten` (numba).
+
+Imported lazily by the flatten code only (``import napari_scanprobe`` stays numpy-only). Each
+kernel returns what the numpy expression it replaces returns, bit for bit: the same selections,
+the same float types and the same order of operations. Single-threaded and ``nogil``: the
+target is CPU time, and a batch runs its files in parallel threads or processes already.
+
+The machine code is cached beside this file or in the user's cache folder (``NUMBA_CACHE_DIR``
+to choose another) so that the compile cost (about a second) is paid once; where no folder is
+writable the kernels are compiled in each process instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+def _compiled(func):
+    """``njit(nogil=True)`` with an on-disk cache when a cache folder is writable."""
+    try:
+        return njit(nogil=True, cache=True)(func)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(nogil=True)(func)
+
+
+@_compiled
+def _select(buf, n, k):
+    """Partially order ``buf[:n]`` so that ``buf[k]`` holds the k-th smallest value and every
+    value before it is no larger (Hoare quickselect, median-of-three pivot; no NaN)."""
+    lo, hi = 0, n - 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        a, b, c = buf[lo], buf[mid], buf[hi]
+        if a > b:
+            a, b = b, a
+        if b > c:
+            b = c
+            if a > b:
+                b = a
+        pivot = b
+        i, j = lo, hi
+        while i <= j:
+            while buf[i] < pivot:
+                i += 1
+            while buf[j] > pivot:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@_compiled
+def _median_of(buf, n, lo, hi):
+    """The mean of the ``lo``-th and ``hi``-th smallest of ``buf[:n]`` (``hi`` is ``lo`` or
+    ``lo + 1``; reorders ``buf``), each taken in float64: the median of all ``n`` values when
+    they are ``(n - 1) // 2`` and ``n // 2``."""
+    _select(buf, n, hi)
+    upper = np.float64(buf[hi])
+    if lo == hi:
+        return upper
+    lower = buf[0]
+    for i in range(1, hi):  # the largest value below the upper middle one
+        if buf[i] > lower:
+            lower = buf[i]
+    return 0.5 * (np.float64(lower) + upper)
+
+
+@_compiled
+def _masked_median(values, ok, buf):
+    """Median of ``values`` (1-D) over the pixels where ``ok`` (finite), NaN if none, in float64
+    (:func:`_median_of`). ``buf``: scratch space for ``2 * values.size`` values.
+
+    Long rows: the two middle ranks are first bracketed by two values of a strided sample of
+    the row; one branch-free pass counts the values below the bracket and copies those inside
+    (about a fifth), and only those are selected from. A bracket that misses (rarely) selects
+    from all.
+    """
+    nx = values.size
+    n = 0
+    for x in range(nx):
+        n += ok[x]
+    if n == 0:
+        return np.nan
+    if n > 1024:
+        sample = buf[nx:]
+        m = 0
+        step = nx // 128
+        for x in range(0, nx, step):
+            sample[m] = values[x]
+            m += ok[x]
+        margin = int(1.25 * np.sqrt(m)) + 1  # 2.5 standard deviations of the sample median's rank
+        if m >= 64:
+            _select(sample, m, m // 2 - margin)
+            low = sample[m // 2 - margin]
+            _select(sample, m, m // 2 + margin)
+            high = sample[m // 2 + margin]
+            below = 0
+            count = 0
+            for x in range(nx):
+                v = values[x]
+                take = ok[x]
+                below += take & (v < low)
+                buf[count] = v
+                count += take & (v >= low) & (v <= high)
+            lo, hi = (n - 1) // 2 - below, n // 2 - below
+            if lo >= 0 and hi < count:
+                return _median_of(buf, count, lo, hi)
+    n = 0
+    for x in range(nx):  # branch-free gather
+        buf[n] = values[x]
+        n += ok[x]
+    return _median_of(buf, n, (n - 1) // 2, n // 2)
+
+
+@_compiled
+def row_medians(values, valid):
+    """Median of each row of ``values`` over its ``valid`` pixels (finite), NaN for a row
+    without any, in float64."""
+    ny, nx = values.shape
+    out = np.empty(ny)
+    buf = np.empty(2 * nx, values.dtype)
+    for y in range(ny):
+        out[y] = _masked_median(values[y], valid[y], buf)
+    return out
+
+
+@_compiled
+def diff_medians(z, valid, rows, refs):
+    """For each pair k, the median of ``z[rows[k]] - z[refs[k]]`` (in ``z``'s float type) over
+    the pixels valid in both rows whose difference is finite; NaN where there is none."""
+    nx = z.shape[1]
+    out = np.empty(rows.size)
+    buf = np.empty(2 * nx, z.dtype)
+    diff = np.empty(nx, z.dtype)
+    ok = np.empty(nx, np.bool_)
+    for k in range(rows.size):
+        r, s = rows[k], refs[k]
+        for x in range(nx):
+            diff[x] = z[r, x] - z[s, x]
+            ok[x] = valid[r, x] & valid[s, x] & np.isfinite(diff[x])
+        out[k] = _masked_median(diff, ok, buf)
+    return out
+
+
+@_compiled
+def minus_surface(z, rows, cols, out):
+    """``out = z - rows @ cols`` pixel by pixel: the surface summed term by term in float64,
+    the difference taken in float64 and stored in ``out``'s float type."""
+    ny, nx = z.shape
+    surface = np.empty(nx)
+    for y in range(ny):
+        for x in range(nx):
+            surface[x] = rows[y, 0] * cols[0, x]
+        for k in range(1, rows.shape[1]):
+            for x in range(nx):
+                surface[x] += rows[y, k] * cols[k, x]
+        for x in range(nx):
+            out[y, x] = z[y, x] - surface[x]
+    return out
+
+
+@_compiled
+def grow_features(side, seed_level, grow_level):
+    """The pixels connected (4-neighbours) through pixels with ``side > grow_level`` to a seed,
+    a pixel with ``side > seed_level`` (``grow_level <= seed_level``); NaN is never either.
+
+    The same pixels as labelling ``side > grow_level`` and keeping the regions with a seed,
+    found by a flood fill from the seeds: only the features are visited twice.
+    """
+    ny, nx = side.shape
+    found = np.zeros((ny, nx), dtype=np.bool_)
+    stack = np.empty(ny * nx, dtype=np.int64)
+    for y0 in range(ny):
+        for x0 in range(nx):
+            if found[y0, x0] or not side[y0, x0] > seed_level:
+                continue
+            found[y0, x0] = True
+            stack[0] = y0 * nx + x0
+            top = 1
+            while top:
+                top -= 1
+                y, x = divmod(stack[top], nx)
+                for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                    if 0 <= yy < ny and 0 <= xx < nx and not found[yy, xx] and side[yy, xx] > grow_level:
+                        found[yy, xx] = True
+                        stack[top] = yy * nx + xx
+                        top += 1
+    return found
+
+
+@_compiled
+def masked_median(values, ok, center, deviations):
+    """Median of the finite ``values`` (1-D) where ``ok`` -- of ``|values - center|`` (in the
+    values' float type) when ``deviations`` -- in float64; NaN if there is none.
+
+    The two middle ranks are bracketed by a strided sample of ~40,000 values (+-1.2 % in rank,
+    5 standard deviations of the sample median's rank); one branch-free pass counts the values
+    below the bracket and copies the ~2.4 % inside, and only those are selected from. A bracket
+    that misses selects from all.
+    """
+    size = values.size
+    n = 0
+    for i in range(size):
+        n += ok[i] & np.isfinite(values[i])
+    if n == 0:
+        return np.nan
+    buf = np.empty(n, values.dtype)
+    lo, hi = (n - 1) // 2, n // 2
+    if n > 100_000:
+        m = 0
+        for i in range(0, size, max(1, size // 40_000)):
+            v = values[i]
+            buf[m] = abs(v - center) if deviations else v
+            m += ok[i] & np.isfinite(v)
+        high_rank, low_rank = int(0.512 * m), int(0.488 * m)
+        _select(buf, m, high_rank)
+        high = buf[high_rank]
+        _select(buf, high_rank, low_rank)
+        low = buf[low_rank]
+        below = 0
+        count = 0
+        for i in range(size):
+            v = values[i]
+            take = ok[i] & np.isfinite(v)
+            if deviations:
+                v = abs(v - center)
+            below += take & (v < low)
+            buf[count] = v
+            count += take & (v >= low) & (v <= high)
+        if below <= lo and hi < below + count:
+            return _median_of(buf, count, lo - below, hi - below)
+    count = 0
+    for i in range(size):
+        v = values[i]
+        buf[count] = abs(v - center) if deviations else v
+        count += ok[i] & np.isfinite(v)
+    return _median_of(buf, count, lo, hi)
+
+
+@_compiled
+def scar_candidates(a, editable, width, sign, soft, hard, largest):
+    """The scar test of ``flatten._scar_flags`` for one block ``width`` and one direction
+    (``sign`` +1: up then down, -1: down then up), pixel by pixel. Block ``b`` is lines
+    ``b + 1 .. b + width``; a pixel is weak when every line of the block jumps by more than
+    ``soft`` and more than the surface steps just outside the block from both the line above and
+    the line below it (all editable), strong when it jumps by more than ``hard`` too. Returns
+    the weak pixels as flat indices into (blocks, x), in order, and whether each is strong.
+    ``sign``, ``soft``, ``hard`` and ``largest`` (the largest finite number) are of ``a``'s
+    float type, and so is the arithmetic; NaN passes no test."""
+    ny, nx = a.shape
+    n_blocks = ny - width - 1
+    found = np.empty(max(n_blocks, 0) * nx, np.int64)
+    strong = np.empty(max(n_blocks, 0) * nx, np.bool_)
+    count = 0
+    zero = soft - soft
+    for b in range(n_blocks):
+        for x in range(nx):
+            above, first = a[b, x], a[b + 1, x]
+            if not sign * (first - above) > soft:
+                continue
+            below = a[b + width + 1, x]
+            if not sign * (a[b + width, x] - below) > soft:  # the last line steps back down
+                continue
+            ok = True
+            for k in range(width):
+                ok &= editable[b + 1 + k, x]
+            if not ok:
+                continue
+            # the steps outside the block: line above vs the one above it, line below vs beyond
+            out_above = abs(above - a[b - 1, x]) if b >= 1 else zero
+            if b <= n_blocks - 2:
+                beyond = abs(below - a[min(b + width + 2, ny - 1), x])
+                outer = out_above if np.isnan(beyond) or beyond < out_above else beyond
+            else:
+                outer = out_above
+            if np.isnan(outer):
+                outer = zero
+            elif np.isinf(outer):
+                outer = largest
+            weak_level = outer if outer > soft else soft
+            strong_level = outer if outer > hard else hard
+            is_weak = True
+            is_strong = True
+            for k in range(width):
+                line = a[b + 1 + k, x]
+                up, down = sign * (line - above), sign * (line - below)
+                is_weak &= (up > weak_level) & (down > weak_level)
+                is_strong &= (up > strong_level) & (down > strong_level)
+            if is_weak:
+                found[count] = b * nx + x
+                strong[count] = is_strong
+                count += 1
+    return found[:count].copy(), strong[:count].copy()
