@@ -27,34 +27,47 @@ def _compiled(func):
 @_compiled
 def _select(buf, n, k):
     """Partially order ``buf[:n]`` so that ``buf[k]`` holds the k-th smallest value and every
-    value before it is no larger (Hoare quickselect, median-of-three pivot; no NaN)."""
+    value before it is no larger (quickselect, median-of-three pivot; no NaN).
+
+    Branch-free Lomuto partitions (no mispredicted branches: ~3x quicker than Hoare's on random
+    values); when a partition leaves the values equal to the pivot on one side, a second pass
+    gathers them so that repeated values cannot make it quadratic.
+    """
     lo, hi = 0, n - 1
     while hi > lo:
         mid = (lo + hi) // 2
-        a, b, c = buf[lo], buf[mid], buf[hi]
-        if a > b:
-            a, b = b, a
-        if b > c:
-            b = c
-            if a > b:
-                b = a
-        pivot = b
-        i, j = lo, hi
-        while i <= j:
-            while buf[i] < pivot:
-                i += 1
-            while buf[j] > pivot:
-                j -= 1
-            if i <= j:
-                buf[i], buf[j] = buf[j], buf[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
+        if buf[mid] < buf[lo]:
+            buf[mid], buf[lo] = buf[lo], buf[mid]
+        if buf[hi] < buf[lo]:
+            buf[hi], buf[lo] = buf[lo], buf[hi]
+        if buf[mid] < buf[hi]:
+            buf[mid], buf[hi] = buf[hi], buf[mid]
+        pivot = buf[hi]  # the median of the three
+        j = lo
+        for i in range(lo, hi):  # buf[lo:j] < pivot <= buf[j:i]
+            v = buf[i]
+            buf[i] = buf[j]
+            buf[j] = v
+            j += v < pivot
+        buf[hi] = buf[j]
+        buf[j] = pivot
+        if k < j:
+            hi = j - 1
+            continue
+        if k == j:
             return
+        e = j + 1
+        if hi - j < 3 * (j - lo) + 8:  # balanced enough: skip the pass
+            lo = e
+            continue
+        for i in range(j + 1, hi + 1):  # buf[j:e] == pivot < buf[e:i]
+            v = buf[i]
+            buf[i] = buf[e]
+            buf[e] = v
+            e += v == pivot
+        if k < e:
+            return
+        lo = e
 
 
 @_compiled
@@ -98,18 +111,18 @@ def _masked_median(values, ok, buf):
             m += ok[x]
         margin = int(1.25 * np.sqrt(m)) + 1  # 2.5 standard deviations of the sample median's rank
         if m >= 64:
-            _select(sample, m, m // 2 - margin)
-            low = sample[m // 2 - margin]
             _select(sample, m, m // 2 + margin)
             high = sample[m // 2 + margin]
+            _select(sample, m // 2 + margin, m // 2 - margin)
+            low = sample[m // 2 - margin]
             below = 0
+            for x in range(nx):  # vectorised
+                below += ok[x] & (values[x] < low)
             count = 0
             for x in range(nx):
                 v = values[x]
-                take = ok[x]
-                below += take & (v < low)
                 buf[count] = v
-                count += take & (v >= low) & (v <= high)
+                count += ok[x] & (v >= low) & (v <= high)
             lo, hi = (n - 1) // 2 - below, n // 2 - below
             if lo >= 0 and hi < count:
                 return _median_of(buf, count, lo, hi)
@@ -202,41 +215,50 @@ def masked_median(values, ok, center, deviations):
     values' float type) when ``deviations`` -- in float64; NaN if there is none.
 
     The two middle ranks are bracketed by a strided sample of ~40,000 values (+-1.2 % in rank,
-    5 standard deviations of the sample median's rank); one branch-free pass counts the values
-    below the bracket and copies the ~2.4 % inside, and only those are selected from. A bracket
-    that misses selects from all.
+    5 standard deviations of the sample median's rank); a vectorised pass counts the values
+    below and inside the bracket, a branch-free one copies the ~2.4 % inside, and only those are selected
+    from. A bracket that misses selects from all.
     """
     size = values.size
+    step = max(1, size // 40_000)
+    sample = np.empty((size + step - 1) // step, values.dtype)
+    m = 0
+    for i in range(0, size, step):
+        v = values[i]
+        sample[m] = abs(v - center) if deviations else v
+        m += ok[i] & np.isfinite(v)
+    low = high = center
+    if m > 1000:
+        high_rank, low_rank = int(0.512 * m), int(0.488 * m)
+        _select(sample, m, high_rank)
+        high = sample[high_rank]
+        _select(sample, high_rank, low_rank)
+        low = sample[low_rank]
     n = 0
-    for i in range(size):
-        n += ok[i] & np.isfinite(values[i])
+    below = 0
+    inside = 0
+    for i in range(size):  # vectorised
+        v = values[i]
+        take = ok[i] & np.isfinite(v)
+        if deviations:
+            v = abs(v - center)
+        n += take
+        below += take & (v < low)
+        inside += take & (v >= low) & (v <= high)
     if n == 0:
         return np.nan
-    buf = np.empty(n, values.dtype)
     lo, hi = (n - 1) // 2, n // 2
-    if n > 100_000:
-        m = 0
-        for i in range(0, size, max(1, size // 40_000)):
-            v = values[i]
-            buf[m] = abs(v - center) if deviations else v
-            m += ok[i] & np.isfinite(v)
-        high_rank, low_rank = int(0.512 * m), int(0.488 * m)
-        _select(buf, m, high_rank)
-        high = buf[high_rank]
-        _select(buf, high_rank, low_rank)
-        low = buf[low_rank]
-        below = 0
+    if m > 1000 and below <= lo and hi < below + inside:
+        buf = np.empty(inside + 1, values.dtype)
         count = 0
-        for i in range(size):
+        for i in range(size):  # branch-free: the values inside are scattered at random
             v = values[i]
-            take = ok[i] & np.isfinite(v)
             if deviations:
                 v = abs(v - center)
-            below += take & (v < low)
             buf[count] = v
-            count += take & (v >= low) & (v <= high)
-        if below <= lo and hi < below + count:
-            return _median_of(buf, count, lo - below, hi - below)
+            count += ok[i] & (v >= low) & (v <= high)
+        return _median_of(buf, count, lo - below, hi - below)
+    buf = np.empty(n, values.dtype)
     count = 0
     for i in range(size):
         v = values[i]
