@@ -181,19 +181,33 @@ def minus_surface(z, rows, cols, out):
 
 
 @_compiled
-def grow_features(side, seed_level, grow_level):
-    """The pixels connected (4-neighbours) through pixels with ``side > grow_level`` to a seed,
-    a pixel with ``side > seed_level`` (``grow_level <= seed_level``); NaN is never either.
+def _side(value, center, features):
+    """How far ``value`` sticks out of ``center`` on the features' side (0 above, 1 below,
+    2 both), in the value's float type."""
+    deviation = value - center
+    if features == 0:
+        return deviation
+    if features == 1:
+        return -deviation
+    return abs(deviation)
 
-    The same pixels as labelling ``side > grow_level`` and keeping the regions with a seed,
-    found by a flood fill from the seeds: only the features are visited twice.
+
+@_compiled
+def grow_features(r, center, features, seed_level, grow_level):
+    """The pixels connected (4-neighbours) through pixels sticking out by more than
+    ``grow_level`` (:func:`_side`) to a seed, a pixel sticking out by more than ``seed_level``
+    (``grow_level <= seed_level``); NaN is never either. ``center`` and the levels are of
+    ``r``'s float type.
+
+    The same pixels as labelling the pixels above ``grow_level`` and keeping the regions with a
+    seed, found by a flood fill from the seeds: only the features are visited twice.
     """
-    ny, nx = side.shape
+    ny, nx = r.shape
     found = np.zeros((ny, nx), dtype=np.bool_)
     stack = np.empty(ny * nx, dtype=np.int64)
     for y0 in range(ny):
         for x0 in range(nx):
-            if found[y0, x0] or not side[y0, x0] > seed_level:
+            if found[y0, x0] or not _side(r[y0, x0], center, features) > seed_level:
                 continue
             found[y0, x0] = True
             stack[0] = y0 * nx + x0
@@ -202,11 +216,32 @@ def grow_features(side, seed_level, grow_level):
                 top -= 1
                 y, x = divmod(stack[top], nx)
                 for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-                    if 0 <= yy < ny and 0 <= xx < nx and not found[yy, xx] and side[yy, xx] > grow_level:
+                    if (
+                        0 <= yy < ny
+                        and 0 <= xx < nx
+                        and not found[yy, xx]
+                        and _side(r[yy, xx], center, features) > grow_level
+                    ):
                         found[yy, xx] = True
                         stack[top] = yy * nx + xx
                         top += 1
     return found
+
+
+@_compiled
+def dilate(found, dy, dx):
+    """``found`` dilated by the structuring element of offsets ``(dy[k], dx[k])``: every found
+    pixel sets its shifted copies (that fall inside the image)."""
+    ny, nx = found.shape
+    out = np.zeros((ny, nx), dtype=np.bool_)
+    for y in range(ny):
+        for x in range(nx):
+            if found[y, x]:
+                for k in range(dy.size):
+                    yy, xx = y + dy[k], x + dx[k]
+                    if 0 <= yy < ny and 0 <= xx < nx:
+                        out[yy, xx] = True
+    return out
 
 
 @_compiled
