@@ -245,7 +245,6 @@ def _poly_fit(
     ``stride``: fit on every ``stride``-th pixel of every ``stride``-th line only.
     """
     ny, nx = z.shape
-    dtype: Any = np.float32 if z.dtype == np.float32 else np.float64  # the working precision
     dx = max(i for i, _ in terms)
     dy = max(j for _, j in terms)
     px_all = _legendre(nx, dx)  # (nx, dx+1)
@@ -255,14 +254,10 @@ def _poly_fit(
         valid = np.isfinite(z)
         if not valid.any():
             return py_all @ c, px_all.T
-    px, py = px_all[::stride].astype(dtype), py_all[::stride]
-    z, valid = z[::stride, ::stride], valid[::stride, ::stride]
-    w = valid.astype(dtype)
-    zw = np.where(valid, z, 0)
-    # Gram matrix: G[(i,j),(k,l)] = sum_y Py_j Py_l sum_x W Px_i Px_k
-    square = np.ascontiguousarray((px[:, :, None] * px[:, None, :]).reshape(px.shape[0], -1))
-    t = (w @ square).astype(np.float64).reshape(-1, dx + 1, dx + 1)  # (rows, dx+1, dx+1)
-    s = (zw @ px).astype(np.float64)  # (rows, dx+1): sum_x zW Px_i
+    px, py = px_all[::stride], py_all[::stride]
+    z, valid = np.ascontiguousarray(z[::stride, ::stride]), np.ascontiguousarray(valid[::stride, ::stride])
+    # Gram matrix: G[(i,j),(k,l)] = sum_y Py_j Py_l sum_x W Px_i Px_k (W: 1 on valid pixels)
+    t, s = _kernels().line_sums(z, valid, px)  # (rows, dx+1, dx+1); (rows, dx+1): sum_x zW Px_i
     if free_rows:  # centre each row: Px_i -> Px_i - m_i(y), z -> z - zbar(y) over the valid pixels
         n = t[:, 0, 0]  # P_0 = 1: t[:, 0, i] = sum_x W Px_i, s[:, 0] = sum_x zW
         m = t[:, 0, :] / np.maximum(n, 1.0)[:, None]
@@ -518,13 +513,28 @@ def _feature_mask(
 
 
 def _dilate_disk(found: np.ndarray, radius: int) -> np.ndarray:
-    """Binary dilation by the disk ``y^2 + x^2 <= r^2 + r`` (the same pixels as
-    ndimage.binary_dilation with that disk; compiled)."""
-    dy, dx = np.nonzero(
-        np.add.outer(np.arange(-radius, radius + 1) ** 2, np.arange(-radius, radius + 1) ** 2)
-        <= radius**2 + radius
-    )
-    return _kernels().dilate(found, dy - radius, dx - radius)
+    """Binary dilation by the disk ``y^2 + x^2 <= r^2 + r``: the union of its widest rectangles,
+    each dilated as shifted ORs along x then y (the same pixels as ndimage.binary_dilation)."""
+    half_width = [int(np.sqrt(radius**2 + radius - h * h)) for h in range(radius + 1)]
+    out = np.zeros_like(found)
+    for h in range(radius + 1):
+        if h < radius and half_width[h + 1] == half_width[h]:
+            continue  # this rectangle lies inside the next, taller one
+        out |= _dilate_line(_dilate_line(found, half_width[h], axis=1), h, axis=0)
+    return out
+
+
+def _dilate_line(flags: np.ndarray, half: int, axis: int) -> np.ndarray:
+    """Binary dilation by a segment of ``2 * half + 1`` pixels along ``axis``."""
+    out = flags.copy()
+    n = flags.shape[axis]
+    for shift in range(1, min(half, n - 1) + 1):
+        lead = [slice(None)] * 2
+        lag = [slice(None)] * 2
+        lead[axis], lag[axis] = slice(shift, None), slice(None, n - shift)
+        out[tuple(lead)] |= flags[tuple(lag)]
+        out[tuple(lag)] |= flags[tuple(lead)]
+    return out
 
 
 def _auto_row_offsets(z: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -164,6 +164,46 @@ def diff_medians(z, valid, rows, refs):
 
 
 @_compiled
+def line_sums(z, valid, px):
+    """The least-squares sums along each line over its ``valid`` pixels, in float64:
+    ``gram[y, i, k] = sum_x px[x, i] px[x, k]`` and ``moments[y, i] = sum_x z[y, x] px[x, i]``.
+
+    Each sum runs over a line held in the cache, vectorised (summed in several partial sums:
+    the only place where the order of additions is left to the compiler)."""
+    ny, nx = z.shape
+    terms = px.shape[1]
+    basis = np.ascontiguousarray(px.T)
+    products = np.empty((terms, terms, nx))
+    for i in range(terms):
+        for k in range(terms):
+            products[i, k] = basis[i] * basis[k]
+    gram = np.empty((ny, terms, terms))
+    moments = np.empty((ny, terms))
+    for y in range(ny):
+        for i in range(terms):
+            for k in range(i, terms):
+                gram[y, i, k] = gram[y, k, i] = _sum_where(products[i, k], valid[y])
+            moments[y, i] = _dot_where(z[y], basis[i], valid[y])
+    return gram, moments
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _sum_where(values, ok):
+    total = 0.0
+    for x in range(values.size):
+        total += values[x] if ok[x] else 0.0
+    return total
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _dot_where(values, weights, ok):
+    total = 0.0
+    for x in range(values.size):
+        total += np.float64(values[x]) * weights[x] if ok[x] else 0.0
+    return total
+
+
+@_compiled
 def minus_surface(z, rows, cols, out):
     """``out = z - rows @ cols`` pixel by pixel: the surface summed term by term in float64,
     the difference taken in float64 and stored in ``out``'s float type."""
@@ -226,22 +266,6 @@ def grow_features(r, center, features, seed_level, grow_level):
                         stack[top] = yy * nx + xx
                         top += 1
     return found
-
-
-@_compiled
-def dilate(found, dy, dx):
-    """``found`` dilated by the structuring element of offsets ``(dy[k], dx[k])``: every found
-    pixel sets its shifted copies (that fall inside the image)."""
-    ny, nx = found.shape
-    out = np.zeros((ny, nx), dtype=np.bool_)
-    for y in range(ny):
-        for x in range(nx):
-            if found[y, x]:
-                for k in range(dy.size):
-                    yy, xx = y + dy[k], x + dx[k]
-                    if 0 <= yy < ny and 0 <= xx < nx:
-                        out[yy, xx] = True
-    return out
 
 
 @_compiled
