@@ -446,10 +446,10 @@ def _scar_flags(
     a, editable = np.ascontiguousarray(a), np.ascontiguousarray(editable)
     number = a.dtype.type
     largest = number(np.finfo(a.dtype).max)
-    return [
-        _kernels().scar_candidates(a, editable, width, number(sign), number(soft), number(hard), largest)
-        for sign in (1, -1)
-    ]
+    up, up_strong, down, down_strong = _kernels().scar_candidates(
+        a, editable, width, number(soft), number(hard), largest
+    )
+    return [(up, up_strong), (down, down_strong)]
 
 
 def _remove_scars(

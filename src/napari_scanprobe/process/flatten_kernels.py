@@ -327,28 +327,34 @@ def masked_median(values, ok, center, deviations):
 
 
 @_compiled
-def scar_candidates(a, editable, width, sign, soft, hard, largest):
-    """The scar test of ``flatten._scar_flags`` for one block ``width`` and one direction
-    (``sign`` +1: up then down, -1: down then up), pixel by pixel. Block ``b`` is lines
-    ``b + 1 .. b + width``; a pixel is weak when every line of the block jumps by more than
-    ``soft`` and more than the surface steps just outside the block from both the line above and
-    the line below it (all editable), strong when it jumps by more than ``hard`` too. Returns
-    the weak pixels as flat indices into (blocks, x), in order, and whether each is strong.
-    ``sign``, ``soft``, ``hard`` and ``largest`` (the largest finite number) are of ``a``'s
-    float type, and so is the arithmetic; NaN passes no test."""
+def scar_candidates(a, editable, width, soft, hard, largest):
+    """The scar test of ``flatten._scar_flags`` for one block ``width``, pixel by pixel, in both
+    directions (0: up then down, 1: down then up). Block ``b`` is lines ``b + 1 .. b + width``;
+    a pixel is weak when every line of the block jumps by more than ``soft`` and more than the
+    surface steps just outside the block from both the line above and the line below it (all
+    editable), strong when it jumps by more than ``hard`` too. Returns, for each direction, the
+    weak pixels as flat indices into (blocks, x), in order, and whether each is strong.
+    ``soft``, ``hard`` and ``largest`` (the largest finite number) are of ``a``'s float type, and
+    so is the arithmetic; NaN passes no test."""
     ny, nx = a.shape
-    n_blocks = ny - width - 1
-    found = np.empty(max(n_blocks, 0) * nx, np.int64)
-    strong = np.empty(max(n_blocks, 0) * nx, np.bool_)
-    count = 0
+    n_blocks = max(ny - width - 1, 0)
+    found = np.empty((2, n_blocks * nx), np.int64)
+    strong = np.empty((2, n_blocks * nx), np.bool_)
+    counts = np.zeros(2, np.int64)
     zero = soft - soft
+    one = zero + 1
     for b in range(n_blocks):
         for x in range(nx):
-            above, first = a[b, x], a[b + 1, x]
-            if not sign * (first - above) > soft:
+            above = a[b, x]
+            step = a[b + 1, x] - above
+            if step > soft:
+                direction, sign = 0, one
+            elif -step > soft:
+                direction, sign = 1, -one
+            else:
                 continue
             below = a[b + width + 1, x]
-            if not sign * (a[b + width, x] - below) > soft:  # the last line steps back down
+            if not sign * (a[b + width, x] - below) > soft:  # the last line steps back
                 continue
             ok = True
             for k in range(width):
@@ -358,7 +364,7 @@ def scar_candidates(a, editable, width, sign, soft, hard, largest):
             # the steps outside the block: line above vs the one above it, line below vs beyond
             out_above = abs(above - a[b - 1, x]) if b >= 1 else zero
             if b <= n_blocks - 2:
-                beyond = abs(below - a[min(b + width + 2, ny - 1), x])
+                beyond = abs(below - a[b + width + 2, x])
                 outer = out_above if np.isnan(beyond) or beyond < out_above else beyond
             else:
                 outer = out_above
@@ -376,7 +382,12 @@ def scar_candidates(a, editable, width, sign, soft, hard, largest):
                 is_weak &= (up > weak_level) & (down > weak_level)
                 is_strong &= (up > strong_level) & (down > strong_level)
             if is_weak:
-                found[count] = b * nx + x
-                strong[count] = is_strong
-                count += 1
-    return found[:count].copy(), strong[:count].copy()
+                found[direction, counts[direction]] = b * nx + x
+                strong[direction, counts[direction]] = is_strong
+                counts[direction] += 1
+    return (
+        found[0, : counts[0]].copy(),
+        strong[0, : counts[0]].copy(),
+        found[1, : counts[1]].copy(),
+        strong[1, : counts[1]].copy(),
+    )
