@@ -12,16 +12,20 @@ writable the kernels are compiled in each process instead.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
 
-def _compiled(func):
-    """``njit(nogil=True)`` with an on-disk cache when a cache folder is writable."""
+def _compiled(func=None, **options):
+    """``njit(nogil=True, **options)`` with an on-disk cache when a cache folder is writable."""
+    if func is None:
+        return functools.partial(_compiled, **options)
     try:
-        return njit(nogil=True, cache=True)(func)
+        return njit(nogil=True, cache=True, **options)(func)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return njit(nogil=True)(func)
+        return njit(nogil=True, **options)(func)
 
 
 @_compiled
@@ -187,7 +191,7 @@ def line_sums(z, valid, px):
     return gram, moments
 
 
-@njit(nogil=True, cache=True, fastmath={"reassoc"})
+@_compiled(fastmath={"reassoc"})
 def _sum_where(values, ok):
     total = 0.0
     for x in range(values.size):
@@ -195,7 +199,7 @@ def _sum_where(values, ok):
     return total
 
 
-@njit(nogil=True, cache=True, fastmath={"reassoc"})
+@_compiled(fastmath={"reassoc"})
 def _dot_where(values, weights, ok):
     total = 0.0
     for x in range(values.size):
