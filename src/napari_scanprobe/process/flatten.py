@@ -254,7 +254,7 @@ def _poly_fit(
         valid = np.isfinite(z)
         if not valid.any():
             return py_all @ c, px_all.T
-    px, py = px_all[::stride], py_all[::stride]
+    px, py = np.ascontiguousarray(px_all[::stride]), py_all[::stride]
     z, valid = np.ascontiguousarray(z[::stride, ::stride]), np.ascontiguousarray(valid[::stride, ::stride])
     # Gram matrix: G[(i,j),(k,l)] = sum_y Py_j Py_l sum_x W Px_i Px_k (W: 1 on valid pixels)
     t, s = _kernels().line_sums(z, valid, px)  # (rows, dx+1, dx+1); (rows, dx+1): sum_x zW Px_i

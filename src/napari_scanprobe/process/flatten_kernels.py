@@ -176,11 +176,15 @@ def line_sums(z, valid, px):
     the only place where the order of additions is left to the compiler)."""
     ny, nx = z.shape
     terms = px.shape[1]
-    basis = np.ascontiguousarray(px.T)
+    basis = np.empty((terms, nx))
     products = np.empty((terms, terms, nx))
     for i in range(terms):
+        for x in range(nx):
+            basis[i, x] = px[x, i]
+    for i in range(terms):
         for k in range(terms):
-            products[i, k] = basis[i] * basis[k]
+            for x in range(nx):
+                products[i, k, x] = basis[i, x] * basis[k, x]
     gram = np.empty((ny, terms, terms))
     moments = np.empty((ny, terms))
     for y in range(ny):
