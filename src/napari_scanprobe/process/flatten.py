@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .common import as_image, as_mask, is_dask, map_frames
+from .common import as_image, as_mask, center_and_sigma, compiled_kernels, is_dask, map_frames, median
 from .steps import FLATTEN
 
 __all__ = [
@@ -136,14 +136,6 @@ def _apply(func, arr, mask, dtype):
             dtype=dtype,
         )
     return np.stack([func(np.asarray(arr[i]), mask[i]) for i in range(arr.shape[0])])
-
-
-@functools.cache
-def _kernels():
-    """The compiled kernels (numba, imported on first use: ``import napari_scanprobe`` stays light)."""
-    from . import flatten_kernels
-
-    return flatten_kernels
 
 
 @functools.cache
@@ -229,7 +221,7 @@ def _minus_surface(z: np.ndarray, rows: np.ndarray, cols: np.ndarray, dtype: Any
     """``z - rows @ cols`` in ``dtype``, in one pass over ``z`` (compiled): the surface summed
     term by term in float64, the difference taken in float64."""
     out = np.empty(z.shape, dtype)
-    return _kernels().minus_surface(np.ascontiguousarray(z), rows, np.ascontiguousarray(cols), out)
+    return compiled_kernels().minus_surface(np.ascontiguousarray(z), rows, np.ascontiguousarray(cols), out)
 
 
 def _poly_fit(
@@ -257,7 +249,7 @@ def _poly_fit(
     px, py = np.ascontiguousarray(px_all[::stride]), py_all[::stride]
     z, valid = np.ascontiguousarray(z[::stride, ::stride]), np.ascontiguousarray(valid[::stride, ::stride])
     # Gram matrix: G[(i,j),(k,l)] = sum_y Py_j Py_l sum_x W Px_i Px_k (W: 1 on valid pixels)
-    t, s = _kernels().line_sums(z, valid, px)  # (rows, dx+1, dx+1); (rows, dx+1): sum_x zW Px_i
+    t, s = compiled_kernels().line_sums(z, valid, px)  # (rows, dx+1, dx+1); (rows, dx+1): sum_x zW Px_i
     if free_rows:  # centre each row: Px_i -> Px_i - m_i(y), z -> z - zbar(y) over the valid pixels
         n = t[:, 0, 0]  # P_0 = 1: t[:, 0, i] = sum_x W Px_i, s[:, 0] = sum_x zW
         m = t[:, 0, :] / np.maximum(n, 1.0)[:, None]
@@ -282,7 +274,7 @@ def _poly_fit(
 def _row_medians(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Median of each row over its ``valid`` values, which are finite (NaN for a row without
     any), in float64 (compiled: a selection per row, no sorting)."""
-    return _kernels().row_medians(np.ascontiguousarray(values), np.ascontiguousarray(valid))
+    return compiled_kernels().row_medians(np.ascontiguousarray(values), np.ascontiguousarray(valid))
 
 
 def _row_stat(z: np.ndarray, valid: np.ndarray, stat: str, trim: float = 0.25) -> np.ndarray:
@@ -361,13 +353,13 @@ def _row_offsets_diff(z: np.ndarray, valid: np.ndarray, level: bool = True) -> n
     if rows.size == 0:
         return offsets
     a, b = rows[1:], rows[:-1]
-    steps = _kernels().diff_medians(np.ascontiguousarray(z), np.ascontiguousarray(valid), a, b)
+    steps = compiled_kernels().diff_medians(np.ascontiguousarray(z), np.ascontiguousarray(valid), a, b)
     for k in np.flatnonzero(~np.isfinite(steps)):
         steps[k] = _pair_shift(z, a[k], b[k], valid)
     offsets[rows] = np.concatenate([[0.0], np.cumsum(steps)])
     if level:
         pick = valid if valid.any() else finite
-        offsets += _median(z - offsets[:, None], pick)
+        offsets += median(z - offsets[:, None], pick)
     return offsets
 
 
@@ -392,26 +384,6 @@ def _row_polynomials(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarra
 
 # ----------------------------------------------------------------------------------------------
 # Scars
-
-
-def _median(values: np.ndarray, where: np.ndarray) -> float:
-    """``median(values[where])`` (finite values) without the copy (compiled)."""
-    values, where = np.ascontiguousarray(values).ravel(), np.ascontiguousarray(where).ravel()
-    return float(_kernels().masked_median(values, where, values.dtype.type(0), False))
-
-
-def _center_and_sigma(values: np.ndarray, where: np.ndarray) -> tuple[float, float]:
-    """``center_and_sigma(values[where])`` (the median and 1.4826 x the median absolute
-    deviation, or the standard deviation if that is 0) without the copy (compiled)."""
-    kernels = _kernels()
-    values, where = np.ascontiguousarray(values).ravel(), np.ascontiguousarray(where).ravel()
-    center = kernels.masked_median(values, where, values.dtype.type(0), False)
-    if np.isnan(center):
-        return 0.0, 0.0
-    sigma = 1.4826 * kernels.masked_median(values, where, values.dtype.type(center), True)
-    if sigma <= 0:
-        sigma = float(np.std(values[where & np.isfinite(values)]))
-    return center, sigma
 
 
 def _runs(pixels: np.ndarray, strong: np.ndarray, nx: int, min_length: int, max_length: int) -> np.ndarray:
@@ -446,7 +418,7 @@ def _scar_flags(
     a, editable = np.ascontiguousarray(a), np.ascontiguousarray(editable)
     number = a.dtype.type
     largest = number(np.finfo(a.dtype).max)
-    up, up_strong, down, down_strong = _kernels().scar_candidates(
+    up, up_strong, down, down_strong = compiled_kernels().scar_candidates(
         a, editable, width, number(soft), number(hard), largest
     )
     return [(up, up_strong), (down, down_strong)]
@@ -465,7 +437,7 @@ def _remove_scars(
     offsets = np.nan_to_num(_row_offsets_diff(z, valid, level=False))  # differences only: no level
     offsets = offsets.astype(z.dtype)
     a = z - offsets[:, None]
-    sigma = _center_and_sigma(a[1:] - a[:-1], valid[1:] & valid[:-1])[1]
+    sigma = center_and_sigma(a[1:] - a[:-1], valid[1:] & valid[:-1])[1]
     if not sigma > 0:
         return z.copy(), scar_mask
     hard, soft = threshold * sigma, 0.5 * threshold * sigma
@@ -496,11 +468,11 @@ def _feature_mask(
 ) -> np.ndarray:
     """Pixels sticking out of the background by > threshold sigma, grown into their connected
     pixels above _GROW_SIGMA sigma (hysteresis), dilated by ``dilation`` pixels."""
-    center, sigma = _center_and_sigma(r, background)
+    center, sigma = center_and_sigma(r, background)
     if not sigma > 0:
         return np.zeros(r.shape, dtype=bool)
     number = r.dtype.type  # the centre and thresholds in the image's float type, as numpy compares
-    found = _kernels().grow_features(  # hysteresis; NaN pixels are never features
+    found = compiled_kernels().grow_features(  # hysteresis; NaN pixels are never features
         np.ascontiguousarray(r),
         number(center),
         ("above", "below", "both").index(features),
@@ -630,4 +602,4 @@ def _auto(
         background = new_background
         result = _remove_rows_and_bow(base, background, degree)
     pick = background if background.any() else finite
-    return np.subtract(result, _median(result, pick), dtype=np.float64), background
+    return np.subtract(result, median(result, pick), dtype=np.float64), background

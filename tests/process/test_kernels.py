@@ -1,4 +1,4 @@
-"""The compiled flatten kernels against straightforward numpy references, bit for bit where the
+"""The compiled kernels (process/kernels.py) against straightforward numpy references, bit for bit where the
 kernel promises it: random values, ties, NaN, fully masked rows, tiny and one-line images."""
 
 from __future__ import annotations
@@ -11,15 +11,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_scanprobe.process.flatten import (
-    _center_and_sigma,
-    _dilate_disk,
-    _feature_mask,
-    _kernels,
-    _median,
-    _row_medians,
-    flatten,
-)
+from napari_scanprobe.process.common import center_and_sigma, compiled_kernels, median
+from napari_scanprobe.process.flatten import _dilate_disk, _feature_mask, _row_medians, flatten
 from tests.helpers import imported_by
 
 
@@ -70,7 +63,7 @@ def test_line_difference_medians_equal_the_reference(dtype):
         refs = rows - 1
         if rows.size > 2:
             rows, refs = rows[::2], refs[::2] - (refs[::2] > 0)  # not only neighbours
-        got = _kernels().diff_medians(values, ok, rows, refs)
+        got = compiled_kernels().diff_medians(values, ok, rows, refs)
         with np.errstate(invalid="ignore"):
             diff = values[rows] - values[refs]
         expected = _reference_row_medians(diff, ok[rows] & ok[refs] & np.isfinite(diff))
@@ -106,9 +99,9 @@ def test_robust_statistics_equal_numpy_median_bit_for_bit(dtype):
         values = values.astype(dtype)
         values[rng.random(values.shape) < 0.01] = np.nan  # NaN is never counted
         expected = _reference_center_and_sigma(values[where])
-        assert _center_and_sigma(values, where) == expected
+        assert center_and_sigma(values, where) == expected
         if where.any():
-            assert _median(values, where & np.isfinite(values)) == expected[0]
+            assert median(values, where & np.isfinite(values)) == expected[0]
 
 
 def _reference_grow(side, seed_level, grow_level):
@@ -131,7 +124,7 @@ def test_hysteresis_equals_labelling_the_regions_with_a_seed(features, dtype):
         deviation = image - center
         side = {"above": deviation, "below": -deviation, "both": np.abs(deviation)}[features]
         seed, grow = dtype(0.9), dtype(0.3)
-        got = _kernels().grow_features(
+        got = compiled_kernels().grow_features(
             np.ascontiguousarray(image), center, ("above", "below", "both").index(features), seed, grow
         )
         np.testing.assert_array_equal(got, _reference_grow(side, seed, grow))
@@ -159,14 +152,14 @@ def test_line_sums_equal_the_products(degree):
         valid = rng.random(shape) > 0.3
         valid[0] = False  # a line without valid pixels sums to 0
         px = _legendre(shape[1], degree)
-        gram, moments = _kernels().line_sums(z, valid, px)
+        gram, moments = compiled_kernels().line_sums(z, valid, px)
         w = valid.astype(np.float64)
         np.testing.assert_allclose(gram, np.einsum("yx,xi,xk->yik", w, px, px), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(moments, (np.where(valid, z, 0.0)) @ px, rtol=1e-12, atol=1e-12)
 
 
 def test_selection_is_exact_with_ties_and_long_runs_of_equal_values():
-    select = _kernels()._select
+    select = compiled_kernels()._select
     rng = np.random.default_rng(6)
     for trial in range(300):
         n = int(rng.integers(1, 400))
@@ -184,10 +177,16 @@ def test_selection_is_exact_with_ties_and_long_runs_of_equal_values():
     assert buf[150_000] == 1.0
 
 
-def test_importing_flatten_does_not_load_numba():
-    assert imported_by("napari_scanprobe.process.flatten", ("numba", "llvmlite")) == []
+def test_importing_the_process_modules_does_not_load_numba():
+    assert (
+        imported_by(
+            "napari_scanprobe.process.flatten, napari_scanprobe.process.denoise", ("numba", "llvmlite")
+        )
+        == []
+    )
 
 
+@pytest.mark.slow  # compiles every kernel in a fresh process
 def test_kernels_work_where_no_cache_folder_is_writable(tmp_path):
     """Where numba finds no folder to cache in (a read-only install, no writable home), the
     kernels are compiled in the process instead of failing."""
@@ -207,6 +206,7 @@ def test_kernels_work_where_no_cache_folder_is_writable(tmp_path):
     assert "cannot cache" not in out.stderr
 
 
+@pytest.mark.slow  # compiles every kernel in a fresh process
 def test_auto_result_does_not_depend_on_the_kernels_cache(tmp_path):
     """The same image flattened in a fresh process with its own cache folder gives the same bits."""
     image = np.random.default_rng(7).normal(size=(64, 70)) + np.linspace(0, 5, 70)

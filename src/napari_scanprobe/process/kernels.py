@@ -1,13 +1,15 @@
-"""Compiled single-pass kernels for :mod:`napari_scanprobe.process.flatten` (numba).
+"""Compiled single-pass kernels (numba) for :mod:`~napari_scanprobe.process.flatten` and the
+robust statistics of :mod:`~napari_scanprobe.process.common`.
 
-Imported lazily by the flatten code only (``import napari_scanprobe`` stays numpy-only). Each
-kernel returns what the numpy expression it replaces returns, bit for bit: the same selections,
-the same float types and the same order of operations. Single-threaded and ``nogil``: the
-target is CPU time, and a batch runs its files in parallel threads or processes already.
+Imported on first use by those modules only (``import napari_scanprobe`` stays numpy-only).
+Each kernel returns what the numpy expression it replaces returns -- the same selections, float
+types and order of operations, so bit for bit -- except :func:`line_sums`, which sums in
+float64 where the BLAS product it replaces summed in the image's float type. Single-threaded
+and ``nogil``: the target is CPU time, and a batch runs its files in parallel already.
 
 The machine code is cached beside this file or in the user's cache folder (``NUMBA_CACHE_DIR``
-to choose another) so that the compile cost (about a second) is paid once; where no folder is
-writable the kernels are compiled in each process instead.
+chooses another), so the compile cost of the first call is paid once per machine; where no
+folder is writable the kernels are compiled once in each process instead.
 """
 
 from __future__ import annotations
