@@ -229,7 +229,7 @@ def _poly_fit(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The least-squares surface ``sum c_ij P_i(x) P_j(y)`` over ``valid`` pixels as factors
     ``rows`` (ny, k) and ``cols`` (k, nx) in float64, the surface being ``rows @ cols`` (0 if no
-    pixel is valid). The sums along each line are taken in ``z``'s float type, the rest in float64.
+    pixel is valid). Every sum is taken in float64 (the sums along each line compiled).
 
     ``free_rows``: fit ``z = offset_y + surface`` with a free offset for every row, solved
     exactly by centring each row (over its valid pixels) before the fit; the offsets are not
