@@ -165,7 +165,7 @@ def _difference_spread(z: np.ndarray, ok: np.ndarray, kernel: tuple[float, ...],
         window[axis] = slice(i, i + size)
         total = total + c * z[tuple(window)]
         good = good & ok[tuple(window)]
-    return float(center_and_sigma(total[good])[1])
+    return float(center_and_sigma(total, good)[1])
 
 
 # --------------------------------------------------------------------------------------------------
