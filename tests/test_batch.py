@@ -76,18 +76,9 @@ def test_batch_processes_real_files_and_writes_a_summary(sample, tmp_path, recip
 
 def test_denoise_auto_records_what_it_chose_in_the_output(sample, tmp_path, monkeypatch):
     from napari_scanprobe.process import denoise as denoise_module
-    from napari_scanprobe.process.common import Progress
+    from tests.helpers import untrained_denoise_network
 
-    def network(image, mask, method, o, seed):  # a quick stand-in for the training
-        yield Progress(1, 1, None, "n2v")
-
-        def blind(frame):
-            yield Progress(1, 1, None, "blind-spot estimate")
-            return np.asarray(frame, dtype=np.float64)
-
-        return np.asarray(image, dtype=np.float64), blind
-
-    monkeypatch.setattr(denoise_module, "_cnn_steps", network)
+    monkeypatch.setattr(denoise_module, "_cnn_steps", untrained_denoise_network)
     recipe = {
         "channels": ["Z (forward)"],
         "steps": [{"step": "denoise", "method": "auto"}, {"step": "write", "format": ".tif"}],

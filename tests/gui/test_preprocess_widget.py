@@ -138,18 +138,9 @@ def test_n2n_pairs_trace_with_retrace_and_trains_in_a_worker(qtbot, viewer_with_
 
 def test_denoise_auto_records_what_it_chose(qtbot, viewer_with_scan, monkeypatch):
     from napari_scanprobe.process import denoise as denoise_module
-    from napari_scanprobe.process.common import Progress
+    from tests.helpers import untrained_denoise_network
 
-    def network(image, mask, method, o, seed):  # a quick stand-in for the training
-        yield Progress(1, 1, None, "n2v")
-
-        def blind(frame):
-            yield Progress(1, 1, None, "blind-spot estimate")
-            return np.asarray(frame, dtype=np.float64)
-
-        return np.asarray(image, dtype=np.float64), blind
-
-    monkeypatch.setattr(denoise_module, "_cnn_steps", network)
+    monkeypatch.setattr(denoise_module, "_cnn_steps", untrained_denoise_network)
     viewer, widget, layers = viewer_with_scan
     panel = widget.panels["denoise"]
     panel.method.value = "auto"
