@@ -9,7 +9,8 @@ settings, scar removal on, run in its own Python: ``$TOPOSTATS_PYTHON`` or
 /tmp/topostats-venv/bin/python) it prints the CPU seconds per image (``time.process_time``:
 the machine may be shared, wall time is not comparable), the ratio TopoStats / auto, and the
 accuracy of both (residual over the true background / noise RMS, height error: see
-flatten_accuracy.py).
+flatten_accuracy.py). First, the cost of the first call in a new process: compiling the kernels
+(numba, into an empty cache folder) and loading them from that cache, on a 64 x 64 scan.
 
 Targets (issue #20): auto at 2048^2 <= 0.5 s CPU and >= 30x TopoStats; 4096^2 <= 2.5 s.
 """
@@ -18,13 +19,41 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flatten_accuracy import flatten, make_scan, run_topostats, score  # noqa: E402
+
+_FIRST_CALL = """
+import time
+t0 = time.process_time()
+import numpy as np
+from napari_scanprobe.process.flatten import flatten
+image = np.add.outer(np.arange(64.0), np.arange(64.0)) + np.random.default_rng(0).normal(size=(64, 64))
+t1 = time.process_time()
+flatten(image)
+print(time.process_time() - t1, t1 - t0)
+"""
+
+
+def first_call_seconds() -> tuple[float, float, float]:
+    """CPU seconds of the first flatten in a new process: compiling into an empty cache folder,
+    then loading from it; and of the imports."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        runs = [
+            subprocess.run(
+                [sys.executable, "-c", _FIRST_CALL], env=env, capture_output=True, text=True, check=True
+            )
+            for _ in range(2)
+        ]
+    (compiled, imports), (cached, _) = (map(float, run.stdout.split()) for run in runs)
+    return compiled, cached, imports
 
 
 def main() -> None:
@@ -35,6 +64,13 @@ def main() -> None:
     parser.add_argument("--no-topostats", action="store_true")
     parser.add_argument("--topostats-max", type=int, default=4096, help="run TopoStats up to this size")
     args = parser.parse_args()
+
+    compiled, cached, imports = first_call_seconds()
+    print(
+        f"first call in a new process (64x64, CPU s): {compiled:.2f} compiling the kernels (once per machine: "
+        f"cached), {cached:.2f} loading them from the cache; imports {imports:.2f}\n",
+        flush=True,
+    )
 
     header = (
         f"{'size':>9s} {'auto CPU s':>11s} {'TopoStats CPU s':>16s} {'ratio':>7s} {'auto resid/noise':>17s} "

@@ -582,9 +582,9 @@ def test_median_of_float32_values_is_exact():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_surface_subtracted_block_by_block_is_the_whole_product(dtype):
-    """The surface is subtracted a block of lines at a time: every line, the last partial block
-    included, gets exactly ``z - rows @ cols`` (summed term by term)."""
+def test_surface_subtracted_is_the_whole_product(dtype):
+    """The compiled subtraction gives every line exactly ``z - rows @ cols`` (summed term by
+    term in float64) in the requested float type."""
     from napari_scanprobe.process.flatten import _minus_surface
 
     rng = np.random.default_rng(5)

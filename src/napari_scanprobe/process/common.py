@@ -5,7 +5,8 @@
 * :func:`map_frames` applies a 2-D function to an image or to every frame of a stack -- lazily,
   frame by frame, when the stack is a dask array.
 * :func:`median` is ``np.median`` bit for bit in a few passes for large arrays;
-  :func:`center_and_sigma` the median and robust (MAD) sigma of a sample.
+  :func:`center_and_sigma` the median and robust (MAD) sigma of a sample (both compiled, and
+  both take an optional mask instead of a copy of the values).
 * Long work (CNN training) is written as a generator that yields :class:`Progress` (defined in
   :mod:`napari_scanprobe.progress`, named here too) and returns
   its result; :func:`run_to_end` drives one to completion for the plain scripting API, and the
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +29,7 @@ __all__ = [
     "as_image",
     "as_mask",
     "center_and_sigma",
+    "compiled_kernels",
     "is_dask",
     "map_frames",
     "median",
@@ -34,41 +37,50 @@ __all__ = [
 ]
 
 
-def median(values: np.ndarray) -> float:
-    """``np.median`` of a 1-D array without NaNs, bit for bit, in a few passes for large arrays
-    (float32 values: the exact median, the mean of the middle two taken in float64).
+def median(values: np.ndarray, where: np.ndarray | None = None) -> float:
+    """``np.median`` of the finite ``values`` (those ``where`` is True), bit for bit (float32
+    values: the exact median, the mean of the middle two taken in float64); NaN if none.
 
-    The median of a strided sample brackets the true one; only the values inside the bracket
-    are partitioned (a full partition when the bracket misses).
+    Compiled (:func:`.kernels.masked_median`): a strided sample brackets the middle ranks, one
+    pass counts the values below and copies the few inside, and only those are selected from;
+    no full-size copy or sort.
     """
-    n = values.size
-    if n < 100_000:
-        return float(np.median(values.astype(np.float64, copy=False)))
-    sample = np.sort(values[:: n // 100_000])
-    m = sample.size
-    a, b = sample[int(0.49 * m)], sample[int(0.51 * m)]  # +-0.01 in rank: 6x the sampling spread
-    below = np.count_nonzero(values < a)
-    inside = values[(values >= a) & (values <= b)]
-    lo, hi = (n - 1) // 2 - below, n // 2 - below
-    if lo < 0 or hi >= inside.size:
-        return float(np.median(values.astype(np.float64, copy=False)))
-    part = np.partition(inside, (lo, hi))
-    return float(np.mean(part[[lo, hi]], dtype=np.float64))
+    values, where = _flat_values(values, where)
+    return float(compiled_kernels().masked_median(values, where, values.dtype.type(0), False))
 
 
-def center_and_sigma(values: np.ndarray) -> tuple[float, float]:
-    """Median and 1.4826 x the median absolute deviation (the standard deviation if that is 0)."""
-    finite = np.isfinite(values)
-    if not finite.all():
-        values = values[finite]
-    if values.size == 0:
+def center_and_sigma(values: np.ndarray, where: np.ndarray | None = None) -> tuple[float, float]:
+    """Median and 1.4826 x the median absolute deviation (the standard deviation if that is 0)
+    of the finite ``values`` (those ``where`` is True); (0, 0) if there are none. The
+    deviations are taken in the values' float type, as numpy does."""
+    values, where = _flat_values(values, where)
+    kernels = compiled_kernels()
+    center = kernels.masked_median(values, where, values.dtype.type(0), False)
+    if np.isnan(center):
         return 0.0, 0.0
-    center = median(values)
-    deviation = values - center
-    sigma = 1.4826 * median(np.abs(deviation, out=deviation))
+    sigma = 1.4826 * kernels.masked_median(values, where, values.dtype.type(center), True)
     if sigma <= 0:
-        sigma = float(np.std(values))
-    return center, sigma
+        sigma = float(np.std(values[where & np.isfinite(values)]))
+    return float(center), sigma
+
+
+def _flat_values(values: np.ndarray, where: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (as float) and ``where`` (all True if None) as contiguous 1-D arrays (views
+    where possible)."""
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
+    values = np.ascontiguousarray(values).ravel()
+    where = np.ones(values.size, bool) if where is None else np.ascontiguousarray(where, dtype=bool).ravel()
+    return values, where
+
+
+@functools.cache
+def compiled_kernels():
+    """The compiled kernels (numba, imported on first use: ``import napari_scanprobe`` stays light)."""
+    from . import kernels
+
+    return kernels
 
 
 def torch_available() -> bool:

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .common import as_image, as_mask, center_and_sigma, is_dask, map_frames, median
+from .common import as_image, as_mask, center_and_sigma, compiled_kernels, is_dask, map_frames, median
 from .steps import FLATTEN
 
 __all__ = [
@@ -218,19 +218,10 @@ def _minus_poly(
 
 
 def _minus_surface(z: np.ndarray, rows: np.ndarray, cols: np.ndarray, dtype: Any) -> np.ndarray:
-    """``z - rows @ cols`` in ``dtype``, a block of lines at a time: the surface of a block
-    stays in the cache, so this costs one pass over ``z``. The product is summed term by term
-    (BLAS threads would cost more CPU time than they save on so few terms)."""
+    """``z - rows @ cols`` in ``dtype``, in one pass over ``z`` (compiled): the surface summed
+    term by term in float64, the difference taken in float64."""
     out = np.empty(z.shape, dtype)
-    cols = np.ascontiguousarray(cols)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, z.shape[0], 16):
-            block = slice(start, start + 16)
-            surface = rows[block, :1] * cols[:1]
-            for k in range(1, rows.shape[1]):
-                surface += rows[block, k : k + 1] * cols[k : k + 1]
-            np.subtract(z[block], surface, out=out[block], casting="same_kind")
-    return out
+    return compiled_kernels().minus_surface(np.ascontiguousarray(z), rows, np.ascontiguousarray(cols), out)
 
 
 def _poly_fit(
@@ -238,7 +229,7 @@ def _poly_fit(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The least-squares surface ``sum c_ij P_i(x) P_j(y)`` over ``valid`` pixels as factors
     ``rows`` (ny, k) and ``cols`` (k, nx) in float64, the surface being ``rows @ cols`` (0 if no
-    pixel is valid). The sums along each line are taken in ``z``'s float type, the rest in float64.
+    pixel is valid). Every sum is taken in float64 (the sums along each line compiled).
 
     ``free_rows``: fit ``z = offset_y + surface`` with a free offset for every row, solved
     exactly by centring each row (over its valid pixels) before the fit; the offsets are not
@@ -246,7 +237,6 @@ def _poly_fit(
     ``stride``: fit on every ``stride``-th pixel of every ``stride``-th line only.
     """
     ny, nx = z.shape
-    dtype: Any = np.float32 if z.dtype == np.float32 else np.float64  # the working precision
     dx = max(i for i, _ in terms)
     dy = max(j for _, j in terms)
     px_all = _legendre(nx, dx)  # (nx, dx+1)
@@ -256,14 +246,10 @@ def _poly_fit(
         valid = np.isfinite(z)
         if not valid.any():
             return py_all @ c, px_all.T
-    px, py = px_all[::stride].astype(dtype), py_all[::stride]
-    z, valid = z[::stride, ::stride], valid[::stride, ::stride]
-    w = valid.astype(dtype)
-    zw = np.where(valid, z, 0)
-    # Gram matrix: G[(i,j),(k,l)] = sum_y Py_j Py_l sum_x W Px_i Px_k
-    square = np.ascontiguousarray((px[:, :, None] * px[:, None, :]).reshape(px.shape[0], -1))
-    t = (w @ square).astype(np.float64).reshape(-1, dx + 1, dx + 1)  # (rows, dx+1, dx+1)
-    s = (zw @ px).astype(np.float64)  # (rows, dx+1): sum_x zW Px_i
+    px, py = np.ascontiguousarray(px_all[::stride]), py_all[::stride]
+    z, valid = np.ascontiguousarray(z[::stride, ::stride]), np.ascontiguousarray(valid[::stride, ::stride])
+    # Gram matrix: G[(i,j),(k,l)] = sum_y Py_j Py_l sum_x W Px_i Px_k (W: 1 on valid pixels)
+    t, s = compiled_kernels().line_sums(z, valid, px)  # (rows, dx+1, dx+1); (rows, dx+1): sum_x zW Px_i
     if free_rows:  # centre each row: Px_i -> Px_i - m_i(y), z -> z - zbar(y) over the valid pixels
         n = t[:, 0, 0]  # P_0 = 1: t[:, 0, i] = sum_x W Px_i, s[:, 0] = sum_x zW
         m = t[:, 0, :] / np.maximum(n, 1.0)[:, None]
@@ -287,14 +273,8 @@ def _poly_fit(
 
 def _row_medians(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Median of each row over its ``valid`` values, which are finite (NaN for a row without
-    any), in float64; quicker than np.nanmedian for many short rows."""
-    s = np.sort(np.where(valid, values, np.inf), axis=1)  # the others sort last
-    n = np.count_nonzero(valid, axis=1)
-    rows = np.arange(values.shape[0])
-    lo, hi = np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0)
-    out = 0.5 * (s[rows, lo].astype(np.float64) + s[rows, hi])
-    out[n == 0] = np.nan
-    return out
+    any), in float64 (compiled: a selection per row, no sorting)."""
+    return compiled_kernels().row_medians(np.ascontiguousarray(values), np.ascontiguousarray(valid))
 
 
 def _row_stat(z: np.ndarray, valid: np.ndarray, stat: str, trim: float = 0.25) -> np.ndarray:
@@ -373,16 +353,13 @@ def _row_offsets_diff(z: np.ndarray, valid: np.ndarray, level: bool = True) -> n
     if rows.size == 0:
         return offsets
     a, b = rows[1:], rows[:-1]
-    pair = (slice(1, None), slice(None, -1)) if rows.size == ny else (a, b)  # slices: no copies
-    with np.errstate(invalid="ignore", over="ignore"):
-        diff = z[pair[0]] - z[pair[1]]
-    steps = _row_medians(diff, valid[pair[0]] & valid[pair[1]] & np.isfinite(diff))
+    steps = compiled_kernels().diff_medians(np.ascontiguousarray(z), np.ascontiguousarray(valid), a, b)
     for k in np.flatnonzero(~np.isfinite(steps)):
         steps[k] = _pair_shift(z, a[k], b[k], valid)
     offsets[rows] = np.concatenate([[0.0], np.cumsum(steps)])
     if level:
         pick = valid if valid.any() else finite
-        offsets += median((z - offsets[:, None])[pick])
+        offsets += median(z - offsets[:, None], pick)
     return offsets
 
 
@@ -407,11 +384,6 @@ def _row_polynomials(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarra
 
 # ----------------------------------------------------------------------------------------------
 # Scars
-
-
-def _robust_sigma(values: np.ndarray) -> float:
-    """1.4826 x the median absolute deviation; the standard deviation if that is 0."""
-    return center_and_sigma(values)[1]
 
 
 def _runs(pixels: np.ndarray, strong: np.ndarray, nx: int, min_length: int, max_length: int) -> np.ndarray:
@@ -443,34 +415,13 @@ def _scar_flags(
     A jump by more than ``soft`` from the line above the block's first line and from the line
     below its last one is necessary; the full test runs only on those few candidate pixels.
     """
-    ny, nx = a.shape
-    n_blocks = ny - width - 1
-    with np.errstate(invalid="ignore"):
-        step = a[1:] - a[:-1]  # step[y] = a[y + 1] - a[y]
-        rises, falls = step > soft, step < -soft
-    block_editable = editable[1:-width].copy()
-    for k in range(1, width):
-        block_editable &= editable[1 + k : 1 + k + n_blocks]
-    flags = []
-    for first_up, last_down in ((rises, falls), (falls, rises)):
-        cand = first_up[:n_blocks] & last_down[width : width + n_blocks] & block_editable
-        b, x = np.nonzero(cand)
-        above, below = a[b, x], a[b + width + 1, x]
-        # the steps outside the block: line above vs the one above it, line below vs beyond
-        out_above = np.where(b >= 1, np.abs(above - a[np.maximum(b - 1, 0), x]), 0.0)
-        beyond = np.abs(below - a[np.minimum(b + width + 2, ny - 1), x])
-        outer = np.nan_to_num(np.fmax(out_above, np.where(b <= n_blocks - 2, beyond, np.nan)))
-        weak_c = np.ones(b.size, dtype=bool)
-        strong_c = np.ones(b.size, dtype=bool)
-        sign = 1.0 if first_up is rises else -1.0
-        with np.errstate(invalid="ignore"):
-            for k in range(width):
-                line = a[b + 1 + k, x]
-                jump = np.minimum(sign * (line - above), sign * (line - below))  # the smaller
-                weak_c &= jump > np.maximum(outer, soft)
-                strong_c &= jump > np.maximum(outer, hard)
-        flags.append(((b * nx + x)[weak_c], strong_c[weak_c]))
-    return flags
+    a, editable = np.ascontiguousarray(a), np.ascontiguousarray(editable)
+    number = a.dtype.type
+    largest = number(np.finfo(a.dtype).max)
+    up, up_strong, down, down_strong = compiled_kernels().scar_candidates(
+        a, editable, width, number(soft), number(hard), largest
+    )
+    return [(up, up_strong), (down, down_strong)]
 
 
 def _remove_scars(
@@ -486,7 +437,7 @@ def _remove_scars(
     offsets = np.nan_to_num(_row_offsets_diff(z, valid, level=False))  # differences only: no level
     offsets = offsets.astype(z.dtype)
     a = z - offsets[:, None]
-    sigma = _robust_sigma((a[1:] - a[:-1])[valid[1:] & valid[:-1]])
+    sigma = center_and_sigma(a[1:] - a[:-1], valid[1:] & valid[:-1])[1]
     if not sigma > 0:
         return z.copy(), scar_mask
     hard, soft = threshold * sigma, 0.5 * threshold * sigma
@@ -517,30 +468,20 @@ def _feature_mask(
 ) -> np.ndarray:
     """Pixels sticking out of the background by > threshold sigma, grown into their connected
     pixels above _GROW_SIGMA sigma (hysteresis), dilated by ``dilation`` pixels."""
-    values = r[background]
-    if values.size == 0:
-        return np.zeros(r.shape, dtype=bool)
-    center, sigma = center_and_sigma(values)
+    center, sigma = center_and_sigma(r, background)
     if not sigma > 0:
         return np.zeros(r.shape, dtype=bool)
-    dev = r - center  # NaN pixels: no comparison holds, so they are never features
-    side = {"above": dev, "below": -dev, "both": np.abs(dev)}[features]
-    seeds = side > threshold * sigma
-    if not seeds.any():
-        return seeds
-    labels, n_labels = ndimage.label(side > min(_GROW_SIGMA, threshold) * sigma)  # hysteresis
-    found = _labels_touching(labels, n_labels, seeds)
+    number = r.dtype.type  # the centre and thresholds in the image's float type, as numpy compares
+    found = compiled_kernels().grow_features(  # hysteresis; NaN pixels are never features
+        np.ascontiguousarray(r),
+        number(center),
+        ("above", "below", "both").index(features),
+        number(threshold * sigma),
+        number(min(_GROW_SIGMA, threshold) * sigma),
+    )
     if dilation > 0:
         found = _dilate_disk(found, dilation)
     return found
-
-
-def _labels_touching(labels: np.ndarray, n_labels: int, seeds: np.ndarray) -> np.ndarray:
-    """The pixels of every labelled region (labels 1 .. ``n_labels``) with a pixel in ``seeds``."""
-    keep = np.zeros(n_labels + 1, dtype=bool)
-    keep[labels[seeds]] = True
-    keep[0] = False
-    return keep[labels]
 
 
 def _dilate_disk(found: np.ndarray, radius: int) -> np.ndarray:
@@ -661,4 +602,4 @@ def _auto(
         background = new_background
         result = _remove_rows_and_bow(base, background, degree)
     pick = background if background.any() else finite
-    return np.subtract(result, median(result[pick]), dtype=np.float64), background
+    return np.subtract(result, median(result, pick), dtype=np.float64), background
