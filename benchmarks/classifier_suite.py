@@ -21,8 +21,9 @@ error, 10 bins) of the CNN (``train`` + ``predict_many``, calibrated probabiliti
 forest and of a logistic regression on image statistics + texture + FFT features
 (``learn/baseline.py``) of the same prepared images; then the mean over seeds. ``--curve``
 adds the learning curve: 5, 10, 20, 50 and all training images per category, with a "CNN
-pretrained" column: the encoder pretrained (``learn/pretrain.py``) once per task and seed on
-the task's training images with their labels dropped -- for the membrane tasks also 200 more
+pretrained" column (``--pretrained`` adds it to a single ``--per-class`` run): the encoder
+pretrained (``learn/pretrain.py``) once per task and seed on the task's training images with
+their labels dropped -- for the membrane tasks also 200 more
 generated unlabelled images, as a user has many more scans than labels -- then fine-tuned on
 the few labelled ones like the plain CNN.
 
@@ -264,6 +265,11 @@ def main() -> None:
     parser.add_argument(
         "--per-class", type=int, default=None, help="train on this many images per category (default: all)"
     )
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="add the 'CNN pretrained' column without the whole curve (--curve implies it)",
+    )
     parser.add_argument("--quick", action="store_true", help="few images and epochs: a trial run")
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: train's)")
     parser.add_argument("--threads", type=int, default=None)
@@ -290,7 +296,8 @@ def main() -> None:
         f"classifier suite ({args.split} split): torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{os.cpu_count()} CPUs; acc = accuracy, bal = balanced accuracy, ECE = expected calibration error"
     )
-    print(HEADER + (PRETRAINED_HEADER if args.curve else ""))
+    args.pretrained = args.pretrained or args.curve
+    print(HEADER + (PRETRAINED_HEADER if args.pretrained else ""))
     rows = []
     for task in tasks:
         task_rows = []
@@ -309,7 +316,7 @@ def main() -> None:
                 raise SystemExit(f"unknown task {task!r}")
             sizes = (5, 10, 20, 50, None) if args.curve else (args.per_class,)
             encoder = None
-            if args.curve:
+            if args.pretrained:
                 encoder, cpu = pretrained_encoder(task, seed, args, data)
                 print(f"    pretrained on {encoder.training['images']} unlabelled images in {cpu:.0f} CPU s")
             for per_class in sizes:

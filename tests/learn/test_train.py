@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_scanprobe.learn.predict import predict_many
-from napari_scanprobe.learn.train import train, train_steps
+from napari_scanprobe.learn.train import SMALL_SET_BATCHES_PER_EPOCH, train, train_steps
 from napari_scanprobe.process.common import run_to_end
 
 from .conftest import SIZE, SMALL_NET, blob_data, blob_image
@@ -86,7 +86,7 @@ def test_stop_keeps_the_best_model_so_far():
 
     def stop_after_some_batches():
         calls["n"] += 1
-        return calls["n"] > 12  # during the second epoch (8 batches per epoch at least)
+        return calls["n"] > SMALL_SET_BATCHES_PER_EPOCH + 4  # during the second epoch (20 images)
 
     t0 = time.perf_counter()
     model = train(blob_data(10, seed=2), epochs=500, should_stop=stop_after_some_batches, **FAST)
