@@ -8,8 +8,11 @@ Tasks (two categories each):
   other knob shapes, sizes, noise, pixel sizes) with the same counts -- never tuned on;
 * ``stm-tip``: real STM images of H:Si(100), good vs bad tip (``../shared/realdata/
   stm-hsi-tip-quality``, 354 + 354 PNG). A fixed 30 % of each class (by SHA-256) is held out
-  for reporting and never looked at while tuning; each picture is taken to span the same frame
-  (resampled to 256 px across; partial scans keep their aspect and are mirrored up if short).
+  for reporting and never looked at while tuning. The pictures carry no pixel size, so they are
+  trained on as a user's ``scanprobe train`` would take them: as drawn (300 or 512 px across;
+  partial scans keep their rows and are mirrored up if short). ``--stm-width N`` instead takes
+  every picture to span the same frame, resampled to N px across (the atomic rows then blur
+  together on the 512-px pictures).
 
 ``--split tune`` (what the defaults were chosen on): ``membranes`` with seeds 0.., and
 ``stm-tip`` trained on 70 % of the non-held-out images, tested on the other 30 %.
@@ -56,7 +59,7 @@ from napari_scanprobe.learn.synthetic import knob_dataset  # noqa: E402
 from napari_scanprobe.learn.train import train  # noqa: E402
 
 STM = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "stm-hsi-tip-quality"
-STM_WIDTH = 256  # px across each STM picture once resampled
+STM_WIDTH = 0  # px across each STM picture once resampled (0: as drawn)
 HELD_OUT = 0.3
 
 
@@ -93,6 +96,8 @@ def _stm_files() -> dict[str, list[tuple[Path, str]]]:
 
 def _stm_example(path: Path) -> Example:
     image = read_image_export(path)
+    if not STM_WIDTH:
+        return Example([image], ["Height"], None, source=path.name)
     px = image.shape[1] / STM_WIDTH  # every picture spans the same frame: 1 unit per model pixel
     return Example([image], ["Height"], (px, px), source=path.name)
 
@@ -115,7 +120,7 @@ def stm_tip(seed: int, split: str, limit: int | None):
         train_files += [(p, k) for p, _ in tr]
         test_files += [(p, k) for p, _ in te]
     load = lambda files: ([_stm_example(p) for p, _ in files], np.array([k for _, k in files]))  # noqa: E731
-    return *load(train_files), *load(test_files), categories, {"pixel_size": 1.0}
+    return *load(train_files), *load(test_files), categories, {"pixel_size": 1.0 if STM_WIDTH else None}
 
 
 def _subset(y: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
@@ -134,6 +139,7 @@ def _scores(truth, probs) -> dict:
         "balanced_accuracy": r["balanced_accuracy"],
         "roc_auc": r["roc_auc"],
         "ece": expected_calibration_error(truth, probs),
+        "mean_confidence": float(np.mean(np.max(probs, axis=1))),  # above the accuracy: over-confident
     }
 
 
@@ -183,7 +189,7 @@ def run_case(task, seed, per_class, args, data, encoder=None) -> dict:
     test_x, test_y = [x for x, ok in zip(test_x, usable, strict=True) if ok], test_y[usable]
     pick = np.array([i for i in pick if _usable(train_x[i], spec)], dtype=int)  # train() skips them too
     train_dict = {c: [train_x[i] for i in pick if train_y[i] == k] for k, c in enumerate(categories)}
-    options = {"seed": seed, "threads": args.threads, **extra}
+    options = {"seed": seed, "threads": args.threads, **extra, **args.option}
     if args.epochs:
         options["epochs"] = args.epochs
     t0 = time.process_time()
@@ -253,7 +259,18 @@ def _mean(rows: list[dict]) -> dict:
     return out
 
 
+def _option(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--option {text!r}: expected NAME=VALUE")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
+
+
 def main() -> None:
+    global STM_WIDTH
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=("tune", "report"), default="report")
     parser.add_argument("--seeds", type=int, default=5)
@@ -280,7 +297,22 @@ def main() -> None:
         help="pretraining epochs for --curve (default: pretrain's)",
     )
     parser.add_argument("--json", default=None, help="also write every row to this JSON file")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a training option for the CNN, e.g. sparsity=0 or 'architecture={\"filters\": 16}'",
+    )
+    parser.add_argument(
+        "--stm-width",
+        type=int,
+        default=STM_WIDTH,
+        help="px across each STM picture once resampled (0: as drawn)",
+    )
     args = parser.parse_args()
+    args.option = dict(_option(o) for o in args.option)
+    STM_WIDTH = args.stm_width
     default_tasks = ["membranes", "stm-tip"] if args.split == "tune" else ["membranes-variant", "stm-tip"]
     tasks = args.tasks.split(",") if args.tasks else default_tasks
     seeds = range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds))
