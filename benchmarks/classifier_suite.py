@@ -59,7 +59,6 @@ from napari_scanprobe.learn.synthetic import knob_dataset  # noqa: E402
 from napari_scanprobe.learn.train import train  # noqa: E402
 
 STM = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "stm-hsi-tip-quality"
-STM_WIDTH = 0  # px across each STM picture once resampled (0: as drawn)
 HELD_OUT = 0.3
 
 
@@ -94,19 +93,22 @@ def _stm_files() -> dict[str, list[tuple[Path, str]]]:
     return {c: sorted(files, key=lambda f: f[1]) for c, files in sorted(by_class.items())}
 
 
-def _stm_example(path: Path) -> Example:
+def _stm_example(path: Path, width: int) -> Example:
+    """The picture as drawn (``width`` 0), or taken to span the same frame as every other one,
+    resampled to ``width`` px across (1 unit per model pixel)."""
     image = read_image_export(path)
-    if not STM_WIDTH:
+    if not width:
         return Example([image], ["Height"], None, source=path.name)
-    px = image.shape[1] / STM_WIDTH  # every picture spans the same frame: 1 unit per model pixel
+    px = image.shape[1] / width
     return Example([image], ["Height"], (px, px), source=path.name)
 
 
-def stm_tip(seed: int, split: str, limit: int | None):
+def stm_tip(seed: int, split: str, limit: int | None, width: int = 0):
     categories = ["bad", "good"]
     train_files, test_files = [], []
+    by_class = _stm_files()
     for k, c in enumerate(categories):
-        files = _stm_files()[c]
+        files = by_class[c]
         n_hold = round(HELD_OUT * len(files))
         held, rest = files[:n_hold], files[n_hold:]
         if split == "report":
@@ -119,8 +121,8 @@ def stm_tip(seed: int, split: str, limit: int | None):
             tr, te = tr[:limit], te[: max(10, limit // 2)]
         train_files += [(p, k) for p, _ in tr]
         test_files += [(p, k) for p, _ in te]
-    load = lambda files: ([_stm_example(p) for p, _ in files], np.array([k for _, k in files]))  # noqa: E731
-    return *load(train_files), *load(test_files), categories, {"pixel_size": 1.0 if STM_WIDTH else None}
+    load = lambda files: ([_stm_example(p, width) for p, _ in files], np.array([k for _, k in files]))  # noqa: E731
+    return *load(train_files), *load(test_files), categories, {"pixel_size": 1.0 if width else None}
 
 
 def _subset(y: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
@@ -270,7 +272,6 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def main() -> None:
-    global STM_WIDTH
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=("tune", "report"), default="report")
     parser.add_argument("--seeds", type=int, default=5)
@@ -307,12 +308,11 @@ def main() -> None:
     parser.add_argument(
         "--stm-width",
         type=int,
-        default=STM_WIDTH,
+        default=0,
         help="px across each STM picture once resampled (0: as drawn)",
     )
     args = parser.parse_args()
     args.option = dict(_option(o) for o in args.option)
-    STM_WIDTH = args.stm_width
     default_tasks = ["membranes", "stm-tip"] if args.split == "tune" else ["membranes-variant", "stm-tip"]
     tasks = args.tasks.split(",") if args.tasks else default_tasks
     seeds = range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds))
@@ -343,7 +343,7 @@ def main() -> None:
                 if not STM.is_dir():
                     print(f"{task}: {STM} not found, skipped")
                     break
-                data = stm_tip(seed, args.split, 40 if args.quick else None)
+                data = stm_tip(seed, args.split, 40 if args.quick else None, args.stm_width)
             else:
                 raise SystemExit(f"unknown task {task!r}")
             sizes = (5, 10, 20, 50, None) if args.curve else (args.per_class,)
