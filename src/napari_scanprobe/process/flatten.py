@@ -347,18 +347,18 @@ def _row_offsets_diff(z: np.ndarray, valid: np.ndarray, level: bool = True) -> n
     """Offsets from the medians of differences between consecutive lines; median of result 0
     (``level=False``: the first line's offset 0 instead)."""
     ny = z.shape[0]
-    finite = np.isfinite(z)
-    rows = np.flatnonzero(finite.any(axis=1))
+    z, valid = np.ascontiguousarray(z), np.ascontiguousarray(valid)
+    rows = np.flatnonzero(compiled_kernels().rows_with_data(z))
     offsets = np.full(ny, np.nan)
     if rows.size == 0:
         return offsets
     a, b = rows[1:], rows[:-1]
-    steps = compiled_kernels().diff_medians(np.ascontiguousarray(z), np.ascontiguousarray(valid), a, b)
+    steps = compiled_kernels().diff_medians(z, valid, a, b)
     for k in np.flatnonzero(~np.isfinite(steps)):
         steps[k] = _pair_shift(z, a[k], b[k], valid)
     offsets[rows] = np.concatenate([[0.0], np.cumsum(steps)])
     if level:
-        pick = valid if valid.any() else finite
+        pick = valid if valid.any() else np.isfinite(z)
         offsets += median(z - offsets[:, None], pick)
     return offsets
 
@@ -426,22 +426,24 @@ def _scar_flags(
 
 def _remove_scars(
     z: np.ndarray, mask: np.ndarray | None, threshold: float, min_length: int, max_length: int, max_width: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scar-free copy of ``z`` and the scar mask. Lines are aligned for detection only."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scar-free copy of ``z`` and the scar pixels (their rows and columns, each pixel once, in
+    row-major order). Lines are aligned for detection only."""
     ny, nx = z.shape
     finite = np.isfinite(z)
     valid = finite if mask is None else finite & ~mask
-    scar_mask = np.zeros(z.shape, dtype=bool)
+    none = np.zeros(0, dtype=np.intp)
     if ny < 3 or not finite.any():
-        return z.copy(), scar_mask
+        return z.copy(), none, none
     offsets = np.nan_to_num(_row_offsets_diff(z, valid, level=False))  # differences only: no level
     offsets = offsets.astype(z.dtype)
     a = z - offsets[:, None]
     sigma = center_and_sigma(a[1:] - a[:-1], valid[1:] & valid[:-1])[1]
     if not sigma > 0:
-        return z.copy(), scar_mask
+        return z.copy(), none, none
     hard, soft = threshold * sigma, 0.5 * threshold * sigma
     editable = valid.copy()
+    repaired = [none]  # flat indices of the interpolated pixels
     for width in range(1, min(max_width, ny - 2) + 1):
         found = [
             _runs(weak, strong, nx, min_length, max_length)
@@ -451,12 +453,12 @@ def _remove_scars(
         top, bottom = a[b, x], a[b + width + 1, x]
         for k in range(width):  # linear interpolation between the lines above and below
             a[b + 1 + k, x] = top + (k + 1) / (width + 1) * (bottom - top)
-            scar_mask[b + 1 + k, x] = True
             editable[b + 1 + k, x] = False
+            repaired.append((b + 1 + k) * nx + x)
     out = z.copy()  # other pixels bit for bit
-    rows, cols = np.nonzero(scar_mask)
+    rows, cols = np.divmod(np.unique(np.concatenate(repaired)), nx)  # blocks may overlap
     out[rows, cols] = a[rows, cols] + offsets[rows]
-    return out, scar_mask
+    return out, rows, cols
 
 
 # ----------------------------------------------------------------------------------------------
@@ -587,9 +589,8 @@ def _auto(
     background = valid
     result = _remove_rows_and_bow(base, background, degree)
     if scars:
-        repaired, scar_mask = _remove_scars(result, user, **FLATTEN_OPTIONS["scars"])
-        if scar_mask.any():  # interpolated on the levelled image: put the background back, refit
-            rows, cols = np.nonzero(scar_mask)
+        repaired, rows, cols = _remove_scars(result, user, **FLATTEN_OPTIONS["scars"])
+        if rows.size:  # interpolated on the levelled image: put the background back, refit
             base[rows, cols] += repaired[rows, cols] - result[rows, cols]
             result = _remove_rows_and_bow(base, background, degree)
     for _ in range(iterations):

@@ -153,6 +153,19 @@ def row_medians(values, valid):
 
 
 @_compiled
+def rows_with_data(z):
+    """Whether each row of ``z`` has a finite value (each row read up to its first one)."""
+    ny, nx = z.shape
+    out = np.zeros(ny, np.bool_)
+    for y in range(ny):
+        for x in range(nx):
+            if np.isfinite(z[y, x]):
+                out[y] = True
+                break
+    return out
+
+
+@_compiled
 def diff_medians(z, valid, rows, refs):
     """For each pair k, the median of ``z[rows[k]] - z[refs[k]]`` (in ``z``'s float type) over
     the pixels valid in both rows whose difference is finite; NaN where there is none."""
