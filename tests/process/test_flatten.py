@@ -422,15 +422,35 @@ def test_fast_median_is_numpy_median_bit_for_bit():
         assert median(values) == np.median(values)
 
 
-@pytest.mark.parametrize("radius", [1, 2, 3, 5])
-def test_disk_dilation_matches_ndimage(radius):
-    from napari_scanprobe.process.flatten import _dilate_disk
-
-    flags = np.random.default_rng(radius).random((97, 131)) > 0.995
-    flags[0, 0] = flags[-1, 5] = flags[40, -1] = True  # at the borders too
+def _disk_dilation(flags, radius):
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    expected = ndimage.binary_dilation(flags, structure=(yy**2 + xx**2) <= radius**2 + radius)
-    np.testing.assert_array_equal(_dilate_disk(flags, radius), expected)
+    return ndimage.binary_dilation(flags, structure=(yy**2 + xx**2) <= radius**2 + radius)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 3, 5, 12])
+def test_background_without_the_dilated_features_matches_ndimage(radius):
+    from napari_scanprobe.process.flatten import _background_without
+
+    rng = np.random.default_rng(radius)
+    flags = rng.random((97, 131)) > 0.995
+    flags[0, 0] = flags[-1, 5] = flags[40, -1] = True  # at the borders too
+    valid = rng.random(flags.shape) > 0.05
+    shapes = [
+        (slice(None), slice(None)),
+        (slice(0, 1), slice(None)),
+        (slice(None), slice(0, 1)),
+        (slice(0, 3), slice(0, 2)),
+    ]
+    for rows, cols in shapes:  # tiny images: one line, one column, fewer lines than the disk
+        f, v = flags[rows, cols], valid[rows, cols]
+        expected = v & ~_disk_dilation(f, radius)
+        for previous in (expected, ~expected, np.zeros_like(v)):
+            got, any_background, changed = _background_without(f, v, radius, previous)
+            np.testing.assert_array_equal(got, expected)
+            assert any_background == expected.any()
+            assert changed == (not np.array_equal(expected, previous))
+    nothing = np.zeros((4, 5), bool)
+    assert _background_without(nothing, nothing, radius, nothing)[1:] == (False, False)
 
 
 def _dense_scar_flags(a, editable, width, hard, soft):

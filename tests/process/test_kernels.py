@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 
 from napari_scanprobe.process.common import center_and_sigma, compiled_kernels, median
-from napari_scanprobe.process.flatten import _dilate_disk, _feature_mask, _row_medians, flatten
+from napari_scanprobe.process.flatten import _feature_mask, _row_medians, flatten
 from tests.helpers import imported_by
 
 
@@ -131,15 +131,15 @@ def test_hysteresis_equals_labelling_the_regions_with_a_seed(features, dtype):
 
 
 def test_feature_mask_matches_its_numpy_statement():
-    """The whole feature mask: robust centre and spread of the background, hysteresis, dilation."""
+    """The whole feature mask: robust centre and spread of the background, hysteresis."""
     rng = np.random.default_rng(4)
     r = rng.normal(size=(300, 260)).astype(np.float32)
     r[100:130, 50:90] += 5
     background = rng.random(r.shape) > 0.1
     center, sigma = _reference_center_and_sigma(r[background])
     side = r - center
-    expected = _dilate_disk(_reference_grow(side, 3.0 * sigma, 1.5 * sigma), 2)
-    np.testing.assert_array_equal(_feature_mask(r, background, 3.0, 2, "above"), expected)
+    expected = _reference_grow(side, 3.0 * sigma, 1.5 * sigma)
+    np.testing.assert_array_equal(_feature_mask(r, background, 3.0, "above"), expected)
 
 
 @pytest.mark.parametrize("degree", [0, 2, 4])

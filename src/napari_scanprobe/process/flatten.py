@@ -465,50 +465,42 @@ def _remove_scars(
 # Auto
 
 
-def _feature_mask(
-    r: np.ndarray, background: np.ndarray, threshold: float, dilation: int, features: str
-) -> np.ndarray:
+def _feature_mask(r: np.ndarray, background: np.ndarray, threshold: float, features: str) -> np.ndarray:
     """Pixels sticking out of the background by > threshold sigma, grown into their connected
-    pixels above _GROW_SIGMA sigma (hysteresis), dilated by ``dilation`` pixels."""
+    pixels above _GROW_SIGMA sigma (hysteresis)."""
     center, sigma = center_and_sigma(r, background)
     if not sigma > 0:
         return np.zeros(r.shape, dtype=bool)
     number = r.dtype.type  # the centre and thresholds in the image's float type, as numpy compares
-    found = compiled_kernels().grow_features(  # hysteresis; NaN pixels are never features
+    return compiled_kernels().grow_features(  # NaN pixels are never features
         np.ascontiguousarray(r),
         number(center),
         ("above", "below", "both").index(features),
         number(threshold * sigma),
         number(min(_GROW_SIGMA, threshold) * sigma),
     )
-    if dilation > 0:
-        found = _dilate_disk(found, dilation)
-    return found
 
 
-def _dilate_disk(found: np.ndarray, radius: int) -> np.ndarray:
-    """Binary dilation by the disk ``y^2 + x^2 <= r^2 + r``: the union of its widest rectangles,
-    each dilated as shifted ORs along x then y (the same pixels as ndimage.binary_dilation)."""
-    half_width = [int(np.sqrt(radius**2 + radius - h * h)) for h in range(radius + 1)]
-    out = np.zeros_like(found)
-    for h in range(radius + 1):
-        if h < radius and half_width[h + 1] == half_width[h]:
-            continue  # this rectangle lies inside the next, taller one
-        out |= _dilate_line(_dilate_line(found, half_width[h], axis=1), h, axis=0)
-    return out
+def _disk_half_widths(radius: int) -> np.ndarray:
+    """How far the disk ``y^2 + x^2 <= r^2 + r`` reaches along x on each of its lines |y| = 0 .. r."""
+    return np.array([int(np.sqrt(radius**2 + radius - h * h)) for h in range(radius + 1)], dtype=np.int64)
 
 
-def _dilate_line(flags: np.ndarray, half: int, axis: int) -> np.ndarray:
-    """Binary dilation by a segment of ``2 * half + 1`` pixels along ``axis``."""
-    out = flags.copy()
-    n = flags.shape[axis]
-    for shift in range(1, min(half, n - 1) + 1):
-        lead = [slice(None)] * 2
-        lag = [slice(None)] * 2
-        lead[axis], lag[axis] = slice(shift, None), slice(None, n - shift)
-        out[tuple(lead)] |= flags[tuple(lag)]
-        out[tuple(lag)] |= flags[tuple(lead)]
-    return out
+def _background_without(
+    features: np.ndarray, valid: np.ndarray, dilation: int, previous: np.ndarray
+) -> tuple[np.ndarray, bool, bool]:
+    """``valid & ~dilated`` (the features dilated by the disk of radius ``dilation``: the same
+    pixels as ``ndimage.binary_dilation``), whether it has any pixel and whether it differs from
+    ``previous``, in one compiled pass."""
+    out = np.empty(valid.shape, dtype=bool)
+    any_background, changed = compiled_kernels().background_without(
+        np.ascontiguousarray(features),
+        np.ascontiguousarray(valid),
+        _disk_half_widths(dilation),
+        np.ascontiguousarray(previous),
+        out,
+    )
+    return out, any_background, changed
 
 
 def _auto_row_offsets(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -594,11 +586,9 @@ def _auto(
             base[rows, cols] += repaired[rows, cols] - result[rows, cols]
             result = _remove_rows_and_bow(base, background, degree)
     for _ in range(iterations):
-        feats = _feature_mask(result, background, threshold, dilation, features)
-        new_background = valid & ~feats
-        if not new_background.any():
-            break
-        if np.array_equal(new_background, background):
+        feats = _feature_mask(result, background, threshold, features)
+        new_background, any_background, changed = _background_without(feats, valid, dilation, background)
+        if not any_background or not changed:
             break
         background = new_background
         result = _remove_rows_and_bow(base, background, degree)

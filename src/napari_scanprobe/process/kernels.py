@@ -258,6 +258,15 @@ def _side(value, center, features):
 
 
 @_compiled
+def _root(parent, k):
+    """The root of ``k``'s tree in the union-find forest ``parent`` (paths halved on the way)."""
+    while parent[k] != k:
+        parent[k] = parent[parent[k]]
+        k = parent[k]
+    return k
+
+
+@_compiled
 def grow_features(r, center, features, seed_level, grow_level):
     """The pixels connected (4-neighbours) through pixels sticking out by more than
     ``grow_level`` (:func:`_side`) to a seed, a pixel sticking out by more than ``seed_level``
@@ -265,32 +274,117 @@ def grow_features(r, center, features, seed_level, grow_level):
     ``r``'s float type.
 
     The same pixels as labelling the pixels above ``grow_level`` and keeping the regions with a
-    seed, found by a flood fill from the seeds: only the features are visited twice.
+    seed, labelled by runs: one pass along the lines finds the runs of pixels above
+    ``grow_level`` (and whether each holds a seed) and joins each run to the overlapping runs
+    of the line above (union-find); the runs whose region holds a seed are then filled in.
     """
     ny, nx = r.shape
     found = np.zeros((ny, nx), dtype=np.bool_)
-    stack = np.empty(ny * nx, dtype=np.int64)
-    for y0 in range(ny):
-        for x0 in range(nx):
-            if found[y0, x0] or not _side(r[y0, x0], center, features) > seed_level:
-                continue
-            found[y0, x0] = True
-            stack[0] = y0 * nx + x0
-            top = 1
-            while top:
-                top -= 1
-                y, x = divmod(stack[top], nx)
-                for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-                    if (
-                        0 <= yy < ny
-                        and 0 <= xx < nx
-                        and not found[yy, xx]
-                        and _side(r[yy, xx], center, features) > grow_level
-                    ):
-                        found[yy, xx] = True
-                        stack[top] = yy * nx + xx
-                        top += 1
+    most = ny * ((nx + 1) // 2)  # runs are separated by at least one pixel
+    starts = np.empty(most, np.int64)
+    ends = np.empty(most, np.int64)
+    parent = np.empty(most, np.int64)
+    seeded = np.empty(most, np.bool_)
+    first = np.empty(ny + 1, np.int64)  # the runs of line y: first[y] .. first[y + 1] - 1
+    above = np.zeros(nx + 2, np.uint8)  # the line's pixels above grow_level, at 1 .. nx
+    seeds = np.empty(nx, np.uint8)
+    edges = np.empty(nx + 2, np.int64)
+    n = 0
+    for y in range(ny):
+        first[y] = n
+        for x in range(nx):  # vectorised
+            deviation = _side(r[y, x], center, features)
+            above[x + 1] = deviation > grow_level
+            seeds[x] = deviation > seed_level
+        count = 0
+        for x in range(nx + 1):  # branch-free: where a run starts or ends
+            edges[count] = x
+            count += above[x] ^ above[x + 1]
+        for k in range(0, count, 2):
+            starts[n], ends[n], parent[n] = edges[k], edges[k + 1], n
+            seeded[n] = False
+            for x in range(edges[k], edges[k + 1]):
+                if seeds[x]:
+                    seeded[n] = True
+                    break
+            n += 1
+        if y == 0:
+            continue
+        i, j = first[y - 1], first[y]  # runs sharing a column are connected
+        while i < first[y] and j < n:
+            if ends[i] <= starts[j]:
+                i += 1
+            elif ends[j] <= starts[i]:
+                j += 1
+            else:
+                a, b = _root(parent, i), _root(parent, j)
+                if a != b:
+                    a, b = min(a, b), max(a, b)
+                    parent[b] = a
+                    seeded[a] |= seeded[b]
+                if ends[i] < ends[j]:
+                    i += 1
+                else:
+                    j += 1
+    first[ny] = n
+    for y in range(ny):
+        for k in range(first[y], first[y + 1]):
+            if seeded[_root(parent, k)]:
+                for x in range(starts[k], ends[k]):
+                    found[y, x] = True
     return found
+
+
+@_compiled
+def background_without(found, valid, half_widths, previous, out):
+    """``out = valid & ~dilated``, ``dilated`` being ``found`` dilated by the disk whose row
+    ``dy`` spans ``half_widths[|dy|]`` pixels either side (pixels outside the image are never
+    found). Returns whether ``out`` has a background pixel and whether it differs from
+    ``previous``.
+
+    Each row of the disk is a horizontal run, so a pixel is covered from line ``y + dy`` when
+    that line holds a found pixel within ``half_widths[|dy|]`` of it: the difference of two
+    running counts of found pixels along that line (kept for the disk's lines only, in a ring
+    of rows). One vectorised pass per disk row, whatever its width.
+    """
+    ny, nx = found.shape
+    found, valid = found.view(np.uint8), valid.view(np.uint8)
+    previous, out = previous.view(np.uint8), out.view(np.uint8)
+    radius = half_widths.size - 1
+    widest = half_widths[0]
+    lines = 2 * radius + 1
+    counts = np.zeros((lines, nx + 2 * widest + 1), np.int32)  # counts[j] = found in x < j - widest
+    covered = np.empty(nx, np.int32)
+    any_background = 0
+    changed = 0
+    for y in range(-radius, ny):
+        fill = y + radius  # the line that enters the ring
+        if fill < ny:
+            row, line = counts[fill % lines], found[fill]
+            total = 0
+            for x in range(nx):
+                total += line[x]
+                row[widest + 1 + x] = total
+            for j in range(widest + 1 + nx, row.size):
+                row[j] = total
+        if y < 0:
+            continue
+        covered[:] = 0
+        for dy in range(-radius, radius + 1):
+            if 0 <= y + dy < ny:
+                row = counts[(y + dy) % lines]
+                w = half_widths[abs(dy)]
+                ahead = row[widest + w + 1 : widest + w + 1 + nx]  # found in x' <= x + w
+                behind = row[widest - w : widest - w + nx]  # found in x' < x - w
+                for x in range(nx):  # vectorised: counts never decrease, so OR is "any"
+                    covered[x] |= ahead[x] - behind[x]
+        valid_row, previous_row, out_row = valid[y], previous[y], out[y]
+        for x in range(nx):
+            b = valid_row[x] & np.uint8(covered[x] == 0)
+            out_row[x] = b
+            any_background |= b
+            changed |= b ^ previous_row[x]
+    return any_background != 0, changed != 0
 
 
 @_compiled
