@@ -94,6 +94,12 @@ def test_robust_statistics_equal_numpy_median_bit_for_bit(dtype):
         (rng.normal(size=(1, 2)), np.ones((1, 2), bool)),
         (np.full((200, 600), 2.5), np.ones((200, 600), bool)),  # constant: sigma from the std (0)
         (rng.normal(size=(4, 4)), np.zeros((4, 4), bool)),  # nothing to measure
+        # the deviations' bracket: a large offset (rounding of the deviations), integers (ties at
+        # the bracket's bounds), a skewed sample whose median guess is off, half the values equal
+        (1e6 + rng.normal(size=(300, 400)), np.ones((300, 400), bool)),
+        (rng.integers(0, 4, size=(300, 400)).astype(float), rng.random((300, 400)) > 0.2),
+        (np.exp(3 * rng.normal(size=(300, 400))), np.ones((300, 400), bool)),
+        (np.where(rng.random((300, 400)) < 0.5, 1.0, rng.normal(size=(300, 400))), np.ones((300, 400), bool)),
     ]
     for values, where in cases:
         values = values.astype(dtype)
