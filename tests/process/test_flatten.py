@@ -477,8 +477,9 @@ def _dense_scar_flags(a, editable, width, hard, soft):
     return flags
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("width", [1, 2, 3])
-def test_scar_candidates_match_the_dense_test(width):
+def test_scar_candidates_match_the_dense_test(width, dtype):
     from napari_scanprobe.process.flatten import _scar_flags
 
     rng = np.random.default_rng(width)
@@ -486,6 +487,8 @@ def test_scar_candidates_match_the_dense_test(width):
     a[100 : 100 + width, 30:60] += 6.0  # scars up and down, and NaNs
     a[200 : 200 + width, 90:140] -= 6.0
     a[50, 10:20] = np.nan
+    a[150:153, 5] = np.nan  # NaN inside a block and on the lines beside it
+    a = a.astype(dtype)
     editable = rng.random(a.shape) > 0.01
     weak, strong, weak_neg, strong_neg = _dense_scar_flags(a, editable, width, 4.0, 2.0)
     (up_px, up_strong), (down_px, down_strong) = _scar_flags(a, editable, width, 4.0, 2.0)
