@@ -609,7 +609,7 @@ def test_median_of_float32_values_is_exact():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_surface_subtracted_is_the_whole_product(dtype):
     """The compiled subtraction gives every line exactly ``z - rows @ cols`` (summed term by
-    term in float64) in the requested float type."""
+    term in float64) in the requested float type, less the line's offset in that type."""
     from napari_scanprobe.process.flatten import _minus_surface
 
     rng = np.random.default_rng(5)
@@ -619,3 +619,43 @@ def test_surface_subtracted_is_the_whole_product(dtype):
     surface = sum(rows[:, k : k + 1] * cols[k : k + 1] for k in range(4))
     assert out.dtype == dtype
     np.testing.assert_array_equal(out, (z - surface).astype(dtype))
+    offsets = rng.normal(size=37) * 1e3  # subtracted in the requested type, after rounding
+    offsets[3] = np.nan
+    out = _minus_surface(z, rows, cols, dtype, offsets)
+    np.testing.assert_array_equal(out, (z - surface).astype(dtype) - offsets.astype(dtype)[:, None])
+
+
+@pytest.mark.parametrize("case", ["plain", "masked line", "line without data", "nothing shared"])
+def test_rows_and_bow_in_one_sweep_equal_the_general_route(case):
+    """The surface subtracted, line offsets from the medians taken in one sweep and subtracted
+    on writing: bit for bit the image less the surface, less its auto line offsets; lines that
+    need the general route (fully masked, without data, nothing shared) take it."""
+    from napari_scanprobe.process.flatten import (
+        _auto_row_offsets,
+        _minus_surface,
+        _poly_fit,
+        _remove_rows_and_bow,
+        _total_terms,
+    )
+
+    rng = np.random.default_rng(8)
+    z = (rng.normal(size=(60, 1500)) + np.linspace(0, 3, 1500) ** 2).astype(np.float32)
+    valid = rng.random(z.shape) > 0.1
+    if case == "masked line":
+        valid[7] = False
+    elif case == "line without data":
+        z[12] = np.nan
+    elif case == "nothing shared":
+        valid[20, ::2] = False
+        valid[21, 1::2] = False
+    valid &= np.isfinite(z)
+    for degree in (0, 2):
+        got = _remove_rows_and_bow(z, valid, degree)
+        terms = _total_terms(degree, with_pure_y=False)
+        if terms:
+            rows, cols = _poly_fit(z, valid, terms, free_rows=True)
+            flat = _minus_surface(z, rows, cols, z.dtype)
+        else:
+            flat = z.copy()
+        flat -= _auto_row_offsets(flat, valid).astype(flat.dtype)[:, None]
+        np.testing.assert_array_equal(got, flat)

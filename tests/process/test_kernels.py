@@ -225,3 +225,30 @@ def test_auto_result_does_not_depend_on_the_kernels_cache(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
     np.testing.assert_array_equal(np.load(tmp_path / "flat.npy"), flatten(image))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_line_medians_equal_the_medians_of_the_image_less_its_surface(dtype):
+    """One sweep: each line's median, the median of its differences from the last line with
+    data and whether it has data, of ``z - rows @ cols`` as minus_surface makes it."""
+    from napari_scanprobe.process.flatten import _minus_surface
+
+    rng = np.random.default_rng(7)
+    for values, valid in _images(rng):
+        z = values.astype(dtype)
+        z[rng.random(z.shape) < 0.01] = np.nan
+        if z.shape[0] > 6:
+            z[5] = np.nan  # a line without data: the next one steps from the one before
+        valid = valid & np.isfinite(z)
+        rows, cols = rng.normal(size=(z.shape[0], 3)), rng.normal(size=(3, z.shape[1]))
+        f = _minus_surface(z, rows, cols, dtype)
+        medians, steps, has_data = compiled_kernels().line_medians(z, valid, rows, cols)
+        np.testing.assert_array_equal(medians, _reference_row_medians(f, valid))
+        np.testing.assert_array_equal(has_data, np.isfinite(f).any(axis=1))
+        data = np.flatnonzero(has_data)
+        with np.errstate(invalid="ignore"):
+            diff = f[data[1:]] - f[data[:-1]]
+        ok = valid[data[1:]] & valid[data[:-1]] & np.isfinite(diff)
+        expected = np.full(z.shape[0], np.nan)
+        expected[data[1:]] = _reference_row_medians(diff, ok)
+        np.testing.assert_array_equal(steps, expected)

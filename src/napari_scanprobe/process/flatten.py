@@ -217,11 +217,16 @@ def _minus_poly(
     return _minus_surface(z, rows, cols, z.dtype)
 
 
-def _minus_surface(z: np.ndarray, rows: np.ndarray, cols: np.ndarray, dtype: Any) -> np.ndarray:
-    """``z - rows @ cols`` in ``dtype``, in one pass over ``z`` (compiled): the surface summed
-    term by term in float64, the difference taken in float64."""
+def _minus_surface(
+    z: np.ndarray, rows: np.ndarray, cols: np.ndarray, dtype: Any, offsets: np.ndarray | None = None
+) -> np.ndarray:
+    """``z - rows @ cols`` in ``dtype``, less each line's offset (``offsets``, subtracted in
+    ``dtype``), in one pass over ``z`` (compiled): the surface summed term by term in float64,
+    the difference taken in float64."""
     out = np.empty(z.shape, dtype)
-    return compiled_kernels().minus_surface(np.ascontiguousarray(z), rows, np.ascontiguousarray(cols), out)
+    offsets = np.zeros(z.shape[0], dtype) if offsets is None else np.asarray(offsets, dtype)
+    z, cols = np.ascontiguousarray(z), np.ascontiguousarray(cols)
+    return compiled_kernels().minus_surface(z, rows, cols, offsets, out)
 
 
 def _poly_fit(
@@ -505,15 +510,20 @@ def _background_without(
 
 def _auto_row_offsets(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Line offsets for auto: the line medians' level, the line-to-line steps of the medians of
-    differences.
+    differences (:func:`_blend_row_offsets`)."""
+    med = _row_offsets(z, valid, "median")
+    diff = _row_offsets_diff(z, valid, level=False)  # the medians set the level
+    return _blend_row_offsets(med, diff)
+
+
+def _blend_row_offsets(med: np.ndarray, diff: np.ndarray) -> np.ndarray:
+    """The line offsets ``med`` over scales above ``_ROW_SMOOTH`` lines, ``diff`` below.
 
     Medians of the background alone band on rough surfaces, where the background pixels of
     consecutive lines sit on different grains; the differences between neighbour lines do not,
     but drift over many lines. So the medians are kept over scales above ``_ROW_SMOOTH`` lines
     and the differences below.
     """
-    med = _row_offsets(z, valid, "median")
-    diff = _row_offsets_diff(z, valid, level=False)  # the medians set the level
     corr = med - diff
     ok = np.isfinite(corr)
     if not ok.any():
@@ -526,10 +536,29 @@ def _auto_row_offsets(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def _remove_rows_and_bow(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarray:
     """``z`` less its line offsets plus tilt and bow: the polynomial (total ``degree``, its
     x-dependent terms: anything depending on y alone is a line offset) fitted jointly with free
-    line offsets by least squares, then the line offsets taken robustly from what is left."""
-    flat = _minus_poly(z, valid, _total_terms(degree, with_pure_y=False), free_rows=True)
-    flat -= _auto_row_offsets(flat, valid).astype(flat.dtype)[:, None]
-    return flat
+    line offsets by least squares, then the line offsets taken robustly from what is left.
+
+    The line medians and the medians of line differences are taken in one sweep while the
+    surface is subtracted line by line, and the result is written once, offsets subtracted.
+    Lines with data but no valid pixel, or no valid pixel shared with the line before, take
+    the general route (:func:`_auto_row_offsets` on the image less the surface).
+    """
+    z, valid = np.ascontiguousarray(z), np.ascontiguousarray(valid)
+    terms = _total_terms(degree, with_pure_y=False)
+    if terms:
+        rows, cols = _poly_fit(z, valid, terms, free_rows=True)
+    else:
+        rows, cols = np.zeros((z.shape[0], 1)), np.zeros((1, z.shape[1]))
+    cols = np.ascontiguousarray(cols)
+    medians, steps, has_data = compiled_kernels().line_medians(z, valid, rows, cols)
+    data = np.flatnonzero(has_data)
+    if np.isfinite(medians[data]).all() and np.isfinite(steps[data[1:]]).all():
+        diff = np.full(z.shape[0], np.nan)  # as _row_offsets_diff(level=False)
+        diff[data] = np.concatenate([[0.0], np.cumsum(steps[data[1:]])])
+        offsets = _blend_row_offsets(medians, diff)
+    else:
+        offsets = _auto_row_offsets(_minus_surface(z, rows, cols, z.dtype), valid)
+    return _minus_surface(z, rows, cols, z.dtype, offsets)
 
 
 def _coarse_residual(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarray:

@@ -175,10 +175,10 @@ def diff_medians(z, valid, rows, refs):
     diff = np.empty(nx, z.dtype)
     ok = np.empty(nx, np.uint8)
     for k in range(rows.size):
-        r, s = rows[k], refs[k]
+        line, ref, valid_line, valid_ref = z[rows[k]], z[refs[k]], valid[rows[k]], valid[refs[k]]
         for x in range(nx):
-            diff[x] = z[r, x] - z[s, x]
-            ok[x] = valid[r, x] & valid[s, x] & np.isfinite(diff[x])
+            diff[x] = line[x] - ref[x]
+            ok[x] = valid_line[x] & valid_ref[x] & np.isfinite(diff[x])
         out[k] = _masked_median(diff, ok, buf)
     return out
 
@@ -228,20 +228,70 @@ def _dot_where(values, weights, ok):
 
 
 @_compiled
-def minus_surface(z, rows, cols, out):
-    """``out = z - rows @ cols`` pixel by pixel: the surface summed term by term in float64,
-    the difference taken in float64 and stored in ``out``'s float type."""
+def _surface_line(rows, cols, y, surface):
+    """``surface = rows[y] @ cols``, summed term by term in float64."""
+    for x in range(surface.size):
+        surface[x] = rows[y, 0] * cols[0, x]
+    for k in range(1, rows.shape[1]):
+        for x in range(surface.size):
+            surface[x] += rows[y, k] * cols[k, x]
+
+
+@_compiled
+def minus_surface(z, rows, cols, offsets, out):
+    """``out = (z - rows @ cols) - offsets[:, None]`` pixel by pixel: the surface summed term by
+    term in float64, the difference taken in float64 and rounded to ``out``'s float type, then
+    the line's offset (of that type) subtracted in it."""
     ny, nx = z.shape
     surface = np.empty(nx)
     for y in range(ny):
+        _surface_line(rows, cols, y, surface)
+        offset = offsets[y]
+        line, target = z[y], out[y]
         for x in range(nx):
-            surface[x] = rows[y, 0] * cols[0, x]
-        for k in range(1, rows.shape[1]):
-            for x in range(nx):
-                surface[x] += rows[y, k] * cols[k, x]
-        for x in range(nx):
-            out[y, x] = z[y, x] - surface[x]
+            target[x] = out.dtype.type(line[x] - surface[x]) - offset
     return out
+
+
+@_compiled
+def line_medians(z, valid, rows, cols):
+    """Of the image ``f = z - rows @ cols`` (each line as :func:`minus_surface` makes it, in
+    ``z``'s float type, never stored): each line's median over its ``valid`` pixels (finite; NaN
+    where none), the median of its differences from the line before it that has a finite pixel
+    (over the pixels valid in both whose difference is finite; NaN where none, and on the first
+    such line), and whether it has a finite pixel. Bit for bit :func:`row_medians` and
+    :func:`diff_medians` of ``f`` and :func:`rows_with_data`, in one sweep."""
+    ny, nx = z.shape
+    valid = valid.view(np.uint8)  # bytes: see row_medians
+    medians = np.full(ny, np.nan)
+    steps = np.full(ny, np.nan)
+    has_data = np.zeros(ny, np.bool_)
+    lines = np.empty((2, nx), z.dtype)  # this line of f and the last one with data
+    surface = np.empty(nx)
+    buf = np.empty(2 * nx, z.dtype)
+    diff = np.empty(nx, z.dtype)
+    ok = np.empty(nx, np.uint8)
+    current, previous = 0, -1
+    for y in range(ny):
+        f, line, valid_line = lines[current], z[y], valid[y]
+        _surface_line(rows, cols, y, surface)
+        for x in range(nx):
+            f[x] = line[x] - surface[x]
+        medians[y] = _masked_median(f, valid_line, buf)
+        for x in range(nx):
+            if np.isfinite(f[x]):
+                has_data[y] = True
+                break
+        if not has_data[y]:
+            continue
+        if previous >= 0:
+            before, valid_before = lines[1 - current], valid[previous]
+            for x in range(nx):
+                diff[x] = f[x] - before[x]
+                ok[x] = valid_line[x] & valid_before[x] & np.isfinite(diff[x])
+            steps[y] = _masked_median(diff, ok, buf)
+        previous, current = y, 1 - current
+    return medians, steps, has_data
 
 
 @_compiled
@@ -291,8 +341,9 @@ def grow_features(r, center, features, seed_level, grow_level):
     n = 0
     for y in range(ny):
         first[y] = n
+        line = r[y]
         for x in range(nx):  # vectorised
-            deviation = _side(r[y, x], center, features)
+            deviation = _side(line[x], center, features)
             above[x + 1] = deviation > grow_level
             seeds[x] = deviation > seed_level
         count = 0
