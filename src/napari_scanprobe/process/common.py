@@ -54,10 +54,11 @@ def center_and_sigma(values: np.ndarray, where: np.ndarray | None = None) -> tup
     of the finite ``values`` (those ``where`` is True); (0, 0) if there are none. The
     deviations are taken in the values' float type, as numpy does."""
     values, where = _flat_values(values, where)
-    center, spread = compiled_kernels().center_and_spread(values, where)
+    kernels = compiled_kernels()
+    center = kernels.masked_median(values, where, values.dtype.type(0), False)
     if np.isnan(center):
         return 0.0, 0.0
-    sigma = 1.4826 * spread
+    sigma = 1.4826 * kernels.masked_median(values, where, values.dtype.type(center), True)
     if sigma <= 0:
         sigma = float(np.std(values[where & np.isfinite(values)]))
     return float(center), sigma
