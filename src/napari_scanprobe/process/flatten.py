@@ -602,10 +602,10 @@ def _auto(
     """Flattened image (float64, background median 0) and the background mask it was fitted on."""
     z = np.asarray(z, dtype=np.float64)
     finite = np.isfinite(z)
-    user = np.zeros(z.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if not finite.any():
         return z.copy(), np.zeros(z.shape, dtype=bool)
-    valid = finite & ~user
+    user = None if mask is None else np.asarray(mask, dtype=bool)
+    valid = finite if user is None else finite & ~user
     base = _coarse_residual(z, valid, degree)
     background = valid
     result = _remove_rows_and_bow(base, background, degree)
