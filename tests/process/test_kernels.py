@@ -242,8 +242,16 @@ def test_line_medians_equal_the_medians_of_the_image_less_its_surface(dtype):
         valid = valid & np.isfinite(z)
         rows, cols = rng.normal(size=(z.shape[0], 3)), rng.normal(size=(3, z.shape[1]))
         f = _minus_surface(z, rows, cols, dtype)
-        medians, steps, has_data = compiled_kernels().line_medians(z, valid, rows, cols)
+        no_guesses = np.full((4, z.shape[0]), np.nan)
+        medians, steps, has_data, guesses = compiled_kernels().line_medians(z, valid, rows, cols, no_guesses)
         np.testing.assert_array_equal(medians, _reference_row_medians(f, valid))
+        # guesses never change a median: near ones (the previous fit's), far ones, no reach
+        for near in (guesses, guesses + [[0.01], [0.0], [-0.01], [0.0]], guesses * [[1], [1e-9], [1], [0]]):
+            again = compiled_kernels().line_medians(z, valid, rows, cols, near)
+            np.testing.assert_array_equal(again[0], medians)
+            np.testing.assert_array_equal(again[1], steps)
+        far = guesses + [[100.0], [0.0], [-100.0], [0.0]]
+        np.testing.assert_array_equal(compiled_kernels().line_medians(z, valid, rows, cols, far)[0], medians)
         np.testing.assert_array_equal(has_data, np.isfinite(f).any(axis=1))
         data = np.flatnonzero(has_data)
         with np.errstate(invalid="ignore"):

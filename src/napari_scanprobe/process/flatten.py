@@ -533,7 +533,9 @@ def _blend_row_offsets(med: np.ndarray, diff: np.ndarray) -> np.ndarray:
     return diff + num / np.maximum(den, 1e-12)
 
 
-def _remove_rows_and_bow(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarray:
+def _remove_rows_and_bow(
+    z: np.ndarray, valid: np.ndarray, degree: int, guesses: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``z`` less its line offsets plus tilt and bow: the polynomial (total ``degree``, its
     x-dependent terms: anything depending on y alone is a line offset) fitted jointly with free
     line offsets by least squares, then the line offsets taken robustly from what is left.
@@ -542,6 +544,10 @@ def _remove_rows_and_bow(z: np.ndarray, valid: np.ndarray, degree: int) -> np.nd
     surface is subtracted line by line, and the result is written once, offsets subtracted.
     Lines with data but no valid pixel, or no valid pixel shared with the line before, take
     the general route (:func:`_auto_row_offsets` on the image less the surface).
+
+    ``guesses``: where the medians are likely to lie (those of the previous call on the same
+    image: they bracket the new medians first, which saves work but never changes a median);
+    returned for the next call.
     """
     z, valid = np.ascontiguousarray(z), np.ascontiguousarray(valid)
     terms = _total_terms(degree, with_pure_y=False)
@@ -550,7 +556,9 @@ def _remove_rows_and_bow(z: np.ndarray, valid: np.ndarray, degree: int) -> np.nd
     else:
         rows, cols = np.zeros((z.shape[0], 1)), np.zeros((1, z.shape[1]))
     cols = np.ascontiguousarray(cols)
-    medians, steps, has_data = compiled_kernels().line_medians(z, valid, rows, cols)
+    if guesses is None:
+        guesses = np.full((4, z.shape[0]), np.nan)
+    medians, steps, has_data, guesses = compiled_kernels().line_medians(z, valid, rows, cols, guesses)
     data = np.flatnonzero(has_data)
     if np.isfinite(medians[data]).all() and np.isfinite(steps[data[1:]]).all():
         diff = np.full(z.shape[0], np.nan)  # as _row_offsets_diff(level=False)
@@ -558,7 +566,7 @@ def _remove_rows_and_bow(z: np.ndarray, valid: np.ndarray, degree: int) -> np.nd
         offsets = _blend_row_offsets(medians, diff)
     else:
         offsets = _auto_row_offsets(_minus_surface(z, rows, cols, z.dtype), valid)
-    return _minus_surface(z, rows, cols, z.dtype, offsets)
+    return _minus_surface(z, rows, cols, z.dtype, offsets), guesses
 
 
 def _coarse_residual(z: np.ndarray, valid: np.ndarray, degree: int) -> np.ndarray:
@@ -608,18 +616,18 @@ def _auto(
     valid = finite if user is None else finite & ~user
     base = _coarse_residual(z, valid, degree)
     background = valid
-    result = _remove_rows_and_bow(base, background, degree)
+    result, guesses = _remove_rows_and_bow(base, background, degree)
     if scars:
         repaired, rows, cols = _remove_scars(result, user, **FLATTEN_OPTIONS["scars"])
         if rows.size:  # interpolated on the levelled image: put the background back, refit
             base[rows, cols] += repaired[rows, cols] - result[rows, cols]
-            result = _remove_rows_and_bow(base, background, degree)
+            result, guesses = _remove_rows_and_bow(base, background, degree, guesses)
     for _ in range(iterations):
         feats = _feature_mask(result, background, threshold, features)
         new_background, any_background, changed = _background_without(feats, valid, dilation, background)
         if not any_background or not changed:
             break
         background = new_background
-        result = _remove_rows_and_bow(base, background, degree)
+        result, guesses = _remove_rows_and_bow(base, background, degree, guesses)
     pick = background if background.any() else finite
     return np.subtract(result, median(result, pick), dtype=np.float64), background

@@ -93,16 +93,48 @@ def _median_of(buf, n, lo, hi):
 
 
 @_compiled
-def _masked_median(values, ok, buf):
-    """Median of ``values`` (1-D) over the pixels where ``ok`` (finite), NaN if none, in float64
-    (:func:`_median_of`). ``buf``: scratch space for ``2 * values.size`` values.
+def _bracketed_median(values, ok, low, high, buf):
+    """``(median, True)`` of ``values`` (1-D) over the pixels where ``ok`` (finite) when
+    ``[low, high]`` brackets its middle ranks, ``(NaN, False)`` otherwise: one vectorised pass
+    counts the values and those below the bracket, one branch-free pass copies those inside to
+    ``buf``, and only those are selected from (:func:`_median_of`)."""
+    nx = values.size
+    n = 0
+    below = 0
+    for x in range(nx):  # vectorised
+        n += ok[x]
+        below += ok[x] & (values[x] < low)
+    count = 0
+    for x in range(nx):
+        v = values[x]
+        buf[count] = v
+        count += ok[x] & (v >= low) & (v <= high)
+    lo, hi = (n - 1) // 2 - below, n // 2 - below
+    if lo >= 0 and hi < count:
+        return _median_of(buf, count, lo, hi), True
+    return np.nan, False
 
-    Long rows: the two middle ranks are first bracketed by two values of a strided sample of
-    the row (when it holds 64 valid ones); one vectorised pass counts the values and those below
-    the bracket, one branch-free pass copies those inside (about a fifth), and only those are
-    selected from. A bracket that misses (rarely) selects from all.
+
+@_compiled
+def _masked_median(values, ok, buf, guess, reach):
+    """Median of ``values`` (1-D) over the pixels where ``ok`` (finite), NaN if none, in float64
+    (:func:`_median_of`), and a reach for the next guess. ``buf``: scratch space for
+    ``2 * values.size`` values.
+
+    Where a ``guess`` of the median and its ``reach`` are given (not NaN: the median of the
+    same line in the previous fit, say), ``guess +- reach`` brackets the middle ranks first
+    (:func:`_bracketed_median`). Otherwise, or where that misses, long rows are bracketed by two
+    values of a strided sample of the row (when it holds 64 valid ones), a sixth of whose width
+    is returned as the reach (else the given one). A bracket that misses (rarely) selects from
+    all.
     """
     nx = values.size
+    if reach > 0:
+        median, found = _bracketed_median(
+            values, ok, values.dtype.type(guess - reach), values.dtype.type(guess + reach), buf
+        )
+        if found:
+            return median, reach
     if nx > 1024:
         sample = buf[nx:]
         m = 0
@@ -116,26 +148,16 @@ def _masked_median(values, ok, buf):
             high = sample[m // 2 + margin]
             _select(sample, m // 2 + margin, m // 2 - margin)
             low = sample[m // 2 - margin]
-            n = 0
-            below = 0
-            for x in range(nx):  # vectorised
-                n += ok[x]
-                below += ok[x] & (values[x] < low)
-            count = 0
-            for x in range(nx):
-                v = values[x]
-                buf[count] = v
-                count += ok[x] & (v >= low) & (v <= high)
-            lo, hi = (n - 1) // 2 - below, n // 2 - below
-            if lo >= 0 and hi < count:
-                return _median_of(buf, count, lo, hi)
+            median, found = _bracketed_median(values, ok, low, high, buf)
+            if found:
+                return median, (np.float64(high) - np.float64(low)) / 6.0
     n = 0
     for x in range(nx):  # branch-free gather
         buf[n] = values[x]
         n += ok[x]
     if n == 0:
-        return np.nan
-    return _median_of(buf, n, (n - 1) // 2, n // 2)
+        return np.nan, reach
+    return _median_of(buf, n, (n - 1) // 2, n // 2), reach
 
 
 @_compiled
@@ -147,7 +169,7 @@ def row_medians(values, valid):
     out = np.empty(ny)
     buf = np.empty(2 * nx, values.dtype)
     for y in range(ny):
-        out[y] = _masked_median(values[y], valid[y], buf)
+        out[y] = _masked_median(values[y], valid[y], buf, np.nan, np.nan)[0]
     return out
 
 
@@ -179,7 +201,7 @@ def diff_medians(z, valid, rows, refs):
         for x in range(nx):
             diff[x] = line[x] - ref[x]
             ok[x] = valid_line[x] & valid_ref[x] & np.isfinite(diff[x])
-        out[k] = _masked_median(diff, ok, buf)
+        out[k] = _masked_median(diff, ok, buf, np.nan, np.nan)[0]
     return out
 
 
@@ -254,18 +276,23 @@ def minus_surface(z, rows, cols, offsets, out):
 
 
 @_compiled
-def line_medians(z, valid, rows, cols):
+def line_medians(z, valid, rows, cols, guesses):
     """Of the image ``f = z - rows @ cols`` (each line as :func:`minus_surface` makes it, in
     ``z``'s float type, never stored): each line's median over its ``valid`` pixels (finite; NaN
     where none), the median of its differences from the line before it that has a finite pixel
     (over the pixels valid in both whose difference is finite; NaN where none, and on the first
     such line), and whether it has a finite pixel. Bit for bit :func:`row_medians` and
-    :func:`diff_medians` of ``f`` and :func:`rows_with_data`, in one sweep."""
+    :func:`diff_medians` of ``f`` and :func:`rows_with_data`, in one sweep.
+
+    ``guesses`` (4, lines): a guess of each line's median and its reach, and of each line's
+    median difference and its reach (NaN: none; see :func:`_masked_median`). Returned too are
+    the guesses for the next sweep: these medians and their reaches."""
     ny, nx = z.shape
     valid = valid.view(np.uint8)  # bytes: see row_medians
     medians = np.full(ny, np.nan)
     steps = np.full(ny, np.nan)
     has_data = np.zeros(ny, np.bool_)
+    reaches = np.full((2, ny), np.nan)
     lines = np.empty((2, nx), z.dtype)  # this line of f and the last one with data
     surface = np.empty(nx)
     buf = np.empty(2 * nx, z.dtype)
@@ -277,7 +304,7 @@ def line_medians(z, valid, rows, cols):
         _surface_line(rows, cols, y, surface)
         for x in range(nx):
             f[x] = line[x] - surface[x]
-        medians[y] = _masked_median(f, valid_line, buf)
+        medians[y], reaches[0, y] = _masked_median(f, valid_line, buf, guesses[0, y], guesses[1, y])
         for x in range(nx):
             if np.isfinite(f[x]):
                 has_data[y] = True
@@ -289,9 +316,16 @@ def line_medians(z, valid, rows, cols):
             for x in range(nx):
                 diff[x] = f[x] - before[x]
                 ok[x] = valid_line[x] & valid_before[x] & np.isfinite(diff[x])
-            steps[y] = _masked_median(diff, ok, buf)
+            steps[y], reaches[1, y] = _masked_median(diff, ok, buf, guesses[2, y], guesses[3, y])
         previous, current = y, 1 - current
-    return medians, steps, has_data
+    next_guesses = np.empty((4, ny))
+    next_guesses[0], next_guesses[1], next_guesses[2], next_guesses[3] = (
+        medians,
+        reaches[0],
+        steps,
+        reaches[1],
+    )
+    return medians, steps, has_data, next_guesses
 
 
 @_compiled
