@@ -622,12 +622,14 @@ def _auto(
         if rows.size:  # interpolated on the levelled image: put the background back, refit
             base[rows, cols] += repaired[rows, cols] - result[rows, cols]
             result, guesses = _remove_rows_and_bow(base, background, degree, guesses)
-    for _ in range(iterations):
+    for refit in range(iterations):
         feats = _feature_mask(result, background, threshold, features)
         new_background, any_background, changed = _background_without(feats, valid, dilation, background)
         if not any_background or not changed:
             break
         background = new_background
+        if refit == 0:  # the first feature mask moves the line medians too far to guess them
+            guesses = None
         result, guesses = _remove_rows_and_bow(base, background, degree, guesses)
     pick = background if background.any() else finite
     return np.subtract(result, median(result, pick), dtype=np.float64), background
