@@ -616,6 +616,7 @@ def _auto(
     valid = finite if user is None else finite & ~user
     base = _coarse_residual(z, valid, degree)
     background = valid
+    guesses: np.ndarray | None
     result, guesses = _remove_rows_and_bow(base, background, degree)
     if scars:
         repaired, rows, cols = _remove_scars(result, user, **FLATTEN_OPTIONS["scars"])
