@@ -186,7 +186,8 @@ def pretrained_encoder(task, seed, args, data):
 def run_case(task, seed, per_class, args, data, encoder=None) -> dict:
     train_x, train_y, test_x, test_y, categories, extra = data
     pick = _subset(train_y, per_class, seed)
-    spec = {"pixel_size": extra.get("pixel_size"), "input_size": 128, "preprocessing": []}
+    size = int(args.option.get("input_size", 128))  # the network input train() will use
+    spec = {"pixel_size": extra.get("pixel_size"), "input_size": size, "preprocessing": []}
     usable = np.array([_usable(x, spec) for x in test_x], dtype=bool)  # too-small partial scans are left out
     test_x, test_y = [x for x, ok in zip(test_x, usable, strict=True) if ok], test_y[usable]
     pick = np.array([i for i in pick if _usable(train_x[i], spec)], dtype=int)  # train() skips them too
