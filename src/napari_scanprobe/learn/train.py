@@ -305,7 +305,7 @@ def _batch(
     return out, labels[idx]
 
 
-#: An epoch is at least this many batches: few images still get enough optimiser steps per epoch.
+#: A training set of fewer batches than this is a small set (see :data:`SMALL_SET_BATCHES_PER_EPOCH`).
 MIN_BATCHES_PER_EPOCH = 8
 
 
@@ -317,7 +317,7 @@ SMALL_SET_BATCHES_PER_EPOCH = 20
 
 
 def _batches_per_epoch(n_train: int, batch_size: int) -> int:
-    """Optimiser steps per epoch: every training image once, at least 8 batches, and
+    """Optimiser steps per epoch: every training image once, or
     :data:`SMALL_SET_BATCHES_PER_EPOCH` for a set smaller than 8 batches."""
     if n_train < MIN_BATCHES_PER_EPOCH * batch_size:
         return SMALL_SET_BATCHES_PER_EPOCH
