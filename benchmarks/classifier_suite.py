@@ -18,6 +18,9 @@ Tasks (two categories each):
 ``stm-tip`` trained on 70 % of the non-held-out images, tested on the other 30 %.
 ``--split report`` (the figures quoted): ``membranes-variant`` with seeds 100.. and ``stm-tip``
 trained on all non-held-out images, tested on the held-out ones.
+``--split agreed`` (``stm-tip`` only): tested on every picture that three or more people voted on
+(all unanimous, as every label here is; 64 + 64), trained on all the others (two votes each):
+how the methods do where a label is more than two people's word.
 
 For every task and seed: accuracy, balanced accuracy, ROC AUC and ECE (expected calibration
 error, 10 bins) of the CNN (``train`` + ``predict_many``, calibrated probabilities), of a random
@@ -84,12 +87,19 @@ def membranes_variant(seed: int, n_train: tuple[int, int], n_test: int):
     return train_x, train_y, test_x, test_y, ["healthy", "infected"], {}
 
 
-def _stm_files() -> dict[str, list[tuple[Path, str]]]:
+#: ``--split agreed`` tests on the pictures with at least this many (unanimous) votes.
+AGREED_VOTES = 3
+
+
+def _stm_files() -> dict[str, list[tuple[Path, str, int]]]:
+    """Per category, (path, sha256, number of votes) sorted by sha256."""
     with open(STM / "labels.csv") as fh:
         rows = list(csv.DictReader(fh))
-    by_class: dict[str, list[tuple[Path, str]]] = {}
+    by_class: dict[str, list[tuple[Path, str, int]]] = {}
     for row in rows:
-        by_class.setdefault(row["label"], []).append((STM / row["file"], row["sha256"]))
+        by_class.setdefault(row["label"], []).append(
+            (STM / row["file"], row["sha256"], int(row["responses"]))
+        )
     return {c: sorted(files, key=lambda f: f[1]) for c, files in sorted(by_class.items())}
 
 
@@ -113,14 +123,17 @@ def stm_tip(seed: int, split: str, limit: int | None, width: int = 0):
         held, rest = files[:n_hold], files[n_hold:]
         if split == "report":
             tr, te = rest, held
+        elif split == "agreed":
+            te = [f for f in files if f[2] >= AGREED_VOTES]
+            tr = [f for f in files if f[2] < AGREED_VOTES]
         else:
             order = np.random.default_rng(seed).permutation(len(rest))
             n_test = round(0.3 * len(rest))
             te, tr = [rest[i] for i in order[:n_test]], [rest[i] for i in order[n_test:]]
         if limit:
             tr, te = tr[:limit], te[: max(10, limit // 2)]
-        train_files += [(p, k) for p, _ in tr]
-        test_files += [(p, k) for p, _ in te]
+        train_files += [(f[0], k) for f in tr]
+        test_files += [(f[0], k) for f in te]
     load = lambda files: ([_stm_example(p, width) for p, _ in files], np.array([k for _, k in files]))  # noqa: E731
     return *load(train_files), *load(test_files), categories, {"pixel_size": 1.0 if width else None}
 
@@ -219,9 +232,16 @@ def run_case(task, seed, per_class, args, data, encoder=None) -> dict:
         "warnings": model.training.get("warnings", []),
         "cnn": _scores(test_y, cnn),
     }
+    per_image = {"cnn": cnn}
     for method, key in (("random_forest", "forest"), ("logistic_regression", "logistic")):
         probs = baseline_probabilities(views_tr, train_y[pick], views_te, 2, method=method, seed=seed)
         out[key] = _scores(test_y, probs)
+        per_image[key] = probs
+    # every test image's probability of the second category, for looking at the errors (--json)
+    out["test_images"] = [
+        {"source": x.source, "truth": categories[t], **{k: float(p[i, 1]) for k, p in per_image.items()}}
+        for i, (x, t) in enumerate(zip(test_x, test_y, strict=True))
+    ]
     if encoder is not None:  # the same training, started from the pretrained encoder
         t0 = time.process_time()
         tuned = train(train_dict, pretrained=encoder, **options)
@@ -252,6 +272,51 @@ HEADER = (
 PRETRAINED_HEADER = " | CNN pretrained acc bal AUC ECE"
 
 
+def _by_votes(row: dict) -> dict:
+    """Accuracy and ROC AUC of each method on the STM test pictures with two votes and with
+    :data:`AGREED_VOTES` or more (every label here is unanimous: more votes, a surer label)."""
+    with open(STM / "labels.csv") as fh:
+        votes = {Path(r["file"]).name: int(r["responses"]) for r in csv.DictReader(fh)}
+    out = {}
+    for name, keep in (
+        ("2 votes", lambda n: n < AGREED_VOTES),
+        (f"{AGREED_VOTES}+ votes", lambda n: n >= AGREED_VOTES),
+    ):
+        images = [t for t in row["test_images"] if keep(votes[t["source"]])]
+        truth = np.array([t["truth"] == "good" for t in images], dtype=int)
+        if len(images) < 2 or truth.min() == truth.max():
+            continue
+        out[name] = {"n": len(images)}
+        for key in ("cnn", "forest", "logistic"):
+            p = np.array([t[key] for t in images])
+            out[name][key] = _scores(truth, np.stack([1 - p, p], axis=1))
+    return out
+
+
+def _votes_lines(by_votes: dict, label: str = "") -> list[str]:
+    return [
+        f"    {name} ({v['n']} pictures){label}: "
+        + ", ".join(
+            f"{k} {v[k]['accuracy']:.3f} / AUC {v[k]['roc_auc']:.3f}" for k in ("cnn", "forest", "logistic")
+        )
+        for name, v in by_votes.items()
+    ]
+
+
+def _mean_votes(rows: list[dict]) -> dict:
+    """:func:`_by_votes` averaged over the rows (seeds) of one task."""
+    return {
+        name: {
+            "n": v["n"],
+            **{
+                k: {m: float(np.mean([r["by_votes"][name][k][m] for r in rows])) for m in v[k]}
+                for k in ("cnn", "forest", "logistic")
+            },
+        }
+        for name, v in rows[0]["by_votes"].items()
+    }
+
+
 def _mean(rows: list[dict]) -> dict:
     out = {k: rows[0][k] for k in ("task", "per_class")}
     out["seed"] = f"{len(rows)}x"
@@ -274,7 +339,7 @@ def _option(text: str) -> tuple[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("tune", "report"), default="report")
+    parser.add_argument("--split", choices=("tune", "report", "agreed"), default="report")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument(
         "--first-seed", type=int, default=0, help="start at this seed (to spread seeds over processes)"
@@ -314,7 +379,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.option = dict(_option(o) for o in args.option)
-    default_tasks = ["membranes", "stm-tip"] if args.split == "tune" else ["membranes-variant", "stm-tip"]
+    default_tasks = {
+        "tune": ["membranes", "stm-tip"],
+        "report": ["membranes-variant", "stm-tip"],
+        "agreed": ["stm-tip"],
+    }[args.split]
     tasks = args.tasks.split(",") if args.tasks else default_tasks
     seeds = range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds))
     if args.quick:
@@ -355,6 +424,9 @@ def main() -> None:
             for per_class in sizes:
                 row = run_case(task, seed, per_class, args, data, encoder)
                 print(_line(row), flush=True)
+                if task == "stm-tip" and args.split != "agreed":
+                    row["by_votes"] = _by_votes(row)
+                    print("\n".join(_votes_lines(row["by_votes"])))
                 for w in row["warnings"]:
                     print(f"    warning: {w}")
                 rows.append(row)
@@ -365,6 +437,8 @@ def main() -> None:
             same = [r for r in task_rows if r["per_class"] == per_class]
             if len(same) > 1:
                 print(_line(_mean(same)) + "   <- mean")
+                if all("by_votes" in r for r in same):
+                    print("\n".join(_votes_lines(_mean_votes(same), f", mean of {len(same)}")))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
