@@ -275,8 +275,7 @@ PRETRAINED_HEADER = " | CNN pretrained acc bal AUC ECE"
 def _by_votes(row: dict) -> dict:
     """Accuracy and ROC AUC of each method on the STM test pictures with two votes and with
     :data:`AGREED_VOTES` or more (every label here is unanimous: more votes, a surer label)."""
-    with open(STM / "labels.csv") as fh:
-        votes = {Path(r["file"]).name: int(r["responses"]) for r in csv.DictReader(fh)}
+    votes = {path.name: n for files in _stm_files().values() for path, _, n in files}
     out = {}
     for name, keep in (
         ("2 votes", lambda n: n < AGREED_VOTES),
