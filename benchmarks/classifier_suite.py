@@ -25,7 +25,8 @@ how the methods do where a label is more than two people's word.
 For every task and seed: accuracy, balanced accuracy, ROC AUC and ECE (expected calibration
 error, 10 bins) of the CNN (``train`` + ``predict_many``, calibrated probabilities), of a random
 forest and of a logistic regression on image statistics + texture + FFT features
-(``learn/baseline.py``) of the same prepared images; then the mean over seeds. ``--curve``
+(``learn/baseline.py``) of the same prepared images; then the mean over seeds. Under each row,
+the same network without its calibration offsets (temperature only, ``learn/calibration.py``). ``--curve``
 adds the learning curve: 5, 10, 20, 50 and all training images per category, with a "CNN
 pretrained" column (``--pretrained`` adds it to a single ``--per-class`` run): the encoder
 pretrained (``learn/pretrain.py``) once per task and seed on the task's training images with
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -214,6 +216,9 @@ def run_case(task, seed, per_class, args, data, encoder=None) -> dict:
     cpu, wall = time.process_time() - t0, time.perf_counter() - w0
     preds = predict_many(model, test_x)
     cnn = np.array([[p.probabilities[c] for c in categories] for p in preds])
+    # the same network calibrated by its temperature alone (no offsets), for comparison
+    plain = dataclasses.replace(model, confidence={**model.confidence, "offsets": None})
+    cnn_t = np.array([[p.probabilities[c] for c in categories] for p in predict_many(plain, test_x)])
     unlike = np.array([p.unlike_training for p in preds], dtype=float)
     views_tr = [model_input(train_x[i].frame(0), train_x[i].pixel_size, model.spec) for i in pick]
     views_te = [model_input(x.frame(0), x.pixel_size, model.spec) for x in test_x]
@@ -231,8 +236,11 @@ def run_case(task, seed, per_class, args, data, encoder=None) -> dict:
         "unlike_training_median": float(np.nanmedian(unlike)),
         "warnings": model.training.get("warnings", []),
         "cnn": _scores(test_y, cnn),
+        "offsets": model.confidence.get("offsets"),
+        "offsets_p_value": model.metrics.get("calibration", {}).get("offsets_p_value"),
+        "cnn_temperature_only": _scores(test_y, cnn_t),
     }
-    per_image = {"cnn": cnn}
+    per_image = {"cnn": cnn, "cnn_temperature_only": cnn_t}
     for method, key in (("random_forest", "forest"), ("logistic_regression", "logistic")):
         probs = baseline_probabilities(views_tr, train_y[pick], views_te, 2, method=method, seed=seed)
         out[key] = _scores(test_y, probs)
@@ -319,7 +327,7 @@ def _mean_votes(rows: list[dict]) -> dict:
 def _mean(rows: list[dict]) -> dict:
     out = {k: rows[0][k] for k in ("task", "per_class")}
     out["seed"] = f"{len(rows)}x"
-    for key in ("cnn", "forest", "logistic", "pretrained"):
+    for key in ("cnn", "cnn_temperature_only", "forest", "logistic", "pretrained"):
         if key in rows[0]:
             out[key] = {m: float(np.mean([r[key][m] for r in rows])) for m in rows[0][key]}
     out["train_cpu_s"] = float(np.mean([r["train_cpu_s"] for r in rows]))
@@ -423,6 +431,12 @@ def main() -> None:
             for per_class in sizes:
                 row = run_case(task, seed, per_class, args, data, encoder)
                 print(_line(row), flush=True)
+                t, offsets, p = row["cnn_temperature_only"], row["offsets"] or [], row["offsets_p_value"]
+                print(
+                    f"    CNN without its calibration offsets ({', '.join(f'{b:+.2f}' for b in offsets)}"
+                    + ("" if p is None else f"; p = {p:.3g}")
+                    + f"): accuracy {t['accuracy']:.3f}, ROC AUC {t['roc_auc']:.3f}, ECE {t['ece']:.3f}"
+                )
                 if task == "stm-tip" and args.split != "agreed":
                     row["by_votes"] = _by_votes(row)
                     print("\n".join(_votes_lines(row["by_votes"])))
@@ -435,7 +449,12 @@ def main() -> None:
         ):
             same = [r for r in task_rows if r["per_class"] == per_class]
             if len(same) > 1:
-                print(_line(_mean(same)) + "   <- mean")
+                mean = _mean(same)
+                print(_line(mean) + "   <- mean")
+                t = mean["cnn_temperature_only"]
+                print(
+                    f"    CNN with its temperature only: accuracy {t['accuracy']:.3f}, ROC AUC {t['roc_auc']:.3f}"
+                )
                 if all("by_votes" in r for r in same):
                     print("\n".join(_votes_lines(_mean_votes(same), f", mean of {len(same)}")))
     if args.json:

@@ -200,6 +200,8 @@ def _expand_inputs(paths: list[str], command: str, outdir=None) -> tuple[list[st
 
 
 def _print_metrics(metrics: dict, categories: list[str]) -> None:
+    from .learn.calibration import offsets_text
+
     if "accuracy" not in metrics:
         print("  no metrics: no validation images (--validation 0)")
         return
@@ -221,6 +223,7 @@ def _print_metrics(metrics: dict, categories: list[str]) -> None:
         print(
             f"  calibration: temperature {calibration['temperature']:.2f}, expected calibration error "
             f"{calibration['ece_uncalibrated']:.3f} before, {metrics['ece']:.3f} after"
+            + offsets_text(calibration, categories)
         )
     baseline = metrics.get("baseline")
     if baseline:

@@ -128,6 +128,11 @@ def test_category_and_probability_are_the_prediction(shape_model):
         expected.probabilities[other], abs=1e-5
     )
     assert cam(shape_model, image, target=shape_model.categories.index(other)).category == other
+    # calibration offsets move both alike
+    offsets = [0.0] * len(shape_model.categories)
+    offsets[shape_model.categories.index(other)] = 30.0
+    leaning = dataclasses.replace(shape_model, confidence={**shape_model.confidence, "offsets": offsets})
+    assert cam(leaning, image).category == predict(leaning, image).label == other
 
 
 # -- localisation -----------------------------------------------------------------------

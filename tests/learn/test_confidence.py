@@ -9,9 +9,11 @@ import pytest
 
 from napari_scanprobe.learn.baseline import baseline_probabilities, image_features
 from napari_scanprobe.learn.calibration import (
+    MIN_FOR_OFFSETS,
     apply_temperature,
+    calibrated,
     feature_reference,
-    fit_temperature,
+    fit_calibration,
     unlike_training,
 )
 from napari_scanprobe.learn.metrics import expected_calibration_error
@@ -22,19 +24,20 @@ from .conftest import SIZE, SMALL_NET, blob_data
 FAST = {"input_size": SIZE, "pixel_size": None, "architecture": SMALL_NET}
 
 
-def _overconfident(n: int, temperature: float, seed: int = 0):
-    """Labels drawn from softmax(logits); the probabilities given are softmax(logits * temperature)."""
+def _overconfident(n: int, temperature: float, seed: int = 0, lean: tuple = (0.0, 0.0)):
+    """Labels drawn from softmax(logits); the probabilities given are
+    softmax(logits * temperature + lean)."""
     rng = np.random.default_rng(seed)
-    logits = rng.normal(0, 2, (n, 2))
+    logits = rng.normal(0, 2, (n, len(lean)))
     true_p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    truth = (rng.random(n) < true_p[:, 1]).astype(int)
-    shown = np.exp(logits * temperature)
+    truth = np.array([rng.choice(len(lean), p=p) for p in true_p])
+    shown = np.exp(logits * temperature + np.asarray(lean))
     return truth, shown / shown.sum(1, keepdims=True)
 
 
 def test_temperature_scaling_recovers_a_known_overconfidence():
     truth, probs = _overconfident(20000, temperature=3.0)
-    t = fit_temperature(truth, probs)
+    t = fit_calibration(truth, probs, offsets=False)["temperature"]
     assert t == pytest.approx(3.0, rel=0.08)
     before, after = (
         expected_calibration_error(truth, probs),
@@ -42,6 +45,41 @@ def test_temperature_scaling_recovers_a_known_overconfidence():
     )
     assert before > 0.1 and after < 0.02
     assert (apply_temperature(probs, t).argmax(1) == probs.argmax(1)).all()  # never changes the winner
+
+
+def test_offsets_undo_a_known_lean_towards_one_category():
+    # three categories; the shown probabilities are over-confident and lean towards category 0
+    truth, probs = _overconfident(20000, temperature=2.0, lean=(1.5, 0.0, -0.5))
+    fit = fit_calibration(truth, probs)
+    assert fit["temperature"] == pytest.approx(2.0, rel=0.08)
+    # softmax(log p / T + b): b = -lean / T, up to the shift that makes b_0 = 0
+    assert fit["offsets"] == pytest.approx([0.0, 0.75, 1.0], abs=0.1)
+    fixed = calibrated(probs, fit)
+    assert expected_calibration_error(truth, fixed) < 0.02 < expected_calibration_error(truth, probs)
+    assert (fixed.argmax(1) == truth).mean() > (probs.argmax(1) == truth).mean() + 0.015
+    # the temperature alone cannot remove the lean
+    alone = fit_calibration(truth, probs, offsets=False)
+    assert alone["offsets"] == [0.0, 0.0, 0.0]
+    assert (calibrated(probs, alone).argmax(1) == probs.argmax(1)).all()
+
+
+def test_offsets_are_kept_only_where_the_lean_is_real():
+    truth, probs = _overconfident(2000, temperature=2.0)  # over-confident, no lean
+    fit = fit_calibration(truth, probs)
+    assert fit["offsets_p_value"] > 0.05 and fit["offsets"] == [0.0, 0.0]
+    assert fit["temperature"] == pytest.approx(2.0, rel=0.15)
+    truth, probs = _overconfident(2000, temperature=2.0, lean=(1.0, 0.0))
+    fit = fit_calibration(truth, probs)
+    assert fit["offsets_p_value"] < 1e-3 and fit["offsets"][1] == pytest.approx(0.5, abs=0.15)
+
+
+def test_offsets_need_enough_held_out_images_per_category():
+    truth, probs = _overconfident(400, temperature=1.0, lean=(2.0, 0.0))
+    assert np.any(fit_calibration(truth, probs)["offsets"])
+    few = np.concatenate([np.flatnonzero(truth == 1)[: MIN_FOR_OFFSETS - 1], np.flatnonzero(truth == 0)])
+    assert fit_calibration(truth[few], probs[few])["offsets"] == [0.0, 0.0]
+    assert fit_calibration(truth[:1], probs[:1]) == {"temperature": 1.0, "offsets": [0.0, 0.0]}
+    assert np.allclose(calibrated(probs, {}), probs)  # a model saved without calibration
 
 
 def test_expected_calibration_error_of_known_cases():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 
@@ -31,6 +32,22 @@ def test_round_trip_keeps_everything_and_predictions(blob_model, tmp_path):
     doc = json.loads((tmp_path / "blobs.json").read_text())
     assert doc["format"] == "napari-scanprobe classifier" and doc["package_version"]
     assert doc["weights_sha256"] and doc["n_parameters"] > 0
+
+
+def test_calibration_offsets_are_saved_and_applied(blob_model, tmp_path):
+    image = blob_data(1, seed=42)["plain"][0]
+    plain = predict(blob_model, image)
+    leaning = dataclasses.replace(blob_model, confidence={**blob_model.confidence, "offsets": [0.0, 0.0]})
+    leaning.confidence["offsets"][blob_model.categories.index(plain.label) ^ 1] = 30.0
+    leaning.save(tmp_path / "lean")
+    loaded = load_model(tmp_path / "lean")
+    assert loaded.confidence["offsets"] == leaning.confidence["offsets"]
+    assert predict(loaded, image).label != plain.label  # an offset this large decides
+    doc = json.loads((tmp_path / "lean.json").read_text())
+    doc["confidence"]["offsets"] = [0.0]  # one offset for two categories
+    (tmp_path / "lean.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="lean.json: damaged confidence section"):
+        load_model(tmp_path / "lean")
 
 
 def test_path_may_be_the_stem(blob_model, tmp_path):

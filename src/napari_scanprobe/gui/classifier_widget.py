@@ -60,6 +60,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..learn.calibration import offsets_text
 from ..learn.modelfile import ClassifierModel
 from ..learn.train import DEFAULT_PREPROCESSING, DEFAULTS
 from ..nn.classifier import DEFAULT_ARCHITECTURE, HEADS
@@ -162,6 +163,7 @@ def metrics_html(model: ClassifierModel) -> str:
         lines.append(
             f"Calibration: temperature {_number(cal.get('temperature'), 2)}, expected calibration error "
             f"{_number(cal.get('ece_uncalibrated'))} before, {_number(m.get('ece'))} after"
+            + offsets_text(cal, model.categories)
         )
     base = m.get("baseline")
     if base:

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..nn.classifier import as_input
+from .calibration import calibrated
 from .data import Example, as_example, model_input, model_shape, resize, tiles
 from .modelfile import ClassifierModel, as_model
 
@@ -226,8 +227,8 @@ class _Explainer:
         with self.lock:
             passes = [self._forward(cut[s : s + BATCH]) for s in range(0, len(cut), BATCH)]
             logits = torch.cat([lg.detach() for lg, _ in passes])
-            temperature = float(self.model.confidence.get("temperature", 1.0))  # calibrated, as predict
-            probs = torch.softmax(logits.float() / temperature, dim=1).mean(dim=0).cpu().numpy()
+            mean = torch.softmax(logits.float(), dim=1).mean(dim=0, keepdim=True).cpu().numpy()
+            probs = calibrated(mean, self.model.confidence)[0]  # as predict
             index = int(np.argmax(probs)) if target is None else target
             maps = []
             for lg, a in passes:

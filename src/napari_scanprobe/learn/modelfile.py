@@ -50,7 +50,8 @@ class ClassifierModel:
     metrics: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     training: dict = field(default_factory=dict)
-    #: ``{"temperature": T, "reference": {...}}``: calibration and the unlike-training score (``calibration``)
+    #: ``{"temperature": T, "offsets": [...], "reference": {...}}``: calibration and the
+    #: unlike-training score (``calibration``)
     confidence: dict = field(default_factory=dict)
     package_version: str = __version__
     path: str | None = None  # where it was loaded from / saved to
@@ -216,13 +217,13 @@ def _load_model(weights_path: Path, description_path: Path) -> ClassifierModel:
         metrics=metrics,
         history=history,
         training=training,
-        confidence=_confidence(doc.get("confidence"), description_path),
+        confidence=_confidence(doc.get("confidence"), description_path, len(categories)),
         package_version=str(doc.get("package_version", "unknown")),
         path=str(weights_path),
     )
 
 
-def _confidence(value: Any, description_path: Path) -> dict:
+def _confidence(value: Any, description_path: Path, n_classes: int) -> dict:
     """The stored calibration and feature reference, checked (a model without them: {})."""
     if not value:
         return {}
@@ -231,6 +232,11 @@ def _confidence(value: Any, description_path: Path) -> dict:
         if not (np.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature {temperature}")
         out: dict = {"temperature": temperature}
+        if value.get("offsets") is not None:
+            offsets = np.asarray(value["offsets"], dtype=float)
+            if offsets.shape != (n_classes,) or not np.isfinite(offsets).all():
+                raise ValueError(f"offsets {value['offsets']!r}")
+            out["offsets"] = offsets.tolist()
         ref = value.get("reference")
         if ref:
             mean = np.asarray(ref["mean"], dtype=float)

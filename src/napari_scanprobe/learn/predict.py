@@ -4,7 +4,8 @@ An image larger than the network input is cut into tiles (see ``data.tiles``); i
 probabilities are the mean of its tiles' softmax probabilities. A movie gets one prediction per
 frame, and overall the category of the mean probabilities over its frames.
 
-The probabilities are calibrated (the model's temperature, see ``calibration``), and every
+The probabilities are calibrated (the model's temperature and offsets applied to each image's or
+frame's mean over its tiles, see ``calibration``), and every
 prediction carries ``unlike_training``: how far the image lies from the training images in
 the network's own features (about 1 or less: like them; well above 1: unlike anything the
 model learnt from, so its answer means little). None for models saved without it.
@@ -21,7 +22,7 @@ import numpy as np
 from ..io import ReaderError
 from ..nn.classifier import as_input
 from ..process.common import Progress, run_to_end
-from .calibration import unlike_training
+from .calibration import calibrated, unlike_training
 from .data import Example, as_example, model_input, tiles
 from .modelfile import ClassifierModel, as_model
 
@@ -95,17 +96,17 @@ def predict_steps(
     batch: list[np.ndarray] = []
     frame_probs: dict[int, list[np.ndarray]] = {}
     frame_features: dict[int, list[np.ndarray]] = {}
-    temperature = float(model.confidence.get("temperature", 1.0))
     reference = model.confidence.get("reference")
 
     def flush():
         if not batch:
             return
         logits, features = network_outputs(net, np.concatenate(batch), dev)
-        probs = softmax(logits, temperature)
+        probs = softmax(logits)
         start = 0
         for i, _frame, count in pending:
-            frame_probs.setdefault(i, []).append(probs[start : start + count].mean(axis=0))
+            mean = probs[start : start + count].mean(axis=0, keepdims=True)
+            frame_probs.setdefault(i, []).append(calibrated(mean, model.confidence)[0])
             frame_features.setdefault(i, []).append(features[start : start + count].mean(axis=0))
             start += count
         batch.clear()

@@ -62,7 +62,7 @@ from ..nn.classifier import build_network, check_architecture, receptive_field
 from ..process.common import Progress, run_to_end
 from ..process.steps import check_steps
 from .baseline import baseline_probabilities
-from .calibration import apply_temperature, feature_reference, fit_temperature
+from .calibration import calibrated, feature_reference, fit_calibration
 from .checks import training_warnings
 from .data import (
     MIN_COVERED,
@@ -611,13 +611,15 @@ def train_steps(
                 break
         stopped = any(r.stopped_by_user for r in results)
         truth, val_probs = _pooled(results, splits, labels)
-        temperature = fit_temperature(truth, val_probs)
-        metrics = _report(truth, apply_temperature(val_probs, temperature), categories)
+        calibration = fit_calibration(truth, val_probs)
+        metrics = _report(truth, calibrated(val_probs, calibration), categories)
         if len(truth):
             metrics["calibration"] = {
-                "temperature": temperature,
+                **calibration,
                 "ece_uncalibrated": expected_calibration_error(truth, val_probs),
-                "note": "temperature fitted on the validation images; the ECE after it is measured on them too",
+                "accuracy_uncalibrated": float((val_probs.argmax(1) == truth).mean()),
+                "note": "temperature and offsets fitted on the validation images; the figures after them are "
+                "measured on them too",
             }
         if opts["baseline"] and len(truth):
             metrics["baseline"] = _baseline(samples, splits, labels, categories, opts["seed"])
@@ -654,7 +656,7 @@ def train_steps(
             metrics["permutation_test"] = yield from _permutation_test(
                 samples, splits, arch, opts, dev, metrics, should_stop, counter, total, init
             )
-    confidence: dict[str, Any] = {"temperature": temperature if len(truth) else 1.0}
+    confidence: dict[str, Any] = dict(calibration) if len(truth) else {"temperature": 1.0}
     if not stopped:
         confidence["reference"] = _reference(state, arch, samples, splits, opts, dev)
     model = ClassifierModel(
