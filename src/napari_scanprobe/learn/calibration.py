@@ -32,10 +32,7 @@ _T_RANGE = (0.05, 20.0)
 
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     """Probabilities as if the logits had been divided by ``temperature`` (rows sum to 1)."""
-    logp = np.log(np.clip(np.asarray(probabilities, dtype=float), 1e-12, 1.0)) / float(temperature)
-    logp -= logp.max(axis=1, keepdims=True)
-    p = np.exp(logp)
-    return p / p.sum(axis=1, keepdims=True)
+    return calibrated(probabilities, {"temperature": temperature})
 
 
 #: Offsets are fitted only when every category has at least this many held-out images.
@@ -104,12 +101,12 @@ def _fit(truth: np.ndarray, probs: np.ndarray, offsets: bool) -> tuple[dict, flo
 
 def calibrated(probabilities: np.ndarray, confidence: dict) -> np.ndarray:
     """Probabilities ``(N, classes)`` (a picture's mean over its tiles) calibrated with a model's
-    ``confidence`` (``temperature`` and ``offsets``; missing: no change)."""
-    probs = apply_temperature(probabilities, float(confidence.get("temperature", 1.0)))
-    offsets = confidence.get("offsets")
-    if offsets is None or not np.any(offsets):
-        return probs
-    logp = np.log(np.clip(probs, 1e-12, 1.0)) + np.asarray(offsets, dtype=float)
+    ``confidence``: ``softmax(log p / T + b)`` (``temperature`` T and ``offsets`` b; missing: no
+    change)."""
+    logp = np.log(np.clip(np.asarray(probabilities, dtype=float), 1e-12, 1.0))
+    logp = logp / float(confidence.get("temperature", 1.0))
+    if confidence.get("offsets") is not None:
+        logp = logp + np.asarray(confidence["offsets"], dtype=float)
     logp -= logp.max(axis=1, keepdims=True)
     p = np.exp(logp)
     return p / p.sum(axis=1, keepdims=True)

@@ -105,8 +105,7 @@ def predict_steps(
         probs = softmax(logits)
         start = 0
         for i, _frame, count in pending:
-            mean = probs[start : start + count].mean(axis=0, keepdims=True)
-            frame_probs.setdefault(i, []).append(calibrated(mean, model.confidence)[0])
+            frame_probs.setdefault(i, []).append(probs[start : start + count].mean(axis=0))
             frame_features.setdefault(i, []).append(features[start : start + count].mean(axis=0))
             start += count
         batch.clear()
@@ -146,7 +145,7 @@ def predict_steps(
         if done is None:
             results.append(None)
             continue
-        per_frame = np.stack(frame_probs[i])
+        per_frame = calibrated(np.stack(frame_probs[i]), model.confidence)  # each frame's tile mean
         label, probs = _result(model, per_frame.mean(axis=0))
         features = np.stack(frame_features[i])
         unlike = None if reference is None else unlike_training(features, reference)
