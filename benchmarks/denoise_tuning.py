@@ -156,7 +156,7 @@ def network_case(surface: str, model: str, level: float, spot: str | None, size:
 
     posterior, prior = apply(noisy, False), apply(noisy, True)
     smooth = D.denoise(noisy, "nl_means")
-    weight = run_to_end(D.network_weight_steps(noisy, None, blind, structured))
+    weight, _ = run_to_end(D.network_weight_steps(noisy, None, blind, structured))
     mixes = {w / 10: psnr(w / 10 * posterior + (1 - w / 10) * smooth, truth) for w in range(11)}
     best = max(mixes, key=mixes.get)
     fitted = psnr(weight * posterior + (1 - weight) * smooth, truth)

@@ -361,14 +361,23 @@ def test_auto_mixes_the_network_with_calibrated_nl_means_by_a_weight_fitted_on_t
     truth, white, _ = _noise_cases()
     nl_means = denoise(white, "nl_means")
     fitted = {}
+    calibrate = denoise_module.held_out_nl_means
     for name, blind in {
         "good": lambda frame: truth[:, :],  # predicts held-back pixels as well as anything can
         "poor": lambda frame: ndimage.uniform_filter(frame, 9),  # blurs steps and particles away
     }.items():
         result = truth + 0.01  # the network's denoised image (a stand-in)
         monkeypatch.setattr(denoise_module, "_cnn_steps", _fake_network(result, blind))
-        seen = []
+        seen, calibrations = [], []
+
+        def counted(*args, calls=calibrations, **kwargs):
+            calls.append(1)
+            return calibrate(*args, **kwargs)
+
+        monkeypatch.setattr(denoise_module, "held_out_nl_means", counted)
         out = denoise(white, progress=seen.append)
+        monkeypatch.setattr(denoise_module, "held_out_nl_means", calibrate)
+        assert len(calibrations) == 1  # the strength the weight was fitted against is the one mixed
         chose = [p.extra["auto"] for p in seen if "auto" in p.extra]
         assert len(chose) == 1 and chose[0]["method"] == "n2v" and chose[0]["kind"] == "white"
         weight = fitted[name] = chose[0]["network_weight"]
@@ -406,7 +415,8 @@ def test_network_weight_sees_only_held_back_pixels_and_the_crop_context():
         yield Progress(1, 1, None, "blind")
         return frame.copy()
 
-    weight = run_to_end(denoise_module.network_weight_steps(white, None, copy_of_noisy, False))
+    weight, h = run_to_end(denoise_module.network_weight_steps(white, None, copy_of_noisy, False))
+    assert h > 0  # the strength of the non-local means it was fitted against
     assert weight == MAX_NETWORK_WEIGHT  # capped: a copy of the image "predicts" it perfectly
     assert frames == [(300, 300)]  # the 256-px centred crop plus 32 px of context, within the image
 
@@ -415,7 +425,7 @@ def test_network_weight_sees_only_held_back_pixels_and_the_crop_context():
         return np.full(frame.shape, np.nan)
 
     flat = np.zeros((64, 64))
-    assert run_to_end(denoise_module.network_weight_steps(flat, None, nothing, True)) == 1.0
+    assert run_to_end(denoise_module.network_weight_steps(flat, None, nothing, True)) == (1.0, None)
 
 
 def test_package_imports_without_torch():

@@ -586,7 +586,7 @@ def denoise_steps(
     result, blind = yield from _cnn_steps(arr, m, method, o, seed)
     if mix and blind is not None:  # auto: the network's result mixed with self-calibrated non-local means
         frame = np.asarray(arr if arr.ndim == 2 else arr[0], dtype=np.float64)
-        weight = yield from network_weight_steps(
+        weight, h = yield from network_weight_steps(
             frame, None if m is None else (m if m.ndim == 2 else m[0]), blind, o["structured"]
         )
         chose = {**noise, "method": method, "options": dict(options), "network_weight": weight}
@@ -598,7 +598,9 @@ def denoise_steps(
             {"auto": chose},
         )
         if weight < 1:
-            nl_means = DENOISE.check("nl_means", {})
+            # an image's weight was fitted against non-local means of strength h: mix that one;
+            # each frame of a movie gets its own strength
+            nl_means = DENOISE.check("nl_means", {"h": h} if arr.ndim == 2 and h is not None else {})
             smooth = yield from _classical_steps(arr, m, "nl_means", nl_means, np.float64)
             result = weight * result + (1 - weight) * smooth
     return result.astype(dtype, copy=False) if not is_dask(result) else result.astype(dtype)
@@ -609,9 +611,10 @@ def network_weight_steps(
     mask2d: np.ndarray | None,
     blind: Callable[[np.ndarray], Generator[Progress, None, np.ndarray]],
     structured: bool,
-) -> Generator[Progress, None, float]:
+) -> Generator[Progress, None, tuple[float, float | None]]:
     """``auto``'s share ``w`` of the network in ``w x network + (1 - w) x non-local means``, fitted
-    on the 2-D ``frame`` itself (a generator; returns ``w`` in 0..1).
+    on the 2-D ``frame`` itself (a generator; returns ``w`` in 0..1 and the strength ``h`` of the
+    non-local means it was fitted against, None when there was nothing to fit).
 
     The pixels that calibrate non-local means (:func:`held_out_nl_means`: every other line when
     ``structured``, else a checkerboard colour, on a centred crop) are predicted twice without
@@ -623,12 +626,12 @@ def network_weight_steps(
     """
     bad, valid, scaling = _frame_parts(frame, mask2d)
     if scaling is None:
-        return 1.0
+        return 1.0, None
     offset, scale = scaling
     work = fill_invalid((frame - offset) / scale, bad)
-    _, crop, smooth, scored = held_out_nl_means(work, valid, DENOISE.check("nl_means", {}), structured)
+    h, crop, smooth, scored = held_out_nl_means(work, valid, DENOISE.check("nl_means", {}), structured)
     if smooth is None or scored is None or not scored.any():
-        return 1.0
+        return 1.0, None
     from .n2v import HALO
 
     (y0, y1), (x0, x1) = ((c.start, c.stop) for c in crop)
@@ -640,8 +643,8 @@ def network_weight_steps(
     difference = a - b
     spread = float(np.sum(difference**2))
     if not spread > 0:
-        return 1.0
-    return float(np.clip(np.sum((target - b) * difference) / spread, 0.0, MAX_NETWORK_WEIGHT))
+        return 1.0, h
+    return float(np.clip(np.sum((target - b) * difference) / spread, 0.0, MAX_NETWORK_WEIGHT)), h
 
 
 def _classical_steps(
