@@ -86,7 +86,7 @@ DEFAULT_PREPROCESSING = [
 DEFAULTS = {
     "epochs": 40,
     "batch_size": 16,
-    "learning_rate": 2e-3,
+    "learning_rate": 4e-3,
     "weight_decay": 1e-4,
     "validation": 0.2,
     "folds": 0,
