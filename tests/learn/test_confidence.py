@@ -10,7 +10,6 @@ import pytest
 from napari_scanprobe.learn.baseline import baseline_probabilities, image_features
 from napari_scanprobe.learn.calibration import (
     MIN_FOR_OFFSETS,
-    apply_temperature,
     calibrated,
     feature_reference,
     fit_calibration,
@@ -41,10 +40,12 @@ def test_temperature_scaling_recovers_a_known_overconfidence():
     assert t == pytest.approx(3.0, rel=0.08)
     before, after = (
         expected_calibration_error(truth, probs),
-        expected_calibration_error(truth, apply_temperature(probs, t)),
+        expected_calibration_error(truth, calibrated(probs, {"temperature": t})),
     )
     assert before > 0.1 and after < 0.02
-    assert (apply_temperature(probs, t).argmax(1) == probs.argmax(1)).all()  # never changes the winner
+    assert (
+        calibrated(probs, {"temperature": t}).argmax(1) == probs.argmax(1)
+    ).all()  # never changes the winner
 
 
 def test_offsets_undo_a_known_lean_towards_one_category():

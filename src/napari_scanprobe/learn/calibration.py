@@ -30,11 +30,6 @@ import numpy as np
 _T_RANGE = (0.05, 20.0)
 
 
-def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities as if the logits had been divided by ``temperature`` (rows sum to 1)."""
-    return calibrated(probabilities, {"temperature": temperature})
-
-
 #: Offsets are fitted only when every category has at least this many held-out images.
 MIN_FOR_OFFSETS = 40
 

@@ -65,8 +65,8 @@ def network_outputs(net, batch: np.ndarray, device) -> tuple[np.ndarray, np.ndar
         return logits, features.mean(dim=(2, 3)).float().cpu().numpy()
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
     z = np.exp(z - z.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
 

@@ -656,7 +656,11 @@ def train_steps(
             metrics["permutation_test"] = yield from _permutation_test(
                 samples, splits, arch, opts, dev, metrics, should_stop, counter, total, init
             )
-    confidence: dict[str, Any] = dict(calibration) if len(truth) else {"temperature": 1.0}
+    confidence: dict[str, Any] = (
+        {"temperature": calibration["temperature"], "offsets": calibration["offsets"]}
+        if len(truth)
+        else {"temperature": 1.0}
+    )
     if not stopped:
         confidence["reference"] = _reference(state, arch, samples, splits, opts, dev)
     model = ClassifierModel(

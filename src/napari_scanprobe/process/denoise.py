@@ -600,7 +600,7 @@ def denoise_steps(
         if weight < 1:
             # an image's weight was fitted against non-local means of strength h: mix that one;
             # each frame of a movie gets its own strength
-            nl_means = DENOISE.check("nl_means", {"h": h} if arr.ndim == 2 and h is not None else {})
+            nl_means = DENOISE.check("nl_means", {"h": h} if arr.ndim == 2 else {})
             smooth = yield from _classical_steps(arr, m, "nl_means", nl_means, np.float64)
             result = weight * result + (1 - weight) * smooth
     return result.astype(dtype, copy=False) if not is_dask(result) else result.astype(dtype)
