@@ -25,7 +25,10 @@ how the methods do where a label is more than two people's word.
 For every task and seed: accuracy, balanced accuracy, ROC AUC and ECE (expected calibration
 error, 10 bins) of the CNN (``train`` + ``predict_many``, calibrated probabilities), of a random
 forest and of a logistic regression on image statistics + texture + FFT features
-(``learn/baseline.py``) of the same prepared images; then the mean over seeds. Under each row,
+(``learn/baseline.py``) of the same prepared images; the CNN's accuracy and ROC AUC minus each
+baseline's with 95 % intervals (a paired bootstrap over the test images, ``baseline.compare``:
+"ahead" when the accuracy interval excludes 0, else "level"); then the mean over seeds and how
+often the CNN was ahead of each baseline. Under each row,
 the same network without its calibration offsets (temperature only, ``learn/calibration.py``). ``--curve``
 adds the learning curve: 5, 10, 20, 50 and all training images per category, with a "CNN
 pretrained" column (``--pretrained`` adds it to a single ``--per-class`` run): the encoder
@@ -55,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from membranes_variant import variant_dataset  # noqa: E402
 
-from napari_scanprobe.learn.baseline import baseline_probabilities  # noqa: E402
+from napari_scanprobe.learn.baseline import baseline_probabilities, compare  # noqa: E402
 from napari_scanprobe.learn.data import Example, model_input  # noqa: E402
 from napari_scanprobe.learn.images import read_image_export  # noqa: E402
 from napari_scanprobe.learn.metrics import classification_report, expected_calibration_error  # noqa: E402
@@ -245,6 +248,10 @@ def run_case(task, seed, per_class, args, data, encoder=None) -> dict:
         probs = baseline_probabilities(views_tr, train_y[pick], views_te, 2, method=method, seed=seed)
         out[key] = _scores(test_y, probs)
         per_image[key] = probs
+    # the CNN minus each baseline on the same test images, with 95 % intervals (paired bootstrap)
+    out["cnn_minus"] = {
+        key: compare(test_y, cnn, per_image[key], seed=seed) for key in ("forest", "logistic")
+    }
     # every test image's probability of the second category, for looking at the errors (--json)
     out["test_images"] = [
         {"source": x.source, "truth": categories[t], **{k: float(p[i, 1]) for k, p in per_image.items()}}
@@ -257,6 +264,32 @@ def run_case(task, seed, per_class, args, data, encoder=None) -> dict:
         preds = predict_many(tuned, test_x)
         out["pretrained"] = _scores(
             test_y, np.array([[p.probabilities[c] for c in categories] for p in preds])
+        )
+    return out
+
+
+def _versus_lines(row: dict) -> list[str]:
+    lines = []
+    for key, c in row["cnn_minus"].items():
+        acc, auc = c["accuracy"], c["roc_auc"]
+        verdict = {"network": "CNN ahead", "features": f"{key} ahead"}.get(c["verdict"], c["verdict"])
+        lines.append(
+            f"    CNN minus {key}: accuracy {100 * acc['difference']:+.1f} points "
+            f"({100 * acc['low']:+.1f} to {100 * acc['high']:+.1f}), ROC AUC {auc['difference']:+.3f} "
+            f"({auc['low']:+.3f} to {auc['high']:+.3f}): {verdict}"
+        )
+    return lines
+
+
+def _versus_counts(rows: list[dict]) -> list[str]:
+    """Over the seeds: how often the CNN is ahead of, level with or behind each baseline."""
+    out = []
+    for key in rows[0]["cnn_minus"]:
+        verdicts = [r["cnn_minus"][key]["verdict"] for r in rows]
+        out.append(
+            f"    CNN against {key} over {len(rows)} seeds: ahead on {verdicts.count('network')}, "
+            f"level on {verdicts.count('level')}, behind on {verdicts.count('features')} "
+            "(accuracy; ahead or behind: the 95 % interval excludes 0)"
         )
     return out
 
@@ -437,6 +470,7 @@ def main() -> None:
                     + ("" if p is None else f"; p = {p:.3g}")
                     + f"): accuracy {t['accuracy']:.3f}, ROC AUC {t['roc_auc']:.3f}, ECE {t['ece']:.3f}"
                 )
+                print("\n".join(_versus_lines(row)))
                 if task == "stm-tip" and args.split != "agreed":
                     row["by_votes"] = _by_votes(row)
                     print("\n".join(_votes_lines(row["by_votes"])))
@@ -455,6 +489,7 @@ def main() -> None:
                 print(
                     f"    CNN with its temperature only: accuracy {t['accuracy']:.3f}, ROC AUC {t['roc_auc']:.3f}"
                 )
+                print("\n".join(_versus_counts(same)))
                 if all("by_votes" in r for r in same):
                     print("\n".join(_votes_lines(_mean_votes(same), f", mean of {len(same)}")))
     if args.json:

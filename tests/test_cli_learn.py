@@ -93,6 +93,7 @@ def test_train_with_baseline_then_evaluate_on_png_pictures(tmp_path, capsys):
     assert main([*args, "--pixel-size", "none", "--baseline"]) == 0
     out = capsys.readouterr().out
     assert "feature baseline (random forest) on the same images: accuracy" in out
+    assert "network minus features: accuracy" in out and "95 % interval" in out
     assert "calibration: temperature" in out
     assert "warning: only 6 validation images (3 in the smallest category)" in out
     assert "images as they are" in out

@@ -200,6 +200,7 @@ def _expand_inputs(paths: list[str], command: str, outdir=None) -> tuple[list[st
 
 
 def _print_metrics(metrics: dict, categories: list[str]) -> None:
+    from .learn.baseline import comparison_text
     from .learn.calibration import offsets_text
 
     if "accuracy" not in metrics:
@@ -231,6 +232,8 @@ def _print_metrics(metrics: dict, categories: list[str]) -> None:
             f"  feature baseline (random forest) on the same images: accuracy {baseline['accuracy']:.3f}   "
             f"balanced accuracy {baseline['balanced_accuracy']:.3f}   ROC AUC {baseline['roc_auc']:.3f}"
         )
+        if "network_minus_features" in baseline:
+            print(f"  {comparison_text(baseline['network_minus_features'])}")
     perm = metrics.get("permutation_test")
     if perm:
         print(

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from napari_scanprobe.learn.baseline import baseline_probabilities, image_features
+from napari_scanprobe.learn.baseline import baseline_probabilities, compare, comparison_text, image_features
 from napari_scanprobe.learn.calibration import (
     MIN_FOR_OFFSETS,
     calibrated,
@@ -15,7 +15,7 @@ from napari_scanprobe.learn.calibration import (
     fit_calibration,
     unlike_training,
 )
-from napari_scanprobe.learn.metrics import expected_calibration_error
+from napari_scanprobe.learn.metrics import expected_calibration_error, paired_difference
 from napari_scanprobe.learn.train import train
 
 from .conftest import SIZE, SMALL_NET, blob_data
@@ -110,6 +110,40 @@ def test_baseline_features_separate_blobs_and_have_a_fixed_length():
     assert ((probs.argmax(1) == np.array([0] * 10 + [1] * 10)).mean()) >= 0.9
 
 
+def _two_methods(n: int, right_a: int, right_b: int):
+    """Probabilities of two methods on ``n`` images: A right on the first ``right_a``, B on the
+    last ``right_b`` (each 0.8 sure)."""
+    truth = np.arange(n) % 2
+    sure = lambda right: np.where(right[:, None] == (np.arange(2)[None] == truth[:, None]), 0.8, 0.2)  # noqa: E731
+    return truth, sure(np.arange(n) < right_a), sure(np.arange(n) >= n - right_b)
+
+
+def test_paired_difference_of_known_cases():
+    truth, a, b = _two_methods(100, 100, 50)
+    d = paired_difference(truth, a, b)
+    assert d["difference"] == pytest.approx(0.5) and 0.35 < d["low"] < 0.5 < d["high"] < 0.65
+    same = paired_difference(truth, a, a, "roc_auc")
+    assert same["difference"] == same["low"] == same["high"] == 0
+    assert paired_difference(truth, b, a, "roc_auc")["high"] < 0
+    with pytest.raises(ValueError, match="'accuracy' or 'roc_auc'"):
+        paired_difference(truth, a, b, "f1")
+    with pytest.raises(ValueError, match="same images"):
+        paired_difference(truth, a, b[:-1])
+
+
+def test_compare_says_who_is_ahead_only_beyond_the_luck_of_the_draw():
+    truth, a, b = _two_methods(200, 190, 150)
+    assert compare(truth, a, b)["verdict"] == "network"
+    behind = compare(truth, b, a)
+    assert behind["verdict"] == "features"
+    assert comparison_text(behind).startswith("network minus features: accuracy \u221220.0 points")
+    truth, a, b = _two_methods(30, 27, 25)  # 90 % against 83 %: 30 images cannot tell
+    level = compare(truth, a, b)
+    assert level["verdict"] == "level" and level["accuracy"]["low"] < 0 < level["accuracy"]["high"]
+    assert comparison_text(level).endswith("level: 30 images cannot tell them apart")
+    assert compare(truth[:1], a[:1], b[:1])["verdict"] == "undetermined"
+
+
 @pytest.mark.slow
 def test_chance_level_and_tiny_validation_are_warned():
     rng = np.random.default_rng(0)
@@ -140,3 +174,20 @@ def test_a_validation_loss_lowest_after_the_first_epoch_is_warned(blob_model):
     text = " ".join(training_warnings(dataclasses.replace(blob_model, history=rising)))
     assert "lowest after the first epoch" in text
     assert not any("first epoch" in w for w in training_warnings(blob_model))
+
+
+@pytest.mark.slow
+def test_a_network_behind_the_features_is_warned(blob_model):
+    from napari_scanprobe.learn.checks import training_warnings
+
+    truth, network, features = _two_methods(100, 70, 95)
+    metrics = {
+        **blob_model.metrics,
+        "baseline": {"network_minus_features": compare(truth, network, features)},
+    }
+    text = " ".join(training_warnings(dataclasses.replace(blob_model, metrics=metrics)))
+    assert (
+        "the feature baseline is more accurate than the network on the validation images (25.0 points" in text
+    )
+    assert "does not earn its keep" in text
+    assert not any("earn its keep" in w for w in training_warnings(blob_model))

@@ -60,6 +60,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..learn.baseline import comparison_text
 from ..learn.calibration import offsets_text
 from ..learn.modelfile import ClassifierModel
 from ..learn.train import DEFAULT_PREPROCESSING, DEFAULTS
@@ -171,6 +172,9 @@ def metrics_html(model: ClassifierModel) -> str:
             f"Feature baseline (random forest), same images: accuracy {_percent(base.get('accuracy'))}, "
             f"balanced {_percent(base.get('balanced_accuracy'))}, ROC AUC {_number(base.get('roc_auc'))}"
         )
+        if "network_minus_features" in base:
+            text = comparison_text(base["network_minus_features"])
+            lines.append(html.escape(text[0].upper() + text[1:]))
     lines += [f"<b>Warning:</b> {html.escape(w)}" for w in t.get("warnings", [])]
     stopped = " Stopped by the user: the best epoch so far is kept." if t.get("stopped_by_user") else ""
     history = len(model.history)

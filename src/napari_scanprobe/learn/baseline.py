@@ -13,7 +13,8 @@ resampling, normalisation), becomes a vector of hand-made features per channel:
 
 A random forest (500 trees, class-balanced) or a standardised logistic regression on them
 (scikit-learn). ``train(..., baseline=True)`` (``scanprobe train --baseline``) reports it on the
-same validation images as the CNN.
+same validation images as the CNN, and :func:`compare` says whether the network is ahead of it by
+more than the luck of which images were validated (a paired bootstrap over those images).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from .metrics import paired_difference
 
 N_BANDS = 12
 METHODS = ("random_forest", "logistic_regression")
@@ -112,3 +115,40 @@ def baseline_probabilities(
     out = np.zeros((len(test_views), n_classes))
     out[:, clf.classes_] = clf.predict_proba(np.nan_to_num(test_x))
     return out
+
+
+def compare(truth: np.ndarray, network_probs: np.ndarray, feature_probs: np.ndarray, seed: int = 0) -> dict:
+    """The network's accuracy and ROC AUC minus the features' on the same images, each with its
+    95 % interval (:func:`~.metrics.paired_difference`), and a verdict from the accuracy: the
+    ``"network"`` or the ``"features"`` are ahead when the interval excludes 0, else ``"level"``
+    (``"undetermined"`` with fewer than two images)."""
+    accuracy = paired_difference(truth, network_probs, feature_probs, "accuracy", seed=seed)
+    auc = paired_difference(truth, network_probs, feature_probs, "roc_auc", seed=seed)
+    low, high = accuracy["low"], accuracy["high"]
+    if not (np.isfinite(low) and np.isfinite(high)):
+        verdict = "undetermined"
+    else:
+        verdict = "network" if low > 0 else "features" if high < 0 else "level"
+    return {"accuracy": accuracy, "roc_auc": auc, "verdict": verdict}
+
+
+def comparison_text(comparison: dict) -> str:
+    """One sentence for a person: the differences, their intervals and what they mean."""
+    acc, auc = comparison["accuracy"], comparison["roc_auc"]
+
+    def points(v: float) -> str:
+        return f"{100 * v:+.1f}".replace("-", "\u2212")
+
+    text = (
+        f"network minus features: accuracy {points(acc['difference'])} points "
+        f"(95 % interval {points(acc['low'])} to {points(acc['high'])})"
+    )
+    if np.isfinite(auc["difference"]):
+        text += f", ROC AUC {auc['difference']:+.3f}".replace("-", "\u2212")
+    meaning = {
+        "network": "the network is ahead",
+        "features": "the features are ahead",
+        "level": f"level: {acc['n']} images cannot tell them apart",
+        "undetermined": "too few images to tell",
+    }[comparison["verdict"]]
+    return f"{text}: {meaning}"

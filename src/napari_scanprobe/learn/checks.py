@@ -6,6 +6,9 @@
   category) make an accuracy uncertain by more than about ±10 %.
 * **A tiny category**: fewer than :data:`MIN_PER_CATEGORY` images, or under a fifth of the
   largest category.
+* **Behind the features** (with ``baseline``): the feature baseline is more accurate than the
+  network on the validation images by more than their luck of the draw
+  (:func:`~.baseline.compare`).
 
 Each warning says what to do: ``folds`` (cross-validation: every image validates once) and
 ``permutations`` (does the model beat shuffled labels?), more images, checking the labels.
@@ -54,6 +57,16 @@ def training_warnings(model) -> list[str]:
             )
     elif not n_val and not opts.get("folds"):
         warnings.append("no validation images: nothing tells how well the model works; use --folds 5")
+    versus = metrics.get("baseline", {}).get("network_minus_features")
+    if versus and versus["verdict"] == "features":
+        acc = versus["accuracy"]
+        warnings.append(
+            f"the feature baseline is more accurate than the network on the validation images "
+            f"({-100 * acc['difference']:.1f} points, 95 % interval {-100 * acc['high']:.1f} to "
+            f"{-100 * acc['low']:.1f}): on these images the network does not earn its keep; check that the "
+            "channel and pixel size show what tells the categories apart, and add labelled images "
+            "(networks gain more from them than the features do)"
+        )
     if counts:
         largest = max(counts.values())
         for name, n in counts.items():

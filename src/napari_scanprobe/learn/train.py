@@ -61,7 +61,7 @@ from ..io import ReaderError
 from ..nn.classifier import build_network, check_architecture, receptive_field
 from ..process.common import Progress, run_to_end
 from ..process.steps import check_steps
-from .baseline import baseline_probabilities
+from .baseline import baseline_probabilities, compare
 from .calibration import calibrated, feature_reference, fit_calibration
 from .checks import training_warnings
 from .data import (
@@ -622,7 +622,12 @@ def train_steps(
                 "measured on them too",
             }
         if opts["baseline"] and len(truth):
-            metrics["baseline"] = _baseline(samples, splits, labels, categories, opts["seed"])
+            scored = [
+                sp for run, sp in zip(results, splits, strict=False) if _validation_probs(run, sp) is not None
+            ]
+            metrics["baseline"] = _baseline(
+                samples, scored, labels, categories, opts["seed"], calibrated(val_probs, calibration)
+            )
         if opts["folds"] and not stopped:
             epochs = max(1, int(np.median([r.best_epoch for r in results])))
             everything = np.arange(len(labels))
@@ -716,13 +721,19 @@ def _fold_accuracy(run: _Run, labels: np.ndarray, val_idx: np.ndarray) -> float:
     return float((run.val_probabilities.argmax(1) == labels[val_idx]).mean())
 
 
+def _validation_probs(run: _Run, split) -> np.ndarray | None:
+    """``run``'s probabilities for the validation images of its ``split``; None if it has none."""
+    return run.val_probabilities if len(split[1]) else None
+
+
 def _pooled(results: list[_Run], splits, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """True labels and probabilities of every validation image (out-of-fold for cross-validation)."""
     truth, probs = [], []
-    for run, (_, va) in zip(results, splits, strict=False):
-        if run.val_probabilities is not None and len(va):
+    for run, (tr, va) in zip(results, splits, strict=False):
+        p = _validation_probs(run, (tr, va))
+        if p is not None:
             truth.append(labels[va])
-            probs.append(run.val_probabilities)
+            probs.append(p)
     if not truth:
         return np.zeros(0, dtype=int), np.zeros((0, 2))
     return np.concatenate(truth), np.concatenate(probs)
@@ -736,20 +747,24 @@ def _report(truth: np.ndarray, probs: np.ndarray, categories: list[str]) -> dict
     return report
 
 
-def _baseline(samples: _Samples, splits, labels: np.ndarray, categories: list[str], seed: int) -> dict:
-    """The feature baseline (``baseline``) on the same splits as the CNN."""
+def _baseline(
+    samples: _Samples, splits, labels: np.ndarray, categories: list[str], seed: int, network_probs: np.ndarray
+) -> dict:
+    """The feature baseline (``baseline``) on the CNN's validated ``splits``, and how the network's
+    (calibrated) ``network_probs`` on those images, in the same order, compare with it."""
     truth, probs = [], []
     for tr, va in splits:
-        if len(va):
-            views = [samples.views[i] for i in tr]
-            probs.append(
-                baseline_probabilities(
-                    views, labels[tr], [samples.views[i] for i in va], len(categories), seed=seed
-                )
+        views = [samples.views[i] for i in tr]
+        probs.append(
+            baseline_probabilities(
+                views, labels[tr], [samples.views[i] for i in va], len(categories), seed=seed
             )
-            truth.append(labels[va])
-    report = classification_report(np.concatenate(truth), np.concatenate(probs), categories)
+        )
+        truth.append(labels[va])
+    truth_all, probs_all = np.concatenate(truth), np.concatenate(probs)
+    report = classification_report(truth_all, probs_all, categories)
     report["method"] = "random forest on image statistics, texture and FFT features (learn/baseline.py)"
+    report["network_minus_features"] = compare(truth_all, network_probs, probs_all, seed=seed)
     return report
 
 
