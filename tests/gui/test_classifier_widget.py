@@ -368,6 +368,7 @@ def test_training_from_a_folder(qtbot, dock, tmp_path):
     small_options(panel, epochs=2)
     panel.folds.setValue(2)  # cross-validation, then a final model on all images
     panel.permutations.setValue(1)
+    panel.baseline.setChecked(True)
     train_and_wait(qtbot, panel)
     model = panel.model
     assert model is not None, panel.status.text()
@@ -376,6 +377,8 @@ def test_training_from_a_folder(qtbot, dock, tmp_path):
     assert "broken.npy" in panel.skipped_label.toolTip()
     text = panel.metrics_label.text()
     assert "2-fold cross-validation" in text and "Permutation test: p = " in text
+    assert "Feature baseline (random forest), same images" in text
+    assert "Network minus features: accuracy" in text and "95 % interval" in text
     assert panel.confusion.total == 8  # out-of-fold: every image once
     # the curves show the final run (all images, no validation), not the shuffled-label runs
     assert panel.loss_plot.title.endswith("final")
