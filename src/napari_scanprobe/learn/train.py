@@ -622,9 +622,7 @@ def train_steps(
                 "measured on them too",
             }
         if opts["baseline"] and len(truth):
-            scored = [
-                sp for run, sp in zip(results, splits, strict=False) if _validation_probs(run, sp) is not None
-            ]
+            scored = [(tr, va) for _, tr, va in _validated(results, splits)]
             metrics["baseline"] = _baseline(
                 samples, scored, labels, categories, opts["seed"], calibrated(val_probs, calibration)
             )
@@ -721,22 +719,24 @@ def _fold_accuracy(run: _Run, labels: np.ndarray, val_idx: np.ndarray) -> float:
     return float((run.val_probabilities.argmax(1) == labels[val_idx]).mean())
 
 
-def _validation_probs(run: _Run, split) -> np.ndarray | None:
-    """``run``'s probabilities for the validation images of its ``split``; None if it has none."""
-    return run.val_probabilities if len(split[1]) else None
+def _validated(results: list[_Run], splits) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(validation probabilities, training indices, validation indices)`` of each run that has
+    validation images, in order."""
+    return [
+        (run.val_probabilities, tr, va)
+        for run, (tr, va) in zip(results, splits, strict=False)
+        if run.val_probabilities is not None and len(va)
+    ]
 
 
 def _pooled(results: list[_Run], splits, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """True labels and probabilities of every validation image (out-of-fold for cross-validation)."""
-    truth, probs = [], []
-    for run, (tr, va) in zip(results, splits, strict=False):
-        p = _validation_probs(run, (tr, va))
-        if p is not None:
-            truth.append(labels[va])
-            probs.append(p)
-    if not truth:
+    validated = _validated(results, splits)
+    if not validated:
         return np.zeros(0, dtype=int), np.zeros((0, 2))
-    return np.concatenate(truth), np.concatenate(probs)
+    return np.concatenate([labels[va] for _, _, va in validated]), np.concatenate(
+        [p for p, _, _ in validated]
+    )
 
 
 def _report(truth: np.ndarray, probs: np.ndarray, categories: list[str]) -> dict:
