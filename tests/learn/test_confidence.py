@@ -16,6 +16,7 @@ from napari_scanprobe.learn.calibration import (
     unlike_training,
 )
 from napari_scanprobe.learn.metrics import expected_calibration_error, paired_difference
+from napari_scanprobe.learn.modelfile import jsonsafe
 from napari_scanprobe.learn.train import train
 
 from .conftest import SIZE, SMALL_NET, blob_data
@@ -141,7 +142,13 @@ def test_compare_says_who_is_ahead_only_beyond_the_luck_of_the_draw():
     level = compare(truth, a, b)
     assert level["verdict"] == "level" and level["accuracy"]["low"] < 0 < level["accuracy"]["high"]
     assert comparison_text(level).endswith("level: 30 images cannot tell them apart")
-    assert compare(truth[:1], a[:1], b[:1])["verdict"] == "undetermined"
+    undetermined = compare(truth[:1], a[:1], b[:1])
+    assert undetermined["verdict"] == "undetermined"
+    # as read back from a model file, where NaN is stored as None
+    assert comparison_text(jsonsafe(undetermined)) == "network minus features: too few images to tell"
+    one_class = compare(np.ones(30, dtype=int), a, b)  # no ROC AUC with one category
+    assert one_class["roc_auc"]["difference"] != one_class["roc_auc"]["difference"]  # NaN
+    assert "ROC AUC" not in comparison_text(jsonsafe(one_class))
 
 
 @pytest.mark.slow

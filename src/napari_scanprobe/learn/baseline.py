@@ -133,22 +133,29 @@ def compare(truth: np.ndarray, network_probs: np.ndarray, feature_probs: np.ndar
 
 
 def comparison_text(comparison: dict) -> str:
-    """One sentence for a person: the differences, their intervals and what they mean."""
+    """One sentence for a person: the differences, their intervals and what they mean (also for
+    a comparison read back from a model file, where an undefined figure is None)."""
     acc, auc = comparison["accuracy"], comparison["roc_auc"]
 
-    def points(v: float) -> str:
-        return f"{100 * v:+.1f}".replace("-", "\u2212")
+    def known(v) -> bool:
+        return v is not None and bool(np.isfinite(v))
 
+    def signed(v: float, scale: float, digits: int) -> str:
+        return f"{scale * v:+.{digits}f}".replace("-", "\u2212")
+
+    if comparison["verdict"] == "undetermined" or not all(
+        known(acc[k]) for k in ("difference", "low", "high")
+    ):
+        return "network minus features: too few images to tell"
     text = (
-        f"network minus features: accuracy {points(acc['difference'])} points "
-        f"(95 % interval {points(acc['low'])} to {points(acc['high'])})"
+        f"network minus features: accuracy {signed(acc['difference'], 100, 1)} points "
+        f"(95 % interval {signed(acc['low'], 100, 1)} to {signed(acc['high'], 100, 1)})"
     )
-    if np.isfinite(auc["difference"]):
-        text += f", ROC AUC {auc['difference']:+.3f}".replace("-", "\u2212")
+    if known(auc["difference"]):
+        text += f", ROC AUC {signed(auc['difference'], 1, 3)}"
     meaning = {
         "network": "the network is ahead",
         "features": "the features are ahead",
         "level": f"level: {acc['n']} images cannot tell them apart",
-        "undetermined": "too few images to tell",
     }[comparison["verdict"]]
     return f"{text}: {meaning}"
