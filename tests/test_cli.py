@@ -50,3 +50,20 @@ def test_demo_headless_runs_the_pipeline():
     assert result.returncode == 0, result.stderr
     assert "4 layers" in result.stdout and "flatten auto" in result.stdout
     assert "Height (trace)" in result.stdout and "nm" in result.stdout
+
+
+def test_progress_bar_shows_one_time_left():
+    import io
+
+    from napari_scanprobe.cli import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar("training", stream=stream)
+    bar.update(0.5, "step 1/2")  # nothing said about the time left: tqdm's estimate
+    bar.bar.refresh()
+    assert "<" in stream.getvalue().rsplit("\r", 1)[-1]
+    bar.update(0.6, "epoch 2/40, about 7 min left", own_estimate=True)
+    bar.bar.refresh()
+    last = stream.getvalue().rsplit("\r", 1)[-1]
+    assert "about 7 min left" in last and "<" not in last
+    bar.close()

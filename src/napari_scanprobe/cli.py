@@ -162,6 +162,11 @@ def _make_layer(data, kwargs, kind):
 class ProgressBar:
     """A progress bar on stderr (tqdm: redrawn in place on a terminal, with the time left)."""
 
+    FORMAT = "{desc} {bar:20} {percentage:3.0f}%{postfix} [{elapsed}<{remaining}]"
+    #: when the work says its own time left (training: from the epochs so far), tqdm's guess from
+    #: the bar's overall rate (fast reading, slow epochs) is not shown beside it
+    FORMAT_OWN_ESTIMATE = "{desc} {bar:20} {percentage:3.0f}%{postfix} [{elapsed}]"
+
     def __init__(self, label: str, stream=None):
         from tqdm import tqdm
 
@@ -169,13 +174,15 @@ class ProgressBar:
             total=100,
             desc=label,
             file=stream or sys.stderr,
-            bar_format="{desc} {bar:20} {percentage:3.0f}%{postfix} [{elapsed}<{remaining}]",
+            bar_format=self.FORMAT,
             mininterval=0.5,
             leave=True,
         )
 
-    def update(self, fraction: float, text: str = "") -> None:
+    def update(self, fraction: float, text: str = "", own_estimate: bool = False) -> None:
+        """``own_estimate``: ``text`` says the time left (a Progress with ``extra["seconds_left"]``)."""
         percent = 100 * min(max(fraction, 0.0), 1.0)
+        self.bar.bar_format = self.FORMAT_OWN_ESTIMATE if own_estimate else self.FORMAT
         self.bar.set_postfix_str(text[:60], refresh=False)
         self.bar.update(percent - self.bar.n)
 
@@ -267,7 +274,7 @@ def cmd_train(args) -> int:
         text = update.message
         if epoch and "val_accuracy" in epoch:
             text += f"  val acc {epoch['val_accuracy']:.3f}"
-        bar.update(update.fraction, text)
+        bar.update(update.fraction, text, "seconds_left" in update.extra)
 
     try:
         pixel_size = "auto" if args.pixel_size is None else _pixel_size_value(args.pixel_size)
@@ -323,7 +330,9 @@ def cmd_pretrain(args) -> int:
             args.folder,
             args.output,
             args.channel or [],
-            progress=lambda update: bar.update(update.fraction, update.message),
+            progress=lambda update: bar.update(
+                update.fraction, update.message, "seconds_left" in update.extra
+            ),
             pixel_size=pixel_size,
             input_size=args.input_size,
             device=args.device,
