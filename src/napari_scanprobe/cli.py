@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from . import __version__
+from . import __version__, plainjson
 from .io import ReaderError, Scan, read
 from .untrusted import one_line
 
@@ -66,14 +65,14 @@ def cmd_info(args) -> int:
     def failed(name: str, exc: ReaderError) -> None:
         failures.append(name)
         if args.json:
-            print(json.dumps({"path": str(name), "error": exc.reason}))
+            print(plainjson.dumps({"path": str(name), "error": exc.reason}))
         else:
             print(f"scanprobe: error: {exc}", file=sys.stderr)
 
     for scan in _read_each(args.files, failed):
         channels = [_channel_facts(ch) for ch in scan.channels]
         if args.json:
-            print(json.dumps({"path": scan.path, "format": scan.format, "channels": channels}))
+            print(plainjson.dumps({"path": scan.path, "format": scan.format, "channels": channels}))
         else:
             print(f"{scan.path}  [{scan.format}, {len(channels)} channel{'' if len(channels) == 1 else 's'}]")
             for facts in channels:
@@ -392,7 +391,7 @@ def cmd_evaluate(args) -> int:
             file=sys.stderr,
         )
     if args.json:
-        print(json.dumps(metrics))
+        print(plainjson.dumps(metrics))
         return 0
     _print_metrics(metrics, model.categories)
     print(f"  expected calibration error {metrics['ece']:.3f}")
@@ -415,7 +414,7 @@ def cmd_predict(args) -> int:
         failures.append(obj)
         message = exc.reason if isinstance(exc, ReaderError) else str(exc)
         if args.json:
-            print(json.dumps({"path": str(obj), "error": message}), flush=True)
+            print(plainjson.dumps({"path": str(obj), "error": message}), flush=True)
         else:
             print(f"scanprobe predict: error: {obj}: {message}", file=sys.stderr)
 
@@ -433,7 +432,7 @@ def cmd_predict(args) -> int:
         if result is None:
             continue
         if args.json:
-            print(json.dumps({**result.as_dict(), "path": path}))
+            print(plainjson.dumps({**result.as_dict(), "path": path}))
         else:
             probs = "  ".join(f"{c} {p:.3f}" for c, p in result.probabilities.items())
             frames = f"  ({len(result.frames)} frames)" if result.frames else ""
@@ -621,13 +620,12 @@ def cmd_measure(args) -> int:
                 r = roughness(ch)
                 if args.json:
                     print(
-                        json.dumps({"path": scan.path, "channel": ch.title, **r.as_dict(), "units": r.units})
+                        plainjson.dumps(
+                            {"path": scan.path, "channel": ch.title, **r.as_dict(), "units": r.units}
+                        )
                     )
                 else:
-                    cells = "  ".join(
-                        f"{p} {getattr(r, p):.5g}{(' ' + r.units[p]) if r.units[p] else ''}"
-                        for p in ROUGHNESS_PARAMETERS
-                    )
+                    cells = "  ".join(f"{p} {r.text(p)}" for p in ROUGHNESS_PARAMETERS)
                     print(f"  {ch.title}: {cells}")
     except (ValueError, OSError) as exc:
         print(f"scanprobe measure: error: {exc}", file=sys.stderr)

@@ -16,8 +16,8 @@ from napari_scanprobe.learn.calibration import (
     unlike_training,
 )
 from napari_scanprobe.learn.metrics import expected_calibration_error, paired_difference
-from napari_scanprobe.learn.modelfile import jsonsafe
 from napari_scanprobe.learn.train import train
+from napari_scanprobe.plainjson import jsonsafe
 
 from .conftest import SIZE, SMALL_NET, blob_data
 

@@ -49,3 +49,20 @@ def test_bad_options_give_one_line(sample, capsys, extra, message):
     assert main(["measure", str(sample("nanonis_sxm/test.sxm")), *extra]) == 1
     err = capsys.readouterr().err
     assert err.startswith("scanprobe measure: error:") and message in err and "Traceback" not in err
+
+
+def test_a_flat_channel_gives_standard_json_and_readable_text(sample, capsys):
+    """This constant-height scan's Z is one value everywhere: skewness and kurtosis are undefined."""
+    path = str(sample("nanonis_sxm/A151216.123306-02602.sxm"))
+
+    def no_nan(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    assert main(["measure", path, "--json"]) == 0
+    lines = [json.loads(line, parse_constant=no_nan) for line in capsys.readouterr().out.splitlines()[1:]]
+    z = lines[0]
+    assert z["channel"] == "Z (forward)" and z["Sq"] == 0 and z["Ssk"] is None and z["Sku"] is None
+    assert str(z["Sv"]) == "0.0"  # not -0.0
+    assert main(["measure", path]) == 0
+    text = capsys.readouterr().out.splitlines()[1]
+    assert text.startswith("  Z (forward): Sa 0 nm") and "Ssk n/a  Sku n/a" in text and "-0" not in text

@@ -604,8 +604,8 @@ class MeasureWidget(QWidget):
             self._report(exc)
             return None
         self.last_roughness = r
-        for row, (_, value, unit) in enumerate(r.rows()):
-            self.table.setItem(row, 1, QTableWidgetItem(f"{value:.5g}"))
+        for row, (parameter, _, unit) in enumerate(r.rows()):
+            self.table.setItem(row, 1, QTableWidgetItem(r.text(parameter, unit=False)))
             self.table.setItem(row, 2, QTableWidgetItem(unit))
         self.status.setText(f"roughness of {r.pixels} pixels of '{layer.name}'")
         return r

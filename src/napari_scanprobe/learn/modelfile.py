@@ -24,6 +24,7 @@ from ..nn.classifier import (
     pooling_count,
 )
 from ..nn.weights import check_shapes, load_weights, save_weights, weight_paths
+from ..plainjson import jsonsafe
 from ..process.steps import check_steps
 from ..untrusted import check_depth, one_line, short_repr
 
@@ -102,21 +103,6 @@ class ClassifierModel:
         out = save_weights(path, self.state, jsonsafe(self.description()), FORMAT, "model")
         self.path = str(out)
         return out
-
-
-def jsonsafe(obj: Any) -> Any:
-    """NaN/inf (e.g. an undefined AUC) become None: the JSON stays standard."""
-    if isinstance(obj, dict):
-        return {str(k): jsonsafe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonsafe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonsafe(obj.tolist())
-    if isinstance(obj, (np.generic,)):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def network_cost(arch: dict) -> tuple[int, int]:

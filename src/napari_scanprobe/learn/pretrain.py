@@ -41,11 +41,12 @@ import numpy as np
 from .. import __version__
 from ..nn.classifier import build_network, check_architecture, expected_shapes
 from ..nn.weights import check_shapes, load_weights, save_weights, weight_paths
+from ..plainjson import jsonsafe
 from ..process.common import Progress, run_to_end
 from ..process.steps import check_steps
 from ..untrusted import check_depth, one_line
 from .data import MIN_COVERED, model_shape
-from .modelfile import check_network_budget, jsonsafe
+from .modelfile import check_network_budget
 from .train import DEFAULT_PREPROCESSING, load_examples, prepare_samples, target_pixel_size
 
 FORMAT = "napari-scanprobe encoder"

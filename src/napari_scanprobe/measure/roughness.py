@@ -45,6 +45,14 @@ class Roughness:
         """``(parameter, value, unit)`` rows, for a table."""
         return [(p, getattr(self, p), self.units[p]) for p in ROUGHNESS_PARAMETERS]
 
+    def text(self, parameter: str, unit: bool = True) -> str:
+        """One parameter as a person reads it: 5 significant digits (and its unit), or ``n/a``
+        where it is undefined (the skewness and kurtosis of a perfectly flat area)."""
+        value = getattr(self, parameter)
+        if not np.isfinite(value):
+            return "n/a"
+        return f"{value:.5g} {self.units[parameter] if unit else ''}".rstrip()
+
 
 def _units(z_unit: str, xy_unit: str) -> dict[str, str]:
     if z_unit and z_unit == xy_unit:
@@ -95,7 +103,7 @@ def roughness(
         raise ValueError(f"{m.name}: the evaluated area holds {n} valid pixel(s); roughness needs at least 2")
     heights = z[inside] - z[inside].mean()
     sq = float(np.sqrt(np.mean(heights**2)))
-    sp, sv = float(heights.max()), float(-heights.min())
+    sp, sv = float(heights.max()), 0.0 - float(heights.min())  # a flat area: 0, not -0
     if sq > 0:
         ssk = float(np.mean(heights**3) / sq**3)
         sku = float(np.mean(heights**4) / sq**4)
