@@ -94,6 +94,7 @@ def test_train_with_baseline_then_evaluate_on_png_pictures(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "feature baseline (random forest) on the same images: accuracy" in out
     assert "network minus features: accuracy" in out and "95 % interval" in out
+    assert "evaluated on 6 validation images\n" in out  # one validation split: no cross-validation
     assert "calibration: temperature" in out
     assert "warning: only 6 validation images (3 in the smallest category)" in out
     assert "images as they are" in out

@@ -107,6 +107,7 @@ def test_cross_validation_pools_out_of_fold_predictions():
     cv = model.metrics["cross_validation"]
     assert cv["folds"] == 3 and len(cv["fold_accuracy"]) == 3 and cv["final_epochs"] >= 1
     assert model.metrics["n"] == 18  # every image predicted once, out of fold
+    assert model.metrics["evaluated_on"] == "validation images (out of fold: 3-fold cross-validation)"
 
 
 def test_permutation_test_gives_a_p_value():

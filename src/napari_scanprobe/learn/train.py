@@ -612,7 +612,7 @@ def train_steps(
         stopped = any(r.stopped_by_user for r in results)
         truth, val_probs = _pooled(results, splits, labels)
         calibration = fit_calibration(truth, val_probs)
-        metrics = _report(truth, calibrated(val_probs, calibration), categories)
+        metrics = _report(truth, calibrated(val_probs, calibration), categories, opts["folds"])
         if len(truth):
             metrics["calibration"] = {
                 **calibration,
@@ -739,11 +739,13 @@ def _pooled(results: list[_Run], splits, labels: np.ndarray) -> tuple[np.ndarray
     )
 
 
-def _report(truth: np.ndarray, probs: np.ndarray, categories: list[str]) -> dict:
+def _report(truth: np.ndarray, probs: np.ndarray, categories: list[str], folds: int = 0) -> dict:
     if not len(truth):
         return {"evaluated_on": "nothing (no validation images)"}
     report = classification_report(truth, probs, categories)
-    report["evaluated_on"] = "validation images (out-of-fold for cross-validation)"
+    report["evaluated_on"] = (
+        f"validation images (out of fold: {folds}-fold cross-validation)" if folds else "validation images"
+    )
     return report
 
 
