@@ -409,3 +409,22 @@ def test_folders_and_globs_mirror_subfolders_and_skip_the_output_folder(tmp_path
     failed = [e for s, e in statuses.values() if s == "failed"]
     assert len(failed) == 1 and "would overwrite" in failed[0] and "{file}" in failed[0]
     assert os.path.isfile(tmp_path / "o3" / "x Height (trace).gsf")
+
+
+def test_undefined_roughness_is_an_empty_cell_and_null_in_the_journal(sample, tmp_path):
+    """This constant-height scan's Z is flat: its skewness and kurtosis are undefined, on the
+    first run and when a rerun takes the figures back from the journal."""
+    recipe = {"channels": ["Z (forward)"], "steps": [{"step": "measure", "method": "roughness"}]}
+    inputs = [str(sample("nanonis_sxm/A151216.123306-02602.sxm"))]
+    out = tmp_path / "out"
+
+    def no_nan(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    for status in ("ok", "skipped (done)"):
+        run_batch(recipe, inputs, out, workers=0)
+        (row,) = summary_rows(out)
+        assert row["status"] == status
+        assert row["Z (forward): Ssk"] == row["Z (forward): Sku"] == "" and row["Z (forward): Sq [nm]"] == "0"
+    (line,) = (out / JOURNAL_NAME).read_text().splitlines()
+    assert json.loads(line, parse_constant=no_nan)["measurements"]["Z (forward): Ssk"] is None

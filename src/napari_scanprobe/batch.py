@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import socket
 from collections.abc import Callable, Iterable
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import plainjson
 from .atomic import output_folder
 from .inputs import Input, expand_inputs
 from .process.common import Progress
@@ -169,7 +171,7 @@ def _journal_entry(result: FileResult, inp: Input, fingerprint: str, outdir: Pat
 
 def _append(path: Path, entry: dict) -> None:
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
+        fh.write(plainjson.dumps(entry) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -483,4 +485,5 @@ def write_summary(batch: BatchResult, outdir: Path) -> Path:
 
 
 def _number(value: Any) -> str:
-    return "" if value is None else f"{float(value):.6g}"
+    """A measurement's CSV cell: empty where it is missing or undefined (NaN)."""
+    return "" if value is None or not math.isfinite(float(value)) else f"{float(value):.6g}"
