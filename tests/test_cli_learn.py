@@ -59,6 +59,17 @@ def test_train_then_predict(tmp_path, capsys, sample):
     assert out.count("\n") >= 1 and "plain_1.npy: " in out
     assert "missing.spm" in err
 
+    # an image too small for the network: its path once, in the text and in the JSON
+    tiny = tmp_path / "tiny.npy"
+    np.save(tiny, np.zeros((4, 60), np.float32))
+    assert main(["predict", str(model), str(tiny)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"scanprobe predict: error: {tiny}: ") and err.count(str(tiny)) == 1
+    assert main(["predict", str(model), str(tiny), "--json"]) == 1
+    (line,) = capsys.readouterr().out.splitlines()
+    report = json.loads(line)
+    assert report["path"] == str(tiny) and str(tiny) not in report["error"] and "px" in report["error"]
+
 
 def test_train_refuses_a_single_category_folder(tmp_path, capsys):
     (tmp_path / "only").mkdir()

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import __version__, plainjson
 from .io import ReaderError, Scan, read
-from .untrusted import one_line
+from .untrusted import one_line, reason_for
 
 
 def _channel_facts(ch) -> dict:
@@ -387,7 +387,7 @@ def cmd_evaluate(args) -> int:
     )
     for obj, problem in skipped:
         print(
-            f"  skipped {obj}: {problem.reason if isinstance(problem, ReaderError) else problem}",
+            f"  skipped {obj}: {reason_for(problem, str(obj))}",
             file=sys.stderr,
         )
     if args.json:
@@ -412,7 +412,7 @@ def cmd_predict(args) -> int:
 
     def failed(obj, exc):
         failures.append(obj)
-        message = exc.reason if isinstance(exc, ReaderError) else str(exc)
+        message = reason_for(exc, str(obj))
         if args.json:
             print(plainjson.dumps({"path": str(obj), "error": message}), flush=True)
         else:
@@ -490,11 +490,7 @@ def cmd_cam(args) -> int:
             written[out] = name
         except Exception as exc:  # the error boundary of one input: the others go on
             failed += 1
-            message = exc.reason if isinstance(exc, ReaderError) else one_line(exc)
-            print(
-                f"scanprobe cam: error: {message if str(name) in message else f'{name}: {message}'}",
-                file=sys.stderr,
-            )
+            print(f"scanprobe cam: error: {name}: {reason_for(exc, str(name))}", file=sys.stderr)
             continue
         frames = f", {example.n_frames} frames" if example.is_movie else ""
         print(

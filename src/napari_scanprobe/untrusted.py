@@ -63,6 +63,15 @@ def one_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:299] + "…"
 
 
+def reason_for(exc: BaseException, name: str) -> str:
+    """Why the input ``name`` failed, in one line without its name (a ``ReaderError``'s reason,
+    or the message with a leading ``"<name>: "`` taken off): the caller names the input once."""
+    reason = getattr(exc, "reason", None)
+    text = reason if isinstance(reason, str) else one_line(exc)
+    prefix = f"{name}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
 def check_depth(data: Any, where: str, limit: int = MAX_DEPTH) -> None:
     """ValueError when ``data`` (plain lists/dicts) nests deeper than ``limit`` (iterative walk)."""
     stack = [(data, 0)]

@@ -61,6 +61,7 @@ from ..io import ReaderError
 from ..nn.classifier import build_network, check_architecture, receptive_field
 from ..process.common import Progress, run_to_end
 from ..process.steps import check_steps
+from ..untrusted import reason_for
 from .baseline import baseline_probabilities, compare
 from .calibration import calibrated, feature_reference, fit_calibration
 from .checks import training_warnings
@@ -154,20 +155,12 @@ def load_examples(
             else:
                 example = as_example(item, channels, name=name)
         except (ReaderError, ValueError, OSError) as exc:
-            skipped.append({"input": name, "reason": _reason(exc, name)})
+            skipped.append({"input": name, "reason": reason_for(exc, name)})
         else:
             example.label = category
             examples.append(example)
         yield Progress(i + 1, len(items), message=f"reading {i + 1}/{len(items)}")
     return examples
-
-
-def _reason(exc: Exception, name: str) -> str:
-    """Why an input was skipped, without repeating its name (the report names it)."""
-    if isinstance(exc, ReaderError):
-        return exc.reason
-    text = str(exc)
-    return text[len(name) + 2 :] if text.startswith(f"{name}: ") else text
 
 
 #: ``pixel_size="auto"`` may go this many times finer than the median to keep small scans usable.
@@ -219,7 +212,7 @@ def prepare_samples(
                 for f in range(example.n_frames)
             ]
         except ValueError as exc:
-            skipped.append({"input": example.source, "reason": _reason(exc, example.source)})
+            skipped.append({"input": example.source, "reason": reason_for(exc, example.source)})
             continue
         views += frames
         labels += [categories.index(str(example.label))] * len(frames)  # every training example is labelled
